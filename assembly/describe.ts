@@ -1,0 +1,60 @@
+// Header facts as a JSON string for the host's `info`.
+import { Image } from "./image";
+import { Qcow2Image } from "./qcow2";
+import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY, COMPAT_LAZY_REFCOUNTS } from "./header";
+
+/** JSON string literal; header strings are untrusted bytes. */
+export function jsonString(s: string): string {
+  let out = "\"";
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c == 0x22) out += "\\\"";
+    else if (c == 0x5c) out += "\\\\";
+    else if (c < 0x20) out += "\\u00" + (c < 16 ? "0" : "") + c.toString(16);
+    else out += String.fromCharCode(c);
+  }
+  return out + "\"";
+}
+
+function field(name: string, value: string): string { return "\"" + name + "\":" + value; }
+
+export function describeImage(img: Image): string {
+  if (!(img instanceof Qcow2Image)) {
+    return "{" + field("format", "\"raw\"") + "," + field("virtualSize", img.virtualSize().toString()) + "}";
+  }
+  const q = changetype<Qcow2Image>(img);
+  const h = q.h;
+  const parts = new Array<string>();
+  parts.push(field("format", "\"qcow2\""));
+  parts.push(field("version", h.version.toString()));
+  parts.push(field("virtualSize", h.size.toString()));
+  parts.push(field("clusterBits", h.clusterBits.toString()));
+  parts.push(field("clusterSize", h.clusterSize.toString()));
+  parts.push(field("backingFile", h.backingOffset != 0 ? jsonString(h.backingName) : "null"));
+  parts.push(field("backingFormat", h.backingFormat.length > 0 ? jsonString(h.backingFormat) : "null"));
+  parts.push(field("cryptMethod", h.cryptMethod.toString()));
+  parts.push(field("l1Size", h.l1Size.toString()));
+  parts.push(field("l1Offset", h.l1Offset.toString()));
+  parts.push(field("refcountTableOffset", h.rtOffset.toString()));
+  parts.push(field("refcountTableClusters", h.rtClusters.toString()));
+  parts.push(field("nbSnapshots", h.nbSnapshots.toString()));
+  parts.push(field("snapshotsOffset", h.snapshotsOffset.toString()));
+  parts.push(field("incompatibleFeatures", h.incompat.toString()));
+  parts.push(field("compatibleFeatures", h.compat.toString()));
+  parts.push(field("autoclearFeatures", h.autoclear.toString()));
+  parts.push(field("refcountOrder", h.refcountOrder.toString()));
+  parts.push(field("refcountBits", (1 << h.refcountOrder).toString()));
+  parts.push(field("headerLength", h.headerLength.toString()));
+  parts.push(field("compressionType", h.compressionType.toString()));
+  parts.push(field("extendedL2", h.extendedL2 ? "true" : "false"));
+  parts.push(field("dirty", (h.incompat & INCOMPAT_DIRTY) != 0 ? "true" : "false"));
+  parts.push(field("corrupt", (h.incompat & INCOMPAT_CORRUPT) != 0 ? "true" : "false"));
+  parts.push(field("lazyRefcounts", (h.compat & COMPAT_LAZY_REFCOUNTS) != 0 ? "true" : "false"));
+  const exts = new Array<string>();
+  for (let i = 0; i < h.extensions.length; i++) {
+    const e = h.extensions[i];
+    exts.push("{" + field("magic", e.magic.toString()) + "," + field("length", e.data.length.toString()) + "}");
+  }
+  parts.push(field("extensions", "[" + exts.join(",") + "]"));
+  return "{" + parts.join(",") + "}";
+}

@@ -1,0 +1,57 @@
+// An open image. The base class is the interface every format offers the engine (guest reads,
+// per-layer block status); qcow2.ts and raw.ts implement it.
+import { fail, E_INTERNAL } from "./errors";
+import { ST_ZERO, ST_DATA, ST_ALLOCATED } from "./layout";
+
+/** One layer's block-status answer for a run of bytes (see Image.status). */
+export class Status {
+  flags: i32 = 0;
+  offset: u64 = 0;
+}
+export const st = new Status();
+
+export class Image {
+  backing: Image | null = null;
+  constructor(public handle: i32, public writable: bool) {}
+
+  virtualSize(): u64 { fail(E_INTERNAL, "virtualSize"); return 0; }
+  formatName(): string { return ""; }
+
+  /** Guest read of this layer and, where it has no data, its backing chain. Range within the image. */
+  read(off: u64, ptr: usize, len: u64): void { fail(E_INTERNAL, "read"); }
+
+  /** This layer's own status for [off, off+bytes): sets `st`, returns the run length. */
+  ownStatus(off: u64, bytes: u64): u64 { fail(E_INTERNAL, "ownStatus"); return 0; }
+
+  supportsBacking(): bool { return false; }
+
+  /**
+   * Block status as qemu's bdrv_co_block_status reports it for this layer: a run the layer does
+   * not allocate reads as zero when nothing lies below it, or when the backing file ends before it.
+   */
+  status(off: u64, bytes: u64): u64 {
+    const n = this.ownStatus(off, bytes);
+    if ((st.flags & (ST_DATA | ST_ZERO)) != 0) {
+      st.flags |= ST_ALLOCATED;
+    } else if (this.supportsBacking()) {
+      const b = this.backing;
+      if (b == null || off >= b.virtualSize()) st.flags |= ST_ZERO;
+    }
+    return n;
+  }
+
+  /** Read [off, off+len) through the backing chain: zeros without a backing file or past its end. */
+  readBacking(off: u64, ptr: usize, len: u64): void {
+    const b = this.backing;
+    if (b == null) { memory.fill(ptr, 0, <usize>len); return; }
+    const bsize = b.virtualSize();
+    if (off >= bsize) { memory.fill(ptr, 0, <usize>len); return; }
+    const avail = bsize - off;
+    if (avail >= len) { b.read(off, ptr, len); return; }
+    b.read(off, ptr, avail);
+    memory.fill(ptr + <usize>avail, 0, <usize>(len - avail));
+  }
+
+  flush(): void {}
+  close(): void {}
+}

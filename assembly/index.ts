@@ -1,0 +1,90 @@
+// The engine's exported surface. Images are numbered; the host owns the file handles behind them.
+// Every function that can fail traps after recording lastErrorCode/lastErrorMessage.
+import { lastCode, lastMessage, fail, E_BAD_ARGUMENT, E_RANGE } from "./errors";
+export { clearError } from "./errors";
+import { Image, st } from "./image";
+import { Qcow2Image } from "./qcow2";
+import { RawImage } from "./raw";
+import { QCOW_MAGIC } from "./header";
+import { getU32 } from "./be";
+import { readZeroFill } from "./io";
+import { describeImage } from "./describe";
+
+const images = new Array<Image | null>();
+
+function image(id: i32): Image {
+  if (id < 0 || id >= images.length) fail(E_BAD_ARGUMENT, "no open image #" + id.toString());
+  const img = unchecked(images[id]);
+  if (img == null) fail(E_BAD_ARGUMENT, "image #" + id.toString() + " is closed");
+  return img!;
+}
+
+function register(img: Image): i32 {
+  for (let i = 0; i < images.length; i++) {
+    if (unchecked(images[i]) == null) { unchecked(images[i] = img); return i; }
+  }
+  images.push(img);
+  return images.length - 1;
+}
+
+export function lastErrorCode(): string { return lastCode; }
+export function lastErrorMessage(): string { return lastMessage; }
+
+/** Scratch memory for the host's buffers (outside the garbage collector). */
+export function alloc(size: usize): usize { return heap.alloc(size); }
+export function free(ptr: usize): void { heap.free(ptr); }
+
+/** 1 when the file starts with the qcow2 magic, else 0 (raw). */
+export function probe(handle: i32): i32 {
+  const buf = heap.alloc(4);
+  readZeroFill(handle, buf, 4, 0);
+  const r = getU32(buf) == QCOW_MAGIC ? 1 : 0;
+  heap.free(buf);
+  return r;
+}
+
+export function openQcow2(handle: i32, writable: bool): i32 {
+  return register(new Qcow2Image(handle, writable));
+}
+
+export function openRaw(handle: i32, writable: bool): i32 {
+  return register(new RawImage(handle, writable));
+}
+
+/** Link an image to the image that backs it (the host resolved and validated the name). */
+export function setBacking(id: i32, backingId: i32): void {
+  image(id).backing = backingId < 0 ? null : image(backingId);
+}
+
+export function close(id: i32): void {
+  const img = image(id);
+  img.close();
+  unchecked(images[id] = null);
+}
+
+export function describe(id: i32): string { return describeImage(image(id)); }
+
+export function virtualSize(id: i32): f64 { return <f64>image(id).virtualSize(); }
+
+/** Guest read of [off, off+len) through the chain into wasm memory at ptr. */
+export function read(id: i32, off: f64, ptr: usize, len: i32): void {
+  const img = image(id);
+  const o = <u64>off;
+  if (off < 0 || len < 0 || o + <u64>len > img.virtualSize()) {
+    fail(E_RANGE, "read of " + len.toString() + " bytes at " + o.toString() + " outside virtual size " + img.virtualSize().toString());
+  }
+  img.read(o, ptr, <u64>len);
+}
+
+/** One layer's block status for [off, off+bytes); returns the run length, see statusFlags/Offset. */
+export function blockStatus(id: i32, off: f64, bytes: f64): f64 {
+  const img = image(id);
+  const o = <u64>off;
+  const size = img.virtualSize();
+  if (off < 0 || bytes <= 0 || o >= size) fail(E_RANGE, "block status at " + o.toString() + " outside virtual size " + size.toString());
+  let b = <u64>bytes;
+  if (b > size - o) b = size - o;
+  return <f64>img.status(o, b);
+}
+export function statusFlags(): i32 { return st.flags; }
+export function statusOffset(): f64 { return <f64>st.offset; }

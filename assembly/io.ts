@@ -1,0 +1,45 @@
+// The engine's only window on the world: host imports on numeric handles. The host throws (a JS
+// exception unwinds through wasm) when the OS reports an error, so these return plain counts.
+// Offsets cross the boundary as f64: exact for every integer below 2^53 (8 PiB), and no BigInt
+// conversion on the hot path.
+import { fail, E_CORRUPT, hex } from "./errors";
+
+@external("host", "read") declare function hostRead(handle: i32, ptr: usize, len: i32, offset: f64): i32;
+@external("host", "write") declare function hostWrite(handle: i32, ptr: usize, len: i32, offset: f64): void;
+@external("host", "size") declare function hostSize(handle: i32): f64;
+@external("host", "truncate") declare function hostTruncate(handle: i32, size: f64): void;
+@external("host", "flush") declare function hostFlush(handle: i32): void;
+/** Inflate `srcLen` bytes into exactly `dstLen` bytes; returns bytes produced, -1 on bad data. */
+@external("host", "decompress") declare function hostDecompress(type: i32, src: usize, srcLen: i32, dst: usize, dstLen: i32): i32;
+
+/** Read up to len bytes; whatever lies past the end of the file reads as zeros. */
+export function readZeroFill(handle: i32, ptr: usize, len: i32, offset: u64): void {
+  const n = hostRead(handle, ptr, len, <f64>offset);
+  if (n < len) memory.fill(ptr + <usize>n, 0, <usize>(len - n));
+}
+
+/** Read exactly len bytes of metadata; a short read means a reference past the end of the file. */
+export function readExact(handle: i32, ptr: usize, len: i32, offset: u64, what: string): void {
+  const n = hostRead(handle, ptr, len, <f64>offset);
+  if (n != len) fail(E_CORRUPT, what + " at " + hex(offset) + " lies past the end of the file");
+}
+
+export function writeAt(handle: i32, ptr: usize, len: i32, offset: u64): void {
+  hostWrite(handle, ptr, len, <f64>offset);
+}
+
+export function fileSize(handle: i32): u64 {
+  return <u64>hostSize(handle);
+}
+
+export function truncateTo(handle: i32, size: u64): void {
+  hostTruncate(handle, <f64>size);
+}
+
+export function flush(handle: i32): void {
+  hostFlush(handle);
+}
+
+export function decompress(type: i32, src: usize, srcLen: i32, dst: usize, dstLen: i32): i32 {
+  return hostDecompress(type, src, srcLen, dst, dstLen);
+}

@@ -1,0 +1,36 @@
+// L1/L2 entry encoding and the kinds of (sub)cluster a lookup can find (qemu's QCow2SubclusterType).
+
+export const L1E_OFFSET_MASK: u64 = 0x00fffffffffffe00;
+export const L2E_OFFSET_MASK: u64 = 0x00fffffffffffe00;
+export const REFT_OFFSET_MASK: u64 = 0xfffffffffffffe00;
+export const OFLAG_COPIED: u64 = 1 << 63;
+export const OFLAG_COMPRESSED: u64 = 1 << 62;
+export const OFLAG_ZERO: u64 = 1;
+/** Reserved bits of an L1 entry: 1..8 and 56..62. */
+export const L1E_RESERVED: u64 = 0x7f000000000001fe;
+/** Reserved bits of a standard L2 entry: 1..8 and 56..61. */
+export const L2E_RESERVED: u64 = 0x3f000000000001fe;
+export const L2_BITMAP_ALL_ALLOC: u64 = 0xffffffff;
+export const SUBCLUSTERS: u32 = 32;
+
+export const K_UNALLOC_PLAIN: i32 = 0;  // read the backing file
+export const K_UNALLOC_ALLOC: i32 = 1;  // extended L2: host cluster exists, this subcluster reads the backing
+export const K_ZERO_PLAIN: i32 = 2;
+export const K_ZERO_ALLOC: i32 = 3;     // reads zeros, host cluster preallocated
+export const K_NORMAL: i32 = 4;
+export const K_COMPRESSED: i32 = 5;
+
+/** Kinds whose host offset is meaningful (qemu: BDRV_BLOCK_OFFSET_VALID). */
+export function kindHasHost(k: i32): bool {
+  return k == K_NORMAL || k == K_ZERO_ALLOC || k == K_UNALLOC_ALLOC;
+}
+
+/** Compressed descriptor geometry for a cluster size (qcow2 spec, "Compressed Clusters Descriptor"). */
+export function csizeShift(clusterBits: u32): u32 { return 62 - (clusterBits - 8); }
+export function csizeMask(clusterBits: u32): u64 { return (<u64>1 << (clusterBits - 8)) - 1; }
+
+// Block-status flags reported for one layer (qemu's BDRV_BLOCK_*), used by `map`.
+export const ST_DATA: i32 = 1;
+export const ST_ZERO: i32 = 2;
+export const ST_OFFSET_VALID: i32 = 4;
+export const ST_ALLOCATED: i32 = 8;

@@ -1,0 +1,253 @@
+// An open qcow2 image: L1 in memory, L2 tables through a bounded cache, guest reads through the
+// backing chain, per-layer block status. The write side lives in write.ts.
+import { Image, st } from "./image";
+import { Header, parseHeader, MAX_HOST_OFFSET, INCOMPAT_DIRTY, INCOMPAT_CORRUPT } from "./header";
+import { getU64 } from "./be";
+import { readExact, readZeroFill, decompress, fileSize, flush } from "./io";
+import { TableCache } from "./tablecache";
+import { fail, hex, E_CORRUPT, E_DECOMPRESS } from "./errors";
+import {
+  L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_ZERO, L2_BITMAP_ALL_ALLOC,
+  K_UNALLOC_PLAIN, K_UNALLOC_ALLOC, K_ZERO_PLAIN, K_ZERO_ALLOC, K_NORMAL, K_COMPRESSED,
+  kindHasHost, csizeShift, csizeMask, ST_DATA, ST_ZERO, ST_OFFSET_VALID,
+} from "./layout";
+
+/** Memory for cached L2 tables per image: fixed, whatever the image size. */
+const L2_CACHE_BYTES: usize = 4 << 20;
+const MAX_IO: u64 = 1 << 30;
+
+/** What the last lookup found: kind, host offset of the first byte, raw L2 entry. */
+class Lookup {
+  kind: i32 = 0;
+  host: u64 = 0;
+  entry: u64 = 0;
+}
+export const lk = new Lookup();
+
+export class Qcow2Image extends Image {
+  h: Header;
+  cs: u64;
+  clusterBits: u32;
+  l2Bits: u32;
+  l2Entries: u64;
+  entryBytes: u32;
+  scBits: u32;
+  l1: usize;
+  l2: TableCache;
+  /** Decompressed cluster and the compressed descriptor it came from. */
+  private zOut: usize = 0;
+  private zIn: usize = 0;
+  private zKey: u64 = 0;
+
+  constructor(handle: i32, writable: bool) {
+    super(handle, writable);
+    const h = parseHeader(handle);
+    const cs = h.clusterSize;
+    this.h = h;
+    this.clusterBits = h.clusterBits;
+    this.cs = cs;
+    this.l2Bits = h.l2Bits;
+    this.l2Entries = <u64>1 << h.l2Bits;
+    this.entryBytes = h.extendedL2 ? 16 : 8;
+    this.scBits = h.clusterBits - 5;
+    this.l2 = new TableCache(<usize>cs, L2_CACHE_BYTES, 2, 1024);
+    // The L1 table is validated by parseHeader (≤ 32 MiB), then held natively for cheap indexing.
+    const n = <usize>h.l1Size;
+    const l1 = heap.alloc(n > 0 ? n * 8 : 8);
+    this.l1 = l1;
+    if (n > 0) {
+      readExact(handle, l1, <i32>(n * 8), h.l1Offset, "L1 table");
+      for (let i: usize = 0; i < n; i++) store<u64>(l1 + i * 8, bswap<u64>(load<u64>(l1 + i * 8)));
+    }
+  }
+
+  virtualSize(): u64 { return this.h.size; }
+  formatName(): string { return "qcow2"; }
+  supportsBacking(): bool { return true; }
+  isDirty(): bool { return (this.h.incompat & INCOMPAT_DIRTY) != 0; }
+  isMarkedCorrupt(): bool { return (this.h.incompat & INCOMPAT_CORRUPT) != 0; }
+
+  l1Entry(i: u64): u64 { return load<u64>(this.l1 + <usize>i * 8); }
+
+  /** The L2 table at host offset `off`, read through the cache. */
+  l2Table(off: u64): usize {
+    const c = this.l2;
+    let slot = c.find(off);
+    if (slot >= 0) return c.ptr(slot);
+    slot = c.victim();
+    this.evictL2(slot);
+    const p = c.ptr(slot);
+    readExact(this.handle, p, <i32>this.cs, off, "L2 table");
+    c.assign(slot, off);
+    return p;
+  }
+
+  /** Make room in an L2 cache slot; the write side overrides it to write dirty tables back. */
+  evictL2(slot: i32): void {
+    this.l2.drop(this.l2.key(slot));
+  }
+
+  /**
+   * Decode the entry for the cluster at index `idx` of L2 table `p`, starting `offIn` bytes into
+   * the cluster. Sets `lk` and returns how many bytes from there share its kind (and, with
+   * extended L2, its subcluster run).
+   */
+  decode(p: usize, idx: u64, offIn: u64): u64 {
+    const cs = this.cs;
+    const e = getU64(p + <usize>(idx * this.entryBytes));
+    lk.entry = e;
+    if ((e & OFLAG_COMPRESSED) != 0) {
+      lk.kind = K_COMPRESSED;
+      lk.host = 0;
+      return cs - offIn;
+    }
+    const host = e & L2E_OFFSET_MASK;
+    let kind: i32;
+    let bytes = cs - offIn;
+    if (this.entryBytes == 8) {
+      if ((e & OFLAG_ZERO) != 0) {
+        if (this.h.version < 3) fail(E_CORRUPT, "zero cluster entry in a v2 image (L2 entry " + hex(e) + ")");
+        kind = host != 0 ? K_ZERO_ALLOC : K_ZERO_PLAIN;
+      } else {
+        kind = host != 0 ? K_NORMAL : K_UNALLOC_PLAIN;
+      }
+    } else {
+      const bm = getU64(p + <usize>(idx * 16) + 8);
+      if (host == 0 && (bm & L2_BITMAP_ALL_ALLOC) != 0) {
+        fail(E_CORRUPT, "subclusters allocated in an unallocated cluster (L2 bitmap " + hex(bm) + ")");
+      }
+      if (host != 0 && ((bm >> 32) & bm) != 0) {
+        fail(E_CORRUPT, "subclusters both allocated and zero (L2 bitmap " + hex(bm) + ")");
+      }
+      let sc = <u32>(offIn >> this.scBits);
+      kind = this.subclusterKind(host, bm, sc);
+      let end = sc + 1;
+      while (end < 32 && this.subclusterKind(host, bm, end) == kind) end++;
+      bytes = ((<u64>end) << this.scBits) - offIn;
+    }
+    if (host != 0) {
+      if ((host & (cs - 1)) != 0) fail(E_CORRUPT, "data cluster offset " + hex(host) + " is not cluster-aligned");
+      if (host >= MAX_HOST_OFFSET) fail(E_CORRUPT, "data cluster offset " + hex(host) + " beyond 2^53");
+    }
+    lk.kind = kind;
+    lk.host = kindHasHost(kind) ? host + offIn : 0;
+    return bytes;
+  }
+
+  private subclusterKind(host: u64, bm: u64, sc: u32): i32 {
+    const zero = (bm >> (32 + sc)) & 1;
+    const alloc = (bm >> sc) & 1;
+    if (host != 0) return zero != 0 ? K_ZERO_ALLOC : (alloc != 0 ? K_NORMAL : K_UNALLOC_ALLOC);
+    return zero != 0 ? K_ZERO_PLAIN : K_UNALLOC_PLAIN;
+  }
+
+  /**
+   * Find the run starting at `off` (at most `max` bytes, never crossing an L2 table) whose bytes
+   * share one kind and, for kinds with a host offset, contiguous host offsets. Sets `lk`.
+   */
+  lookup(off: u64, max: u64): u64 {
+    const cs = this.cs;
+    const span = this.clusterBits + this.l2Bits;
+    const l1i = off >> span;
+    const tableEnd = (l1i + 1) << span;
+    let limit = tableEnd - off;
+    if (max < limit) limit = max;
+    if (l1i >= <u64>this.h.l1Size) {
+      lk.kind = K_UNALLOC_PLAIN; lk.host = 0; lk.entry = 0;
+      return limit;
+    }
+    const l2Off = this.l1Entry(l1i) & L1E_OFFSET_MASK;
+    if (l2Off == 0) {
+      lk.kind = K_UNALLOC_PLAIN; lk.host = 0; lk.entry = 0;
+      return limit;
+    }
+    if ((l2Off & (cs - 1)) != 0) fail(E_CORRUPT, "L2 table offset " + hex(l2Off) + " is not cluster-aligned (L1 index " + l1i.toString() + ")");
+    const p = this.l2Table(l2Off);
+    let idx = (off >> this.clusterBits) & (this.l2Entries - 1);
+    let total = this.decode(p, idx, off & (cs - 1));
+    const kind = lk.kind;
+    const host = lk.host;
+    const entry = lk.entry;
+    if (kind != K_COMPRESSED) {
+      const withHost = kindHasHost(kind);
+      while (total < limit && ((off + total) & (cs - 1)) == 0) {
+        idx++;
+        const n = this.decode(p, idx, 0);
+        if (lk.kind != kind || (withHost && lk.host != host + total)) break;
+        total += n;
+        if (n < cs) break;
+      }
+    }
+    lk.kind = kind; lk.host = host; lk.entry = entry;
+    return total < limit ? total : limit;
+  }
+
+  read(off: u64, ptr: usize, len: u64): void {
+    while (len > 0) {
+      const n = this.lookup(off, len);
+      const kind = lk.kind;
+      if (kind == K_NORMAL) {
+        let done: u64 = 0;
+        while (done < n) {
+          const m = n - done < MAX_IO ? n - done : MAX_IO;
+          readZeroFill(this.handle, ptr + <usize>done, <i32>m, lk.host + done);
+          done += m;
+        }
+      } else if (kind == K_ZERO_PLAIN || kind == K_ZERO_ALLOC) {
+        memory.fill(ptr, 0, <usize>n);
+      } else if (kind == K_COMPRESSED) {
+        const src = this.decompressed(lk.entry, off);
+        memory.copy(ptr, src + <usize>(off & (this.cs - 1)), <usize>n);
+      } else {
+        this.readBacking(off, ptr, n);
+      }
+      off += n; ptr += <usize>n; len -= n;
+    }
+  }
+
+  /** The guest cluster of a compressed descriptor, decompressed (one cluster kept). */
+  decompressed(e: u64, guestOff: u64): usize {
+    const cbits = this.clusterBits;
+    const shift = csizeShift(cbits);
+    const coff = e & ((<u64>1 << shift) - 1);
+    const nsec = ((e >> shift) & csizeMask(cbits)) + 1;
+    const csize = nsec * 512 - (coff & 511);
+    const key = e & ~(<u64>3 << 62);
+    if (this.zOut != 0 && this.zKey == key) return this.zOut;
+    if (this.zOut == 0) {
+      this.zOut = heap.alloc(<usize>this.cs);
+      this.zIn = heap.alloc(<usize>(this.cs * 2));
+    }
+    this.zKey = 0;
+    if (coff >= MAX_HOST_OFFSET) fail(E_CORRUPT, "compressed cluster offset " + hex(coff) + " beyond 2^53");
+    readZeroFill(this.handle, this.zIn, <i32>csize, coff);
+    const got = decompress(<i32>this.h.compressionType, this.zIn, <i32>csize, this.zOut, <i32>this.cs);
+    if (<u64>got != this.cs) {
+      fail(E_DECOMPRESS, "compressed cluster for guest offset " + guestOff.toString() + " (host " + hex(coff) + ", " + csize.toString() + " bytes) did not decompress to " + this.cs.toString() + " bytes");
+    }
+    this.zKey = key;
+    return this.zOut;
+  }
+
+  ownStatus(off: u64, bytes: u64): u64 {
+    const n = this.lookup(off, bytes);
+    const k = lk.kind;
+    let f = 0;
+    if (k == K_NORMAL || k == K_COMPRESSED) f = ST_DATA;
+    else if (k == K_ZERO_PLAIN || k == K_ZERO_ALLOC) f = ST_ZERO;
+    if (kindHasHost(k)) f |= ST_OFFSET_VALID;
+    st.flags = f;
+    st.offset = lk.host;
+    return n;
+  }
+
+  fileLength(): u64 { return fileSize(this.handle); }
+
+  flush(): void { flush(this.handle); }
+
+  close(): void {
+    heap.free(this.l1);
+    this.l2.dispose();
+    if (this.zOut != 0) { heap.free(this.zOut); heap.free(this.zIn); }
+  }
+}

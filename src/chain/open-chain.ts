@@ -1,0 +1,128 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Engine } from '../engine/engine.js';
+import { FileBackend, type Backend } from '../engine/backend.js';
+import { CowError } from '../errors.js';
+import { Image } from '../image/image.js';
+import type { ImageFormat } from '../image/types.js';
+
+/**
+ * Decides where a backing name read from a header leads. Returns the path to open, or throws
+ * (ECOW_BACKING_REJECTED) — the volume driver plugs in its strict per-volume policy here.
+ */
+export type BackingResolver = (backingName: string, childPath: string) => string;
+
+export interface OpenOptions {
+  /** Open the top image for writing (backing files are always opened read-only). */
+  writable?: boolean;
+  /** The top image's format; probed from its first bytes when absent. */
+  format?: ImageFormat;
+  /** Do not open backing files (header-only work, e.g. an unsafe rebase). */
+  noBacking?: boolean;
+  resolveBacking?: BackingResolver;
+  /** Most images in one chain (default 256). */
+  maxDepth?: number;
+}
+
+/** qemu's rule: a relative backing name is relative to the directory of the image naming it. */
+export const defaultResolveBacking: BackingResolver = (name, childPath) =>
+  path.isAbsolute(name) ? name : path.join(path.dirname(childPath), name);
+
+/** The name qemu prints as full-backing-filename (its path_combine: no normalisation). */
+export function fullBackingFilename(childFilename: string, backingName: string): string {
+  if (backingName.startsWith('/')) return backingName;
+  const slash = childFilename.lastIndexOf('/');
+  return slash < 0 ? backingName : childFilename.slice(0, slash + 1) + backingName;
+}
+
+function parseFormat(name: string, where: string): ImageFormat {
+  if (name === 'raw' || name === 'qcow2') return name;
+  throw new CowError('ECOW_UNKNOWN_FORMAT', `format "${name}" of ${where} is not raw or qcow2`);
+}
+
+function probeFormat(engine: Engine, backend: Backend): ImageFormat {
+  const handle = engine.addBackend(backend);
+  try {
+    return engine.call((e) => e.probe(handle)) === 1 ? 'qcow2' : 'raw';
+  } finally {
+    engine.removeBackend(handle);
+  }
+}
+
+/** Open an image file and its whole backing chain. */
+export function openImage(file: string, options: OpenOptions = {}): Image {
+  const engine = Engine.get();
+  const resolve = options.resolveBacking ?? defaultResolveBacking;
+  const maxDepth = options.maxDepth ?? 256;
+  // Open from the top down to learn the names, then link from the bottom up.
+  const layers: { backend: FileBackend; filename: string; format: ImageFormat; writable: boolean }[] = [];
+  const seen = new Set<string>();
+  const opened: Image[] = [];
+  try {
+    let filename = file;
+    let format = options.format;
+    let writable = options.writable ?? false;
+    for (;;) {
+      if (layers.length >= maxDepth) throw new CowError('ECOW_CHAIN_TOO_DEEP', `backing chain of ${file} is deeper than ${maxDepth} images`);
+      const real = realpathOrThrow(filename, layers.length === 0 ? undefined : layers[layers.length - 1].filename);
+      if (seen.has(real)) throw new CowError('ECOW_CHAIN_LOOP', `backing chain of ${file} loops back to ${filename}`);
+      seen.add(real);
+      const backend = new FileBackend(filename, writable);
+      const fmt = format ?? probeFormat(engine, backend);
+      layers.push({ backend, filename, format: fmt, writable });
+      if (fmt !== 'qcow2' || options.noBacking) break;
+      const info = peekBacking(engine, backend);
+      if (info.name === null) break;
+      filename = resolve(info.name, filename);
+      format = info.format === null ? undefined : parseFormat(info.format, filename);
+      writable = false;
+    }
+    let below: Image | null = null;
+    for (let i = layers.length - 1; i >= 0; i--) {
+      const l = layers[i];
+      below = new Image(engine, l.backend, l.filename, l.format, l.writable, below);
+      opened.push(below);
+    }
+    return below!;
+  } catch (e) {
+    const top = opened[opened.length - 1];
+    if (top) top.close();
+    for (const l of layers.slice(0, layers.length - opened.length)) l.backend.close();
+    throw e;
+  }
+}
+
+function realpathOrThrow(filename: string, child: string | undefined): string {
+  try {
+    return fs.realpathSync(filename);
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    if (err.code === 'ENOENT') {
+      if (child) throw new CowError('ECOW_BACKING_MISSING', `backing file ${filename} of ${child} does not exist`, { cause: e });
+      throw new CowError('ECOW_NOT_FOUND', `image ${filename} does not exist`, { cause: e });
+    }
+    throw new CowError('ECOW_IO', `cannot resolve ${filename}: ${err.message}`, { cause: e });
+  }
+}
+
+/** Backing name and format from a qcow2 header, without linking a chain. */
+function peekBacking(engine: Engine, backend: Backend): { name: string | null; format: string | null } {
+  const handle = engine.addBackend(backend);
+  let id = -1;
+  try {
+    id = engine.call((e) => e.openQcow2(handle, 0));
+    const d = JSON.parse(engine.call((e) => engine.string(e.describe(id)))) as { backingFile: string | null; backingFormat: string | null };
+    return { name: d.backingFile, format: d.backingFormat };
+  } finally {
+    if (id >= 0) engine.call((e) => e.close(id));
+    engine.removeBackend(handle);
+    engine.collect();
+  }
+}
+
+/** Open an image on any Backend (memory, custom storage); `backing` is linked as given. */
+export function openImageOn(backend: Backend, options: { name?: string; format?: ImageFormat; writable?: boolean; backing?: Image | null } = {}): Image {
+  const engine = Engine.get();
+  const format = options.format ?? probeFormat(engine, backend);
+  return new Image(engine, backend, options.name ?? '<memory>', format, options.writable ?? false, options.backing ?? null);
+}

@@ -1,0 +1,132 @@
+import * as fs from 'node:fs';
+import { instantiateSync } from '@assemblyscript/loader';
+import { CowError, ERROR_CODES, type CowErrorCode } from '../errors.js';
+import type { Backend } from './backend.js';
+import { inflateCluster } from './decompress.js';
+
+/** The raw wasm exports (numbers only; strings come back as pointers read with __getString). */
+interface RawExports {
+  memory: WebAssembly.Memory;
+  __getString(ptr: number): string;
+  __collect(): void;
+  lastErrorCode(): number;
+  lastErrorMessage(): number;
+  clearError(): void;
+  alloc(size: number): number;
+  free(ptr: number): void;
+  probe(handle: number): number;
+  openQcow2(handle: number, writable: number): number;
+  openRaw(handle: number, writable: number): number;
+  setBacking(id: number, backingId: number): void;
+  close(id: number): void;
+  describe(id: number): number;
+  virtualSize(id: number): number;
+  read(id: number, off: number, ptr: number, len: number): void;
+  blockStatus(id: number, off: number, bytes: number): number;
+  statusFlags(): number;
+  statusOffset(): number;
+}
+
+export type EngineExports = Omit<RawExports, 'memory' | '__getString' | '__collect'>;
+
+const WASM_URL = new URL('../../build/cowchain.wasm', import.meta.url);
+
+/**
+ * The loaded engine: one wasm instance per process, a table of numeric handles onto Backends,
+ * and the translation of engine traps and host exceptions into CowErrors.
+ */
+export class Engine {
+  private static instance: Engine | undefined;
+  private readonly raw: RawExports;
+  private readonly backends: (Backend | null)[] = [];
+
+  static get(): Engine {
+    if (!Engine.instance) Engine.instance = new Engine(fs.readFileSync(WASM_URL));
+    return Engine.instance;
+  }
+
+  constructor(wasm: Uint8Array) {
+    const mem = () => this.raw.memory.buffer;
+    const backend = (h: number): Backend => {
+      const b = this.backends[h];
+      if (!b) throw new CowError('ECOW_INTERNAL', `engine used closed handle ${h}`);
+      return b;
+    };
+    const imports = {
+      host: {
+        read: (h: number, ptr: number, len: number, off: number) => backend(h).read(new Uint8Array(mem(), ptr, len), off),
+        write: (h: number, ptr: number, len: number, off: number) => backend(h).write(new Uint8Array(mem(), ptr, len), off),
+        size: (h: number) => backend(h).size(),
+        truncate: (h: number, size: number) => backend(h).truncate(size),
+        flush: (h: number) => backend(h).flush(),
+        decompress: (type: number, src: number, srcLen: number, dst: number, dstLen: number) => {
+          const out = inflateCluster(type, new Uint8Array(mem(), src, srcLen).slice(), dstLen);
+          if (!out) return -1;
+          new Uint8Array(mem(), dst, dstLen).set(out);
+          return out.length;
+        },
+      },
+      env: {
+        abort: (msg: number, file: number, line: number, col: number) => {
+          const text = msg ? this.raw.__getString(msg) : 'abort';
+          const where = file ? this.raw.__getString(file) : '?';
+          throw new CowError('ECOW_INTERNAL', `engine abort: ${text} at ${where}:${line}:${col}`);
+        },
+      },
+    };
+    this.raw = instantiateSync<Record<string, unknown>>(wasm, imports).exports as unknown as RawExports;
+  }
+
+  /** Wasm linear memory, as a fresh view (memory may have grown since the last call). */
+  bytes(ptr: number, len: number): Uint8Array {
+    return new Uint8Array(this.raw.memory.buffer, ptr, len);
+  }
+
+  string(ptr: number): string {
+    return this.raw.__getString(ptr);
+  }
+
+  addBackend(b: Backend): number {
+    const free = this.backends.indexOf(null);
+    if (free >= 0) {
+      this.backends[free] = b;
+      return free;
+    }
+    this.backends.push(b);
+    return this.backends.length - 1;
+  }
+
+  removeBackend(h: number): void {
+    this.backends[h] = null;
+  }
+
+  /**
+   * Run engine calls. An engine error traps (WebAssembly.RuntimeError) after recording its code and
+   * message; a host exception (fs error) unwinds through the wasm frames. Both become CowErrors.
+   */
+  call<T>(fn: (e: EngineExports) => T): T {
+    try {
+      return fn(this.raw);
+    } catch (e) {
+      throw this.translate(e);
+    }
+  }
+
+  /** Reclaim engine garbage; only valid between calls (the minimal runtime does not scan the stack). */
+  collect(): void {
+    this.raw.__collect();
+  }
+
+  private translate(e: unknown): Error {
+    if (e instanceof CowError) return e;
+    if (e instanceof WebAssembly.RuntimeError) {
+      const code = this.raw.__getString(this.raw.lastErrorCode());
+      const message = this.raw.__getString(this.raw.lastErrorMessage());
+      this.raw.clearError();
+      if (code && code in ERROR_CODES) return new CowError(code as CowErrorCode, message, { cause: e });
+      return new CowError('ECOW_INTERNAL', `engine trapped: ${e.message}`, { cause: e });
+    }
+    const err = e as NodeJS.ErrnoException;
+    return new CowError('ECOW_IO', `host I/O failed: ${err?.message ?? String(e)}`, { cause: e });
+  }
+}

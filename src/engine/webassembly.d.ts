@@ -1,0 +1,8 @@
+// The few WebAssembly globals the engine binding uses (Node 20's @types do not declare them and
+// the DOM lib would bring far more than we need).
+declare namespace WebAssembly {
+  interface Memory {
+    readonly buffer: ArrayBuffer;
+  }
+  class RuntimeError extends Error {}
+}

@@ -1,0 +1,163 @@
+import { Engine } from '../engine/engine.js';
+import type { Backend } from '../engine/backend.js';
+import { CowError } from '../errors.js';
+import type { HeaderInfo, ImageFormat, MapEntry } from './types.js';
+
+// Engine block-status flags (assembly/layout.ts).
+const ST_DATA = 1;
+const ST_ZERO = 2;
+const ST_OFFSET_VALID = 4;
+const ST_ALLOCATED = 8;
+
+/** Largest single transfer through wasm memory for `read`. */
+const READ_CHUNK = 4 << 20;
+
+/**
+ * An open image and, through `backing`, the rest of its chain. Closing the top closes the chain.
+ * Made by `openImage` (files) or `openImageOn` (any Backend).
+ */
+export class Image {
+  readonly engine: Engine;
+  readonly id: number;
+  readonly handle: number;
+  readonly format: ImageFormat;
+  /** The name given when opening (a path for files). */
+  readonly filename: string;
+  readonly backing: Image | null;
+  private readonly backend: Backend;
+  private header: HeaderInfo | undefined;
+  private closed = false;
+
+  constructor(engine: Engine, backend: Backend, filename: string, format: ImageFormat, writable: boolean, backing: Image | null) {
+    this.engine = engine;
+    this.backend = backend;
+    this.filename = filename;
+    this.format = format;
+    this.handle = engine.addBackend(backend);
+    try {
+      this.id = engine.call((e) => (format === 'qcow2' ? e.openQcow2(this.handle, writable ? 1 : 0) : e.openRaw(this.handle, writable ? 1 : 0)));
+      if (backing) engine.call((e) => e.setBacking(this.id, backing.id));
+    } catch (err) {
+      engine.removeBackend(this.handle);
+      throw err;
+    } finally {
+      engine.collect();
+    }
+    this.backing = backing;
+  }
+
+  /** Header facts (cached: the header changes only through this object). */
+  headerInfo(): HeaderInfo {
+    if (!this.header) {
+      this.header = JSON.parse(this.engine.call((e) => this.engine.string(e.describe(this.id)))) as HeaderInfo;
+      this.engine.collect();
+    }
+    return this.header;
+  }
+
+  get virtualSize(): number {
+    return this.engine.call((e) => e.virtualSize(this.id));
+  }
+
+  /** Every image of the chain, this one first. */
+  chain(): Image[] {
+    const out: Image[] = [];
+    for (let i: Image | null = this; i; i = i.backing) out.push(i);
+    return out;
+  }
+
+  /** The guest's view of [offset, offset+length). */
+  read(offset: number, length: number): Uint8Array {
+    const out = new Uint8Array(length);
+    const chunk = Math.min(length, READ_CHUNK);
+    if (chunk === 0) return out;
+    const ptr = this.engine.call((e) => e.alloc(chunk));
+    try {
+      for (let done = 0; done < length; ) {
+        const n = Math.min(chunk, length - done);
+        this.engine.call((e) => e.read(this.id, offset + done, ptr, n));
+        out.set(this.engine.bytes(ptr, n), done);
+        done += n;
+      }
+    } finally {
+      this.engine.call((e) => e.free(ptr));
+    }
+    return out;
+  }
+
+  /**
+   * Allocation map of the whole chain, with qemu-img map's rules: each extent reports the first
+   * layer that allocates it (depth), and adjacent extents that agree are merged.
+   */
+  map(): MapEntry[] {
+    const size = this.virtualSize;
+    const entries: MapEntry[] = [];
+    for (let off = 0; off < size; ) {
+      const e = this.blockStatusAbove(off, size - off);
+      const last = entries[entries.length - 1];
+      if (last && mergeable(last, e)) last.length += e.length;
+      else entries.push(e);
+      off += e.length;
+    }
+    return entries;
+  }
+
+  private blockStatusAbove(off: number, bytes: number): MapEntry {
+    let layer: Image | null = this;
+    let depth = 0;
+    let flags = 0;
+    let offset = 0;
+    let n = bytes;
+    for (;;) {
+      const l: Image = layer;
+      n = this.engine.call((e) => e.blockStatus(l.id, off, n));
+      flags = this.engine.call((e) => e.statusFlags());
+      offset = this.engine.call((e) => e.statusOffset());
+      if (flags & (ST_DATA | ST_ZERO)) break;
+      layer = l.backing;
+      if (!layer) {
+        flags = 0;
+        break;
+      }
+      depth++;
+    }
+    const entry: MapEntry = {
+      start: off,
+      length: n,
+      depth,
+      present: (flags & ST_ALLOCATED) !== 0,
+      zero: (flags & ST_ZERO) !== 0,
+      data: (flags & ST_DATA) !== 0,
+    };
+    if (flags & ST_OFFSET_VALID) entry.offset = offset;
+    return entry;
+  }
+
+  /** Size of the file behind this image, in bytes. */
+  fileLength(): number {
+    return this.backend.size();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      this.engine.call((e) => e.close(this.id));
+    } finally {
+      this.engine.removeBackend(this.handle);
+      this.backend.close();
+      this.engine.collect();
+      this.backing?.close();
+    }
+  }
+
+  assertOpen(): void {
+    if (this.closed) throw new CowError('ECOW_BAD_ARGUMENT', `image ${this.filename} is closed`);
+  }
+}
+
+function mergeable(a: MapEntry, b: MapEntry): boolean {
+  if (a.zero !== b.zero || a.data !== b.data || a.depth !== b.depth || a.present !== b.present) return false;
+  if ((a.offset === undefined) !== (b.offset === undefined)) return false;
+  return a.offset === undefined || a.offset + a.length === b.offset;
+}

@@ -1,0 +1,43 @@
+/** Image formats the engine reads and writes. */
+export type ImageFormat = 'raw' | 'qcow2';
+
+/** Header facts the engine reports for one image (qcow2 fields are absent for raw). */
+export interface HeaderInfo {
+  format: ImageFormat;
+  virtualSize: number;
+  version?: 2 | 3;
+  clusterBits?: number;
+  clusterSize?: number;
+  backingFile?: string | null;
+  backingFormat?: string | null;
+  cryptMethod?: number;
+  l1Size?: number;
+  l1Offset?: number;
+  refcountTableOffset?: number;
+  refcountTableClusters?: number;
+  nbSnapshots?: number;
+  snapshotsOffset?: number;
+  incompatibleFeatures?: number;
+  compatibleFeatures?: number;
+  autoclearFeatures?: number;
+  refcountOrder?: number;
+  refcountBits?: number;
+  headerLength?: number;
+  compressionType?: number;
+  extendedL2?: boolean;
+  dirty?: boolean;
+  corrupt?: boolean;
+  lazyRefcounts?: boolean;
+  extensions?: { magic: number; length: number }[];
+}
+
+/** One extent of `map`, as `qemu-img map --output=json` prints it. */
+export interface MapEntry {
+  start: number;
+  length: number;
+  depth: number;
+  present: boolean;
+  zero: boolean;
+  data: boolean;
+  offset?: number;
+}
