@@ -1,0 +1,204 @@
+/**
+ * The Cinder `volume-<vol>.info` file: `{"active": "<file>", "<snapshot id>": "<file>", …}`.
+ *
+ * A volume can move between Cinder's own remotefs driver and ours, so we read whatever Cinder
+ * writes and write exactly the bytes Cinder writes: Python's
+ * `json.dump(info, f, indent=1, sort_keys=True)`.
+ */
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { z } from 'zod';
+import { baseName } from '../chain/names.js';
+import { CowError } from '../errors.js';
+
+/** A bare file name: never a path, never `.`/`..`, never empty, no NUL. */
+const BareFileName = z
+  .string()
+  .min(1, 'empty file name')
+  .refine((s) => !s.includes('/'), 'file name contains "/" (must be a bare name, not a path)')
+  .refine((s) => s !== '.' && s !== '..', 'file name is "." or ".."')
+  .refine((s) => !s.includes('\0'), 'file name contains a NUL byte');
+
+/**
+ * Content of an info file. zod (like any JS object) silently drops an own `__proto__` key, so it
+ * is refused up front: a key we could not keep would otherwise vanish on the next write.
+ */
+export const VolumeInfoSchema = z
+  .custom<unknown>(
+    (v) => typeof v !== 'object' || v === null || !Object.prototype.hasOwnProperty.call(v, '__proto__'),
+    'key "__proto__" is not supported',
+  )
+  .pipe(z.object({ active: BareFileName }).catchall(BareFileName));
+
+export type VolumeInfo = z.infer<typeof VolumeInfoSchema>;
+
+/** `<dir>/volume-<vol>.info` */
+export function infoPath(dir: string, volumeId: string): string {
+  return path.join(dir, `${baseName(volumeId)}.info`);
+}
+
+/** Prefix of writeInfo's temp files; a leftover one (crash mid-write) is garbage for fsck. */
+export function infoTempPrefix(volumeId: string): string {
+  return `.${baseName(volumeId)}.info.tmp-`;
+}
+
+function describeIssues(error: z.ZodError): string {
+  return error.issues
+    .map((i) => (i.path.length ? `${i.path.map(String).join('.')}: ${i.message}` : i.message))
+    .join('; ');
+}
+
+/**
+ * Parse info-file bytes. Strict UTF-8 and no BOM skipping, as Python's json.load on a text file
+ * opened as UTF-8 would refuse them too. Throws ECOW_INFO_INVALID naming `source` and the reason.
+ */
+export function parseInfo(bytes: Uint8Array, source: string): VolumeInfo {
+  const invalid = (reason: string, cause?: unknown): never => {
+    throw new CowError('ECOW_INFO_INVALID', `info file ${source}: ${reason}`, { cause });
+  };
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes);
+  } catch (e) {
+    return invalid('not valid UTF-8', e);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    return invalid(`not JSON (${(e as Error).message})`, e);
+  }
+  const result = VolumeInfoSchema.safeParse(raw);
+  if (!result.success) return invalid(describeIssues(result.error), result.error);
+  return result.data;
+}
+
+/**
+ * Read `volume-<vol>.info`. A missing file is `null` (no snapshots, active = `volume-<vol>`);
+ * anything else that is not a valid info file is ECOW_INFO_INVALID, never an empty default —
+ * guessing would let a later write drop every snapshot.
+ */
+export async function readInfo(dir: string, volumeId: string): Promise<VolumeInfo | null> {
+  const file = infoPath(dir, volumeId);
+  let bytes: Buffer;
+  try {
+    bytes = await fs.readFile(file);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return null;
+    throw new CowError('ECOW_INFO_INVALID', `info file ${file}: unreadable (${code ?? String(e)})`, {
+      cause: e,
+    });
+  }
+  return parseInfo(bytes, file);
+}
+
+/** Python's str ordering: by code point (JS sort compares UTF-16 units, which differs above U+FFFF). */
+function compareCodePoints(a: string, b: string): number {
+  let i = 0;
+  while (i < a.length && i < b.length) {
+    const ca = a.codePointAt(i)!;
+    const cb = b.codePointAt(i)!;
+    if (ca !== cb) return ca - cb;
+    i += ca > 0xffff ? 2 : 1; // equal code points have equal widths, so one index serves both
+  }
+  return (a.length - i) - (b.length - i);
+}
+
+const SHORT_ESCAPES: Record<string, string> = {
+  '"': '\\"',
+  '\\': '\\\\',
+  '\b': '\\b',
+  '\f': '\\f',
+  '\n': '\\n',
+  '\r': '\\r',
+  '\t': '\\t',
+};
+
+/**
+ * Python's json encoder with ensure_ascii=True: `"` and `\` and the five short escapes, every
+ * other UTF-16 unit outside 0x20..0x7e as `\uxxxx` (lowercase; non-BMP characters therefore
+ * become surrogate pairs, lone surrogates stay lone), everything else verbatim.
+ */
+function pyJsonString(s: string): string {
+  let out = '"';
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    const ch = s[i];
+    const short = SHORT_ESCAPES[ch];
+    if (short !== undefined) out += short;
+    else if (c < 0x20 || c > 0x7e) out += `\\u${c.toString(16).padStart(4, '0')}`;
+    else out += ch;
+  }
+  return out + '"';
+}
+
+/**
+ * Byte-identical to Python's `json.dump(info, f, indent=1, sort_keys=True)`: keys sorted by code
+ * point, one-space indent, separators `,` and `: ` (no trailing spaces), ASCII only, no trailing
+ * newline. Written by hand because JS objects put integer-like keys first whatever the insertion
+ * order, and JSON.stringify neither escapes non-ASCII nor sorts by code point.
+ */
+export function serializeInfo(info: VolumeInfo): string {
+  const checked = VolumeInfoSchema.safeParse(info);
+  if (!checked.success) {
+    throw new CowError('ECOW_BAD_ARGUMENT', `invalid volume info: ${describeIssues(checked.error)}`, {
+      cause: checked.error,
+    });
+  }
+  const keys = Object.keys(info).sort(compareCodePoints);
+  if (keys.length === 0) return '{}';
+  return `{\n${keys.map((k) => ` ${pyJsonString(k)}: ${pyJsonString(info[k])}`).join(',\n')}\n}`;
+}
+
+/**
+ * Replace `volume-<vol>.info` atomically and durably: a crash at any instant leaves either the
+ * old file or the new one, complete. On failure before the rename the temp file is removed and
+ * the old file is untouched.
+ */
+export async function writeInfo(dir: string, volumeId: string, info: VolumeInfo): Promise<void> {
+  const content = serializeInfo(info); // validate before touching the disk
+  const target = infoPath(dir, volumeId);
+  // Same directory: rename is only atomic within one file system. Random suffix: concurrent
+  // writers (or a leftover from a crash) never share a temp file. 'wx' (O_EXCL): never reuse or
+  // follow something already at that name.
+  const temp = path.join(dir, `${infoTempPrefix(volumeId)}${randomBytes(8).toString('hex')}`);
+  let fh: fs.FileHandle | undefined;
+  try {
+    fh = await fs.open(temp, 'wx', 0o666);
+    await fh.writeFile(content, 'utf8');
+    // fsync before rename: otherwise a crash can leave the rename durable but the data not,
+    // i.e. an empty or partial info file under the real name.
+    await fh.sync();
+    await fh.close();
+    fh = undefined;
+    // rename(2) replaces the old file atomically: readers see the old or the new content.
+    await fs.rename(temp, target);
+  } catch (e) {
+    await fh?.close().catch(() => {});
+    await fs.unlink(temp).catch(() => {});
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new CowError('ECOW_IO', `cannot write info file ${target}: ${code ?? String(e)}`, { cause: e });
+  }
+  // fsync the directory: the rename is a directory update; until it is on disk a crash can bring
+  // back the old file (or, for a first write, no file at all).
+  try {
+    const dh = await fs.open(dir, 'r');
+    try {
+      await dh.sync();
+    } finally {
+      await dh.close();
+    }
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    // EINVAL: this file system cannot fsync a directory; the rename is then as durable as the
+    // file system makes it, and failing every write would make the volume unusable.
+    if (code === 'EINVAL') return;
+    throw new CowError(
+      'ECOW_IO',
+      `info file ${target} was replaced but fsync of directory ${dir} failed: ${code ?? String(e)}`,
+      { cause: e },
+    );
+  }
+}
