@@ -1,0 +1,336 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { CowError } from '../../src/errors.js';
+import { lockFilePath, withVolumeLock, type VolumeLockHandle } from '../../src/volume/lock.js';
+
+const VOL = '0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d';
+const VOL2 = 'ffffffff-1111-4222-8333-444444444444';
+// proper-lockfile's minimum stale time; the refresh then runs every second.
+const SHORT = { staleMs: 2_000 };
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function deferred<T = void>() {
+  let resolve!: (v: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  return Promise.race([p, sleep(ms).then(() => Promise.reject(new Error(`timed out: ${what}`)))]);
+}
+
+async function rejectionOf(p: Promise<unknown>): Promise<CowError> {
+  try {
+    await p;
+  } catch (e) {
+    expect(e).toBeInstanceOf(CowError);
+    return e as CowError;
+  }
+  throw new Error('expected a rejection');
+}
+
+const exists = (p: string) =>
+  fs.stat(p).then(
+    () => true,
+    () => false,
+  );
+
+let tmp: string;
+const children: ChildProcess[] = [];
+beforeEach(async () => {
+  tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'cowchain-lock-'));
+});
+afterEach(async () => {
+  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  await fs.rm(tmp, { recursive: true, force: true });
+});
+
+describe('withVolumeLock in one process', () => {
+  it('returns fn’s value, passes fn’s error through, and never leaves the lock directory behind', async () => {
+    const lockDir = lockFilePath(tmp, VOL);
+    expect(lockDir).toBe(path.join(tmp, `volume-${VOL}.lock`));
+    const seen = await withVolumeLock(tmp, VOL, async () => {
+      expect((await fs.stat(lockDir)).isDirectory()).toBe(true);
+      return 42;
+    });
+    expect(seen).toBe(42);
+    expect(await exists(lockDir)).toBe(false);
+
+    const boom = new Error('boom');
+    await expect(withVolumeLock(tmp, VOL, () => Promise.reject(boom))).rejects.toBe(boom);
+    expect(await exists(lockDir)).toBe(false);
+    await expect(
+      withVolumeLock(tmp, VOL, () => {
+        throw boom;
+      }),
+    ).rejects.toBe(boom);
+    expect(await fs.readdir(tmp)).toEqual([]);
+  });
+
+  it('serialises concurrent operations on one volume', async () => {
+    let active = 0;
+    let maxActive = 0;
+    const order: number[] = [];
+    await Promise.all(
+      Array.from({ length: 6 }, (_, i) =>
+        withVolumeLock(tmp, VOL, async () => {
+          active++;
+          maxActive = Math.max(maxActive, active);
+          await sleep(30);
+          order.push(i);
+          active--;
+        }),
+      ),
+    );
+    expect(maxActive).toBe(1);
+    expect(order.sort()).toEqual([0, 1, 2, 3, 4, 5]);
+    expect(await fs.readdir(tmp)).toEqual([]);
+  });
+
+  it('lets different volumes run at the same time', async () => {
+    const inA = deferred();
+    const inB = deferred();
+    // Each holds its lock until the other is inside its own: only possible if they overlap.
+    await withTimeout(
+      Promise.all([
+        withVolumeLock(tmp, VOL, async () => {
+          inA.resolve();
+          await inB.promise;
+        }),
+        withVolumeLock(tmp, VOL2, async () => {
+          inB.resolve();
+          await inA.promise;
+        }),
+      ]),
+      5_000,
+      'two volumes overlapping',
+    );
+  });
+
+  it('keeps two volumes of one directory held over several refreshes without compromising either', async () => {
+    // proper-lockfile keys its in-process table by the locked path; a shared key would make the
+    // two locks' refresh timers trip over each other.
+    const [a, b] = await Promise.all([
+      withVolumeLock(tmp, VOL, async (l) => (await sleep(2_500), l.signal.aborted), SHORT),
+      withVolumeLock(tmp, VOL2, async (l) => (await sleep(2_500), l.signal.aborted), SHORT),
+    ]);
+    expect([a, b]).toEqual([false, false]);
+    expect(await fs.readdir(tmp)).toEqual([]);
+  });
+
+  it('gives up with ECOW_LOCKED naming the volume after acquireTimeoutMs', async () => {
+    const release = deferred();
+    const entered = deferred();
+    const holder = withVolumeLock(tmp, VOL, async () => {
+      entered.resolve();
+      await release.promise;
+    });
+    await entered.promise;
+    const t0 = Date.now();
+    const err = await rejectionOf(withVolumeLock(tmp, VOL, () => 'never', { acquireTimeoutMs: 300 }));
+    const waited = Date.now() - t0;
+    expect(err.code).toBe('ECOW_LOCKED');
+    expect(err.message).toContain(VOL);
+    expect(waited).toBeGreaterThanOrEqual(290);
+    expect(waited).toBeLessThan(2_000);
+    release.resolve();
+    await holder;
+    // Once released it is free again at once.
+    expect(await withVolumeLock(tmp, VOL, () => 'ok', { acquireTimeoutMs: 0 })).toBe('ok');
+  });
+
+  it('stops waiting with ECOW_CANCELLED when the signal aborts', async () => {
+    const release = deferred();
+    const entered = deferred();
+    const holder = withVolumeLock(tmp, VOL, async () => {
+      entered.resolve();
+      await release.promise;
+    });
+    await entered.promise;
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(), 100);
+    const t0 = Date.now();
+    const err = await rejectionOf(withVolumeLock(tmp, VOL, () => 'never', { signal: ac.signal }));
+    expect(err.code).toBe('ECOW_CANCELLED');
+    expect(Date.now() - t0).toBeLessThan(2_000);
+    release.resolve();
+    await holder;
+  });
+
+  it('rejects a bad volume id and a missing directory', async () => {
+    expect((await rejectionOf(withVolumeLock(tmp, '../x', () => 1))).code).toBe('ECOW_BAD_ARGUMENT');
+    expect((await rejectionOf(withVolumeLock(path.join(tmp, 'nope'), VOL, () => 1))).code).toBe('ECOW_NOT_FOUND');
+  });
+});
+
+describe('a lock lost while held', () => {
+  async function waitForLoss(lock: VolumeLockHandle): Promise<unknown> {
+    await withTimeout(
+      new Promise<void>((r) => lock.signal.addEventListener('abort', () => r(), { once: true })),
+      6_000,
+      'compromise detection',
+    );
+    return lock.signal.reason;
+  }
+
+  it('fails the operation with ECOW_LOCK_LOST (not a crash) when the lock directory disappears', async () => {
+    let reason: unknown;
+    let assertHeldError: unknown;
+    const err = await rejectionOf(
+      withVolumeLock(
+        tmp,
+        VOL,
+        async (lock) => {
+          lock.assertHeld(); // held: no throw
+          await fs.rmdir(lockFilePath(tmp, VOL));
+          reason = await waitForLoss(lock);
+          try {
+            lock.assertHeld();
+          } catch (e) {
+            assertHeldError = e;
+          }
+          return 'finished anyway';
+        },
+        SHORT,
+      ),
+    );
+    expect(err.code).toBe('ECOW_LOCK_LOST');
+    expect(err.message).toContain(VOL);
+    expect(reason).toBe(err);
+    expect(assertHeldError).toBe(err);
+  });
+
+  it('does not remove a lock directory that someone else has taken over', async () => {
+    const lockDir = lockFilePath(tmp, VOL);
+    const err = await rejectionOf(
+      withVolumeLock(
+        tmp,
+        VOL,
+        async (lock) => {
+          // Another host decided we were stale and re-created the lock: the mtime is not ours.
+          const past = new Date(Date.now() - 60_000);
+          await fs.utimes(lockDir, past, past);
+          await waitForLoss(lock);
+        },
+        SHORT,
+      ),
+    );
+    expect(err.code).toBe('ECOW_LOCK_LOST');
+    expect(await exists(lockDir)).toBe(true);
+  });
+});
+
+describe('withVolumeLock across processes', () => {
+  // The children run the real src/volume/lock.ts through vite-node (installed with vitest), so
+  // both sides use the same code and options; no copy of the lock protocol in a plain .mjs.
+  const viteNode = fileURLToPath(new URL('../../node_modules/vite-node/vite-node.mjs', import.meta.url));
+  const fixture = fileURLToPath(new URL('./fixtures/lock-child.ts', import.meta.url));
+
+  function startChild(env: Record<string, string>): { child: ChildProcess; lines: AsyncIterator<string> } {
+    const child = spawn(process.execPath, [viteNode, fixture], {
+      env: { ...process.env, LOCK_DIR: tmp, LOCK_VOL: VOL, LOCK_STALE_MS: '2000', ...env },
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
+    children.push(child);
+    let buffer = '';
+    const queue: string[] = [];
+    let waiter: ((v: IteratorResult<string>) => void) | undefined;
+    let ended = false;
+    const flush = () => {
+      if (waiter && (queue.length || ended)) {
+        const w = waiter;
+        waiter = undefined;
+        w(queue.length ? { value: queue.shift()!, done: false } : { value: undefined, done: true });
+      }
+    };
+    child.stdout!.on('data', (d: Buffer) => {
+      buffer += d.toString();
+      let nl;
+      while ((nl = buffer.indexOf('\n')) >= 0) {
+        queue.push(buffer.slice(0, nl));
+        buffer = buffer.slice(nl + 1);
+      }
+      flush();
+    });
+    child.stdout!.on('end', () => {
+      ended = true;
+      flush();
+    });
+    const lines: AsyncIterator<string> = {
+      next: () =>
+        withTimeout(
+          new Promise<IteratorResult<string>>((r) => {
+            waiter = r;
+            flush();
+          }),
+          20_000,
+          'child output',
+        ),
+    };
+    return { child, lines };
+  }
+
+  const exited = (child: ChildProcess) =>
+    new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) resolve({ code: child.exitCode, signal: child.signalCode });
+      else child.once('exit', (code, signal) => resolve({ code, signal }));
+    });
+
+  it('serialises operations of several real processes (and this one) on one volume', async () => {
+    const log = path.join(tmp, 'log');
+    const started = ['c1', 'c2', 'c3'].map((id) =>
+      startChild({ MODE: 'loop', CHILD_ID: id, LOG: log, ITERATIONS: '4', HOLD_MS: '25' }),
+    );
+    for (const { lines } of started) expect((await lines.next()).value).toMatch(/^ready \d+$/);
+    // Start everyone at once so they really contend.
+    for (const { child } of started) child.stdin!.write('go\n');
+    for (let i = 0; i < 4; i++) {
+      await withVolumeLock(tmp, VOL, async () => {
+        await fs.appendFile(log, 'enter parent\n');
+        await sleep(25);
+        await fs.appendFile(log, 'exit parent\n');
+      }, SHORT);
+    }
+    for (const { child, lines } of started) {
+      expect((await lines.next()).value).toBe('done');
+      expect(await exited(child)).toEqual({ code: 0, signal: null });
+    }
+    const entries = (await fs.readFile(log, 'utf8')).trimEnd().split('\n');
+    expect(entries).toHaveLength(2 * 4 * 4);
+    // Strict alternation enter X / exit X: no two holders ever overlapped.
+    for (let i = 0; i < entries.length; i += 2) {
+      const who = entries[i].replace(/^enter /, '');
+      expect(entries[i], `entry ${i}`).toBe(`enter ${who}`);
+      expect(entries[i + 1], `entry ${i + 1}`).toBe(`exit ${who}`);
+    }
+    expect(new Set(entries.map((e) => e.split(' ')[1]))).toEqual(new Set(['c1', 'c2', 'c3', 'parent']));
+    expect(await fs.readdir(tmp)).toEqual(['log']);
+  });
+
+  it('recovers a lock whose holder was SIGKILLed, only once it is stale', async () => {
+    const lockDir = lockFilePath(tmp, VOL);
+    const { child, lines } = startChild({ MODE: 'hold', CHILD_ID: 'holder' });
+    expect((await lines.next()).value).toBe(`locked ${child.pid}`);
+    // While the holder lives, the lock is not available.
+    const busy = await rejectionOf(withVolumeLock(tmp, VOL, () => 'no', { ...SHORT, acquireTimeoutMs: 300 }));
+    expect(busy.code).toBe('ECOW_LOCKED');
+
+    child.kill('SIGKILL');
+    expect(await exited(child)).toEqual({ code: null, signal: 'SIGKILL' });
+    // A SIGKILLed process cleans nothing up: the lock directory is still there.
+    const { mtimeMs } = await fs.stat(lockDir);
+    const killedAt = Date.now();
+
+    const acquiredAt = await withVolumeLock(tmp, VOL, () => Date.now(), { ...SHORT, acquireTimeoutMs: 10_000 });
+    // Taken over only after its last refresh became older than the stale time...
+    expect(acquiredAt).toBeGreaterThanOrEqual(mtimeMs + SHORT.staleMs);
+    // ...and not long after (refresh every 1 s, stale 2 s, retry back-off at most 1 s).
+    expect(acquiredAt - killedAt).toBeLessThan(4_500);
+    expect(await exists(lockDir)).toBe(false);
+  });
+});
