@@ -9,8 +9,10 @@ import { QCOW_MAGIC } from "./header";
 import { getU32 } from "./be";
 import { readZeroFill } from "./io";
 import { describeImage } from "./describe";
+import { Writer } from "./write";
 
 const images = new Array<Image | null>();
+const writers = new Map<i32, Writer>();
 
 function image(id: i32): Image {
   if (id < 0 || id >= images.length) fail(E_BAD_ARGUMENT, "no open image #" + id.toString());
@@ -56,10 +58,62 @@ export function setBacking(id: i32, backingId: i32): void {
   image(id).backing = backingId < 0 ? null : image(backingId);
 }
 
+/** Flush everything and forget the image. */
 export function close(id: i32): void {
   const img = image(id);
+  if (img.writable) img.flush();
+  if (writers.has(id)) { writers.get(id).dispose(); writers.delete(id); }
   img.close();
   unchecked(images[id] = null);
+}
+
+/** Forget an image without flushing (after an error left it in an unknown state). */
+export function abandon(id: i32): void {
+  const img = image(id);
+  if (writers.has(id)) { writers.get(id).dispose(); writers.delete(id); }
+  img.close();
+  unchecked(images[id] = null);
+}
+
+function checkRange(img: Image, off: f64, len: f64, what: string): void {
+  const o = <u64>off;
+  if (off < 0 || len < 0 || o + <u64>len > img.virtualSize()) {
+    fail(E_RANGE, what + " of " + (<u64>len).toString() + " bytes at " + o.toString() + " outside virtual size " + img.virtualSize().toString());
+  }
+}
+
+function writerFor(id: i32, img: Image): Writer {
+  if (!writers.has(id)) writers.set(id, new Writer(changetype<Qcow2Image>(img)));
+  return writers.get(id);
+}
+
+/** Guest write of len bytes from wasm memory at ptr. */
+export function write(id: i32, off: f64, ptr: usize, len: i32): void {
+  const img = image(id);
+  checkRange(img, off, <f64>len, "write");
+  if (img instanceof Qcow2Image) writerFor(id, img).write(<u64>off, ptr, <u64>len);
+  else changetype<RawImage>(img).write(<u64>off, ptr, <u64>len);
+}
+
+/** Make a guest range read as zeros. */
+export function writeZeroes(id: i32, off: f64, len: f64): void {
+  const img = image(id);
+  checkRange(img, off, len, "write-zeroes");
+  if (img instanceof Qcow2Image) writerFor(id, img).zero(<u64>off, <u64>len);
+  else changetype<RawImage>(img).zero(<u64>off, <u64>len);
+}
+
+/** qemu-io's discard: whole clusters are dropped (v3: read as zeros, v2: read the backing file). */
+export function discard(id: i32, off: f64, len: f64): void {
+  const img = image(id);
+  checkRange(img, off, len, "discard");
+  if (img instanceof Qcow2Image) writerFor(id, img).discard(<u64>off, <u64>len);
+  else changetype<RawImage>(img).zero(<u64>off, <u64>len);
+}
+
+/** Make every write so far durable (metadata in crash-safe order). */
+export function flush(id: i32): void {
+  image(id).flush();
 }
 
 export function describe(id: i32): string { return describeImage(image(id)); }
@@ -69,11 +123,8 @@ export function virtualSize(id: i32): f64 { return <f64>image(id).virtualSize();
 /** Guest read of [off, off+len) through the chain into wasm memory at ptr. */
 export function read(id: i32, off: f64, ptr: usize, len: i32): void {
   const img = image(id);
-  const o = <u64>off;
-  if (off < 0 || len < 0 || o + <u64>len > img.virtualSize()) {
-    fail(E_RANGE, "read of " + len.toString() + " bytes at " + o.toString() + " outside virtual size " + img.virtualSize().toString());
-  }
-  img.read(o, ptr, <u64>len);
+  checkRange(img, off, <f64>len, "read");
+  img.read(<u64>off, ptr, <u64>len);
 }
 
 /** One layer's block status for [off, off+bytes); returns the run length, see statusFlags/Offset. */

@@ -1,11 +1,14 @@
 // An open qcow2 image: L1 in memory, L2 tables through a bounded cache, guest reads through the
 // backing chain, per-layer block status. The write side lives in write.ts.
 import { Image, st } from "./image";
-import { Header, parseHeader, MAX_HOST_OFFSET, INCOMPAT_DIRTY, INCOMPAT_CORRUPT } from "./header";
-import { getU64 } from "./be";
-import { readExact, readZeroFill, decompress, fileSize, flush } from "./io";
+import { Header, parseHeader, writeHeader, MAX_HOST_OFFSET, INCOMPAT_DIRTY, INCOMPAT_CORRUPT } from "./header";
+import { getU64, putU64 } from "./be";
+import { readExact, readZeroFill, decompress, fileSize, flush, writeAt } from "./io";
 import { TableCache } from "./tablecache";
-import { fail, hex, E_CORRUPT, E_DECOMPRESS } from "./errors";
+import { Refcounts } from "./refcount";
+import {
+  fail, hex, E_CORRUPT, E_DECOMPRESS, E_READ_ONLY, E_INTERNAL_SNAPSHOTS, E_MARKED_CORRUPT, E_DIRTY,
+} from "./errors";
 import {
   L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_ZERO, L2_BITMAP_ALL_ALLOC,
   K_UNALLOC_PLAIN, K_UNALLOC_ALLOC, K_ZERO_PLAIN, K_ZERO_ALLOC, K_NORMAL, K_COMPRESSED,
@@ -38,6 +41,15 @@ export class Qcow2Image extends Image {
   private zOut: usize = 0;
   private zIn: usize = 0;
   private zKey: u64 = 0;
+
+  // --- write side state (see flushMetadata for the order in which it reaches the disk) ---
+  private rc: Refcounts | null = null;
+  l1DirtyLo: u64 = u64.MAX_VALUE;
+  l1DirtyHi: u64 = 0;
+  headerDirty: bool = false;
+  /** Clusters to dereference once no durable L2/L1 entry points at them any more. */
+  pendingFree: Array<u64> = new Array<u64>();
+  private writeReady: bool = false;
 
   constructor(handle: i32, writable: bool) {
     super(handle, writable);
@@ -82,9 +94,126 @@ export class Qcow2Image extends Image {
     return p;
   }
 
-  /** Make room in an L2 cache slot; the write side overrides it to write dirty tables back. */
+  /** Make room in an L2 cache slot. A dirty table may only leave through flushMetadata. */
   evictL2(slot: i32): void {
+    if (this.l2.isDirty(slot)) this.flushMetadata();
     this.l2.drop(this.l2.key(slot));
+  }
+
+  markL2Dirty(tableOff: u64): void {
+    this.l2.markDirty(this.l2.find(tableOff));
+  }
+
+  setL1Entry(i: u64, v: u64): void {
+    store<u64>(this.l1 + <usize>i * 8, v);
+    if (i < this.l1DirtyLo) this.l1DirtyLo = i;
+    if (i + 1 > this.l1DirtyHi) this.l1DirtyHi = i + 1;
+  }
+
+  /** Refcounts, loaded on first use (reads never need them). */
+  refcounts(): Refcounts {
+    let rc = this.rc;
+    if (rc == null) {
+      rc = new Refcounts(this.handle, this.h);
+      this.rc = rc;
+    }
+    return rc;
+  }
+
+  /**
+   * Refuse what we cannot write safely; clear autoclear bits we do not maintain (bitmaps become
+   * stale the moment we write, and the cleared bit tells qemu so) before the first write.
+   */
+  prepareWrite(): void {
+    if (this.writeReady) return;
+    const h = this.h;
+    if (!this.writable) fail(E_READ_ONLY, "image was opened read-only");
+    if ((h.incompat & INCOMPAT_CORRUPT) != 0) fail(E_MARKED_CORRUPT, "image is marked corrupt; repair it with check -r all");
+    if ((h.incompat & INCOMPAT_DIRTY) != 0) fail(E_DIRTY, "image has the dirty bit set (lazy refcounts); repair it with check -r all before writing");
+    if (h.nbSnapshots > 0) fail(E_INTERNAL_SNAPSHOTS, "image has " + h.nbSnapshots.toString() + " internal snapshots; writing to it is not supported");
+    if (h.autoclear != 0) {
+      h.autoclear = 0;
+      writeHeader(this.handle, h);
+      flush(this.handle);
+    }
+    this.refcounts();
+    this.writeReady = true;
+  }
+
+  /** Decrement a cluster's refcount later, when nothing durable references it. */
+  freeLater(cluster: u64): void {
+    this.pendingFree.push(cluster);
+  }
+
+  /** Queue the host clusters a compressed descriptor occupies (one reference each). */
+  freeCompressedLater(e: u64): void {
+    const cbits = this.clusterBits;
+    const shift = csizeShift(cbits);
+    const coff = e & ((<u64>1 << shift) - 1);
+    const nsec = ((e >> shift) & csizeMask(cbits)) + 1;
+    const start = coff & ~(<u64>511);
+    const end = start + nsec * 512;
+    for (let c = start >> cbits; c <= (end - 1) >> cbits; c++) this.freeLater(c);
+  }
+
+  /**
+   * Make every change durable, in the order that keeps a crash harmless (leaks at worst):
+   *  1. data clusters (flush)            — before anything points at them;
+   *  2. refcount blocks (flush), then the refcount table (flush) — a table entry never precedes its block;
+   *  3. the header if the refcount table moved (flush), then the old table is released;
+   *  4. L2 tables (flush)                — after the refcounts of what they reference;
+   *  5. L1 entries (flush)               — after the L2 tables they reference;
+   *  6. deferred frees: refcounts drop only once no durable entry references the cluster.
+   */
+  flushMetadata(): void {
+    const rc = this.rc;
+    if (rc == null) return;
+    const h = this.handle;
+    flush(h);
+    if (rc.hasDirtyBlocks()) { rc.writeBlocks(); flush(h); }
+    if (rc.rtDirtyHi > rc.rtDirtyLo) { rc.writeTable(); flush(h); }
+    if (rc.rtMoved || this.headerDirty) {
+      writeHeader(h, this.h);
+      flush(h);
+      this.headerDirty = false;
+      rc.finishMove();
+    }
+    let wrote = false;
+    const c = this.l2;
+    for (let s = 0; s < c.slots; s++) {
+      if (c.isDirty(s)) {
+        writeAt(h, c.ptr(s), <i32>this.cs, c.key(s));
+        c.markClean(s);
+        wrote = true;
+      }
+    }
+    if (wrote) flush(h);
+    if (this.l1DirtyHi > this.l1DirtyLo) {
+      const lo = this.l1DirtyLo & ~(<u64>63);
+      let hi = (this.l1DirtyHi + 63) & ~(<u64>63);
+      if (hi > <u64>this.h.l1Size) hi = <u64>this.h.l1Size;
+      const n = <usize>(hi - lo);
+      const buf = heap.alloc(n * 8);
+      for (let k: usize = 0; k < n; k++) putU64(buf + k * 8, this.l1Entry(lo + <u64>k));
+      writeAt(h, buf, <i32>(n * 8), this.h.l1Offset + lo * 8);
+      heap.free(buf);
+      flush(h);
+      this.l1DirtyLo = u64.MAX_VALUE;
+      this.l1DirtyHi = 0;
+    }
+    const pf = this.pendingFree;
+    if (pf.length > 0) {
+      for (let i = 0; i < pf.length; i++) {
+        const cl = unchecked(pf[i]);
+        const r = rc.get(cl);
+        if (r == 0) fail(E_CORRUPT, "refcount underflow freeing cluster " + cl.toString());
+        rc.set(cl, r - 1);
+      }
+      this.pendingFree = new Array<u64>();
+      rc.writeBlocks();
+      if (rc.rtDirtyHi > rc.rtDirtyLo) { flush(h); rc.writeTable(); }
+      flush(h);
+    }
   }
 
   /**
@@ -243,11 +372,16 @@ export class Qcow2Image extends Image {
 
   fileLength(): u64 { return fileSize(this.handle); }
 
-  flush(): void { flush(this.handle); }
+  flush(): void {
+    this.flushMetadata();
+    flush(this.handle);
+  }
 
   close(): void {
     heap.free(this.l1);
     this.l2.dispose();
+    const rc = this.rc;
+    if (rc != null) rc.dispose();
     if (this.zOut != 0) { heap.free(this.zOut); heap.free(this.zIn); }
   }
 }

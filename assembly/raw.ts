@@ -1,7 +1,8 @@
 // A raw image: guest offset = file offset; size = file size rounded up to whole 512-byte sectors, as
 // qemu counts it (bdrv_getlength), the tail past the end of the file reading as zeros.
 import { Image, st } from "./image";
-import { readZeroFill, fileSize, flush } from "./io";
+import { readZeroFill, fileSize, flush, writeAt, truncateTo } from "./io";
+import { fail, E_READ_ONLY } from "./errors";
 import { ST_DATA, ST_ZERO, ST_OFFSET_VALID } from "./layout";
 
 export class RawImage extends Image {
@@ -36,6 +37,36 @@ export class RawImage extends Image {
     }
     st.flags = ST_DATA | ST_OFFSET_VALID;
     return bytes < end - off ? bytes : end - off;
+  }
+
+  write(off: u64, ptr: usize, len: u64): void {
+    if (!this.writable) fail(E_READ_ONLY, "raw image was opened read-only");
+    while (len > 0) {
+      const n: u64 = len < 0x40000000 ? len : 0x40000000;
+      writeAt(this.handle, ptr, <i32>n, off);
+      off += n; ptr += <usize>n; len -= n;
+    }
+    if (off > this.size) this.size = off;
+  }
+
+  /** Zeros written as data (a raw file has no metadata to say "zero"); discard does the same. */
+  zero(off: u64, len: u64): void {
+    const chunk: u64 = 1 << 20;
+    const z = heap.alloc(<usize>(len < chunk ? len : chunk));
+    memory.fill(z, 0, <usize>(len < chunk ? len : chunk));
+    while (len > 0) {
+      const n = len < chunk ? len : chunk;
+      this.write(off, z, n);
+      off += n; len -= n;
+    }
+    heap.free(z);
+  }
+
+  /** Grow (or shrink) the file; new bytes read as zeros. */
+  resize(size: u64): void {
+    if (!this.writable) fail(E_READ_ONLY, "raw image was opened read-only");
+    truncateTo(this.handle, size);
+    this.size = size;
   }
 
   flush(): void { flush(this.handle); }

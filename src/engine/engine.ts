@@ -22,6 +22,11 @@ interface RawExports {
   describe(id: number): number;
   virtualSize(id: number): number;
   read(id: number, off: number, ptr: number, len: number): void;
+  write(id: number, off: number, ptr: number, len: number): void;
+  writeZeroes(id: number, off: number, len: number): void;
+  discard(id: number, off: number, len: number): void;
+  flush(id: number): void;
+  abandon(id: number): void;
   blockStatus(id: number, off: number, bytes: number): number;
   statusFlags(): number;
   statusOffset(): number;

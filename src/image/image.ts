@@ -25,14 +25,17 @@ export class Image {
   readonly filename: string;
   readonly backing: Image | null;
   private readonly backend: Backend;
+  readonly writable: boolean;
   private header: HeaderInfo | undefined;
   private closed = false;
+  private failed: Error | undefined;
 
   constructor(engine: Engine, backend: Backend, filename: string, format: ImageFormat, writable: boolean, backing: Image | null) {
     this.engine = engine;
     this.backend = backend;
     this.filename = filename;
     this.format = format;
+    this.writable = writable;
     this.handle = engine.addBackend(backend);
     try {
       this.id = engine.call((e) => (format === 'qcow2' ? e.openQcow2(this.handle, writable ? 1 : 0) : e.openRaw(this.handle, writable ? 1 : 0)));
@@ -83,6 +86,61 @@ export class Image {
       this.engine.call((e) => e.free(ptr));
     }
     return out;
+  }
+
+  /** Guest write of `data` at `offset` (through the engine's allocation and copy-on-write). */
+  write(offset: number, data: Uint8Array): void {
+    this.assertWritable();
+    const chunk = Math.min(data.length, READ_CHUNK);
+    if (chunk === 0) return;
+    const ptr = this.engine.call((e) => e.alloc(chunk));
+    try {
+      for (let done = 0; done < data.length; ) {
+        const n = Math.min(chunk, data.length - done);
+        this.engine.bytes(ptr, n).set(data.subarray(done, done + n));
+        this.guarded((e) => e.write(this.id, offset + done, ptr, n));
+        done += n;
+      }
+    } finally {
+      this.engine.call((e) => e.free(ptr));
+    }
+  }
+
+  /** Make [offset, offset+length) read as zeros (zero clusters where the format allows). */
+  writeZeroes(offset: number, length: number): void {
+    this.assertWritable();
+    this.guarded((e) => e.writeZeroes(this.id, offset, length));
+  }
+
+  /** Drop whole clusters in [offset, offset+length), as qemu-io's discard. */
+  discard(offset: number, length: number): void {
+    this.assertWritable();
+    this.guarded((e) => e.discard(this.id, offset, length));
+  }
+
+  /** Make every write so far durable. */
+  flush(): void {
+    this.assertWritable();
+    this.guarded((e) => e.flush(this.id));
+  }
+
+  /**
+   * A failed write may leave the engine's caches ahead of the disk; the image is then unusable
+   * (the disk itself stays consistent: metadata only reaches it in crash-safe order).
+   */
+  private guarded(fn: (e: import('../engine/engine.js').EngineExports) => void): void {
+    try {
+      this.engine.call(fn);
+    } catch (err) {
+      this.failed = err as Error;
+      throw err;
+    }
+  }
+
+  private assertWritable(): void {
+    this.assertOpen();
+    if (this.failed) throw new CowError('ECOW_IO', `image ${this.filename} failed earlier and must be reopened: ${this.failed.message}`, { cause: this.failed });
+    if (!this.writable) throw new CowError('ECOW_READ_ONLY', `image ${this.filename} was opened read-only`);
   }
 
   /**
@@ -142,7 +200,8 @@ export class Image {
     if (this.closed) return;
     this.closed = true;
     try {
-      this.engine.call((e) => e.close(this.id));
+      // close() flushes; after a failure the caches are not to be trusted, so nothing is written.
+      this.engine.call((e) => (this.failed ? e.abandon(this.id) : e.close(this.id)));
     } finally {
       this.engine.removeBackend(this.handle);
       this.backend.close();

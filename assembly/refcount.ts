@@ -1,0 +1,311 @@
+// The refcount table and refcount blocks of one qcow2 image: get, set, find free clusters, grow the
+// table. Any refcount_order 0..6. All changes stay in memory (dirty) until the image's
+// flushMetadata() writes them in the order that keeps a crash leak-only (see qcow2.ts).
+import { getU16, getU32, getU64, putU16, putU32, putU64 } from "./be";
+import { TableCache } from "./tablecache";
+import { readExact, writeAt, fileSize } from "./io";
+import { fail, hex, E_CORRUPT, E_BAD_SIZE } from "./errors";
+import { REFT_OFFSET_MASK } from "./layout";
+import { Header } from "./header";
+
+const BLOCK_CACHE_BYTES: usize = 2 << 20;
+const MAX_REFTABLE_BYTES: u64 = 8 << 20;
+
+export class Refcounts {
+  readonly handle: i32;
+  readonly h: Header;
+  readonly cs: u64;
+  readonly clusterBits: u32;
+  readonly order: u32;
+  /** log2 of refcount entries per block. */
+  readonly rbBits: u32;
+  readonly maxRefcount: u64;
+  /** The table, native byte order. */
+  rt: usize = 0;
+  rtEntries: u64 = 0;
+  /** Dirty entry range of the table, [lo, hi). */
+  rtDirtyLo: u64 = u64.MAX_VALUE;
+  rtDirtyHi: u64 = 0;
+  /** The table moved: header must be rewritten, and `oldTable` freed once it is. */
+  rtMoved: bool = false;
+  oldTableOffset: u64 = 0;
+  oldTableClusters: u64 = 0;
+  blocks: TableCache;
+  /** Lowest cluster index that might be free. */
+  freeHint: u64 = 1;
+  /** Clusters chosen for an allocation whose refcounts are being set: not free, not yet counted. */
+  resLo: u64 = 0;
+  resHi: u64 = 0;
+
+  constructor(handle: i32, h: Header) {
+    this.handle = handle;
+    this.h = h;
+    this.cs = h.clusterSize;
+    this.clusterBits = h.clusterBits;
+    this.order = h.refcountOrder;
+    this.rbBits = h.clusterBits + 3 - h.refcountOrder;
+    this.maxRefcount = h.refcountOrder == 6 ? u64.MAX_VALUE : (<u64>1 << (<u64>1 << h.refcountOrder)) - 1;
+    this.blocks = new TableCache(<usize>h.clusterSize, BLOCK_CACHE_BYTES, 2, 256);
+    const n = (<u64>h.rtClusters << h.clusterBits) / 8;
+    this.rtEntries = n;
+    this.rt = heap.alloc(<usize>(n * 8));
+    readExact(handle, this.rt, <i32>(n * 8), h.rtOffset, "refcount table");
+    for (let i: u64 = 0; i < n; i++) {
+      const p = this.rt + <usize>(i * 8);
+      store<u64>(p, bswap<u64>(load<u64>(p)));
+    }
+  }
+
+  tableEntry(i: u64): u64 { return load<u64>(this.rt + <usize>(i * 8)); }
+
+  private setTableEntry(i: u64, v: u64): void {
+    store<u64>(this.rt + <usize>(i * 8), v);
+    if (i < this.rtDirtyLo) this.rtDirtyLo = i;
+    if (i + 1 > this.rtDirtyHi) this.rtDirtyHi = i + 1;
+  }
+
+  /** The refcount block at host offset `off`, through the cache. */
+  private block(off: u64): usize {
+    const c = this.blocks;
+    let slot = c.find(off);
+    if (slot >= 0) return c.ptr(slot);
+    slot = c.victim();
+    this.writeBack(slot);
+    c.drop(c.key(slot));
+    const p = c.ptr(slot);
+    readExact(this.handle, p, <i32>this.cs, off, "refcount block");
+    c.assign(slot, off);
+    return p;
+  }
+
+  /** Write a dirty block back. Blocks may reach the disk early: an early increment only leaks. */
+  private writeBack(slot: i32): void {
+    const c = this.blocks;
+    if (c.isDirty(slot)) {
+      writeAt(this.handle, c.ptr(slot), <i32>this.cs, c.key(slot));
+      c.markClean(slot);
+    }
+  }
+
+  private blockOffset(i: u64, what: u64): u64 {
+    const off = this.tableEntry(i) & REFT_OFFSET_MASK;
+    if (off != 0 && (off & (this.cs - 1)) != 0) {
+      fail(E_CORRUPT, "refcount block offset " + hex(off) + " is not cluster-aligned (for cluster " + what.toString() + ")");
+    }
+    return off;
+  }
+
+  get(cluster: u64): u64 {
+    const i = cluster >> this.rbBits;
+    if (i >= this.rtEntries) return 0;
+    const off = this.blockOffset(i, cluster);
+    if (off == 0) return 0;
+    return readEntry(this.block(off), cluster & ((<u64>1 << this.rbBits) - 1), this.order);
+  }
+
+  set(cluster: u64, value: u64): void {
+    if (value > this.maxRefcount) {
+      fail(E_CORRUPT, "refcount of cluster " + cluster.toString() + " would exceed the maximum " + this.maxRefcount.toString());
+    }
+    const i = cluster >> this.rbBits;
+    if (value == 0 && (i >= this.rtEntries || this.tableEntry(i) == 0)) return;
+    if (i >= this.rtEntries) this.growTable(i + 1);
+    let off = this.blockOffset(i, cluster);
+    if (off == 0) off = this.createBlock(i, cluster);
+    const p = this.block(off);
+    writeEntry(p, cluster & ((<u64>1 << this.rbBits) - 1), this.order, value);
+    this.blocks.markDirty(this.blocks.find(off));
+    if (value == 0 && cluster < this.freeHint) this.freeHint = cluster;
+  }
+
+  /**
+   * A new refcount block for region `i`. With no block, every cluster of the region has refcount
+   * 0, so the block normally goes into the region's first cluster and describes itself. It must
+   * avoid `busy` (the cluster being counted) and the reserved run being allocated right now.
+   */
+  private createBlock(i: u64, busy: u64): u64 {
+    let cand = i << this.rbBits;
+    if (cand == 0) cand = 1;
+    while (cand == busy || (cand >= this.resLo && cand < this.resHi) || this.get(cand) != 0) cand++;
+    const off = cand << this.clusterBits;
+    const c = this.blocks;
+    const slot = c.victim();
+    this.writeBack(slot);
+    c.drop(c.key(slot));
+    const p = c.assign(slot, off);
+    memory.fill(p, 0, <usize>this.cs);
+    c.markDirty(slot);
+    this.setTableEntry(i, off);
+    // Usually lands in the new block itself; if the reservation pushed it past the region, the
+    // block's own refcount goes wherever that cluster is counted (set() keeps `cand` busy).
+    this.set(cand, 1);
+    return off;
+  }
+
+  /**
+   * Move the table to a larger place covering at least `minEntries` regions. The old table stays
+   * referenced (and its clusters allocated) until the new header is durable; then it is freed.
+   */
+  private growTable(minEntries: u64): void {
+    const perCluster = this.cs / 8;
+    let entries = minEntries > this.rtEntries * 3 / 2 ? minEntries : this.rtEntries * 3 / 2;
+    for (;;) {
+      const clusters = (entries + perCluster - 1) / perCluster;
+      if ((clusters << this.clusterBits) > MAX_REFTABLE_BYTES) {
+        fail(E_BAD_SIZE, "image needs a refcount table larger than 8 MiB (" + clusters.toString() + " clusters)");
+      }
+      const start = this.findFreeRun(clusters);
+      // The new table's own clusters (and the blocks created for them) must fall inside it.
+      const need = ((start + clusters * 2 + 4) >> this.rbBits) + 2;
+      if (need > clusters * perCluster) { entries = need; continue; }
+      const nt = heap.alloc(<usize>(clusters * perCluster * 8));
+      memory.fill(nt, 0, <usize>(clusters * perCluster * 8));
+      memory.copy(nt, this.rt, <usize>(this.rtEntries * 8));
+      if (this.rtMoved) {
+        // A table created earlier in this batch, never referenced: free it right away.
+        this.releaseUnreferencedTable();
+      } else {
+        this.oldTableOffset = this.h.rtOffset;
+        this.oldTableClusters = this.h.rtClusters;
+      }
+      heap.free(this.rt);
+      this.rt = nt;
+      this.rtEntries = clusters * perCluster;
+      this.rtDirtyLo = 0;
+      this.rtDirtyHi = this.rtEntries;
+      this.rtMoved = true;
+      this.h.rtOffset = start << this.clusterBits;
+      this.h.rtClusters = <u32>clusters;
+      this.reserveAndCount(start, clusters);
+      return;
+    }
+  }
+
+  private releaseUnreferencedTable(): void {
+    const first = this.h.rtOffset >> this.clusterBits;
+    for (let c: u64 = 0; c < <u64>this.h.rtClusters; c++) this.set(first + c, 0);
+  }
+
+  private reserveAndCount(start: u64, n: u64): void {
+    const keepLo = this.resLo;
+    const keepHi = this.resHi;
+    this.resLo = start; this.resHi = start + n;
+    for (let c: u64 = 0; c < n; c++) this.set(start + c, 1);
+    this.resLo = keepLo; this.resHi = keepHi;
+  }
+
+  /** First run of `n` clusters with refcount 0 at or after the free hint. Does not allocate. */
+  findFreeRun(n: u64): u64 {
+    let start = this.freeHint;
+    let run: u64 = 0;
+    let c = start;
+    const regionMask = (<u64>1 << this.rbBits) - 1;
+    for (;;) {
+      const i = c >> this.rbBits;
+      // Whole regions without a block (or beyond the table) are free.
+      if ((c & regionMask) == 0 && (i >= this.rtEntries || this.tableEntry(i) == 0)) {
+        if (run == 0) start = c;
+        run += regionMask + 1;
+        c += regionMask + 1;
+        if (run >= n) return start;
+        continue;
+      }
+      if (this.get(c) == 0) {
+        if (run == 0) start = c;
+        run++;
+        if (run >= n) return start;
+      } else {
+        run = 0;
+      }
+      c++;
+    }
+    return 0;
+  }
+
+  /** Allocate `n` contiguous clusters (refcount 1 each); returns the first cluster index. */
+  allocate(n: u64): u64 {
+    const start = this.findFreeRun(n);
+    this.reserveAndCount(start, n);
+    if (n == 1 || start == this.freeHint) this.freeHint = start + n;
+    return start;
+  }
+
+  /**
+   * Write dirty blocks, then (after a flush, by the caller) the table. Split in two so the caller
+   * can put a flush between them: a table entry must never reach the disk before its block.
+   */
+  writeBlocks(): void {
+    for (let s = 0; s < this.blocks.slots; s++) this.writeBack(s);
+  }
+
+  hasDirtyBlocks(): bool {
+    for (let s = 0; s < this.blocks.slots; s++) if (this.blocks.isDirty(s)) return true;
+    return false;
+  }
+
+  writeTable(): void {
+    if (this.rtDirtyHi <= this.rtDirtyLo) return;
+    // Whole 512-byte sectors of the table, converted to big-endian in a scratch buffer.
+    const lo = this.rtDirtyLo & ~(<u64>63);
+    let hi = (this.rtDirtyHi + 63) & ~(<u64>63);
+    if (hi > this.rtEntries) hi = this.rtEntries;
+    const n = <usize>(hi - lo);
+    const buf = heap.alloc(n * 8);
+    for (let k: usize = 0; k < n; k++) putU64(buf + k * 8, this.tableEntry(lo + <u64>k));
+    writeAt(this.handle, buf, <i32>(n * 8), this.h.rtOffset + lo * 8);
+    heap.free(buf);
+    this.rtDirtyLo = u64.MAX_VALUE;
+    this.rtDirtyHi = 0;
+  }
+
+  /** After the header naming the new table is durable: free the old table's clusters. */
+  finishMove(): void {
+    if (!this.rtMoved) return;
+    this.rtMoved = false;
+    const first = this.oldTableOffset >> this.clusterBits;
+    for (let c: u64 = 0; c < this.oldTableClusters; c++) this.set(first + c, 0);
+    this.oldTableClusters = 0;
+  }
+
+  /** One past the last cluster with a non-zero refcount, scanning down from the file's end. */
+  highestUsed(): u64 {
+    let c = (fileSize(this.handle) + this.cs - 1) >> this.clusterBits;
+    while (c > 0 && this.get(c - 1) == 0) c--;
+    return c;
+  }
+
+  dispose(): void {
+    heap.free(this.rt);
+    this.blocks.dispose();
+  }
+}
+
+export function readEntry(block: usize, idx: u64, order: u32): u64 {
+  switch (order) {
+    case 0: return (<u64>load<u8>(block + <usize>(idx >> 3)) >> (idx & 7)) & 1;
+    case 1: return (<u64>load<u8>(block + <usize>(idx >> 2)) >> ((idx & 3) * 2)) & 3;
+    case 2: return (<u64>load<u8>(block + <usize>(idx >> 1)) >> ((idx & 1) * 4)) & 15;
+    case 3: return <u64>load<u8>(block + <usize>idx);
+    case 4: return <u64>getU16(block + <usize>(idx * 2));
+    case 5: return <u64>getU32(block + <usize>(idx * 4));
+    default: return getU64(block + <usize>(idx * 8));
+  }
+}
+
+export function writeEntry(block: usize, idx: u64, order: u32, v: u64): void {
+  if (order < 3) {
+    const bits: u32 = 1 << order;
+    const perByte: u64 = 8 >> order;
+    const p = block + <usize>(idx / perByte);
+    const shift = <u32>((idx % perByte) * <u64>bits);
+    const mask = <u8>((((<u32>1) << bits) - 1) << shift);
+    store<u8>(p, (load<u8>(p) & ~mask) | (<u8>(<u32>v << shift) & mask));
+    return;
+  }
+  switch (order) {
+    case 3: store<u8>(block + <usize>idx, <u8>v); break;
+    case 4: putU16(block + <usize>(idx * 2), <u16>v); break;
+    case 5: putU32(block + <usize>(idx * 4), <u32>v); break;
+    default: putU64(block + <usize>(idx * 8), v);
+  }
+}

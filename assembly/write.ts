@@ -1,0 +1,326 @@
+// Guest writes into a qcow2 image: in place where a cluster is ours alone (COPIED), otherwise into
+// newly allocated clusters (copy-on-write of the partial head/tail from whatever the guest saw
+// before). Metadata changes stay in memory until Qcow2Image.flushMetadata() orders them to disk.
+import { Qcow2Image } from "./qcow2";
+import { getU64, putU64 } from "./be";
+import { writeAt } from "./io";
+import { fail, hex, E_CORRUPT } from "./errors";
+import {
+  L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COPIED, OFLAG_COMPRESSED, OFLAG_ZERO, L2_BITMAP_ALL_ALLOC,
+} from "./layout";
+
+const ALL_ZEROES: u64 = 0xffffffff00000000;
+/** Largest single host write of freshly allocated clusters. */
+const MAX_RUN_BYTES: u64 = 16 << 20;
+
+/** The L2 table for L1 index `l1i`, allocating an empty one if there is none. */
+function l2ForWrite(img: Qcow2Image, l1i: u64): u64 {
+  const e = img.l1Entry(l1i);
+  const off = e & L1E_OFFSET_MASK;
+  if (off != 0) {
+    if ((off & (img.cs - 1)) != 0) fail(E_CORRUPT, "L2 table offset " + hex(off) + " is not cluster-aligned (L1 index " + l1i.toString() + ")");
+    if ((e & OFLAG_COPIED) == 0) fail(E_CORRUPT, "L2 table at " + hex(off) + " is shared (COPIED not set in L1 entry " + l1i.toString() + ")");
+    img.l2Table(off);
+    return off;
+  }
+  const nt = img.refcounts().allocate(1) << img.clusterBits;
+  // An empty table in the cache, dirty: it reaches the disk before the L1 entry naming it.
+  const slot = img.l2.victim();
+  img.evictL2(slot);
+  const q = img.l2.assign(slot, nt);
+  memory.fill(q, 0, <usize>img.cs);
+  img.l2.markDirty(slot);
+  img.setL1Entry(l1i, nt | OFLAG_COPIED);
+  return nt;
+}
+
+function entryPtr(img: Qcow2Image, table: u64, idx: u64): usize {
+  return img.l2Table(table) + <usize>(idx * img.entryBytes);
+}
+
+/** Guest content of one whole cluster as it reads now (the old data a partial write keeps). */
+function readCluster(img: Qcow2Image, clusterStart: u64, buf: usize): void {
+  const size = img.virtualSize();
+  let n = img.cs;
+  if (clusterStart + n > size) {
+    n = size - clusterStart;
+    memory.fill(buf + <usize>n, 0, <usize>(img.cs - n));
+  }
+  img.read(clusterStart, buf, n);
+}
+
+/** Queue the old allocation of an entry being replaced. */
+function releaseEntry(img: Qcow2Image, e: u64): void {
+  if ((e & OFLAG_COMPRESSED) != 0) { img.freeCompressedLater(e); return; }
+  const host = e & L2E_OFFSET_MASK;
+  if (host != 0) img.freeLater(host >> img.clusterBits);
+}
+
+export class Writer {
+  private scratch: usize = 0;
+  constructor(public img: Qcow2Image) {}
+
+  private buf(): usize {
+    if (this.scratch == 0) this.scratch = heap.alloc(<usize>this.img.cs);
+    return this.scratch;
+  }
+
+  dispose(): void {
+    if (this.scratch != 0) heap.free(this.scratch);
+  }
+
+  /** Write `len` bytes from `ptr` at guest offset `off`. */
+  write(off: u64, ptr: usize, len: u64): void {
+    const img = this.img;
+    img.prepareWrite();
+    const cs = img.cs;
+    while (len > 0) {
+      const l1i = off >> (img.clusterBits + img.l2Bits);
+      const table = l2ForWrite(img, l1i);
+      const tableEnd = (l1i + 1) << (img.clusterBits + img.l2Bits);
+      const inTable = tableEnd - off < len ? tableEnd - off : len;
+      let done: u64 = 0;
+      while (done < inTable) {
+        const o = off + done;
+        const offIn = o & (cs - 1);
+        let n = cs - offIn;
+        if (n > inTable - done) n = inTable - done;
+        if (offIn == 0 && n == cs && img.entryBytes == 8) {
+          // A run of whole clusters: in place where possible, else one fresh contiguous run.
+          done += this.writeWholeClusters(table, o, ptr + <usize>done, inTable - done);
+          continue;
+        }
+        if (img.entryBytes == 8) this.writePartial(table, o, ptr + <usize>done, n);
+        else this.writeSubclusters(table, o, ptr + <usize>done, n);
+        done += n;
+      }
+      off += inTable; ptr += <usize>inTable; len -= inTable;
+    }
+  }
+
+  /**
+   * Whole clusters from `o` (cluster-aligned, standard L2), at most `max` bytes, within one L2
+   * table. Returns the bytes consumed (≥ one cluster).
+   */
+  private writeWholeClusters(table: u64, o: u64, ptr: usize, max: u64): u64 {
+    const img = this.img;
+    const cs = img.cs;
+    const cb = img.clusterBits;
+    const idx0 = (o >> cb) & (img.l2Entries - 1);
+    const whole = max >> cb;
+    const e0 = getU64(entryPtr(img, table, idx0));
+    const host0 = e0 & L2E_OFFSET_MASK;
+    if ((e0 & OFLAG_COMPRESSED) == 0 && host0 != 0 && (e0 & OFLAG_COPIED) != 0) {
+      // Ours alone: overwrite in place, as far as the host run stays contiguous.
+      let k: u64 = 1;
+      while (k < whole && k * cs < MAX_RUN_BYTES) {
+        const e = getU64(entryPtr(img, table, idx0 + k));
+        if ((e & OFLAG_COMPRESSED) != 0 || (e & OFLAG_COPIED) == 0 || (e & L2E_OFFSET_MASK) != host0 + k * cs) break;
+        k++;
+      }
+      writeAt(img.handle, ptr, <i32>(k * cs), host0);
+      let dirty = false;
+      for (let j: u64 = 0; j < k; j++) {
+        const p = entryPtr(img, table, idx0 + j);
+        const e = getU64(p);
+        if ((e & OFLAG_ZERO) != 0) { putU64(p, e & ~OFLAG_ZERO); dirty = true; }
+      }
+      if (dirty) img.markL2Dirty(table);
+      return k * cs;
+    }
+    // Needs new clusters: gather the run of entries that are not ours-in-place.
+    let k: u64 = 1;
+    while (k < whole && k * cs < MAX_RUN_BYTES) {
+      const e = getU64(entryPtr(img, table, idx0 + k));
+      if ((e & OFLAG_COMPRESSED) == 0 && (e & L2E_OFFSET_MASK) != 0 && (e & OFLAG_COPIED) != 0) break;
+      k++;
+    }
+    const first = img.refcounts().allocate(k) << cb;
+    writeAt(img.handle, ptr, <i32>(k * cs), first);
+    for (let j: u64 = 0; j < k; j++) {
+      const p = entryPtr(img, table, idx0 + j);
+      releaseEntry(img, getU64(p));
+      putU64(p, (first + j * cs) | OFLAG_COPIED);
+    }
+    img.markL2Dirty(table);
+    return k * cs;
+  }
+
+  /** Part of one cluster (standard L2). */
+  private writePartial(table: u64, o: u64, ptr: usize, n: u64): void {
+    const img = this.img;
+    const cs = img.cs;
+    const idx = (o >> img.clusterBits) & (img.l2Entries - 1);
+    const offIn = o & (cs - 1);
+    const e = getU64(entryPtr(img, table, idx));
+    const host = e & L2E_OFFSET_MASK;
+    const ours = (e & OFLAG_COMPRESSED) == 0 && host != 0 && (e & OFLAG_COPIED) != 0;
+    if (ours && (e & OFLAG_ZERO) == 0) {
+      writeAt(img.handle, ptr, <i32>n, host + offIn);
+      return;
+    }
+    const buf = this.buf();
+    readCluster(img, o - offIn, buf);
+    memory.copy(buf + <usize>offIn, ptr, <usize>n);
+    if (ours) {
+      // A preallocated zero cluster: fill it, then drop the zero flag.
+      writeAt(img.handle, buf, <i32>cs, host);
+      putU64(entryPtr(img, table, idx), e & ~OFLAG_ZERO);
+    } else {
+      const nc = img.refcounts().allocate(1) << img.clusterBits;
+      writeAt(img.handle, buf, <i32>cs, nc);
+      const p = entryPtr(img, table, idx);
+      releaseEntry(img, getU64(p));
+      putU64(p, nc | OFLAG_COPIED);
+    }
+    img.markL2Dirty(table);
+  }
+
+  /** Part of one cluster with extended L2: write whole subclusters, keep the others as they were. */
+  private writeSubclusters(table: u64, o: u64, ptr: usize, n: u64): void {
+    const img = this.img;
+    const cs = img.cs;
+    const scb = img.scBits;
+    const idx = (o >> img.clusterBits) & (img.l2Entries - 1);
+    const offIn = o & (cs - 1);
+    const p = entryPtr(img, table, idx);
+    const e = getU64(p);
+    const bm = getU64(p + 8);
+    const host = e & L2E_OFFSET_MASK;
+    const buf = this.buf();
+    const cstart = o - offIn;
+    if ((e & OFLAG_COMPRESSED) != 0 || (host != 0 && (e & OFLAG_COPIED) == 0)) {
+      // Cannot keep part of a compressed or shared cluster: rewrite all of it into a new one.
+      readCluster(img, cstart, buf);
+      memory.copy(buf + <usize>offIn, ptr, <usize>n);
+      const nc = img.refcounts().allocate(1) << img.clusterBits;
+      writeAt(img.handle, buf, <i32>cs, nc);
+      releaseEntry(img, e);
+      putU64(p, nc | OFLAG_COPIED);
+      putU64(p + 8, L2_BITMAP_ALL_ALLOC);
+      img.markL2Dirty(table);
+      return;
+    }
+    const sc0 = <u32>(offIn >> scb);
+    const sc1 = <u32>((offIn + n + (<u64>1 << scb) - 1) >> scb);
+    const lo = (<u64>sc0) << scb;
+    const hi = (<u64>sc1) << scb;
+    if (lo != offIn || hi != offIn + n) {
+      // Partial subclusters at either end keep the bytes the guest saw there.
+      readCluster(img, cstart, buf);
+    }
+    memory.copy(buf + <usize>offIn, ptr, <usize>n);
+    let h = host;
+    if (h == 0) h = img.refcounts().allocate(1) << img.clusterBits;
+    writeAt(img.handle, buf + <usize>lo, <i32>(hi - lo), h + lo);
+    const mask: u64 = sc1 - sc0 == 32 ? 0xffffffff : (((<u64>1 << (sc1 - sc0)) - 1) << sc0);
+    const nbm = (bm | mask) & ~(mask << 32);
+    if (host == 0) putU64(p, h | OFLAG_COPIED);
+    if (nbm != bm) putU64(p + 8, nbm);
+    if (host == 0 || nbm != bm) img.markL2Dirty(table);
+  }
+
+  /**
+   * Make [off, off+len) read as zeros. Whole clusters (whole subclusters with extended L2) get the
+   * zero flag, keeping their allocation as qemu does; compressed ones are released; the ragged
+   * edges, and every byte of a v2 image, are written as zero data.
+   */
+  zero(off: u64, len: u64): void {
+    const img = this.img;
+    img.prepareWrite();
+    const cs = img.cs;
+    const unit: u64 = img.entryBytes == 16 ? (<u64>1 << img.scBits) : cs;
+    if (img.h.version < 3) { this.zeroData(off, len); return; }
+    const end = off + len;
+    let a = (off + unit - 1) & ~(unit - 1);
+    let b = end & ~(unit - 1);
+    if (a >= b) { this.zeroData(off, len); return; }
+    if (a > off) this.zeroData(off, a - off);
+    if (end > b) this.zeroData(b, end - b);
+    while (a < b) {
+      const l1i = a >> (img.clusterBits + img.l2Bits);
+      const table = l2ForWrite(img, l1i);
+      const idx = (a >> img.clusterBits) & (img.l2Entries - 1);
+      const p = entryPtr(img, table, idx);
+      const e = getU64(p);
+      const offIn = a & (cs - 1);
+      let n = cs - offIn;
+      if (n > b - a) n = b - a;
+      if (img.entryBytes == 8) {
+        let ne: u64;
+        if ((e & OFLAG_COMPRESSED) != 0) { releaseEntry(img, e); ne = OFLAG_ZERO; }
+        else ne = e | OFLAG_ZERO;
+        if (ne != e) { putU64(p, ne); img.markL2Dirty(table); }
+      } else {
+        const bm = getU64(p + 8);
+        const sc0 = <u32>(offIn >> img.scBits);
+        const cnt = <u32>(n >> img.scBits);
+        const mask: u64 = cnt == 32 ? 0xffffffff : (((<u64>1 << cnt) - 1) << sc0);
+        if ((e & OFLAG_COMPRESSED) != 0) {
+          if (cnt != 32) {
+            // Part of a compressed cluster: rewrite it uncompressed first, then zero subclusters.
+            const buf = this.buf();
+            readCluster(img, a - offIn, buf);
+            this.writeSubclusters(table, a - offIn, buf, cs);
+            continue;
+          }
+          releaseEntry(img, e);
+          putU64(p, 0);
+          putU64(p + 8, ALL_ZEROES);
+          img.markL2Dirty(table);
+        } else {
+          const nbm = (bm & ~mask) | (mask << 32);
+          if (nbm != bm) { putU64(p + 8, nbm); img.markL2Dirty(table); }
+        }
+      }
+      a += n;
+    }
+  }
+
+  private zeroData(off: u64, len: u64): void {
+    const chunk: u64 = 1 << 20;
+    const z = heap.alloc(<usize>(len < chunk ? len : chunk));
+    memory.fill(z, 0, <usize>(len < chunk ? len : chunk));
+    while (len > 0) {
+      const n = len < chunk ? len : chunk;
+      this.write(off, z, n);
+      off += n; len -= n;
+    }
+    heap.free(z);
+  }
+
+  /**
+   * qemu-io's discard: whole clusters only (partial ones are ignored). In v3 they read as zeros
+   * afterwards; in v2 they fall through to the backing file. Their clusters are released.
+   */
+  discard(off: u64, len: u64): void {
+    const img = this.img;
+    img.prepareWrite();
+    const cs = img.cs;
+    let a = (off + cs - 1) & ~(cs - 1);
+    const b = (off + len) & ~(cs - 1);
+    while (a < b) {
+      const l1i = a >> (img.clusterBits + img.l2Bits);
+      const l1e = img.l1Entry(l1i) & L1E_OFFSET_MASK;
+      if (l1e == 0 && img.backing == null) { a = (l1i + 1) << (img.clusterBits + img.l2Bits); continue; }
+      const table = l2ForWrite(img, l1i);
+      const p = entryPtr(img, table, (a >> img.clusterBits) & (img.l2Entries - 1));
+      const e = getU64(p);
+      const allocated = (e & OFLAG_COMPRESSED) != 0 || (e & L2E_OFFSET_MASK) != 0;
+      const bm = img.entryBytes == 16 ? getU64(p + 8) : 0;
+      let ne = e;
+      let nbm = bm;
+      if (img.backing != null || allocated) {
+        if (img.entryBytes == 16) { ne = 0; nbm = ALL_ZEROES; }
+        else ne = img.h.version >= 3 ? OFLAG_ZERO : 0;
+      }
+      if (ne != e || nbm != bm) {
+        putU64(p, ne);
+        if (img.entryBytes == 16) putU64(p + 8, nbm);
+        img.markL2Dirty(table);
+        releaseEntry(img, e);
+      }
+      a += cs;
+    }
+  }
+}
