@@ -247,6 +247,9 @@ function readExtensions(h: Header, c0: usize): void {
       // Regenerated on every header write, as qemu does.
     } else {
       if (magic == EXT_BITMAPS && len != 24) fail(E_BAD_EXTENSION, "bitmaps extension of " + len.toString() + " bytes (expected 24)");
+      if (magic == EXT_CRYPTO_HEADER && h.cryptMethod != 2) {
+        fail(E_BAD_EXTENSION, "crypto header extension " + hex(magic) + " in an image whose crypt_method is " + h.cryptMethod.toString() + ", not 2 (LUKS)");
+      }
       if (magic == EXT_CRYPTO_HEADER && len != 16) fail(E_BAD_EXTENSION, "crypto header extension of " + len.toString() + " bytes (expected 16)");
       const copy = new StaticArray<u8>(len);
       memory.copy(changetype<usize>(copy), data, len);
