@@ -41,6 +41,8 @@ export class Qcow2Image extends Image {
   private zOut: usize = 0;
   private zIn: usize = 0;
   private zKey: u64 = 0;
+  /** End of the file as last seen (it only grows under us); refreshed when a cluster lies past it. */
+  private knownEnd: u64 = 0;
 
   // --- write side state (see flushMetadata for the order in which it reaches the disk) ---
   private rc: Refcounts | null = null;
@@ -316,6 +318,7 @@ export class Qcow2Image extends Image {
       const n = this.lookup(off, len);
       const kind = lk.kind;
       if (kind == K_NORMAL) {
+        this.checkInFile(lk.host, n, off);
         let done: u64 = 0;
         while (done < n) {
           const m = n - done < MAX_IO ? n - done : MAX_IO;
@@ -331,6 +334,19 @@ export class Qcow2Image extends Image {
         this.readBacking(off, ptr, n);
       }
       off += n; ptr += <usize>n; len -= n;
+    }
+  }
+
+  /**
+   * A data cluster that starts at or past the end of the file is corruption (qemu-img check:
+   * "exceeding the end of the file by one cluster or more"); qemu's read path would return zeros.
+   */
+  private checkInFile(host: u64, n: u64, guestOff: u64): void {
+    const last = (host + n - 1) & ~(this.cs - 1);
+    if (last < this.knownEnd) return;
+    this.knownEnd = fileSize(this.handle);
+    if (last >= this.knownEnd) {
+      fail(E_CORRUPT, "data cluster at " + hex(last) + " for guest offset " + guestOff.toString() + " lies past the end of the file (" + this.knownEnd.toString() + " bytes)");
     }
   }
 
