@@ -87,6 +87,11 @@ export class Engine {
     return new Uint8Array(this.raw.memory.buffer, ptr, len);
   }
 
+  /** Size of the wasm linear memory in bytes (it only grows); for memory-bound checks. */
+  memoryBytes(): number {
+    return this.raw.memory.buffer.byteLength;
+  }
+
   string(ptr: number): string {
     return this.raw.__getString(ptr);
   }
