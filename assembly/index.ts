@@ -10,6 +10,7 @@ import { getU32 } from "./be";
 import { readZeroFill } from "./io";
 import { describeImage } from "./describe";
 import { Writer } from "./write";
+import { createQcow2 } from "./create";
 
 const images = new Array<Image | null>();
 const writers = new Map<i32, Writer>();
@@ -47,6 +48,14 @@ export function probe(handle: i32): i32 {
 
 export function openQcow2(handle: i32, writable: bool): i32 {
   return register(new Qcow2Image(handle, writable));
+}
+
+/** Lay out a new, empty qcow2 image on `handle` (existing content is discarded). */
+export function create(
+  handle: i32, size: f64, clusterBits: i32, refcountOrder: i32, version: i32, extendedL2: bool,
+  backingName: string, backingFormat: string,
+): void {
+  createQcow2(handle, <u64>size, <u32>clusterBits, <u32>refcountOrder, <u32>version, extendedL2, backingName, backingFormat);
 }
 
 export function openRaw(handle: i32, writable: bool): i32 {

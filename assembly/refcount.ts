@@ -33,9 +33,13 @@ export class Refcounts {
   blocks: TableCache;
   /** Lowest cluster index that might be free. */
   freeHint: u64 = 1;
-  /** Clusters chosen for an allocation whose refcounts are being set: not free, not yet counted. */
-  resLo: u64 = 0;
-  resHi: u64 = 0;
+  /**
+   * Ranges [lo, hi) already chosen by allocations in progress whose refcounts are still being set:
+   * not free, though not counted yet. A stack: counting one range can need a new block or table.
+   */
+  private pendLo: StaticArray<u64> = new StaticArray<u64>(32);
+  private pendHi: StaticArray<u64> = new StaticArray<u64>(32);
+  private npend: i32 = 0;
 
   constructor(handle: i32, h: Header) {
     this.handle = handle;
@@ -126,7 +130,9 @@ export class Refcounts {
   private createBlock(i: u64, busy: u64): u64 {
     let cand = i << this.rbBits;
     if (cand == 0) cand = 1;
-    while (cand == busy || (cand >= this.resLo && cand < this.resHi) || this.get(cand) != 0) cand++;
+    this.pushPending(busy, busy + 1);
+    while (this.isPending(cand) || this.get(cand) != 0) cand++;
+    this.pushPending(cand, cand + 1);
     const off = cand << this.clusterBits;
     const c = this.blocks;
     const slot = c.victim();
@@ -137,9 +143,29 @@ export class Refcounts {
     c.markDirty(slot);
     this.setTableEntry(i, off);
     // Usually lands in the new block itself; if the reservation pushed it past the region, the
-    // block's own refcount goes wherever that cluster is counted (set() keeps `cand` busy).
+    // block's own refcount goes wherever that cluster is counted.
     this.set(cand, 1);
+    this.npend -= 2;
     return off;
+  }
+
+  private pushPending(lo: u64, hi: u64): void {
+    if (this.npend >= 32) fail(E_CORRUPT, "refcount structures nest too deeply while allocating cluster " + lo.toString());
+    unchecked(this.pendLo[this.npend] = lo);
+    unchecked(this.pendHi[this.npend] = hi);
+    this.npend++;
+  }
+
+  /** End of the pending range holding `c`, or 0 when `c` is not pending. */
+  private pendingEnd(c: u64): u64 {
+    for (let k = 0; k < this.npend; k++) {
+      if (c >= unchecked(this.pendLo[k]) && c < unchecked(this.pendHi[k])) return unchecked(this.pendHi[k]);
+    }
+    return 0;
+  }
+
+  private isPending(c: u64): bool {
+    return this.pendingEnd(c) != 0;
   }
 
   /**
@@ -186,12 +212,17 @@ export class Refcounts {
     for (let c: u64 = 0; c < <u64>this.h.rtClusters; c++) this.set(first + c, 0);
   }
 
+  private pendingIn(lo: u64, hi: u64): bool {
+    for (let k = 0; k < this.npend; k++) {
+      if (unchecked(this.pendLo[k]) < hi && unchecked(this.pendHi[k]) > lo) return true;
+    }
+    return false;
+  }
+
   private reserveAndCount(start: u64, n: u64): void {
-    const keepLo = this.resLo;
-    const keepHi = this.resHi;
-    this.resLo = start; this.resHi = start + n;
+    this.pushPending(start, start + n);
     for (let c: u64 = 0; c < n; c++) this.set(start + c, 1);
-    this.resLo = keepLo; this.resHi = keepHi;
+    this.npend--;
   }
 
   /** First run of `n` clusters with refcount 0 at or after the free hint. Does not allocate. */
@@ -201,9 +232,16 @@ export class Refcounts {
     let c = start;
     const regionMask = (<u64>1 << this.rbBits) - 1;
     for (;;) {
+      const pend = this.pendingEnd(c);
+      if (pend != 0) {
+        run = 0;
+        c = pend;
+        continue;
+      }
       const i = c >> this.rbBits;
-      // Whole regions without a block (or beyond the table) are free.
-      if ((c & regionMask) == 0 && (i >= this.rtEntries || this.tableEntry(i) == 0)) {
+      // Whole regions without a block (or beyond the table) are free, unless the reservation is in them.
+      const regionEnd = (c | regionMask) + 1;
+      if ((c & regionMask) == 0 && (i >= this.rtEntries || this.tableEntry(i) == 0) && !this.pendingIn(c, regionEnd)) {
         if (run == 0) start = c;
         run += regionMask + 1;
         c += regionMask + 1;

@@ -21,10 +21,11 @@ export class FileBackend implements Backend {
   private fd: number;
   readonly path: string;
 
-  constructor(path: string, writable: boolean) {
+  /** `create`: make the file (or empty an existing one), like qemu-img create. */
+  constructor(path: string, writable: boolean, create = false) {
     this.path = path;
     try {
-      this.fd = fs.openSync(path, writable ? 'r+' : 'r');
+      this.fd = fs.openSync(path, create ? 'w+' : writable ? 'r+' : 'r');
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
       throw new CowError(err.code === 'ENOENT' ? 'ECOW_NOT_FOUND' : 'ECOW_IO', `cannot open ${path}: ${err.message}`, { cause: e });

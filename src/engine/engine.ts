@@ -9,6 +9,7 @@ interface RawExports {
   memory: WebAssembly.Memory;
   __getString(ptr: number): string;
   __collect(): void;
+  __newString(s: string): number;
   lastErrorCode(): number;
   lastErrorMessage(): number;
   clearError(): void;
@@ -17,6 +18,7 @@ interface RawExports {
   probe(handle: number): number;
   openQcow2(handle: number, writable: number): number;
   openRaw(handle: number, writable: number): number;
+  create(handle: number, size: number, clusterBits: number, refcountOrder: number, version: number, extendedL2: number, backingName: number, backingFormat: number): void;
   setBacking(id: number, backingId: number): void;
   close(id: number): void;
   describe(id: number): number;
@@ -32,7 +34,7 @@ interface RawExports {
   statusOffset(): number;
 }
 
-export type EngineExports = Omit<RawExports, 'memory' | '__getString' | '__collect'>;
+export type EngineExports = Omit<RawExports, 'memory' | '__getString' | '__collect' | '__newString'>;
 
 const WASM_URL = new URL('../../build/cowchain.wasm', import.meta.url);
 
@@ -94,6 +96,11 @@ export class Engine {
 
   string(ptr: number): string {
     return this.raw.__getString(ptr);
+  }
+
+  /** A string in engine memory; valid until the next collect(). */
+  newString(s: string): number {
+    return this.raw.__newString(s);
   }
 
   addBackend(b: Backend): number {
