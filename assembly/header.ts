@@ -226,31 +226,38 @@ export function parseHeader(handle: i32): Header {
   return h;
 }
 
+/** fail() after freeing a native buffer: an engine error unwinds without running any cleanup. */
+function failFreeing(p: usize, code: string, message: string): void {
+  heap.free(p);
+  fail(code, message);
+}
+
+/** Reads the extensions from cluster 0 at `c0`; on an error, frees c0 before failing. */
 function readExtensions(h: Header, c0: usize): void {
   const cs = h.clusterSize;
   const end: u64 = h.backingOffset != 0 ? h.backingOffset : cs;
   let off: u64 = <u64>h.headerLength;
   while (off < end) {
-    if (off + 8 > end) fail(E_BAD_EXTENSION, "header extension at " + off.toString() + " overruns its area (ends at " + end.toString() + ")");
+    if (off + 8 > end) failFreeing(c0, E_BAD_EXTENSION, "header extension at " + off.toString() + " overruns its area (ends at " + end.toString() + ")");
     const magic = getU32(c0 + <usize>off);
     const len = getU32(c0 + <usize>off + 4);
     off += 8;
     if (<u64>len > end - off) {
-      fail(E_BAD_EXTENSION, "header extension " + hex(magic) + " of " + len.toString() + " bytes overruns its area");
+      failFreeing(c0, E_BAD_EXTENSION, "header extension " + hex(magic) + " of " + len.toString() + " bytes overruns its area");
     }
     if (magic == EXT_END) return;
     const data = c0 + <usize>off;
     if (magic == EXT_BACKING_FORMAT) {
-      if (len >= 16) fail(E_BAD_EXTENSION, "backing format extension of " + len.toString() + " bytes is too large (max 15)");
+      if (len >= 16) failFreeing(c0, E_BAD_EXTENSION, "backing format extension of " + len.toString() + " bytes is too large (max 15)");
       h.backingFormat = decodeString(data, len);
     } else if (magic == EXT_FEATURE_TABLE) {
       // Regenerated on every header write, as qemu does.
     } else {
-      if (magic == EXT_BITMAPS && len != 24) fail(E_BAD_EXTENSION, "bitmaps extension of " + len.toString() + " bytes (expected 24)");
+      if (magic == EXT_BITMAPS && len != 24) failFreeing(c0, E_BAD_EXTENSION, "bitmaps extension of " + len.toString() + " bytes (expected 24)");
       if (magic == EXT_CRYPTO_HEADER && h.cryptMethod != 2) {
-        fail(E_BAD_EXTENSION, "crypto header extension " + hex(magic) + " in an image whose crypt_method is " + h.cryptMethod.toString() + ", not 2 (LUKS)");
+        failFreeing(c0, E_BAD_EXTENSION, "crypto header extension " + hex(magic) + " in an image whose crypt_method is " + h.cryptMethod.toString() + ", not 2 (LUKS)");
       }
-      if (magic == EXT_CRYPTO_HEADER && len != 16) fail(E_BAD_EXTENSION, "crypto header extension of " + len.toString() + " bytes (expected 16)");
+      if (magic == EXT_CRYPTO_HEADER && len != 16) failFreeing(c0, E_BAD_EXTENSION, "crypto header extension of " + len.toString() + " bytes (expected 16)");
       const copy = new StaticArray<u8>(len);
       memory.copy(changetype<usize>(copy), data, len);
       h.extensions.push(new Extension(magic, copy));

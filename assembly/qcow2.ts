@@ -64,9 +64,14 @@ export class Qcow2Image extends Image {
     this.l2Entries = <u64>1 << h.l2Bits;
     this.entryBytes = h.extendedL2 ? 16 : 8;
     this.scBits = h.clusterBits - 5;
-    this.l2 = new TableCache(<usize>cs, L2_CACHE_BYTES, 2, 1024);
     // The L1 table is validated by parseHeader (≤ 32 MiB), then held natively for cheap indexing.
+    // Checked before anything is allocated: an engine error unwinds without freeing, so a failed
+    // open must not own native memory yet.
     const n = <usize>h.l1Size;
+    if (n > 0 && h.l1Offset + <u64>n * 8 > fileSize(handle)) {
+      fail(E_CORRUPT, "L1 table at " + hex(h.l1Offset) + " lies past the end of the file");
+    }
+    this.l2 = new TableCache(<usize>cs, L2_CACHE_BYTES, 2, 1024);
     const l1 = heap.alloc(n > 0 ? n * 8 : 8);
     this.l1 = l1;
     if (n > 0) {
