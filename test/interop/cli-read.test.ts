@@ -1,0 +1,181 @@
+// The built CLI (`node dist/cli/main.js img …`) against qemu-img on the same images: info and
+// info --backing-chain JSON field by field, map JSON exactly, convert -O raw byte for byte, and the
+// error contract (exit 1, one line `cowchain: ECOW_…: message` on stderr).
+//
+// Raw bases are written completely (no holes): our raw layer reports every byte as data (no
+// SEEK_DATA in Node), qemu reports holes as zero — see read-matrix.test.ts.
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { qemuImg, qemuInfo, qemuMap, qemuRaw, requireQemu, tmpDir } from '../support/qemu.js';
+import {
+  H, KiB, MiB, createQcow2, expectInfoMatches, expectSameBytes, join, makeFullRaw, qemuIoMany, randomCommands,
+  writeBE, writePatternedRaw,
+} from '../support/images.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const CLI = path.join(ROOT, 'dist/cli/main.js');
+
+interface CliRun {
+  status: number;
+  stdout: string;
+  stderr: string;
+}
+
+function cli(args: string[], cwd?: string): CliRun {
+  const r = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8', maxBuffer: 64 << 20 });
+  if (r.error) throw r.error;
+  return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+function cliOk(args: string[], cwd?: string): string {
+  const r = cli(args, cwd);
+  if (r.status !== 0) throw new Error(`cowchain ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
+  expect(r.stderr).toBe('');
+  return r.stdout;
+}
+
+/** Exit 1 and exactly one stderr line `cowchain: CODE: message`; returns the message. */
+function expectCliError(args: string[], code: string, cwd?: string): string {
+  const r = cli(args, cwd);
+  expect(r.status, r.stderr).toBe(1);
+  expect(r.stdout).toBe('');
+  const lines = r.stderr.split('\n');
+  expect(lines.length, `stderr: ${JSON.stringify(r.stderr)}`).toBe(2);
+  expect(lines[1]).toBe('');
+  const m = /^cowchain: (ECOW_[A-Z_0-9]+): (.+)$/.exec(lines[0]);
+  expect(m, lines[0]).not.toBeNull();
+  expect(m![1]).toBe(code);
+  return m![2];
+}
+
+let dir: string;
+/** name → image file (relative to dir). */
+const images: Record<string, string> = {};
+
+beforeAll(() => {
+  requireQemu();
+  const started = Date.now();
+  const tsc = spawnSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], {
+    cwd: ROOT,
+    encoding: 'utf8',
+  });
+  // Type errors elsewhere in the tree do not stop tsc from emitting; the typecheck step reports
+  // them. What this file needs is a freshly emitted CLI.
+  if (tsc.status !== 0) console.warn(`tsc -p tsconfig.build.json exited ${tsc.status}:\n${tsc.stdout}${tsc.stderr}`);
+  if (!fs.existsSync(CLI) || fs.statSync(CLI).mtimeMs < started - 2000) {
+    throw new Error(`the CLI was not built (${CLI}): ${tsc.stdout}${tsc.stderr}`);
+  }
+
+  dir = tmpDir('cowchain-cli-');
+  const size = 4 * MiB;
+  // 1. A chain: raw base (fully written) <- mid.qcow2 (4K clusters) <- top.qcow2 (extended L2).
+  makeFullRaw(join(dir, 'base.raw'), size, 101);
+  createQcow2(join(dir, 'mid.qcow2'), size, { cluster_size: 4096 }, { file: 'base.raw', format: 'raw' });
+  qemuIoMany(join(dir, 'mid.qcow2'), randomCommands(102, size, { count: 40, maxLen: 64 * KiB, zeroShare: 0.2, discardShare: 0.1 }));
+  createQcow2(join(dir, 'top.qcow2'), size, { cluster_size: 32 * KiB, extended_l2: 'on' }, { file: 'mid.qcow2', format: 'qcow2' });
+  qemuIoMany(join(dir, 'top.qcow2'), randomCommands(103, size, { count: 40, maxLen: 20 * KiB, zeroShare: 0.2, discardShare: 0.1 }));
+  images.chain = 'top.qcow2';
+  // 2. compat 0.10 with 512-byte clusters, no backing.
+  createQcow2(join(dir, 'v2.qcow2'), 2 * MiB, { compat: '0.10', cluster_size: 512 });
+  qemuIoMany(join(dir, 'v2.qcow2'), randomCommands(104, 2 * MiB, { count: 60, maxLen: 8 * KiB, discardShare: 0.1 }));
+  images.v2 = 'v2.qcow2';
+  // 3. Compressed (deflate), refcount_bits 64.
+  writePatternedRaw(join(dir, 'src.raw'), 2 * MiB, 105);
+  qemuImg(['convert', '-c', '-O', 'qcow2', '-o', 'refcount_bits=64', join(dir, 'src.raw'), join(dir, 'deflate.qcow2')]);
+  images.compressed = 'deflate.qcow2';
+  // 4. Overlay bigger than its qcow2 base.
+  createQcow2(join(dir, 'small.qcow2'), 1 * MiB, { cluster_size: 2 * MiB });
+  qemuIoMany(join(dir, 'small.qcow2'), [`write -P 0x21 0 ${1 * MiB}`]);
+  createQcow2(join(dir, 'big.qcow2'), 3 * MiB, {}, { file: 'small.qcow2', format: 'qcow2' });
+  qemuIoMany(join(dir, 'big.qcow2'), [`write -P 0x22 ${1 * MiB - 4096} 8192`]);
+  images.bigger = 'big.qcow2';
+  // 5. A raw image on its own (probed as raw), fully written.
+  makeFullRaw(join(dir, 'plain.raw'), 1 * MiB, 106);
+  images.raw = 'plain.raw';
+});
+
+describe.each(['chain', 'v2', 'compressed', 'bigger', 'raw'])('image "%s"', (name) => {
+  const abs = () => join(dir, images[name]);
+
+  it('img info --output=json matches qemu-img info (absolute path)', () => {
+    const ours = JSON.parse(cliOk(['img', 'info', '--output=json', abs()]));
+    expectInfoMatches(ours, qemuInfo(abs()), name);
+  });
+
+  it('img info --output=json matches qemu-img info (relative path, run in the image directory)', () => {
+    const ours = JSON.parse(cliOk(['img', 'info', '--output=json', images[name]], dir));
+    const theirs = JSON.parse(qemuImg(['info', '--output=json', images[name]], { cwd: dir }).stdout);
+    expectInfoMatches(ours, theirs, name);
+  });
+
+  it('img info --output=json --backing-chain matches qemu-img, image by image', () => {
+    const ours = JSON.parse(cliOk(['img', 'info', '--output=json', '--backing-chain', abs()]));
+    const theirs = qemuInfo(abs(), true);
+    expect(Array.isArray(ours)).toBe(true);
+    expect(ours.length).toBe(theirs.length);
+    ours.forEach((o: Record<string, unknown>, i: number) => expectInfoMatches(o, theirs[i], `${name} layer ${i}`));
+  });
+
+  it('img map --output=json equals qemu-img map', () => {
+    expect(JSON.parse(cliOk(['img', 'map', '--output=json', abs()]))).toStrictEqual(qemuMap(abs()));
+  });
+
+  it('img convert -O raw equals qemu-img convert -O raw', () => {
+    const out = join(dir, `${name}.cli.raw`);
+    expect(cliOk(['img', 'convert', '-O', 'raw', abs(), out])).toBe('');
+    expectSameBytes(fs.readFileSync(out), qemuRaw(abs(), dir), `${name} converted`);
+    fs.rmSync(out);
+  });
+});
+
+describe('the chain really is three deep', () => {
+  it('--backing-chain lists top, mid and the raw base', () => {
+    const ours = JSON.parse(cliOk(['img', 'info', '--output=json', '--backing-chain', join(dir, 'top.qcow2')]));
+    expect(ours.map((i: any) => i.format)).toEqual(['qcow2', 'qcow2', 'raw']);
+    expect(ours[0]['format-specific'].data['extended-l2']).toBe(true);
+  });
+});
+
+describe('errors: exit 1 and one line on stderr', () => {
+  it('a missing file is ECOW_NOT_FOUND', () => {
+    const msg = expectCliError(['img', 'info', '--output=json', join(dir, 'nope.qcow2')], 'ECOW_NOT_FOUND');
+    expect(msg).toContain('nope.qcow2');
+    expectCliError(['img', 'map', '--output=json', join(dir, 'nope.qcow2')], 'ECOW_NOT_FOUND');
+    expectCliError(['img', 'convert', '-O', 'raw', join(dir, 'nope.qcow2'), join(dir, 'x.raw')], 'ECOW_NOT_FOUND');
+    expect(fs.existsSync(join(dir, 'x.raw'))).toBe(false);
+  });
+
+  it('garbage that is not qcow2 is a raw image, as qemu-img probes it', () => {
+    const f = join(dir, 'garbage.bin');
+    fs.writeFileSync(f, Buffer.from(Array.from({ length: 8192 }, (_, i) => (i * 131 + 7) & 0xff || 1)));
+    const ours = JSON.parse(cliOk(['img', 'info', '--output=json', f]));
+    expect(ours.format).toBe('raw');
+    expectInfoMatches(ours, qemuInfo(f), 'garbage');
+  });
+
+  it('a qcow2 with a patched version fails with ECOW_BAD_VERSION (and qemu-img refuses it too)', () => {
+    const f = join(dir, 'badversion.qcow2');
+    createQcow2(f, 1 * MiB);
+    writeBE(f, H.version, 4, 4);
+    for (const args of [['img', 'info', '--output=json', f], ['img', 'map', '--output=json', f], ['img', 'convert', '-O', 'raw', f, join(dir, 'bv.raw')]]) {
+      const msg = expectCliError(args, 'ECOW_BAD_VERSION');
+      expect(msg).toMatch(/\b4\b/);
+    }
+    expect(qemuImg(['info', f], { ok: [1] }).stderr).toMatch(/version 4/i);
+  });
+
+  it('a missing backing file is ECOW_BACKING_MISSING', () => {
+    const f = join(dir, 'orphan.qcow2');
+    qemuImg(['create', '-f', 'qcow2', '-u', '-b', 'gone.raw', '-F', 'raw', f, String(1 * MiB)]);
+    expect(qemuImg(['info', '--backing-chain', f], { ok: [1] }).stderr).toContain('gone.raw');
+    const msg = expectCliError(['img', 'info', '--output=json', f], 'ECOW_BACKING_MISSING');
+    expect(msg).toContain('gone.raw');
+  });
+
+  it('an unsupported output format is ECOW_BAD_ARGUMENT', () => {
+    expectCliError(['img', 'convert', '-O', 'vmdk', join(dir, 'v2.qcow2'), join(dir, 'out.vmdk')], 'ECOW_BAD_ARGUMENT');
+  });
+});
