@@ -52,6 +52,15 @@ export class Image {
     memory.fill(ptr + <usize>avail, 0, <usize>(len - avail));
   }
 
+  /** Guest write; range already validated. */
+  write(off: u64, ptr: usize, len: u64): void { fail(E_INTERNAL, "write"); }
+  /** Make a guest range read as zeros; `unmap` may release the clusters behind it. */
+  zero(off: u64, len: u64, unmap: bool): void { fail(E_INTERNAL, "zero"); }
+  /** qemu-io's discard. */
+  discard(off: u64, len: u64): void { fail(E_INTERNAL, "discard"); }
+  /** Grow the virtual size (never shrinks). */
+  grow(size: u64): void { fail(E_INTERNAL, "grow"); }
+
   flush(): void {}
   close(): void {}
 }

@@ -9,11 +9,13 @@ import { QCOW_MAGIC } from "./header";
 import { getU32 } from "./be";
 import { readZeroFill } from "./io";
 import { describeImage } from "./describe";
-import { Writer } from "./write";
 import { createQcow2 } from "./create";
+import { Job } from "./job";
+import { CommitJob, emptyImage } from "./commit";
+import { RebaseJob, StreamJob, setBackingFile as setBackingHeader } from "./rebase";
+import { ConvertJob } from "./convert";
 
 const images = new Array<Image | null>();
-const writers = new Map<i32, Writer>();
 
 function image(id: i32): Image {
   if (id < 0 || id >= images.length) fail(E_BAD_ARGUMENT, "no open image #" + id.toString());
@@ -71,7 +73,6 @@ export function setBacking(id: i32, backingId: i32): void {
 export function close(id: i32): void {
   const img = image(id);
   if (img.writable) img.flush();
-  if (writers.has(id)) { writers.get(id).dispose(); writers.delete(id); }
   img.close();
   unchecked(images[id] = null);
 }
@@ -79,7 +80,6 @@ export function close(id: i32): void {
 /** Forget an image without flushing (after an error left it in an unknown state). */
 export function abandon(id: i32): void {
   const img = image(id);
-  if (writers.has(id)) { writers.get(id).dispose(); writers.delete(id); }
   img.close();
   unchecked(images[id] = null);
 }
@@ -91,33 +91,30 @@ function checkRange(img: Image, off: f64, len: f64, what: string): void {
   }
 }
 
-function writerFor(id: i32, img: Image): Writer {
-  if (!writers.has(id)) writers.set(id, new Writer(changetype<Qcow2Image>(img)));
-  return writers.get(id);
-}
-
 /** Guest write of len bytes from wasm memory at ptr. */
 export function write(id: i32, off: f64, ptr: usize, len: i32): void {
   const img = image(id);
   checkRange(img, off, <f64>len, "write");
-  if (img instanceof Qcow2Image) writerFor(id, img).write(<u64>off, ptr, <u64>len);
-  else changetype<RawImage>(img).write(<u64>off, ptr, <u64>len);
+  img.write(<u64>off, ptr, <u64>len);
 }
 
 /** Make a guest range read as zeros. */
-export function writeZeroes(id: i32, off: f64, len: f64): void {
+export function writeZeroes(id: i32, off: f64, len: f64, unmap: bool): void {
   const img = image(id);
   checkRange(img, off, len, "write-zeroes");
-  if (img instanceof Qcow2Image) writerFor(id, img).zero(<u64>off, <u64>len);
-  else changetype<RawImage>(img).zero(<u64>off, <u64>len);
+  img.zero(<u64>off, <u64>len, unmap);
 }
 
 /** qemu-io's discard: whole clusters are dropped (v3: read as zeros, v2: read the backing file). */
 export function discard(id: i32, off: f64, len: f64): void {
   const img = image(id);
   checkRange(img, off, len, "discard");
-  if (img instanceof Qcow2Image) writerFor(id, img).discard(<u64>off, <u64>len);
-  else changetype<RawImage>(img).zero(<u64>off, <u64>len);
+  img.discard(<u64>off, <u64>len);
+}
+
+/** Grow the virtual size (a qcow2 L1 table is enlarged as needed; never shrinks). */
+export function grow(id: i32, size: f64): void {
+  image(id).grow(<u64>size);
 }
 
 /** Make every write so far durable (metadata in crash-safe order). */
@@ -147,4 +144,64 @@ export function blockStatus(id: i32, off: f64, bytes: f64): f64 {
   return <f64>img.status(o, b);
 }
 export function statusFlags(): i32 { return st.flags; }
+
+// --- long operations, driven in steps by the host ---
+const jobs = new Array<Job | null>();
+
+function job(id: i32): Job {
+  if (id < 0 || id >= jobs.length || unchecked(jobs[id]) == null) fail(E_BAD_ARGUMENT, "no job #" + id.toString());
+  return unchecked(jobs[id])!;
+}
+
+function registerJob(j: Job): i32 {
+  for (let i = 0; i < jobs.length; i++) {
+    if (unchecked(jobs[i]) == null) { unchecked(jobs[i] = j); return i; }
+  }
+  jobs.push(j);
+  return jobs.length - 1;
+}
+
+/** Commit the `layers` images from `topId` down into `baseId` (writes only the base). */
+export function commitStart(topId: i32, baseId: i32, layers: i32): i32 {
+  return registerJob(new CommitJob(image(topId), image(baseId), layers));
+}
+
+/** Safe rebase of `id` onto `newBackingId` (-1: no backing, i.e. flatten). */
+export function rebaseStart(id: i32, newBackingId: i32): i32 {
+  return registerJob(new RebaseJob(image(id), newBackingId < 0 ? null : image(newBackingId)));
+}
+
+/** Pull into `id` what its `layers` backing images allocate. */
+export function streamStart(id: i32, layers: i32): i32 {
+  return registerJob(new StreamJob(image(id), layers));
+}
+
+/** Copy the guest view of `srcId`'s chain into the fresh image `dstId`. */
+export function convertStart(srcId: i32, dstId: i32): i32 {
+  return registerJob(new ConvertJob(image(srcId), image(dstId)));
+}
+
+/** Advance a job by about `budget` guest bytes; 1 when it has finished (and flushed). */
+export function jobStep(id: i32, budget: f64): i32 {
+  return job(id).step(<u64>budget) ? 1 : 0;
+}
+export function jobCursor(id: i32): f64 { return <f64>job(id).cursor; }
+export function jobTotal(id: i32): f64 { return <f64>job(id).total; }
+
+export function jobDispose(id: i32): void {
+  job(id).dispose();
+  unchecked(jobs[id] = null);
+}
+
+/** Unsafe rebase: rewrite the backing name/format in the header (after flushing all else). */
+export function setBackingFile(id: i32, name: string, format: string): void {
+  setBackingHeader(image(id), name, format);
+}
+
+/** Drop every cluster of a qcow2 image (after a commit), crash-safely. */
+export function makeEmpty(id: i32): void {
+  const img = image(id);
+  if (!(img instanceof Qcow2Image)) fail(E_BAD_ARGUMENT, "only a qcow2 image can be emptied");
+  emptyImage(changetype<Qcow2Image>(img));
+}
 export function statusOffset(): f64 { return <f64>st.offset; }

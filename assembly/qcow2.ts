@@ -1,13 +1,14 @@
 // An open qcow2 image: L1 in memory, L2 tables through a bounded cache, guest reads through the
 // backing chain, per-layer block status. The write side lives in write.ts.
 import { Image, st } from "./image";
-import { Header, parseHeader, writeHeader, MAX_HOST_OFFSET, INCOMPAT_DIRTY, INCOMPAT_CORRUPT } from "./header";
+import { Header, parseHeader, writeHeader, l1EntriesFor, MAX_HOST_OFFSET, INCOMPAT_DIRTY, INCOMPAT_CORRUPT } from "./header";
 import { getU64, putU64 } from "./be";
 import { readExact, readZeroFill, decompress, fileSize, flush, writeAt } from "./io";
 import { TableCache } from "./tablecache";
 import { Refcounts } from "./refcount";
+import { Writer } from "./write";
 import {
-  fail, hex, E_CORRUPT, E_DECOMPRESS, E_READ_ONLY, E_INTERNAL_SNAPSHOTS, E_MARKED_CORRUPT, E_DIRTY,
+  fail, hex, E_CORRUPT, E_DECOMPRESS, E_READ_ONLY, E_INTERNAL_SNAPSHOTS, E_MARKED_CORRUPT, E_DIRTY, E_BAD_SIZE,
 } from "./errors";
 import {
   L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_ZERO, L2_BITMAP_ALL_ALLOC,
@@ -52,6 +53,7 @@ export class Qcow2Image extends Image {
   /** Clusters to dereference once no durable L2/L1 entry points at them any more. */
   pendingFree: Array<u64> = new Array<u64>();
   private writeReady: bool = false;
+  private writerObj: Writer | null = null;
 
   constructor(handle: i32, writable: bool) {
     super(handle, writable);
@@ -391,6 +393,63 @@ export class Qcow2Image extends Image {
     return n;
   }
 
+  private writer(): Writer {
+    let w = this.writerObj;
+    if (w == null) { w = new Writer(this); this.writerObj = w; }
+    return w;
+  }
+
+  write(off: u64, ptr: usize, len: u64): void { this.writer().write(off, ptr, len); }
+  zero(off: u64, len: u64, unmap: bool): void { this.writer().zero(off, len, unmap); }
+  discard(off: u64, len: u64): void { this.writer().discard(off, len); }
+
+  /**
+   * Grow the virtual size. A larger L1 table goes to new clusters and replaces the old one only
+   * once it is durable (the header switch is the commit point); the old table is freed after.
+   */
+  grow(size: u64): void {
+    const h = this.h;
+    if (size <= h.size) return;
+    this.prepareWrite();
+    if (size > MAX_HOST_OFFSET) fail(E_BAD_SIZE, "virtual size " + size.toString() + " exceeds 2^53 bytes");
+    const needed = l1EntriesFor(size, this.clusterBits, this.l2Bits);
+    if (needed > (32 << 20) / 8) fail(E_BAD_SIZE, "virtual size " + size.toString() + " needs an L1 table larger than 32 MiB");
+    this.flushMetadata();
+    if (needed > <u64>h.l1Size) {
+      const rc = this.refcounts();
+      const bytes = needed * 8;
+      const clusters = (bytes + this.cs - 1) >> this.clusterBits;
+      const first = rc.allocate(clusters) << this.clusterBits;
+      const nl1 = heap.alloc(<usize>bytes);
+      memory.fill(nl1, 0, <usize>bytes);
+      memory.copy(nl1, this.l1, <usize>h.l1Size * 8);
+      const disk = heap.alloc(<usize>bytes);
+      for (let i: u64 = 0; i < needed; i++) putU64(disk + <usize>(i * 8), load<u64>(nl1 + <usize>(i * 8)));
+      writeAt(this.handle, disk, <i32>bytes, first);
+      heap.free(disk);
+      const oldOff = h.l1Offset;
+      const oldClusters = ((<u64>h.l1Size * 8) + this.cs - 1) >> this.clusterBits;
+      // New table and its refcounts durable, then the header names it, then the old one goes.
+      flush(this.handle);
+      rc.writeBlocks(); flush(this.handle);
+      if (rc.rtDirtyHi > rc.rtDirtyLo) { rc.writeTable(); flush(this.handle); }
+      heap.free(this.l1);
+      this.l1 = nl1;
+      h.l1Offset = first;
+      h.l1Size = <u32>needed;
+      h.size = size;
+      writeHeader(this.handle, h);
+      flush(this.handle);
+      rc.finishMove();
+      if (oldOff != 0) for (let c: u64 = 0; c < oldClusters; c++) this.freeLater((oldOff >> this.clusterBits) + c);
+      this.flushMetadata();
+    } else {
+      h.size = size;
+      writeHeader(this.handle, h);
+      flush(this.handle);
+    }
+  }
+
   fileLength(): u64 { return fileSize(this.handle); }
 
   flush(): void {
@@ -403,6 +462,8 @@ export class Qcow2Image extends Image {
     this.l2.dispose();
     const rc = this.rc;
     if (rc != null) rc.dispose();
+    const w = this.writerObj;
+    if (w != null) w.dispose();
     if (this.zOut != 0) { heap.free(this.zOut); heap.free(this.zIn); }
   }
 }

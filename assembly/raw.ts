@@ -50,7 +50,7 @@ export class RawImage extends Image {
   }
 
   /** Zeros written as data (a raw file has no metadata to say "zero"); discard does the same. */
-  zero(off: u64, len: u64): void {
+  zero(off: u64, len: u64, unmap: bool = false): void {
     const chunk: u64 = 1 << 20;
     const z = heap.alloc(<usize>(len < chunk ? len : chunk));
     memory.fill(z, 0, <usize>(len < chunk ? len : chunk));
@@ -62,9 +62,12 @@ export class RawImage extends Image {
     heap.free(z);
   }
 
-  /** Grow (or shrink) the file; new bytes read as zeros. */
-  resize(size: u64): void {
+  discard(off: u64, len: u64): void { this.zero(off, len); }
+
+  /** Grow the file; new bytes read as zeros. */
+  grow(size: u64): void {
     if (!this.writable) fail(E_READ_ONLY, "raw image was opened read-only");
+    if (size <= this.size) return;
     truncateTo(this.handle, size);
     this.size = size;
   }

@@ -222,10 +222,11 @@ export class Writer {
 
   /**
    * Make [off, off+len) read as zeros. Whole clusters (whole subclusters with extended L2) get the
-   * zero flag, keeping their allocation as qemu does; compressed ones are released; the ragged
-   * edges, and every byte of a v2 image, are written as zero data.
+   * zero flag, keeping their allocation as qemu does unless `unmap` (qemu's BDRV_REQ_MAY_UNMAP);
+   * compressed ones are always released; the ragged edges, and every byte of a v2 image, are
+   * written as zero data.
    */
-  zero(off: u64, len: u64): void {
+  zero(off: u64, len: u64, unmap: bool): void {
     const img = this.img;
     img.prepareWrite();
     const cs = img.cs;
@@ -248,7 +249,7 @@ export class Writer {
       if (n > b - a) n = b - a;
       if (img.entryBytes == 8) {
         let ne: u64;
-        if ((e & OFLAG_COMPRESSED) != 0) { releaseEntry(img, e); ne = OFLAG_ZERO; }
+        if ((e & OFLAG_COMPRESSED) != 0 || (unmap && (e & L2E_OFFSET_MASK) != 0)) { releaseEntry(img, e); ne = OFLAG_ZERO; }
         else ne = e | OFLAG_ZERO;
         if (ne != e) { putU64(p, ne); img.markL2Dirty(table); }
       } else {
@@ -264,6 +265,11 @@ export class Writer {
             this.writeSubclusters(table, a - offIn, buf, cs);
             continue;
           }
+          releaseEntry(img, e);
+          putU64(p, 0);
+          putU64(p + 8, ALL_ZEROES);
+          img.markL2Dirty(table);
+        } else if (unmap && cnt == 32 && (e & L2E_OFFSET_MASK) != 0) {
           releaseEntry(img, e);
           putU64(p, 0);
           putU64(p + 8, ALL_ZEROES);

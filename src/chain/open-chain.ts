@@ -13,8 +13,10 @@ import type { ImageFormat } from '../image/types.js';
 export type BackingResolver = (backingName: string, childPath: string) => string;
 
 export interface OpenOptions {
-  /** Open the top image for writing (backing files are always opened read-only). */
+  /** Open the top image for writing. */
   writable?: boolean;
+  /** Backing images (by depth: 1 = the top's backing file) to open for writing too (commit bases). */
+  writableDepths?: number[];
   /** The top image's format; probed from its first bytes when absent. */
   format?: ImageFormat;
   /** Do not open backing files (header-only work, e.g. an unsafe rebase). */
@@ -75,7 +77,7 @@ export function openImage(file: string, options: OpenOptions = {}): Image {
       if (info.name === null) break;
       filename = resolve(info.name, filename);
       format = info.format === null ? undefined : parseFormat(info.format, filename);
-      writable = false;
+      writable = options.writableDepths?.includes(layers.length) ?? false;
     }
     let below: Image | null = null;
     for (let i = layers.length - 1; i >= 0; i--) {

@@ -1,45 +1,42 @@
 import * as fs from 'node:fs';
 import { CowError } from '../errors.js';
+import { openImage } from '../chain/open-chain.js';
 import type { Image } from './image.js';
+import { createImage, type CreateOptions } from './create.js';
+import { runJob, type JobOptions, type ProgressCallback } from './job.js';
 
-const CHUNK = 4 << 20;
-
-export function isZero(buf: Uint8Array): boolean {
-  if (buf.byteOffset % 8 !== 0) return buf.every((b) => b === 0);
-  const words = new BigUint64Array(buf.buffer, buf.byteOffset, buf.byteLength >> 3);
-  for (let i = 0; i < words.length; i++) if (words[i] !== 0n) return false;
-  for (let i = words.length << 3; i < buf.length; i++) if (buf[i] !== 0) return false;
-  return true;
+export interface ConvertOptions extends JobOptions {
+  /** Output format (default raw). */
+  format?: 'raw' | 'qcow2';
+  /** qcow2 layout options of the new image (cluster size, refcount bits, compat, extended L2). */
+  create?: Omit<CreateOptions, 'format' | 'size' | 'backingFile' | 'backingFormat'>;
+  /** Virtual size of the new image; at least the source's (default: the source's). */
+  size?: number;
 }
 
 /**
- * Write the guest view of an image chain to a new raw file. Like qemu-img convert, ranges that
- * read as zeros are left as holes; the file is flushed before returning.
+ * Write the guest view of a chain into a new image, as `qemu-img convert -O FMT`. Ranges that
+ * read as zeros are left unallocated (holes in a raw file). The new image is flushed.
  */
-export function convertToRaw(src: Image, dst: string, onProgress?: (done: number, total: number) => void): void {
-  const size = src.virtualSize;
-  let fd: number;
+export function convertImage(src: Image, dst: string, options: ConvertOptions = {}): void {
+  const format = options.format ?? 'raw';
+  const size = options.size ?? src.virtualSize;
+  if (size < src.virtualSize) throw new CowError('ECOW_BAD_ARGUMENT', `size ${size} is smaller than the source's ${src.virtualSize}`);
+  createImage(dst, { ...(options.create ?? {}), format, size });
   try {
-    fd = fs.openSync(dst, 'w');
-  } catch (e) {
-    throw new CowError('ECOW_IO', `cannot create ${dst}: ${(e as Error).message}`, { cause: e });
-  }
-  try {
-    fs.ftruncateSync(fd, size);
-    let done = 0;
-    for (const extent of src.map()) {
-      if (!extent.zero) {
-        for (let off = extent.start; off < extent.start + extent.length; off += CHUNK) {
-          const n = Math.min(CHUNK, extent.start + extent.length - off);
-          const data = src.read(off, n);
-          if (!isZero(data)) fs.writeSync(fd, data, 0, n, off);
-        }
-      }
-      done += extent.length;
-      onProgress?.(done, size);
+    const out = openImage(dst, { format, writable: true, noBacking: true });
+    try {
+      runJob(src.engine, () => src.engine.call((e) => e.convertStart(src.id, out.id)), options);
+    } finally {
+      out.close();
     }
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
+  } catch (e) {
+    fs.rmSync(dst, { force: true });
+    throw e;
   }
+}
+
+/** The guest view of a chain as a new raw file. */
+export function convertToRaw(src: Image, dst: string, onProgress?: ProgressCallback): void {
+  convertImage(src, dst, { format: 'raw', onProgress });
 }

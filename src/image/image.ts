@@ -106,10 +106,13 @@ export class Image {
     }
   }
 
-  /** Make [offset, offset+length) read as zeros (zero clusters where the format allows). */
-  writeZeroes(offset: number, length: number): void {
+  /**
+   * Make [offset, offset+length) read as zeros (zero clusters where the format allows). With
+   * `unmap` the clusters are released (qemu-io write -z -u), else they stay allocated.
+   */
+  writeZeroes(offset: number, length: number, unmap = false): void {
     this.assertWritable();
-    this.guarded((e) => e.writeZeroes(this.id, offset, length));
+    this.guarded((e) => e.writeZeroes(this.id, offset, length, unmap ? 1 : 0));
   }
 
   /** Drop whole clusters in [offset, offset+length), as qemu-io's discard. */

@@ -1,0 +1,92 @@
+// Long operations run as jobs the host drives in steps: step(budget) does a bounded amount of work
+// and returns, so the host can report progress, cancel, or yield to its event loop between steps.
+import { Image } from "./image";
+import { ST_DATA, ST_ZERO } from "./layout";
+import { st } from "./image";
+
+/** Bytes moved per host read/write: big enough to amortise calls, small enough to bound memory. */
+export const CHUNK: u64 = 8 << 20;
+
+export class Job {
+  /** Guest offset reached. */
+  cursor: u64 = 0;
+  /** Guest bytes to cover. */
+  total: u64 = 0;
+  done: bool = false;
+  protected buf: usize = 0;
+
+  protected buffer(): usize {
+    if (this.buf == 0) this.buf = heap.alloc(<usize>CHUNK);
+    return this.buf;
+  }
+
+  /** Advance by roughly `budget` guest bytes; returns true when finished. */
+  step(budget: u64): bool { return true; }
+
+  dispose(): void {
+    if (this.buf != 0) heap.free(this.buf);
+    this.buf = 0;
+  }
+}
+
+/** Result of allocatedAbove: which layer holds the run, and whether it reads as zeros. */
+export class Alloc {
+  depth: i32 = -1;
+  zero: bool = false;
+}
+export const alloc = new Alloc();
+
+/**
+ * For the run at `off` (at most `max` bytes), find the topmost of the first `layers` images of the
+ * chain starting at `top` that allocates it. Sets `alloc` (depth -1: none) and returns the run
+ * length over which that answer holds.
+ */
+export function allocatedAbove(top: Image, layers: i32, off: u64, max: u64): u64 {
+  let n = max;
+  let img: Image | null = top;
+  for (let d = 0; d < layers && img != null; d++) {
+    const i: Image = img;
+    if (off >= i.virtualSize()) break;
+    const lim = i.virtualSize() - off;
+    n = i.ownStatus(off, n < lim ? n : lim);
+    if ((st.flags & (ST_DATA | ST_ZERO)) != 0) {
+      alloc.depth = d;
+      alloc.zero = (st.flags & ST_ZERO) != 0;
+      return n;
+    }
+    img = i.backing;
+  }
+  alloc.depth = -1;
+  alloc.zero = false;
+  return n;
+}
+
+/**
+ * Copies guest ranges into a destination image, gathering consecutive data runs into one buffer
+ * so the destination sees one large write (one contiguous allocation) per run of guest clusters.
+ */
+export class Gather {
+  private start: u64 = 0;
+  private len: u64 = 0;
+  constructor(public dst: Image, public buf: usize) {}
+
+  /** Read [off, off+n) from `src` (its guest view) and queue it for `dst`. */
+  add(src: Image, off: u64, n: u64): void {
+    while (n > 0) {
+      if (this.len > 0 && (this.start + this.len != off || this.len == CHUNK)) this.flush();
+      if (this.len == 0) this.start = off;
+      const room = CHUNK - this.len;
+      const m = n < room ? n : room;
+      src.read(off, this.buf + <usize>this.len, m);
+      this.len += m;
+      off += m;
+      n -= m;
+    }
+  }
+
+  flush(): void {
+    if (this.len == 0) return;
+    this.dst.write(this.start, this.buf, this.len);
+    this.len = 0;
+  }
+}

@@ -1,0 +1,45 @@
+import { CowError } from '../errors.js';
+import { openImage, type BackingResolver } from '../chain/open-chain.js';
+import { sameFile } from '../chain/same-file.js';
+import { runJob, type JobOptions } from './job.js';
+
+export interface CommitOptions extends JobOptions {
+  /** Commit down to this image of the chain (path); default: the top's backing file. Implies `drop`. */
+  base?: string;
+  /** Leave the top as it is (qemu-img commit -d); otherwise it is emptied afterwards. */
+  drop?: boolean;
+  resolveBacking?: BackingResolver;
+}
+
+/** Depth of `base` in the chain of `top` (1 = top's backing file); the default is 1. */
+function baseDepth(top: string, base: string | undefined, resolveBacking?: BackingResolver): number {
+  const chain = openImage(top, { resolveBacking });
+  try {
+    const images = chain.chain();
+    if (images.length < 2) throw new CowError('ECOW_BAD_ARGUMENT', `${top} has no backing file to commit into`);
+    if (base === undefined) return 1;
+    const depth = images.findIndex((img, i) => i > 0 && sameFile(img.filename, base));
+    if (depth < 0) throw new CowError('ECOW_BAD_ARGUMENT', `${base} is not in the backing chain of ${top}`);
+    return depth;
+  } finally {
+    chain.close();
+  }
+}
+
+/**
+ * Block commit, as `qemu-img commit [-b BASE] [-d] TOP`: every range allocated above the base is
+ * copied into it (zero clusters stay zero clusters in a v3 base); a smaller base grows. Only the
+ * base is written until it is durable; then, unless `drop`, the top is emptied.
+ */
+export function commitImage(top: string, options: CommitOptions = {}): void {
+  const depth = baseDepth(top, options.base, options.resolveBacking);
+  const drop = options.drop || options.base !== undefined;
+  const img = openImage(top, { writable: !drop, writableDepths: [depth], resolveBacking: options.resolveBacking });
+  try {
+    const base = img.chain()[depth];
+    runJob(img.engine, () => img.engine.call((e) => e.commitStart(img.id, base.id, depth)), options);
+    if (!drop && img.format === 'qcow2') img.engine.call((e) => e.makeEmpty(img.id));
+  } finally {
+    img.close();
+  }
+}

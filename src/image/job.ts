@@ -1,0 +1,35 @@
+import { CowError } from '../errors.js';
+import type { Engine } from '../engine/engine.js';
+
+/** Progress of a long operation: guest bytes covered so far of the total. */
+export type ProgressCallback = (done: number, total: number) => void;
+
+export interface JobOptions {
+  onProgress?: ProgressCallback;
+  /** Cancels between steps; whatever was written stays consistent (a re-run finishes it). */
+  signal?: AbortSignal;
+  /** Guest bytes per engine step (default 64 MiB): smaller steps report progress more often. */
+  stepBytes?: number;
+}
+
+const DEFAULT_STEP = 64 << 20;
+
+/**
+ * Drive an engine job to completion in steps, synchronously. Between steps it reports progress
+ * and honours cancellation. The job is disposed in every case.
+ */
+export function runJob(engine: Engine, start: () => number, options: JobOptions = {}): void {
+  const id = engine.call(() => start());
+  try {
+    const total = engine.call((e) => e.jobTotal(id));
+    for (;;) {
+      if (options.signal?.aborted) throw new CowError('ECOW_CANCELLED', `operation cancelled at ${engine.call((e) => e.jobCursor(id))} of ${total} bytes`, { cause: options.signal.reason });
+      const finished = engine.call((e) => e.jobStep(id, options.stepBytes ?? DEFAULT_STEP)) === 1;
+      options.onProgress?.(engine.call((e) => e.jobCursor(id)), total);
+      if (finished) return;
+    }
+  } finally {
+    engine.call((e) => e.jobDispose(id));
+    engine.collect();
+  }
+}
