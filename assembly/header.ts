@@ -282,7 +282,7 @@ function putExtension(buf: usize, off: u32, magic: u32, len: u32): u32 {
 
 /**
  * Lay out cluster 0 like qemu's qcow2_update_header: header, unknown fields, backing format,
- * feature table (v3), kept extensions, end marker, backing name. Returns the byte count used.
+ * feature table (v3, clusters above 4 KiB), kept extensions, end marker, backing name. Returns the byte count used.
  * The buffer must be one cluster, zeroed.
  */
 export function serializeHeader(h: Header, buf: usize): u32 {
@@ -317,7 +317,9 @@ export function serializeHeader(h: Header, buf: usize): u32 {
     String.UTF8.encodeUnsafe(changetype<usize>(h.backingFormat), h.backingFormat.length, buf + off);
     off += (fmtLen + 7) & ~7;
   }
-  if (h.version >= 3) {
+  // qemu omits the feature table for clusters of 4 KiB and less: in a 512-byte cluster it would
+  // leave no room for a backing file name.
+  if (h.version >= 3 && cs > 4096) {
     const n = <u32>FEATURE_NAMES.length;
     off = putExtension(buf, off, EXT_FEATURE_TABLE, n * 48);
     for (let i: u32 = 0; i < n; i++) {
