@@ -71,6 +71,8 @@ export function createImage(file: string, options: CreateOptions): void {
     }
   }
   if (size === undefined) throw new CowError('ECOW_BAD_ARGUMENT', `no size given for ${file} and no backing file to take it from`);
+  // qemu-img create rounds the size up to whole 512-byte sectors (raw and qcow2 alike).
+  size = Math.ceil(size / 512) * 512;
   if (o.format === 'raw') {
     try {
       const fd = fs.openSync(file, 'w');
@@ -85,6 +87,11 @@ export function createImage(file: string, options: CreateOptions): void {
   const backend = new FileBackend(file, true, true);
   try {
     createQcow2On(backend, { ...options, size, backingFormat });
+  } catch (e) {
+    // As qemu-img: a refused or failed creation leaves no half-made image behind.
+    backend.close();
+    fs.rmSync(file, { force: true });
+    throw e;
   } finally {
     backend.close();
   }
