@@ -5,13 +5,26 @@
 import { Image } from "./image";
 import { Job, Gather, allocatedAbove, alloc, CHUNK } from "./job";
 import { fail, E_BAD_ARGUMENT } from "./errors";
-import { Qcow2Image } from "./qcow2";
+import { Qcow2Image, lk } from "./qcow2";
+import { RawImage } from "./raw";
+import { readZeroFill } from "./io";
+import { K_NORMAL, K_UNALLOC_PLAIN } from "./layout";
 import { getU64 } from "./be";
 import { truncateTo, flush } from "./io";
 import { L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COMPRESSED } from "./layout";
 
+/** Clusters sorted at once on the fast path: bounds its memory (8 bytes each) whatever the image size. */
+const GROUP_ENTRIES: u64 = 65536;
+/** Largest host gap (in clusters) one read spans rather than splitting. */
+const MAX_GAP: u64 = 2;
+
 export class CommitJob extends Job {
   private gather: Gather;
+  /** Fast path: a single qcow2 top with standard L2 over a raw base or a same-geometry qcow2 base. */
+  private fast: bool = false;
+  private keys: StaticArray<u64> = new StaticArray<u64>(0);
+  private guests: StaticArray<u64> = new StaticArray<u64>(0);
+  private tablesPerGroup: i32 = 1;
 
   /** `layers`: how many images, from `top` down, lie above `base` (1 = base is top's backing). */
   constructor(public top: Image, public base: Image, public layers: i32) {
@@ -23,13 +36,43 @@ export class CommitJob extends Job {
     this.total = top.virtualSize();
     // A smaller base grows to the top's size; a larger one is never shrunk.
     if (base.virtualSize() < this.total) base.grow(this.total);
+    if (layers == 1 && top instanceof Qcow2Image) {
+      const t = changetype<Qcow2Image>(top);
+      let ok = t.entryBytes == 8 && t.cs <= CHUNK;
+      if (base instanceof Qcow2Image) {
+        const b = changetype<Qcow2Image>(base);
+        ok = ok && b.entryBytes == 8 && b.cs == t.cs;
+      } else if (!(base instanceof RawImage)) ok = false;
+      if (ok) {
+        this.fast = true;
+        const cap = t.l2Entries > GROUP_ENTRIES ? t.l2Entries : GROUP_ENTRIES;
+        this.tablesPerGroup = <i32>(cap / t.l2Entries);
+        this.keys = new StaticArray<u64>(<i32>cap);
+        this.guests = new StaticArray<u64>(<i32>(CHUNK / t.cs));
+      }
+    }
   }
 
   step(budget: u64): bool {
     const end = this.cursor + budget < this.total ? this.cursor + budget : this.total;
     while (this.cursor < end) {
-      const off = this.cursor;
-      const n = allocatedAbove(this.top, this.layers, off, this.total - off < CHUNK ? this.total - off : CHUNK);
+      if (this.fast) this.cursor = this.commitGroup(changetype<Qcow2Image>(this.top), this.cursor);
+      else this.cursor = this.commitRange(this.cursor, this.total);
+    }
+    if (this.cursor >= this.total) {
+      this.gather.flush();
+      this.base.flush();
+      this.done = true;
+    }
+    return this.done;
+  }
+
+  /** The generic way: run by run over the chain's allocation, for [from, to); returns the end reached. */
+  private commitRange(from: u64, to: u64): u64 {
+    let off = from;
+    while (off < to) {
+      const lim = to - off < CHUNK ? to - off : CHUNK;
+      const n = allocatedAbove(this.top, this.layers, off, lim);
       if (alloc.depth >= 0) {
         if (alloc.zero) {
           this.gather.flush();
@@ -38,14 +81,111 @@ export class CommitJob extends Job {
           this.gather.add(this.top, off, n);
         }
       }
-      this.cursor = off + n;
+      off += n;
+      if (!this.fast) return off;
     }
-    if (this.cursor >= this.total) {
-      this.gather.flush();
-      this.base.flush();
-      this.done = true;
+    return off;
+  }
+
+  /**
+   * A group of the top's L2 tables at a time, their data clusters in host order: the top was
+   * written in guest-random order, so host order turns thousands of small reads into a few large
+   * ones, and the base allocates its new clusters as one contiguous run per read. Anything else the
+   * tables hold (zero or compressed clusters, a partial last cluster) goes the generic way.
+   */
+  private commitGroup(t: Qcow2Image, from: u64): u64 {
+    const cb = t.clusterBits;
+    const cs = t.cs;
+    const span = cb + t.l2Bits;
+    const first = from >> span;
+    const groupStart = first << span;
+    let groupEnd = groupStart + (<u64>this.tablesPerGroup << span);
+    if (groupEnd > this.total) groupEnd = this.total;
+    this.gather.flush();
+    const keys = this.keys;
+    let n = 0;
+    for (let l1i = first; (l1i << span) < groupEnd; l1i++) {
+      const l2Off = l1i < <u64>t.h.l1Size ? t.l1Entry(l1i) & L1E_OFFSET_MASK : 0;
+      if (l2Off == 0) continue;
+      const tableStart = l1i << span;
+      for (let idx: u64 = 0; idx < t.l2Entries; idx++) {
+        const g = tableStart + (idx << cb);
+        if (g >= groupEnd) break;
+        t.decode(t.l2Table(l2Off), idx, 0);
+        const kind = lk.kind;
+        if (kind == K_UNALLOC_PLAIN) continue;
+        if (kind == K_NORMAL && g + cs <= this.total) {
+          unchecked(keys[n++] = ((lk.host >> cb) << 20) | ((g - groupStart) >> cb));
+        } else {
+          this.commitRange(g, g + cs < groupEnd ? g + cs : groupEnd);
+          this.gather.flush();
+        }
+      }
     }
-    return this.done;
+    if (n > 0) this.copySorted(t, groupStart, n);
+    return groupEnd;
+  }
+
+  /** Copy the `n` clusters listed in `keys` (host cluster << 20 | guest cluster - groupStart). */
+  private copySorted(t: Qcow2Image, groupStart: u64, n: i32): void {
+    const cb = t.clusterBits;
+    const cs = t.cs;
+    const keys = this.keys;
+    sortU64(keys, n);
+    const perChunk = <u64>(CHUNK / cs);
+    const buf = this.buf;
+    let i = 0;
+    while (i < n) {
+      // One read spans clusters whose host gaps are small (L2 tables, refcount blocks between them).
+      const h0 = unchecked(keys[i]) >> 20;
+      let j = i + 1;
+      while (j < n) {
+        const h = unchecked(keys[j]) >> 20;
+        const prev = unchecked(keys[j - 1]) >> 20;
+        if (h - prev > MAX_GAP || h - h0 >= perChunk) break;
+        j++;
+      }
+      const last = unchecked(keys[j - 1]) >> 20;
+      readZeroFill(t.handle, buf, <i32>((last - h0 + 1) * cs), h0 << cb);
+      const count = j - i;
+      for (let k = 0; k < count; k++) {
+        const key = unchecked(keys[i + k]);
+        const at = (key >> 20) - h0;
+        // Close the gaps so the clusters lie back to back.
+        if (at != <u64>k) memory.copy(buf + <usize>(<u64>k * cs), buf + <usize>(at * cs), <usize>cs);
+        unchecked(this.guests[k] = groupStart + ((key & 0xfffff) << cb));
+      }
+      if (this.base instanceof Qcow2Image) {
+        changetype<Qcow2Image>(this.base).writer().writeClusters(this.guests, 0, count, buf);
+      } else {
+        for (let k = 0; k < count; k++) this.base.write(unchecked(this.guests[k]), buf + <usize>(<u64>k * cs), cs);
+      }
+      i = j;
+    }
+  }
+
+  dispose(): void {
+    super.dispose();
+  }
+}
+
+/** In-place sort of the first n values (heap sort: no allocation, n log n). */
+function sortU64(a: StaticArray<u64>, n: i32): void {
+  for (let start = (n >> 1) - 1; start >= 0; start--) siftDown(a, start, n);
+  for (let end = n - 1; end > 0; end--) {
+    const t = unchecked(a[0]); unchecked(a[0] = a[end]); unchecked(a[end] = t);
+    siftDown(a, 0, end);
+  }
+}
+
+function siftDown(a: StaticArray<u64>, i: i32, n: i32): void {
+  for (;;) {
+    let c = 2 * i + 1;
+    if (c >= n) return;
+    if (c + 1 < n && unchecked(a[c + 1]) > unchecked(a[c])) c++;
+    if (unchecked(a[c]) <= unchecked(a[i])) return;
+    const t = unchecked(a[c]); unchecked(a[c] = a[i]); unchecked(a[i] = t);
+    i = c;
   }
 }
 

@@ -393,7 +393,7 @@ export class Qcow2Image extends Image {
     return n;
   }
 
-  private writer(): Writer {
+  writer(): Writer {
     let w = this.writerObj;
     if (w == null) { w = new Writer(this); this.writerObj = w; }
     return w;

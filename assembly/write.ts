@@ -146,6 +146,52 @@ export class Writer {
     return k * cs;
   }
 
+  /**
+   * Whole clusters at scattered, cluster-aligned guest offsets `guests[from..from+count)`, their
+   * data back to back at `ptr` (standard L2 only). Clusters already ours alone are overwritten in
+   * place; all the others go to one freshly allocated contiguous run written with one host call
+   * (their data is first compacted within `ptr`, so the buffer's contents are not preserved).
+   */
+  writeClusters(guests: StaticArray<u64>, from: i32, count: i32, ptr: usize): void {
+    const img = this.img;
+    img.prepareWrite();
+    const cs = img.cs;
+    const cb = img.clusterBits;
+    const span = cb + img.l2Bits;
+    let fresh = 0;
+    for (let k = 0; k < count; k++) {
+      const g = unchecked(guests[from + k]);
+      const table = l2ForWrite(img, g >> span);
+      const p = entryPtr(img, table, (g >> cb) & (img.l2Entries - 1));
+      const e = getU64(p);
+      const host = e & L2E_OFFSET_MASK;
+      const src = ptr + <usize>(<u64>k * cs);
+      if ((e & OFLAG_COMPRESSED) == 0 && host != 0 && (e & OFLAG_COPIED) != 0) {
+        writeAt(img.handle, src, <i32>cs, host);
+        if ((e & OFLAG_ZERO) != 0) { putU64(p, e & ~OFLAG_ZERO); img.markL2Dirty(table); }
+        // Marks the cluster as done for the second pass.
+        unchecked(guests[from + k] = g | 1);
+      } else {
+        if (fresh != k) memory.copy(ptr + <usize>(<u64>fresh * cs), src, <usize>cs);
+        fresh++;
+      }
+    }
+    if (fresh == 0) return;
+    const first = img.refcounts().allocate(<u64>fresh) << cb;
+    writeAt(img.handle, ptr, <i32>(<u64>fresh * cs), first);
+    let j: u64 = 0;
+    for (let k = 0; k < count; k++) {
+      const g = unchecked(guests[from + k]);
+      if ((g & 1) != 0) { unchecked(guests[from + k] = g & ~(<u64>1)); continue; }
+      const table = l2ForWrite(img, g >> span);
+      const p = entryPtr(img, table, (g >> cb) & (img.l2Entries - 1));
+      releaseEntry(img, getU64(p));
+      putU64(p, (first + j * cs) | OFLAG_COPIED);
+      img.markL2Dirty(table);
+      j++;
+    }
+  }
+
   /** Part of one cluster (standard L2). */
   private writePartial(table: u64, o: u64, ptr: usize, n: u64): void {
     const img = this.img;
