@@ -24,20 +24,25 @@ export function inflateCluster(type: number, src: Uint8Array, clusterSize: numbe
   return null;
 }
 
-/** Decode zstd frames until one cluster is produced, ignoring the sector padding after them. */
+/**
+ * Decode zstd until one cluster is produced. qemu packs compressed clusters back to back, so the
+ * sectors read for this cluster may also hold the start of the next cluster's frame (or padding):
+ * whatever decodes past the first cluster-size bytes, or fails to decode after them, is ignored.
+ */
 function zstdCluster(src: Uint8Array, clusterSize: number): Uint8Array | null {
   const out = new Uint8Array(clusterSize);
   let produced = 0;
-  let overflow = false;
   const d = new ZstdDecompress((chunk) => {
-    if (produced + chunk.length > clusterSize) overflow = true;
-    else out.set(chunk, produced);
+    if (produced < clusterSize) out.set(chunk.subarray(0, clusterSize - produced), produced);
     produced += chunk.length;
   });
-  // Feed in small pieces so trailing padding is never parsed once the cluster is complete.
   const step = 512;
   for (let i = 0; i < src.length && produced < clusterSize; i += step) {
-    d.push(src.subarray(i, Math.min(src.length, i + step)));
+    try {
+      d.push(src.subarray(i, Math.min(src.length, i + step)));
+    } catch (e) {
+      if (produced < clusterSize) throw e;
+    }
   }
-  return !overflow && produced === clusterSize ? out : null;
+  return produced >= clusterSize ? out : null;
 }
