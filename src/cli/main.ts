@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander';
 import { CowError } from '../errors.js';
 import { registerImg } from './img.js';
+import { registerIo } from './io.js';
 
 /** Exit codes: 0 success, 1 an operation failed (message on stderr with its code), 2 bad usage. */
 export async function main(argv: string[]): Promise<number> {
@@ -10,6 +11,7 @@ export async function main(argv: string[]): Promise<number> {
     .exitOverride()
     .showHelpAfterError();
   registerImg(program);
+  registerIo(program);
   try {
     await program.parseAsync(argv, { from: 'user' });
     return 0;

@@ -1,0 +1,181 @@
+import type { Command } from 'commander';
+import { z } from 'zod';
+import { openImage } from '../chain/open-chain.js';
+import { createImage, type CreateOptions } from '../image/create.js';
+import { CowError } from '../errors.js';
+import { collect, mergeOptionLists, parseBool, parseCount, parseSize, parseSizeBig } from './args.js';
+import { print } from './output.js';
+
+/** Largest virtual size we accept: offsets cross the engine boundary as exact doubles. */
+const MAX_SIZE = 2n ** 53n;
+
+/** `-o` keys per format (qemu-img's names). */
+const QCOW2_KEYS = ['size', 'backing_file', 'backing_fmt', 'cluster_size', 'compat', 'refcount_bits', 'extended_l2'] as const;
+const RAW_KEYS = ['size'] as const;
+
+const Format = z.enum(['raw', 'qcow2']);
+
+/** The command line after the strings were parsed: the rules between options live here. */
+const CreateCommandSchema = z
+  .object({
+    file: z.string().min(1, 'FILE must not be empty'),
+    format: Format,
+    size: z.number().int().nonnegative().optional(),
+    backingFile: z.string().min(1, 'the backing file name must not be empty').max(1023, 'the backing file name is longer than 1023 bytes').optional(),
+    backingFormat: Format.optional(),
+    clusterSize: z.number().int().optional(),
+    refcountBits: z.number().int().optional(),
+    compat: z.enum(['0.10', '1.1']).optional(),
+    extendedL2: z.boolean().optional(),
+  })
+  .strict()
+  .superRefine((o, ctx) => {
+    if (o.format === 'raw' && o.backingFile !== undefined) ctx.addIssue({ code: 'custom', message: "backing file not supported for file format 'raw'" });
+    if (o.backingFile !== undefined && o.backingFormat === undefined) {
+      ctx.addIssue({ code: 'custom', message: 'backing file specified without backing format (-F raw|qcow2), as qemu-img 7 requires' });
+    }
+    if (o.backingFile === undefined && o.backingFormat !== undefined) ctx.addIssue({ code: 'custom', message: 'backing format cannot be used without backing file' });
+    if (o.size === undefined && o.backingFile === undefined) ctx.addIssue({ code: 'custom', message: 'image creation needs a size parameter' });
+    // qemu's geometry rules, checked before FILE is touched (qemu-img truncates FILE first and
+    // deletes it on refusal; we leave an existing FILE alone).
+    const cs = o.clusterSize ?? 65536;
+    if (cs < 512 || cs > 2 << 20 || (cs & (cs - 1)) !== 0) ctx.addIssue({ code: 'custom', message: `cluster size ${cs} is not a power of two between 512 and 2048k` });
+    const rb = o.refcountBits ?? 16;
+    if (![1, 2, 4, 8, 16, 32, 64].includes(rb)) ctx.addIssue({ code: 'custom', message: `refcount width ${rb} is not a power of two of at most 64 bits` });
+    if (o.compat === '0.10' && rb !== 16) ctx.addIssue({ code: 'custom', message: 'refcount widths other than 16 bits require compat=1.1' });
+    if (o.compat === '0.10' && o.extendedL2) ctx.addIssue({ code: 'custom', message: 'extended L2 entries require compat=1.1' });
+    if (o.extendedL2 && cs < 16384) ctx.addIssue({ code: 'custom', message: 'extended L2 entries require a cluster size of at least 16384 bytes' });
+  });
+
+/** L1 entries qemu allows (a 32 MiB table). */
+const MAX_L1_ENTRIES = (32 << 20) / 8;
+
+/** qemu's "image size is too large for file format 'qcow2'": the L1 table would exceed 32 MiB. */
+function checkQcow2Size(c: CreateCommand): void {
+  if (c.format !== 'qcow2' || c.size === undefined) return;
+  const cs = c.clusterSize ?? 65536;
+  const perL2 = cs / (c.extendedL2 ? 16 : 8);
+  const l1 = Math.ceil(Math.ceil(c.size / 512) * 512 / (cs * perL2));
+  if (l1 > MAX_L1_ENTRIES) {
+    throw new CowError('ECOW_BAD_SIZE', `image size ${c.size} is too large for qcow2 with ${cs}-byte clusters (its L1 table would exceed 32 MiB; try a larger cluster size)`);
+  }
+}
+
+export type CreateCommand = z.infer<typeof CreateCommandSchema>;
+
+export interface CreateCliOptions {
+  f?: string;
+  b?: string;
+  F?: string;
+  o?: string[];
+  q?: boolean;
+}
+
+function formatName(name: string, what: string): 'raw' | 'qcow2' {
+  if (name === 'raw' || name === 'qcow2') return name;
+  throw new CowError('ECOW_UNKNOWN_FORMAT', `${what} "${name}" is not raw or qcow2`);
+}
+
+function sizeArgument(text: string, what: string): number {
+  const v = parseSizeBig(text, what);
+  if (v > MAX_SIZE) throw new CowError('ECOW_BAD_SIZE', `${what} ${v} is too large (more than 2^53 bytes)`);
+  return Number(v);
+}
+
+/** qemu-img create's arguments → validated options (no file is touched). */
+export function parseCreateCommand(file: string, sizeText: string | undefined, o: CreateCliOptions): CreateCommand {
+  const format = formatName(o.f ?? 'raw', 'format');
+  const opts = mergeOptionLists(o.o ?? []);
+  const allowed: readonly string[] = format === 'qcow2' ? QCOW2_KEYS : RAW_KEYS;
+  for (const k of opts.keys()) {
+    if (!allowed.includes(k)) {
+      throw new CowError('ECOW_BAD_ARGUMENT', `invalid parameter '${k}' for format ${format} (supported: ${allowed.join(', ')})`);
+    }
+  }
+  const raw: Record<string, unknown> = { file, format };
+  if (sizeText !== undefined && opts.has('size')) throw new CowError('ECOW_BAD_ARGUMENT', 'the image size must be specified only once');
+  const sizeSrc = sizeText ?? opts.get('size');
+  if (sizeSrc !== undefined) raw.size = sizeArgument(sizeSrc, 'image size');
+  if (o.b !== undefined && opts.has('backing_file')) throw new CowError('ECOW_BAD_ARGUMENT', 'the backing file must be specified only once');
+  if (o.F !== undefined && opts.has('backing_fmt')) throw new CowError('ECOW_BAD_ARGUMENT', 'the backing format must be specified only once');
+  const backingFile = o.b ?? opts.get('backing_file');
+  if (backingFile !== undefined) raw.backingFile = backingFile;
+  const backingFormat = o.F ?? opts.get('backing_fmt');
+  if (backingFormat !== undefined) raw.backingFormat = formatName(backingFormat, 'backing format');
+  const cs = opts.get('cluster_size');
+  if (cs !== undefined) raw.clusterSize = parseSize(cs, 'cluster_size');
+  const rb = opts.get('refcount_bits');
+  if (rb !== undefined) raw.refcountBits = parseCount(rb, 'refcount_bits');
+  const compat = opts.get('compat');
+  if (compat !== undefined) {
+    const c = ({ '0.10': '0.10', v2: '0.10', '1.1': '1.1', v3: '1.1' } as Record<string, string>)[compat];
+    if (!c) throw new CowError('ECOW_BAD_ARGUMENT', `invalid compatibility level '${compat}' (0.10 or 1.1)`);
+    raw.compat = c;
+  }
+  const el2 = opts.get('extended_l2');
+  if (el2 !== undefined) raw.extendedL2 = parseBool(el2, 'extended_l2');
+  const r = CreateCommandSchema.safeParse(raw);
+  if (!r.success) throw new CowError('ECOW_BAD_ARGUMENT', r.error.issues.map((i) => (i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message)).join('; '));
+  checkQcow2Size(r.data);
+  return r.data;
+}
+
+/** The line qemu-img create prints before formatting (same field order). */
+export function formattingLine(c: CreateCommand): string {
+  if (c.format === 'raw') return `Formatting '${c.file}', fmt=raw size=${c.size ?? 0}`;
+  const parts = [
+    `cluster_size=${c.clusterSize ?? 65536}`,
+    `extended_l2=${c.extendedL2 ? 'on' : 'off'}`,
+    'compression_type=zlib',
+    `size=${c.size ?? 0}`,
+  ];
+  if (c.compat !== undefined) parts.push(`compat=${c.compat}`);
+  if (c.backingFile !== undefined) parts.push(`backing_file=${c.backingFile}`);
+  if (c.backingFormat !== undefined) parts.push(`backing_fmt=${c.backingFormat}`);
+  parts.push('lazy_refcounts=off', `refcount_bits=${c.refcountBits ?? 16}`);
+  return `Formatting '${c.file}', fmt=qcow2 ${parts.join(' ')}`;
+}
+
+/** Run a parsed create command (createImage validates the geometry: cluster size, refcount bits, …). */
+export function runCreateCommand(c: CreateCommand): void {
+  const options: CreateOptions = { format: c.format };
+  if (c.size !== undefined) options.size = c.size;
+  if (c.backingFile !== undefined) options.backingFile = c.backingFile;
+  if (c.backingFormat !== undefined) options.backingFormat = c.backingFormat;
+  if (c.clusterSize !== undefined) options.clusterSize = c.clusterSize;
+  if (c.refcountBits !== undefined) options.refcountBits = c.refcountBits;
+  if (c.compat !== undefined) options.compat = c.compat;
+  if (c.extendedL2 !== undefined) options.extendedL2 = c.extendedL2;
+  createImage(c.file, options);
+}
+
+/** Virtual size of a freshly created image (its size came from the backing file). */
+function createdSize(file: string): number {
+  const image = openImage(file, { noBacking: true });
+  try {
+    return image.virtualSize;
+  } finally {
+    image.close();
+  }
+}
+
+/** `img create`: qemu-img create's argument forms. */
+export function registerImgCreate(img: Command): void {
+  img
+    .command('create')
+    .description('create an image (qemu-img create): SIZE takes k/M/G/T/P/E suffixes (1024-based); defaults to the backing file\'s size')
+    .argument('<file>')
+    .argument('[size]')
+    .option('-f <format>', 'format of FILE (raw|qcow2)', 'raw')
+    .option('-b <backing>', 'backing file, stored exactly as given (relative to FILE\'s directory)')
+    .option('-F <format>', 'format of the backing file (raw|qcow2); required with -b')
+    .option('-o <options>', 'cluster_size=…,compat=0.10|1.1,refcount_bits=…,extended_l2=on|off (repeatable)', collect)
+    .option('-q', 'quiet: do not print the Formatting line')
+    .action((file: string, size: string | undefined, o: CreateCliOptions) => {
+      const c = parseCreateCommand(file, size, o);
+      runCreateCommand(c);
+      // qemu-img prints this line before formatting; printed once the image exists, a failure
+      // leaves stdout empty (the error is the one stderr line).
+      if (!o.q) print(formattingLine(c.size === undefined ? { ...c, size: createdSize(c.file) } : c));
+    });
+}
