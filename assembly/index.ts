@@ -205,3 +205,29 @@ export function makeEmpty(id: i32): void {
   emptyImage(changetype<Qcow2Image>(img));
 }
 export function statusOffset(): f64 { return <f64>st.offset; }
+
+// ---------------------------------------------------------------------------------------------
+// check / repair (assembly/check.ts): qemu-img check semantics. Appended block; keep it last.
+import { checkQcow2, setWindowMax, FIX_LEAKS, FIX_ERRORS } from "./check";
+
+/**
+ * qemu-img check on image `id`; `repair` 0 = none, 1 = -r leaks, 2 = -r all. Returns the JSON
+ * described at checkQcow2. Repairing needs an image opened writable; open a handle just for the
+ * repair and close it afterwards (a writer's cached refcounts would not see the repair).
+ */
+export function check(id: i32, repair: i32): string {
+  const img = image(id);
+  if (!(img instanceof Qcow2Image)) fail(E_BAD_ARGUMENT, "This image format does not support checks");
+  if (repair < 0 || repair > 2) fail(E_BAD_ARGUMENT, "repair mode must be 0 (none), 1 (leaks) or 2 (all)");
+  const q = changetype<Qcow2Image>(img);
+  if (repair != 0) {
+    if (!q.writable) fail(E_BAD_ARGUMENT, "repairing needs the image opened writable");
+  }
+  if (q.writable) q.flush();
+  return checkQcow2(q, repair == 0 ? 0 : (repair == 1 ? FIX_LEAKS : FIX_LEAKS | FIX_ERRORS));
+}
+
+/** Test hook: clusters per reference-counting window of `check` (default 8 Mi). */
+export function checkWindow(clusters: f64): void {
+  setWindowMax(<u64>clusters);
+}

@@ -43,6 +43,9 @@ interface RawExports {
   blockStatus(id: number, off: number, bytes: number): number;
   statusFlags(): number;
   statusOffset(): number;
+  /** qemu-img check; repair 0 none, 1 leaks, 2 all; returns a JSON string pointer (assembly/check.ts). */
+  check(id: number, repair: number): number;
+  checkWindow(clusters: number): void;
 }
 
 export type EngineExports = Omit<RawExports, 'memory' | '__getString' | '__collect' | '__newString'>;

@@ -1,0 +1,45 @@
+import type { Command } from 'commander';
+import { checkImage, formatCheckHuman, formatCheckJson, type RepairMode } from '../image/check.js';
+import { CowError } from '../errors.js';
+import { parseFormatOption, print } from './output.js';
+
+/**
+ * The process exit status chosen by a command whose status carries meaning (check: 2 corrupt,
+ * 3 leaks, 63 unsupported format). main() reports 0 for a command that returned normally and the
+ * entry point passes that to process.exit(), so the status is re-applied while the process exits
+ * (an 'exit' listener may still set process.exitCode; Node exits with it).
+ */
+function exitStatus(code: number): void {
+  if (code === 0) return;
+  process.exitCode = code;
+  process.once('exit', () => {
+    process.exitCode = code;
+  });
+}
+
+function parseRepair(r: string | undefined): RepairMode | undefined {
+  if (r === undefined) return undefined;
+  if (r === 'leaks' || r === 'all') return r;
+  throw new CowError('ECOW_BAD_ARGUMENT', `invalid repair mode "${r}" (expected leaks or all)`);
+}
+
+/** `img check`: qemu-img check's output, JSON and exit status (0 clean, 1 failed, 2 corrupt, 3 leaks). */
+export function registerImgCheck(img: Command): void {
+  img
+    .command('check')
+    .description('check (and repair) refcounts and metadata (qemu-img check)')
+    .argument('<file>')
+    .option('-f <format>', 'format of FILE (raw|qcow2); probed when absent')
+    .option('--output <fmt>', 'human or json', 'human')
+    .option('-r <mode>', 'repair: leaks (refcounts that are too high) or all (everything)')
+    .action((file: string, o: { f?: string; output: string; r?: string }) => {
+      if (o.output !== 'human' && o.output !== 'json') {
+        throw new CowError('ECOW_BAD_ARGUMENT', `--output must be human or json, not "${o.output}"`);
+      }
+      const outcome = checkImage(file, { format: parseFormatOption(o.f), repair: parseRepair(o.r) });
+      for (const line of outcome.log) process.stderr.write(line + '\n');
+      if (outcome.result) print(o.output === 'json' ? formatCheckJson(outcome) : formatCheckHuman(outcome));
+      if (outcome.error) process.stderr.write(`cowchain: ${outcome.error}\n`);
+      exitStatus(outcome.exitCode);
+    });
+}
