@@ -8,6 +8,7 @@
  *   volume-<vol>.tmp-snap-<uuid>  the overlay of a temporary (clone) snapshot
  * and, after symlinks are resolved, a regular file inside the volume directory.
  */
+import fsSync from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { CowError } from '../errors.js';
@@ -100,69 +101,101 @@ export function checkChainName(volumeId: string, name: string): ParsedChainName 
   return parsed;
 }
 
+/** The failure modes of resolveInsideDir, shared by its async and sync forms. */
+function rejectBacking(dir: string, name: string, reason: string, cause?: unknown): never {
+  throw new CowError('ECOW_BACKING_REJECTED', `backing file ${show(name)} in ${dir} rejected: ${reason}`, { cause });
+}
+
+function checkNameForResolve(dir: string, name: string): void {
+  // path functions throw a TypeError on NUL; turn it into the same rejection as any bad name.
+  if (typeof name !== 'string' || name.length === 0 || name.includes('\0')) {
+    rejectBacking(dir, name, 'empty or contains a NUL byte');
+  }
+}
+
+function dirResolveError(dir: string, e: unknown): CowError {
+  const code = (e as NodeJS.ErrnoException).code;
+  return new CowError(
+    code === 'ENOENT' ? 'ECOW_NOT_FOUND' : 'ECOW_IO',
+    `volume directory ${dir} cannot be resolved: ${code ?? String(e)}`,
+    { cause: e },
+  );
+}
+
+function nameResolveError(dir: string, name: string, e: unknown): CowError {
+  const code = (e as NodeJS.ErrnoException).code;
+  // A dangling symlink also ends here: whatever it points at does not exist, so nothing is
+  // followed, and "missing" is the accurate report.
+  if (code === 'ENOENT' || code === 'ENOTDIR') {
+    return new CowError('ECOW_BACKING_MISSING', `backing file ${show(name)} does not exist in ${dir}`, { cause: e });
+  }
+  if (code === 'ELOOP') {
+    return new CowError('ECOW_BACKING_REJECTED', `backing file ${show(name)} in ${dir} rejected: symlink loop`, { cause: e });
+  }
+  return new CowError('ECOW_IO', `backing file ${show(name)} in ${dir} cannot be resolved: ${code ?? String(e)}`, {
+    cause: e,
+  });
+}
+
+function checkContained(dir: string, name: string, realDir: string, real: string): void {
+  const rel = path.relative(realDir, real);
+  if (rel === '' || rel === '..' || rel.startsWith(`..${path.sep}`) || path.isAbsolute(rel)) {
+    rejectBacking(dir, name, `resolves to ${real}, outside ${realDir}`);
+  }
+}
+
+function statError(real: string, e: unknown): CowError {
+  const code = (e as NodeJS.ErrnoException).code;
+  return new CowError(
+    code === 'ENOENT' ? 'ECOW_BACKING_MISSING' : 'ECOW_IO',
+    `backing file ${real} cannot be examined: ${code ?? String(e)}`,
+    { cause: e },
+  );
+}
+
 /**
  * Resolve `dir/name` through symlinks and return its real path, which must be a regular file
  * inside realpath(dir). A symlink escaping the directory (or a loop) is ECOW_BACKING_REJECTED, a
  * missing target ECOW_BACKING_MISSING. Call checkChainName first: this checks containment only.
  */
 export async function resolveInsideDir(dir: string, name: string): Promise<string> {
-  const reject = (reason: string, cause?: unknown): never => {
-    throw new CowError(
-      'ECOW_BACKING_REJECTED',
-      `backing file ${show(name)} in ${dir} rejected: ${reason}`,
-      { cause },
-    );
-  };
-  // path functions throw a TypeError on NUL; turn it into the same rejection as any bad name.
-  if (typeof name !== 'string' || name.length === 0 || name.includes('\0')) {
-    return reject('empty or contains a NUL byte');
-  }
+  checkNameForResolve(dir, name);
+  const realDir = await fs.realpath(dir).catch((e) => Promise.reject(dirResolveError(dir, e)));
+  // resolve, not join: an absolute name means that absolute path (as qemu would read it), and
+  // is then rejected as outside rather than quietly reinterpreted as relative.
+  const real = await fs.realpath(path.resolve(realDir, name)).catch((e) => Promise.reject(nameResolveError(dir, name, e)));
+  checkContained(dir, name, realDir, real);
+  // Opening a FIFO or device as an image could block or read unbounded data; images are files.
+  const st = await fs.stat(real).catch((e) => Promise.reject(statError(real, e)));
+  if (!st.isFile()) rejectBacking(dir, name, `${real} is not a regular file`);
+  return real;
+}
+
+/**
+ * resolveInsideDir for synchronous callers (a BackingResolver of openImage runs inside the
+ * engine's synchronous chain walk). Same checks, same errors.
+ */
+export function resolveInsideDirSync(dir: string, name: string): string {
+  checkNameForResolve(dir, name);
   let realDir: string;
   try {
-    realDir = await fs.realpath(dir);
+    realDir = fsSync.realpathSync(dir);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new CowError(
-      code === 'ENOENT' ? 'ECOW_NOT_FOUND' : 'ECOW_IO',
-      `volume directory ${dir} cannot be resolved: ${code ?? String(e)}`,
-      { cause: e },
-    );
+    throw dirResolveError(dir, e);
   }
   let real: string;
   try {
-    // resolve, not join: an absolute name means that absolute path (as qemu would read it), and
-    // is then rejected as outside rather than quietly reinterpreted as relative.
-    real = await fs.realpath(path.resolve(realDir, name));
+    real = fsSync.realpathSync(path.resolve(realDir, name));
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    // A dangling symlink also ends here: whatever it points at does not exist, so nothing is
-    // followed, and "missing" is the accurate report.
-    if (code === 'ENOENT' || code === 'ENOTDIR') {
-      throw new CowError('ECOW_BACKING_MISSING', `backing file ${show(name)} does not exist in ${dir}`, {
-        cause: e,
-      });
-    }
-    if (code === 'ELOOP') return reject('symlink loop', e);
-    throw new CowError('ECOW_IO', `backing file ${show(name)} in ${dir} cannot be resolved: ${code ?? String(e)}`, {
-      cause: e,
-    });
+    throw nameResolveError(dir, name, e);
   }
-  const rel = path.relative(realDir, real);
-  if (rel === '' || rel === '..' || rel.startsWith(`..${path.sep}`) || path.isAbsolute(rel)) {
-    return reject(`resolves to ${real}, outside ${realDir}`);
-  }
-  // Opening a FIFO or device as an image could block or read unbounded data; images are files.
-  let st;
+  checkContained(dir, name, realDir, real);
+  let st: fsSync.Stats;
   try {
-    st = await fs.stat(real);
+    st = fsSync.statSync(real);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new CowError(
-      code === 'ENOENT' ? 'ECOW_BACKING_MISSING' : 'ECOW_IO',
-      `backing file ${real} cannot be examined: ${code ?? String(e)}`,
-      { cause: e },
-    );
+    throw statError(real, e);
   }
-  if (!st.isFile()) return reject(`${real} is not a regular file`);
+  if (!st.isFile()) rejectBacking(dir, name, `${real} is not a regular file`);
   return real;
 }
