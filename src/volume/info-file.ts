@@ -5,12 +5,12 @@
  * writes and write exactly the bytes Cinder writes: Python's
  * `json.dump(info, f, indent=1, sort_keys=True)`.
  */
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { baseName } from '../chain/names.js';
 import { CowError } from '../errors.js';
+import { writeFileAtomic } from './atomic-file.js';
 
 /** A bare file name: never a path, never `.`/`..`, never empty, no NUL. */
 const BareFileName = z
@@ -159,46 +159,5 @@ export function serializeInfo(info: VolumeInfo): string {
  */
 export async function writeInfo(dir: string, volumeId: string, info: VolumeInfo): Promise<void> {
   const content = serializeInfo(info); // validate before touching the disk
-  const target = infoPath(dir, volumeId);
-  // Same directory: rename is only atomic within one file system. Random suffix: concurrent
-  // writers (or a leftover from a crash) never share a temp file. 'wx' (O_EXCL): never reuse or
-  // follow something already at that name.
-  const temp = path.join(dir, `${infoTempPrefix(volumeId)}${randomBytes(8).toString('hex')}`);
-  let fh: fs.FileHandle | undefined;
-  try {
-    fh = await fs.open(temp, 'wx', 0o666);
-    await fh.writeFile(content, 'utf8');
-    // fsync before rename: otherwise a crash can leave the rename durable but the data not,
-    // i.e. an empty or partial info file under the real name.
-    await fh.sync();
-    await fh.close();
-    fh = undefined;
-    // rename(2) replaces the old file atomically: readers see the old or the new content.
-    await fs.rename(temp, target);
-  } catch (e) {
-    await fh?.close().catch(() => {});
-    await fs.unlink(temp).catch(() => {});
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new CowError('ECOW_IO', `cannot write info file ${target}: ${code ?? String(e)}`, { cause: e });
-  }
-  // fsync the directory: the rename is a directory update; until it is on disk a crash can bring
-  // back the old file (or, for a first write, no file at all).
-  try {
-    const dh = await fs.open(dir, 'r');
-    try {
-      await dh.sync();
-    } finally {
-      await dh.close();
-    }
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    // EINVAL: this file system cannot fsync a directory; the rename is then as durable as the
-    // file system makes it, and failing every write would make the volume unusable.
-    if (code === 'EINVAL') return;
-    throw new CowError(
-      'ECOW_IO',
-      `info file ${target} was replaced but fsync of directory ${dir} failed: ${code ?? String(e)}`,
-      { cause: e },
-    );
-  }
+  await writeFileAtomic(dir, path.basename(infoPath(dir, volumeId)), infoTempPrefix(volumeId), content, 'info file');
 }

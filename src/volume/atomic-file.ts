@@ -1,0 +1,64 @@
+/**
+ * Durable file-system updates in one directory: replace a small file atomically, make a
+ * directory entry change (create, rename, unlink) durable.
+ */
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { CowError } from '../errors.js';
+
+/**
+ * fsync a directory, so that entries created, renamed or removed in it survive a crash.
+ * EINVAL (a file system that cannot fsync a directory) is accepted: the change is then as durable
+ * as that file system makes it, and failing every update would make the volume unusable.
+ */
+export async function syncDir(dir: string): Promise<void> {
+  const dh = await fs.open(dir, 'r');
+  try {
+    await dh.sync();
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e;
+  } finally {
+    await dh.close();
+  }
+}
+
+/**
+ * Replace `dir/name` with `content` atomically and durably: a crash at any instant leaves either
+ * the old file or the new one, complete. The temp file is `dir/<tempPrefix><random>` (same
+ * directory: rename is only atomic within one file system); on failure before the rename it is
+ * removed and the old file is untouched. `what` names the file in error messages.
+ */
+export async function writeFileAtomic(dir: string, name: string, tempPrefix: string, content: string, what: string): Promise<void> {
+  const target = path.join(dir, name);
+  // Random suffix: concurrent writers (or a leftover from a crash) never share a temp file.
+  // 'wx' (O_EXCL): never reuse or follow something already at that name.
+  const temp = path.join(dir, `${tempPrefix}${randomBytes(8).toString('hex')}`);
+  let fh: fs.FileHandle | undefined;
+  try {
+    fh = await fs.open(temp, 'wx', 0o666);
+    await fh.writeFile(content, 'utf8');
+    // fsync before rename: otherwise a crash can leave the rename durable but the data not,
+    // i.e. an empty or partial file under the real name.
+    await fh.sync();
+    await fh.close();
+    fh = undefined;
+    // rename(2) replaces the old file atomically: readers see the old or the new content.
+    await fs.rename(temp, target);
+  } catch (e) {
+    await fh?.close().catch(() => {});
+    await fs.unlink(temp).catch(() => {});
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new CowError('ECOW_IO', `cannot write ${what} ${target}: ${code ?? String(e)}`, { cause: e });
+  }
+  // The rename is a directory update; until the directory is on disk a crash can bring back the
+  // old file (or, for a first write, no file at all).
+  try {
+    await syncDir(dir);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new CowError('ECOW_IO', `${what} ${target} was replaced but fsync of directory ${dir} failed: ${code ?? String(e)}`, {
+      cause: e,
+    });
+  }
+}
