@@ -121,6 +121,19 @@ export class Image {
     this.guarded((e) => e.discard(this.id, offset, length));
   }
 
+  /**
+   * Grow the virtual size to `size` bytes (a smaller or equal size changes nothing); the new
+   * range reads as zeros. Flushed: durable when this returns.
+   */
+  grow(size: number): void {
+    this.assertWritable();
+    this.guarded((e) => {
+      e.grow(this.id, size);
+      e.flush(this.id);
+    });
+    this.header = undefined;
+  }
+
   /** Make every write so far durable. */
   flush(): void {
     this.assertWritable();
