@@ -342,15 +342,22 @@ export class Writer {
   }
 
   /**
-   * qemu-io's discard: whole clusters only (partial ones are ignored). In v3 they read as zeros
-   * afterwards; in v2 they fall through to the backing file. Their clusters are released.
+   * qemu-io's discard (qemu's qcow2_co_pdiscard): whole clusters only (partial ones are ignored),
+   * plus the partial last cluster of an image whose size is not cluster-aligned when the range
+   * covers all of it. In v3 they read as zeros afterwards, in v2 as unallocated (zeros: there is no
+   * backing file). A v2 image with a backing file cannot express "reads as zeros", and dropping
+   * the clusters would expose the backing file's stale data: qemu does nothing then, nor do we.
+   * Released clusters are freed once no durable entry references them.
    */
   discard(off: u64, len: u64): void {
     const img = this.img;
     img.prepareWrite();
+    if (img.h.version < 3 && img.backing != null) return;
     const cs = img.cs;
     let a = (off + cs - 1) & ~(cs - 1);
-    const b = (off + len) & ~(cs - 1);
+    const end = off + len;
+    const size = img.virtualSize();
+    const b = end == size ? (end + cs - 1) & ~(cs - 1) : end & ~(cs - 1);
     while (a < b) {
       const l1i = a >> (img.clusterBits + img.l2Bits);
       const l1e = img.l1Entry(l1i) & L1E_OFFSET_MASK;
