@@ -158,7 +158,14 @@ export class CommitJob extends Job {
       if (this.base instanceof Qcow2Image) {
         changetype<Qcow2Image>(this.base).writer().writeClusters(this.guests, 0, count, buf);
       } else {
-        for (let k = 0; k < count; k++) this.base.write(unchecked(this.guests[k]), buf + <usize>(<u64>k * cs), cs);
+        // A raw base: one write per run of guest-adjacent clusters.
+        let k = 0;
+        while (k < count) {
+          let m = k + 1;
+          while (m < count && unchecked(this.guests[m]) == unchecked(this.guests[m - 1]) + cs) m++;
+          this.base.write(unchecked(this.guests[k]), buf + <usize>(<u64>k * cs), <u64>(m - k) * cs);
+          k = m;
+        }
       }
       i = j;
     }

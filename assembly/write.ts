@@ -3,7 +3,7 @@
 // before). Metadata changes stay in memory until Qcow2Image.flushMetadata() orders them to disk.
 import { Qcow2Image } from "./qcow2";
 import { getU64, putU64 } from "./be";
-import { writeAt } from "./io";
+import { writeAt, fileSize, truncateTo } from "./io";
 import { fail, hex, E_CORRUPT } from "./errors";
 import {
   L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COPIED, OFLAG_COMPRESSED, OFLAG_ZERO, L2_BITMAP_ALL_ALLOC,
@@ -54,6 +54,41 @@ function releaseEntry(img: Qcow2Image, e: u64): void {
   if ((e & OFLAG_COMPRESSED) != 0) { img.freeCompressedLater(e); return; }
   const host = e & L2E_OFFSET_MASK;
   if (host != 0) img.freeLater(host >> img.clusterBits);
+}
+
+/** Granularity at which freshly appended data skips zeros (qemu-img convert's default -S). */
+const ZERO_BLOCK: u64 = 4096;
+
+/**
+ * Write `len` bytes of new clusters at `host`. When they lie wholly past the end of the file —
+ * bytes no one ever wrote, which read as zeros — all-zero blocks are left as holes and only the
+ * rest is written (a copy-on-write cluster is mostly zeros when its backing had nothing there).
+ * Reused clusters inside the file are written whole: they may hold stale bytes.
+ */
+function writeFresh(handle: i32, ptr: usize, len: u64, host: u64): void {
+  const eof = fileSize(handle);
+  if (host < eof) { writeAt(handle, ptr, <i32>len, host); return; }
+  let i: u64 = 0;
+  while (i < len) {
+    if (isZeroBlock(ptr + <usize>i, ZERO_BLOCK)) { i += ZERO_BLOCK; continue; }
+    let j = i + ZERO_BLOCK;
+    while (j < len && !isZeroBlock(ptr + <usize>j, ZERO_BLOCK)) j += ZERO_BLOCK;
+    writeAt(handle, ptr + <usize>i, <i32>(j - i), host + i);
+    i = j;
+  }
+  // A trailing hole still has to exist: the clusters are referenced, so the file must cover them.
+  if (fileSize(handle) < host + len) truncateTo(handle, host + len);
+}
+
+/** Whether `n` bytes (a multiple of 16) at `p` are all zero. */
+export function isZeroBlock(p: usize, n: u64): bool {
+  const end = p + <usize>n;
+  for (let q = p; q < end; q += 64) {
+    const a = v128.or(v128.load(q), v128.load(q, 16));
+    const b = v128.or(v128.load(q, 32), v128.load(q, 48));
+    if (v128.any_true(v128.or(a, b))) return false;
+  }
+  return true;
 }
 
 export class Writer {
@@ -178,7 +213,7 @@ export class Writer {
     }
     if (fresh == 0) return;
     const first = img.refcounts().allocate(<u64>fresh) << cb;
-    writeAt(img.handle, ptr, <i32>(<u64>fresh * cs), first);
+    writeFresh(img.handle, ptr, <u64>fresh * cs, first);
     let j: u64 = 0;
     for (let k = 0; k < count; k++) {
       const g = unchecked(guests[from + k]);

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { registerImgCheck } from './img-check.js';
 import { registerImgRead } from './img-read.js';
 import { registerImgCreate } from './img-create.js';
+import { registerImgChain } from './img-chain.js';
 
 /** The `img` command group: one file per subcommand family, registered here. */
 export function registerImg(program: Command): void {
@@ -9,4 +10,5 @@ export function registerImg(program: Command): void {
   registerImgRead(img);
   registerImgCheck(img);
   registerImgCreate(img);
+  registerImgChain(img);
 }

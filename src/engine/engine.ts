@@ -161,3 +161,8 @@ export class Engine {
     return new CowError('ECOW_IO', `host I/O failed: ${err?.message ?? String(e)}`, { cause: e });
   }
 }
+
+/** Size of the engine's linear memory (it only grows): the engine's whole heap, caches included. */
+export function engineMemoryBytes(): number {
+  return Engine.get().memoryBytes();
+}
