@@ -304,8 +304,9 @@ class Checker {
     if (this.used != 0) heap.free(this.used);
   }
 
-  say(msg: string): void {
-    if (this.log.length < LOG_MAX) this.log.push(msg);
+  /** qemu's stderr line; past LOG_MAX lines only the milestones (`always`) are kept. */
+  say(msg: string, always: bool = false): void {
+    if (this.log.length < LOG_MAX || always) this.log.push(msg);
     else if (this.log.length == LOG_MAX) this.log.push("(further messages suppressed)");
   }
 
@@ -675,16 +676,17 @@ class Checker {
     const d = this.disk;
     const end = this.hi < this.nb ? this.hi : this.nb;
     for (let i = this.lo; i < end; i++) {
+      const r2 = this.count(i);
+      // The regions a rebuild needs blocks for, whether or not their old block is readable.
+      if (r2 > 0) this.markUsed(i);
       const r1 = d.get(i);
       if (d.err) {
         res.checkErrors++;
         this.say("Can't get refcount for cluster " + i.toString() + ": Input/output error");
         continue;
       }
-      const r2 = this.count(i);
       if (r1 == 0 && r2 == 0) continue;
       this.highest = i;
-      if (r2 > 0) this.markUsed(i);
       if (r1 == r2) continue;
       let fixing = 0; // 1 leaks, 2 corruptions
       if (r1 == 0) this.rebuild = true;
@@ -733,7 +735,7 @@ class Checker {
   // ---- rebuild (qemu's rebuild_refcount_structure, placing the new structure at the end) ----
 
   private rebuildStructure(res: CheckResult): i32 {
-    this.say("Rebuilding refcount structure");
+    this.say("Rebuilding refcount structure", true);
     const cs = this.cs;
     const rbBits = this.rbBits;
     const e0 = this.nb;
@@ -990,7 +992,7 @@ class Checker {
       this.disk.writeAll();
       flush(this.handle);
       if ((fix & FIX_LEAKS) != 0) {
-        if (this.rebuild) this.say("ERROR rebuilt refcount structure is still broken");
+        if (this.rebuild) this.say("ERROR rebuilt refcount structure is still broken", true);
         freshLeaks = tmp.leaks;
       }
       highest = this.highest;
@@ -999,7 +1001,7 @@ class Checker {
       res.leaks += freshLeaks;
     } else if (fix != 0) {
       if (this.rebuild) {
-        this.say("ERROR need to rebuild refcount structures");
+        this.say("ERROR need to rebuild refcount structures", true);
         res.checkErrors++;
         return EIO;
       }
