@@ -62,3 +62,31 @@ export async function writeFileAtomic(dir: string, name: string, tempPrefix: str
     });
   }
 }
+
+/**
+ * Create `dir/name` whole or not at all, never replacing anything: `make` writes a temp file
+ * `dir/<tempPrefix><random>` (and makes it durable), which is then hard-linked to `name` (EEXIST
+ * → ECOW_EXISTS: link(2) never clobbers) and unlinked. A failure removes the temp file; a crash
+ * can leave one behind (its prefix says whose it is).
+ */
+export async function createFileAtomic(dir: string, name: string, tempPrefix: string, make: (tempPath: string) => void | Promise<void>): Promise<string> {
+  const target = path.join(dir, name);
+  const temp = path.join(dir, `${tempPrefix}${randomBytes(8).toString('hex')}`);
+  try {
+    await make(temp);
+    try {
+      await fs.link(temp, target);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new CowError(code === 'EEXIST' ? 'ECOW_EXISTS' : 'ECOW_IO', `cannot create ${target}: ${code ?? String(e)}`, { cause: e });
+    }
+  } finally {
+    await fs.unlink(temp).catch(() => {});
+  }
+  try {
+    await syncDir(dir);
+  } catch (e) {
+    throw new CowError('ECOW_IO', `created ${target} but fsync of directory ${dir} failed: ${(e as Error).message}`, { cause: e });
+  }
+  return target;
+}

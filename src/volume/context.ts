@@ -1,0 +1,45 @@
+/** What every driver operation runs with, once it holds the volume's lock. */
+import { CowError } from '../errors.js';
+import type { JobOptions } from '../image/job.js';
+import type { Hypervisor } from './hypervisor.js';
+import type { VolumeLockHandle } from './lock.js';
+import type { VolumeFiles } from './volume-files.js';
+
+/**
+ * Named points of the create and delete sequences, reported through `onStep` right after each
+ * has become durable (and `delete:commit-progress` after every step of a commit job). A test
+ * hook: fault injection kills the process at one of them.
+ */
+export type DriverStep =
+  | 'create:journal'
+  | 'create:overlay'
+  | 'create:hypervisor'
+  | 'create:info'
+  | 'create:done'
+  | 'delete:journal'
+  | 'delete:commit-progress'
+  | 'delete:commit'
+  | 'delete:rebase'
+  | 'delete:hypervisor'
+  | 'delete:info'
+  | 'delete:unlink'
+  | 'delete:done';
+
+export interface OperationContext {
+  files: VolumeFiles;
+  hypervisor?: Hypervisor;
+  lock: VolumeLockHandle;
+  /** Aborted when the caller cancels or the lock is lost. */
+  signal: AbortSignal;
+  /** Options for engine jobs (commit, convert): progress, step size, the signal above. */
+  job: JobOptions;
+  step(step: DriverStep): void;
+}
+
+/** The hypervisor, or ECOW_HYPERVISOR_UNAVAILABLE (checked before anything changes). */
+export function needHypervisor(ctx: OperationContext, what: string): Hypervisor {
+  if (!ctx.hypervisor) {
+    throw new CowError('ECOW_HYPERVISOR_UNAVAILABLE', `${what} of attached volume ${ctx.files.volumeId} needs a hypervisor (Nova) client; none is configured`);
+  }
+  return ctx.hypervisor;
+}

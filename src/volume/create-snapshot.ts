@@ -1,0 +1,99 @@
+/**
+ * Create snapshot S (cinder-semantics.md "Create snapshot"): a new qcow2 overlay
+ * `volume-<vol>.<S>` on the active file A (bare name, A's format, the volume's size); when
+ * attached, the hypervisor moves the guest onto it; then the info file maps S and `active` to it.
+ *
+ * Crash points, with the journal written first:
+ *  - before the overlay is complete, or before the info file is written: recovery finds the
+ *    info file without S and removes the overlay (detached); attached, it keeps the overlay when
+ *    the guest may be on it (see recover.ts);
+ *  - after the info file: recovery sees S recorded and only drops the journal.
+ * A failure (not a crash) before the info file removes the overlay and leaves the info file as
+ * it was.
+ */
+import { validateSnapshotId } from '../chain/names.js';
+import { CowError } from '../errors.js';
+import type { VolumeInfo } from './info-file.js';
+import { clearJournal, writeJournal } from './journal.js';
+import { needHypervisor, type OperationContext } from './context.js';
+import { checkSize } from './size.js';
+import { checkStatus, isAttached, type VolumeStatus } from './status.js';
+
+export interface CreateSnapshotOptions {
+  /** The volume's status: `available`, `in-use` (through the hypervisor) or `backing-up`. */
+  status: VolumeStatus;
+  /** Virtual size of the overlay (bytes); default and minimum: the active image's size. */
+  size?: number;
+}
+
+export interface CreateSnapshotResult {
+  snapshotId: string;
+  /** The new overlay, now the active file. */
+  file: string;
+  /** The file it is backed by (the previous active file). */
+  backing: string;
+  info: VolumeInfo;
+}
+
+export async function createSnapshot(ctx: OperationContext, snapshotId: string, options: CreateSnapshotOptions): Promise<CreateSnapshotResult> {
+  const { files } = ctx;
+  validateSnapshotId(snapshotId);
+  const status = checkStatus('createSnapshot', options.status, files.volumeId);
+  const hypervisor = isAttached(status) ? needHypervisor(ctx, `snapshot create ${snapshotId}`) : undefined;
+  const { info } = await files.readInfo();
+  const file = files.snapshotFile(snapshotId);
+  if (Object.hasOwn(info, snapshotId)) {
+    throw new CowError('ECOW_EXISTS', `snapshot ${snapshotId} of volume ${files.volumeId} already exists (${info[snapshotId]})`);
+  }
+  if (files.exists(file)) {
+    throw new CowError('ECOW_EXISTS', `${files.path(file)} exists but the info file does not record snapshot ${snapshotId}; run fsck`);
+  }
+  const backing = info.active;
+  const [top] = files.chain(backing); // the whole chain below the new overlay, validated
+  const size = options.size === undefined ? top.virtualSize : checkSize(options.size, 'snapshot size');
+  if (size < top.virtualSize) {
+    throw new CowError('ECOW_BAD_ARGUMENT', `snapshot size ${size} is smaller than the active image ${backing} (${top.virtualSize} bytes)`);
+  }
+
+  await writeJournal(files, { version: 1, op: 'create-snapshot', snapshot: snapshotId, file, backing, phase: 'overlay' });
+  ctx.step('create:journal');
+  const next: VolumeInfo = { ...info, active: file, [snapshotId]: file };
+  try {
+    await files.createOverlay(file, { size, backing, backingFormat: top.format });
+    ctx.step('create:overlay');
+    if (hypervisor) {
+      // From here on the guest may move onto the overlay at any moment: recovery must know.
+      await writeJournal(files, { version: 1, op: 'create-snapshot', snapshot: snapshotId, file, backing, phase: 'hypervisor' });
+      await hypervisor.createSnapshot(files.volumeId, snapshotId, { type: 'qcow2', new_file: file, snapshot_id: snapshotId }, { signal: ctx.signal });
+      ctx.step('create:hypervisor');
+    }
+    ctx.lock.assertHeld();
+    await files.writeInfo(next);
+    ctx.step('create:info');
+  } catch (e) {
+    await undoCreate(ctx, snapshotId, file);
+    throw e;
+  }
+  await clearJournal(files);
+  ctx.step('create:done');
+  return { snapshotId, file, backing, info: next };
+}
+
+/**
+ * After a failure: unless the info file records the snapshot after all (a write that reached
+ * the disk and then reported an error), remove the overlay, then the journal. Nothing is touched
+ * once the lock is lost (another holder's recovery owns the journal then); a failure here leaves
+ * the journal for recovery.
+ */
+async function undoCreate(ctx: OperationContext, snapshotId: string, file: string): Promise<void> {
+  const { files } = ctx;
+  try {
+    ctx.lock.assertHeld();
+    const { info } = await files.readInfo();
+    if (info[snapshotId] === file) return;
+    await files.unlink(file);
+    await clearJournal(files);
+  } catch {
+    // recovery (the next operation, or fsck) finishes the cleanup from the journal
+  }
+}

@@ -1,0 +1,190 @@
+/**
+ * Delete snapshot S (cinder-semantics.md "Delete snapshot"). F = info[S], B = F's backing file,
+ * H = the file backed by F (none when F is active).
+ *
+ *  detached, F active:      commit F into B; info: -S, active = B; unlink F
+ *  detached, F not active:  commit F into B; rebase H onto B (unsafe); info: -S; unlink F
+ *  attached, F active:      hypervisor pulls B into F (F then backed by B's backing);
+ *                           info: -S, snapshots of B -> F; unlink B
+ *  attached, F not active:  hypervisor commits F into B (H then backed by B); info: -S; unlink F
+ *
+ * Order for crash safety (design.md): the data move first (the base is durable before anything
+ * else changes), then H's header, then the info file (atomic), then the unlink — so at every
+ * instant the chain opens and the info file names files that exist. A journal written before
+ * the first change tells recovery which delete it was (journal.ts); recovery then either finishes
+ * the bookkeeping (the data had moved) or runs the delete again from the current state (every
+ * state before the move is a normal chain in which the move is idempotent).
+ */
+import { validateSnapshotId } from '../chain/names.js';
+import { CowError } from '../errors.js';
+import { commitImage } from '../image/commit.js';
+import { rebaseImage } from '../image/rebase.js';
+import type { VolumeInfo } from './info-file.js';
+import { clearJournal, writeJournal, type DeleteJournal } from './journal.js';
+import { needHypervisor, type OperationContext } from './context.js';
+import { checkStatus, isAttached, type VolumeStatus } from './status.js';
+import { snapshotsMapping, withoutSnapshot, type ChainLink } from './volume-files.js';
+
+export interface DeleteSnapshotOptions {
+  /** The volume's status: `in-use` goes through the hypervisor. */
+  status: VolumeStatus;
+}
+
+/**
+ * `deleted`: S's data were merged away and its entry removed. `not-found`: S was not in the
+ * info file (nothing to do: success). `stale`: S's file has no backing file (or is not in the
+ * chain) — S held no data of its own; its entry was dropped, the file removed only if nothing
+ * uses it.
+ */
+export type DeleteOutcome = 'deleted' | 'not-found' | 'stale';
+
+export interface DeleteSnapshotResult {
+  snapshotId: string;
+  outcome: DeleteOutcome;
+  /** The info file afterwards. */
+  info: VolumeInfo;
+  /** Files removed. */
+  removed: string[];
+}
+
+export async function deleteSnapshot(ctx: OperationContext, snapshotId: string, options: DeleteSnapshotOptions): Promise<DeleteSnapshotResult> {
+  const { files } = ctx;
+  validateSnapshotId(snapshotId);
+  const status = checkStatus('deleteSnapshot', options.status, files.volumeId);
+  const { info } = await files.readInfo();
+  if (!Object.hasOwn(info, snapshotId)) return { snapshotId, outcome: 'not-found', info, removed: [] };
+  const file = info[snapshotId];
+
+  if (!files.exists(file)) return dropMissing(ctx, snapshotId, info);
+  const own = files.header(file);
+  const live = files.chain(info.active);
+  const at = live.findIndex((l) => l.name === file);
+  if (own.backing === null || at < 0) return dropStale(ctx, snapshotId, info, live);
+  const base = live[at + 1];
+  const higher = at > 0 ? live[at - 1].name : null;
+
+  let journal: DeleteJournal;
+  const common = { version: 1, op: 'delete-snapshot', snapshot: snapshotId, file, base: base.name } as const;
+  if (!isAttached(status)) {
+    journal = { ...common, method: 'commit', higher, newBase: null, remap: [], unlink: file };
+  } else {
+    needHypervisor(ctx, `snapshot delete ${snapshotId}`);
+    journal =
+      higher === null
+        ? { ...common, method: 'hypervisor-pull', higher: null, newBase: base.backing, remap: snapshotsMapping(info, base.name), unlink: base.name }
+        : { ...common, method: 'hypervisor-commit', higher, newBase: null, remap: [], unlink: file };
+  }
+  await writeJournal(files, journal);
+  ctx.step('delete:journal');
+  await moveData(ctx, journal, base);
+  return finishDelete(ctx, journal, info);
+}
+
+/**
+ * The data move of a journaled delete, run from a normal (pre-move) chain. A hypervisor error
+ * leaves everything as it was: the journal is dropped unless the hypervisor did move the data
+ * (then recovery finishes the bookkeeping).
+ */
+async function moveData(ctx: OperationContext, journal: DeleteJournal, base: ChainLink): Promise<void> {
+  const { files } = ctx;
+  if (journal.method === 'commit') {
+    // drop: F stays as it is until it is unlinked, so until then H -> F -> B reads the same
+    // whether or not the commit finished.
+    commitImage(files.resolve(journal.file), {
+      ...ctx.job,
+      drop: true,
+      resolveBacking: files.resolver,
+      onProgress: (done, total) => {
+        ctx.job.onProgress?.(done, total);
+        ctx.step('delete:commit-progress');
+      },
+    });
+    ctx.step('delete:commit');
+    if (journal.higher !== null) {
+      rebaseImage(files.resolve(journal.higher), journal.base, { unsafe: true, backingFormat: base.format });
+      ctx.step('delete:rebase');
+    }
+    return;
+  }
+  const hypervisor = needHypervisor(ctx, `snapshot delete ${journal.snapshot}`);
+  const deleteInfo =
+    journal.method === 'hypervisor-pull'
+      ? { type: 'qcow2' as const, file_to_merge: journal.newBase, merge_target_file: null, volume_id: files.volumeId }
+      : { type: 'qcow2' as const, file_to_merge: journal.file, merge_target_file: journal.base, volume_id: files.volumeId };
+  try {
+    await hypervisor.deleteSnapshot(files.volumeId, journal.snapshot, deleteInfo, { signal: ctx.signal });
+  } catch (e) {
+    try {
+      ctx.lock.assertHeld();
+      if (!dataMoved(ctx, journal)) await clearJournal(files);
+    } catch {
+      // the journal stays; recovery decides from the chain
+    }
+    throw e;
+  }
+  ctx.step('delete:hypervisor');
+}
+
+/**
+ * Whether a journaled delete's data move is complete, read from the headers it changes last:
+ * H backed by B (commits), F backed by B's old backing file (pull). A detached delete of the
+ * active file changes no header: it counts as not moved, and its commit simply runs again.
+ */
+export function dataMoved(ctx: OperationContext, journal: DeleteJournal): boolean {
+  const { files } = ctx;
+  if (journal.method === 'hypervisor-pull') {
+    return files.exists(journal.file) && files.header(journal.file).backing === journal.newBase;
+  }
+  if (journal.higher === null) return false;
+  return files.exists(journal.higher) && files.header(journal.higher).backing === journal.base;
+}
+
+/** After the move: info file (S gone; active / remapped snapshots as the method says), then unlink. */
+export async function finishDelete(ctx: OperationContext, journal: DeleteJournal, info: VolumeInfo): Promise<DeleteSnapshotResult> {
+  const { files } = ctx;
+  const next = withoutSnapshot(info, journal.snapshot);
+  if (journal.method === 'commit' && journal.higher === null) next.active = journal.base;
+  for (const s of journal.remap) next[s] = journal.file;
+  ctx.lock.assertHeld();
+  await files.writeInfo(next);
+  ctx.step('delete:info');
+  const removed = (await files.unlink(journal.unlink)) ? [journal.unlink] : [];
+  ctx.step('delete:unlink');
+  await clearJournal(files);
+  ctx.step('delete:done');
+  return { snapshotId: journal.snapshot, outcome: 'deleted', info: next, removed };
+}
+
+/** Whether `name` is used: the active file, mapped by a snapshot, or in the live chain. */
+export function inUse(name: string, info: VolumeInfo, live: readonly ChainLink[]): boolean {
+  return name === info.active || Object.values(info).includes(name) || live.some((l) => l.name === name || l.backing === name);
+}
+
+/**
+ * S's file has no backing file, or is not in the chain of the active file: S holds no data of
+ * the volume's chain. Drop the entry; delete the file only if nothing else uses it (Cinder
+ * deletes it whenever it is not active — which can delete the bottom of a live chain).
+ */
+async function dropStale(ctx: OperationContext, snapshotId: string, info: VolumeInfo, live: readonly ChainLink[]): Promise<DeleteSnapshotResult> {
+  const { files } = ctx;
+  const file = info[snapshotId];
+  const next = withoutSnapshot(info, snapshotId);
+  ctx.lock.assertHeld();
+  await files.writeInfo(next);
+  const removed = !inUse(file, next, live) && (await files.unlink(file)) ? [file] : [];
+  return { snapshotId, outcome: 'stale', info: next, removed };
+}
+
+/** S's file is gone. If the chain is whole, S's entry is all that is left of it. */
+async function dropMissing(ctx: OperationContext, snapshotId: string, info: VolumeInfo): Promise<DeleteSnapshotResult> {
+  const { files } = ctx;
+  try {
+    files.chain(info.active);
+  } catch (e) {
+    throw new CowError('ECOW_BACKING_MISSING', `snapshot ${snapshotId}: its file ${info[snapshotId]} is missing and the chain of ${info.active} does not open (${(e as Error).message}); run fsck`, { cause: e });
+  }
+  const next = withoutSnapshot(info, snapshotId);
+  ctx.lock.assertHeld();
+  await files.writeInfo(next);
+  return { snapshotId, outcome: 'stale', info: next, removed: [] };
+}

@@ -1,0 +1,271 @@
+/**
+ * The volume driver: Cinder's remotefs snapshot semantics (docs cinder-semantics.md) on one
+ * volume directory, with qcow2 work done in-process by the engine. Every operation holds the
+ * volume's lock (lock.ts) and first finishes or undoes whatever a crash interrupted (recover.ts).
+ */
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { baseName, validateSnapshotId, validateVolumeId } from '../chain/names.js';
+import { CowError } from '../errors.js';
+import { createImage } from '../image/create.js';
+import type { ProgressCallback } from '../image/job.js';
+import type { ImageFormat } from '../image/types.js';
+import { createFileAtomic, syncDir } from './atomic-file.js';
+import type { DriverStep, OperationContext } from './context.js';
+import { createSnapshot, type CreateSnapshotOptions, type CreateSnapshotResult } from './create-snapshot.js';
+import { deleteSnapshot, type DeleteSnapshotOptions, type DeleteSnapshotResult } from './delete-snapshot.js';
+import { flattenSnapshot, type FlattenOptions, type FlattenResult } from './flatten.js';
+import { fsck, type FsckOptions, type FsckReport } from './fsck.js';
+import type { Hypervisor } from './hypervisor.js';
+import { readJournal, type Journal } from './journal.js';
+import { withVolumeLock, type VolumeLockOptions } from './lock.js';
+import { recover } from './recover.js';
+import { checkSize } from './size.js';
+import { checkStatus, type VolumeStatus } from './status.js';
+import { VolumeFiles, type ChainLink } from './volume-files.js';
+
+export interface VolumeDriverOptions {
+  /** The volume directory (one share). */
+  dir: string;
+  /** Nova's assisted snapshots, for `in-use` volumes; without it they fail with ECOW_HYPERVISOR_UNAVAILABLE. */
+  hypervisor?: Hypervisor;
+  lock?: VolumeLockOptions;
+  /** Guest bytes per engine step of long jobs (commit, convert). */
+  stepBytes?: number;
+  /** Test hook: called at each named point of create/delete, once that point is durable. */
+  onStep?: (step: DriverStep) => void;
+}
+
+export interface OperationOptions {
+  signal?: AbortSignal;
+  onProgress?: ProgressCallback;
+}
+
+export interface CreateVolumeOptions {
+  format?: ImageFormat;
+}
+
+export interface CloneVolumeOptions extends FlattenOptions, OperationOptions {
+  /** The source volume's status (the temporary snapshot goes through the hypervisor when `in-use`). */
+  status: VolumeStatus;
+  /** Directory of the new volume (default: the source's). */
+  targetDir?: string;
+}
+
+export interface VolumeDescription {
+  volumeId: string;
+  /** The active file (bare name). */
+  active: string;
+  /** Snapshot id → file. */
+  snapshots: Record<string, string>;
+  /** The active chain, top first: names and formats as the headers record them. */
+  chain: ChainLink[];
+  /** Whether an info file exists (none: no snapshot was ever taken). */
+  infoFile: boolean;
+  /** An interrupted operation that the next operation (or fsck) will finish or undo. */
+  pending: Journal | null;
+}
+
+export interface AttachInfo {
+  volumeId: string;
+  /** The file the guest opens (bare name in the volume directory) and its format. */
+  activeFile: string;
+  format: ImageFormat;
+}
+
+export class VolumeDriver {
+  readonly dir: string;
+  private readonly options: VolumeDriverOptions;
+
+  constructor(options: VolumeDriverOptions) {
+    this.options = options;
+    this.dir = options.dir;
+  }
+
+  /** Run `fn` holding `volumeId`'s lock, with an operation context. */
+  private run<T>(volumeId: string, op: OperationOptions, fn: (ctx: OperationContext) => Promise<T>): Promise<T> {
+    const files = new VolumeFiles(this.dir, volumeId);
+    return withVolumeLock(
+      this.dir,
+      volumeId,
+      (lock) => {
+        const signal = op.signal ? AbortSignal.any([lock.signal, op.signal]) : lock.signal;
+        const onStep = this.options.onStep;
+        return fn({
+          files,
+          hypervisor: this.options.hypervisor,
+          lock,
+          signal,
+          job: { signal, onProgress: op.onProgress, stepBytes: this.options.stepBytes },
+          step: onStep ? (s) => onStep(s) : () => {},
+        });
+      },
+      { ...this.options.lock, signal: op.signal },
+    );
+  }
+
+  /** A new volume: `volume-<vol>`, raw (default) or qcow2, `size` bytes, reading as zeros. */
+  createVolume(volumeId: string, size: number, options: CreateVolumeOptions = {}): Promise<{ file: string; format: ImageFormat; size: number }> {
+    checkSize(size, 'volume size');
+    const format = options.format ?? 'raw';
+    if (format !== 'raw' && format !== 'qcow2') throw new CowError('ECOW_UNKNOWN_FORMAT', `format "${String(format)}" is not raw or qcow2`);
+    return this.run(volumeId, {}, async ({ files }) => {
+      if ((await files.readInfo()).exists) throw new CowError('ECOW_EXISTS', `volume ${volumeId} already has an info file in ${this.dir}`);
+      await createFileAtomic(this.dir, files.base, `.${files.base}.new-`, (temp) => createImage(temp, { format, size }));
+      return { file: files.base, format, size };
+    });
+  }
+
+  /** Take snapshot `snapshotId` (through the hypervisor when `in-use`). */
+  createSnapshot(volumeId: string, snapshotId: string, options: CreateSnapshotOptions): Promise<CreateSnapshotResult> {
+    return this.run(volumeId, {}, async (ctx) => {
+      const status = checkStatus('createSnapshot', options.status, volumeId);
+      await recover(ctx, status);
+      return createSnapshot(ctx, snapshotId, options);
+    });
+  }
+
+  /**
+   * Delete snapshot `snapshotId`: commit down (detached) or through the hypervisor (`in-use`).
+   * Unknown id: success (`not-found`). Re-running a delete that a crash interrupted finishes it.
+   */
+  deleteSnapshot(volumeId: string, snapshotId: string, options: DeleteSnapshotOptions & OperationOptions): Promise<DeleteSnapshotResult> {
+    return this.run(volumeId, options, async (ctx) => {
+      const status = checkStatus('deleteSnapshot', options.status, volumeId);
+      const recovered = await recover(ctx, status);
+      const result = await deleteSnapshot(ctx, snapshotId, options);
+      const finishedNow = recovered?.journal.op === 'delete-snapshot' && recovered.journal.snapshot === snapshotId;
+      return finishedNow && result.outcome === 'not-found' ? { ...result, outcome: 'deleted' } : result;
+    });
+  }
+
+  /** A new image `outFile` (must not exist) holding snapshot `snapshotId`'s content. */
+  createVolumeFromSnapshot(volumeId: string, snapshotId: string, outFile: string, options: FlattenOptions & OperationOptions = {}): Promise<FlattenResult> {
+    validateSnapshotId(snapshotId);
+    return this.run(volumeId, options, (ctx) => flattenSnapshot(ctx, snapshotId, outFile, options));
+  }
+
+  /**
+   * Clone into new volume `newVolumeId` (`volume-<new>` in `targetDir`): take a temporary
+   * snapshot `tmp-snap-<uuid>`, flatten its content, delete it (also when the flatten fails).
+   */
+  cloneVolume(volumeId: string, newVolumeId: string, options: CloneVolumeOptions): Promise<FlattenResult & { volumeId: string }> {
+    validateVolumeId(newVolumeId);
+    if (newVolumeId === volumeId) throw new CowError('ECOW_BAD_ARGUMENT', `a volume cannot be cloned onto itself (${volumeId})`);
+    return this.run(volumeId, options, async (ctx) => {
+      const status = checkStatus('cloneVolume', options.status, volumeId);
+      await recover(ctx, status);
+      const tmp = `tmp-snap-${randomUUID()}`;
+      await createSnapshot(ctx, tmp, { status });
+      const outFile = path.join(options.targetDir ?? this.dir, baseName(newVolumeId));
+      let result: FlattenResult;
+      try {
+        result = await flattenSnapshot(ctx, tmp, outFile, { format: options.format, size: options.size });
+      } catch (e) {
+        await deleteSnapshot(ctx, tmp, { status }).catch(() => {}); // fsck deletes a leftover tmp-snap
+        throw e;
+      }
+      await deleteSnapshot(ctx, tmp, { status });
+      return { ...result, volumeId: newVolumeId };
+    });
+  }
+
+  /**
+   * Grow the active image to `size` bytes (with snapshots, the active overlay: its backing files
+   * read as zeros past their end). Refused while attached, as Cinder does; the new size is read
+   * back and verified.
+   */
+  extendVolume(volumeId: string, size: number, options: { status: VolumeStatus }): Promise<{ file: string; size: number }> {
+    checkSize(size, 'new size');
+    return this.run(volumeId, {}, async (ctx) => {
+      const status = checkStatus('extendVolume', options.status, volumeId);
+      await recover(ctx, status);
+      const { files } = ctx;
+      const { info } = await files.readInfo();
+      const img = files.open(info.active, { writable: true });
+      try {
+        if (size < img.virtualSize) throw new CowError('ECOW_BAD_ARGUMENT', `volume ${volumeId} is ${img.virtualSize} bytes; shrinking to ${size} is not supported`);
+        img.grow(size);
+      } finally {
+        img.close();
+      }
+      const [after] = files.chain(info.active);
+      if (after.virtualSize !== size) {
+        throw new CowError('ECOW_IO', `extend of volume ${volumeId}: ${info.active} reads back as ${after.virtualSize} bytes, not ${size}`);
+      }
+      return { file: info.active, size };
+    });
+  }
+
+  /**
+   * Revert to snapshot `snapshotId`, which must be the latest (its file is the active one):
+   * its file is replaced, atomically, by a fresh empty overlay on the same backing file.
+   */
+  revertToSnapshot(volumeId: string, snapshotId: string, options: { status: VolumeStatus }): Promise<{ file: string }> {
+    validateSnapshotId(snapshotId);
+    return this.run(volumeId, {}, async (ctx) => {
+      const status = checkStatus('revertToSnapshot', options.status, volumeId);
+      await recover(ctx, status);
+      const { files } = ctx;
+      const { info } = await files.readInfo();
+      if (!Object.hasOwn(info, snapshotId)) throw new CowError('ECOW_NOT_FOUND', `volume ${volumeId} has no snapshot ${snapshotId}`);
+      const file = info[snapshotId];
+      if (file !== info.active) {
+        throw new CowError('ECOW_INVALID_STATE', `snapshot ${snapshotId} is not the latest snapshot of volume ${volumeId} (only the latest can be reverted to)`);
+      }
+      const chain = files.chain(file);
+      if (chain.length < 2) throw new CowError('ECOW_INVALID_STATE', `snapshot ${snapshotId}: ${file} has no backing file to revert to`);
+      const [top, below] = chain;
+      const temp = `.${files.base}.new-${randomUUID()}`;
+      try {
+        await files.createOverlay(temp, { size: top.virtualSize, backing: below.name, backingFormat: below.format });
+        ctx.lock.assertHeld();
+        await fs.rename(files.path(temp), files.path(file)); // atomic: the old overlay or the new one
+        await syncDir(this.dir);
+      } finally {
+        await fs.unlink(files.path(temp)).catch(() => {});
+      }
+      return { file };
+    });
+  }
+
+  /** Remove every file of the volume: chain files, info file, journal, temp files. Idempotent. */
+  deleteVolume(volumeId: string): Promise<{ removed: string[] }> {
+    return this.run(volumeId, {}, async ({ files }) => {
+      const { chainFiles, tempFiles } = await files.list();
+      const removed: string[] = [];
+      // The info file goes last: until then a crash leaves a volume fsck can still describe.
+      for (const n of [...chainFiles, ...tempFiles, files.journalName, `${files.base}.info`]) {
+        if (await files.unlink(n)) removed.push(n);
+      }
+      return { removed };
+    });
+  }
+
+  /** What a guest opens (initialize_connection): the active file and its format. */
+  attachInfo(volumeId: string): Promise<AttachInfo> {
+    return this.run(volumeId, {}, async ({ files }) => {
+      const { info } = await files.readInfo();
+      const [top] = files.chain(info.active); // the whole chain must pass the policy
+      return { volumeId, activeFile: info.active, format: top.format };
+    });
+  }
+
+  /** The info file and the active chain as the headers describe it. */
+  volumeInfo(volumeId: string): Promise<VolumeDescription> {
+    return this.run(volumeId, {}, async ({ files }) => {
+      const { info, exists } = await files.readInfo();
+      const snapshots: Record<string, string> = {};
+      for (const k of Object.keys(info).sort()) if (k !== 'active') snapshots[k] = info[k];
+      return { volumeId, active: info.active, snapshots, chain: files.chain(info.active), infoFile: exists, pending: await readJournal(files) };
+    });
+  }
+
+  /** Reconcile the info file with the chain on disk after a crash (fsck.ts). */
+  fsck(volumeId: string, options: FsckOptions = {}): Promise<FsckReport> {
+    const status = checkStatus('fsck', options.status ?? 'available', volumeId);
+    return this.run(volumeId, {}, (ctx) => fsck(ctx, { ...options, status }));
+  }
+}
+

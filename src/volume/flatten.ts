@@ -1,0 +1,54 @@
+/**
+ * A snapshot's point-in-time content as a new standalone image: the backing chain of the
+ * snapshot's file, flattened (create volume from snapshot; clone through a temporary snapshot).
+ */
+import path from 'node:path';
+import { CowError } from '../errors.js';
+import { convertImage } from '../image/convert.js';
+import { createFileAtomic } from './atomic-file.js';
+import type { OperationContext } from './context.js';
+import { checkSize } from './size.js';
+
+export interface FlattenOptions {
+  /** Format of the new image (default raw). */
+  format?: 'raw' | 'qcow2';
+  /** Virtual size (bytes); default and minimum: the snapshot's size. */
+  size?: number;
+}
+
+export interface FlattenResult {
+  file: string;
+  format: 'raw' | 'qcow2';
+  size: number;
+}
+
+/**
+ * Write snapshot `snapshotId`'s content to `outFile`, which must not exist (ECOW_EXISTS); it
+ * appears whole or not at all (written beside it under a temp name, then linked).
+ */
+export async function flattenSnapshot(ctx: OperationContext, snapshotId: string, outFile: string, options: FlattenOptions = {}): Promise<FlattenResult> {
+  const { files } = ctx;
+  const { info } = await files.readInfo();
+  if (!Object.hasOwn(info, snapshotId) || snapshotId === 'active') {
+    throw new CowError('ECOW_NOT_FOUND', `volume ${files.volumeId} has no snapshot ${snapshotId}`);
+  }
+  const { backing } = files.header(info[snapshotId]);
+  if (backing === null) {
+    throw new CowError('ECOW_INVALID_STATE', `snapshot ${snapshotId}: its file ${info[snapshotId]} has no backing file, so it holds no point-in-time content`);
+  }
+  const format = options.format ?? 'raw';
+  if (format !== 'raw' && format !== 'qcow2') throw new CowError('ECOW_UNKNOWN_FORMAT', `format "${String(format)}" is not raw or qcow2`);
+  const src = files.open(backing);
+  try {
+    const size = options.size === undefined ? src.virtualSize : checkSize(options.size, 'new volume size');
+    if (size < src.virtualSize) {
+      throw new CowError('ECOW_BAD_ARGUMENT', `size ${size} is smaller than snapshot ${snapshotId} (${src.virtualSize} bytes)`);
+    }
+    const dir = path.dirname(outFile);
+    const name = path.basename(outFile);
+    await createFileAtomic(dir, name, `.${name}.new-`, (temp) => convertImage(src, temp, { ...ctx.job, format, size }));
+    return { file: outFile, format, size };
+  } finally {
+    src.close();
+  }
+}

@@ -1,0 +1,34 @@
+/**
+ * What the driver needs from the hypervisor for an attached (`in-use`) volume: Nova's assisted
+ * snapshots. The driver creates and deletes files and keeps the info file; the hypervisor moves
+ * the running guest between files and moves data between them while the guest runs.
+ *
+ * The Nova implementation sends `create_info` / `delete_info` to `os-assisted-volume-snapshots`
+ * exactly as given and waits (with Cinder's back-off) until the snapshot reports progress 90%;
+ * any other outcome — an error status, a time-out, a refused request — rejects, and the driver
+ * then deletes nothing and leaves the info file unchanged.
+ */
+import type { CreateInfo, DeleteInfo } from '../nova/schemas.js';
+
+export type { CreateInfo, DeleteInfo };
+
+export interface HypervisorCallOptions {
+  /** Aborted when the operation must stop (cancelled, or the volume lock was lost). */
+  signal?: AbortSignal;
+}
+
+export interface Hypervisor {
+  /**
+   * Move the guest onto `createInfo.new_file` (already created by the driver: qcow2, backed by
+   * the current active file). Resolves once the switch is done (progress 90%).
+   */
+  createSnapshot(volumeId: string, snapshotId: string, createInfo: CreateInfo, options?: HypervisorCallOptions): Promise<void>;
+  /**
+   * Merge a snapshot away while the guest runs. `merge_target_file: null` is a blockRebase of
+   * the active file (pull everything above `file_to_merge` into it, which becomes its backing
+   * file; null: pull everything, no backing file); otherwise a blockCommit of `file_to_merge`
+   * into `merge_target_file`, after which the file above `file_to_merge` is backed by the target.
+   * Resolves once done (progress 90%).
+   */
+  deleteSnapshot(volumeId: string, snapshotId: string, deleteInfo: DeleteInfo, options?: HypervisorCallOptions): Promise<void>;
+}

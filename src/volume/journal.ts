@@ -1,0 +1,99 @@
+/**
+ * The intent record of a snapshot create or delete in progress: `volume-<vol>.journal`, written
+ * (atomically, durably) before the first file changes and removed after the last.
+ *
+ * Why it is needed: some crash states of different operations look identical on disk. Example,
+ * chain `volume-1234 <- .aaaa <- .bbbb` (active `.bbbb`), crash after the data moved but before
+ * the info file was written:
+ *  - detached delete of `aaaa` (commit `.aaaa` down into `volume-1234`, rebase `.bbbb` onto it);
+ *  - attached delete of `bbbb` (the hypervisor pulled `.aaaa` into `.bbbb`, now backed by
+ *    `volume-1234`).
+ * Both leave `volume-1234 <- .bbbb`, an unreferenced `.aaaa`, and the old info file. The first
+ * must end as `{bbbb: .bbbb}` (the base now holds bbbb's content), the second as `{aaaa: .bbbb}`
+ * (the base still holds aaaa's content). Guessing wrong silently gives a surviving snapshot the
+ * wrong data; the journal says which it was. Cinder ignores the file.
+ */
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { z } from 'zod';
+import { CowError } from '../errors.js';
+import { writeFileAtomic } from './atomic-file.js';
+import type { VolumeFiles } from './volume-files.js';
+
+const Name = z.string().min(1);
+
+/** A snapshot create: `file` made (backed by `backing`, the active file), then the info file. */
+export const CreateJournalSchema = z.strictObject({
+  version: z.literal(1),
+  op: z.literal('create-snapshot'),
+  snapshot: Name,
+  file: Name,
+  backing: Name,
+  /**
+   * `overlay`: the hypervisor has not been asked (detached, or not yet): the guest, if any, is
+   * still on `backing`. `hypervisor`: it has been asked to move the guest onto `file`.
+   */
+  phase: z.enum(['overlay', 'hypervisor']),
+});
+
+/**
+ * A snapshot delete. `commit`: we commit `file` into `base` and rebase `higher` (null: `file`
+ * was active). `hypervisor-commit`: the hypervisor commits `file` into `base` and re-points
+ * `higher`. `hypervisor-pull`: `file` is active; the hypervisor pulls `base` into it, after which
+ * it is backed by `newBase`, and the snapshots in `remap` (those of `base`) map to `file`.
+ * `unlink` is the file removed last.
+ */
+export const DeleteJournalSchema = z.strictObject({
+  version: z.literal(1),
+  op: z.literal('delete-snapshot'),
+  snapshot: Name,
+  method: z.enum(['commit', 'hypervisor-commit', 'hypervisor-pull']),
+  file: Name,
+  base: Name,
+  higher: Name.nullable(),
+  newBase: Name.nullable(),
+  remap: z.array(Name),
+  unlink: Name,
+});
+
+export const JournalSchema = z.discriminatedUnion('op', [CreateJournalSchema, DeleteJournalSchema]);
+export type Journal = z.infer<typeof JournalSchema>;
+export type CreateJournal = z.infer<typeof CreateJournalSchema>;
+export type DeleteJournal = z.infer<typeof DeleteJournalSchema>;
+
+function journalPath(files: VolumeFiles): string {
+  return path.join(files.dir, files.journalName);
+}
+
+/** The journal, or null when no operation is in progress. Invalid → ECOW_INFO_INVALID. */
+export async function readJournal(files: VolumeFiles): Promise<Journal | null> {
+  const file = journalPath(files);
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return null;
+    throw new CowError('ECOW_INFO_INVALID', `journal ${file}: unreadable (${code ?? String(e)})`, { cause: e });
+  }
+  let journal: Journal;
+  try {
+    journal = JournalSchema.parse(JSON.parse(text));
+  } catch (e) {
+    throw new CowError('ECOW_INFO_INVALID', `journal ${file} is invalid: ${(e as Error).message}`, { cause: e });
+  }
+  // Its names are about to be opened and unlinked: this volume's chain names only.
+  const names = journal.op === 'create-snapshot' ? [journal.file, journal.backing] : [journal.file, journal.base, journal.higher, journal.newBase, journal.unlink];
+  for (const n of names) if (n !== null) files.snapshotIdOf(n);
+  return journal;
+}
+
+/** Record an operation before its first change; durable when this returns. */
+export async function writeJournal(files: VolumeFiles, journal: Journal): Promise<void> {
+  await writeFileAtomic(files.dir, files.journalName, `.${files.journalName}.tmp-`, JSON.stringify(JournalSchema.parse(journal), null, 1), 'journal');
+}
+
+/** The operation is over (done or undone): drop its record, durably. */
+export async function clearJournal(files: VolumeFiles): Promise<void> {
+  await files.unlink(files.journalName);
+}

@@ -1,0 +1,98 @@
+/**
+ * Finish or undo the operation a journal records (a crash, a kill, a lost lock). Every
+ * operation that changes a volume runs this first, under the lock, so none ever starts from a
+ * half-done state; fsck reports what it did. Re-running the interrupted operation itself
+ * therefore finishes it.
+ *
+ * Create: the info file records S → done. Otherwise the overlay goes, unless the hypervisor was
+ * asked to move the guest onto it and it may be there: data in the overlay prove the guest
+ * wrote to it (kept and recorded as the active file, "adopted"); an empty overlay of a detached
+ * volume can go; an empty overlay of an attached volume is undecidable without asking the
+ * hypervisor (ECOW_INVALID_STATE, nothing changed).
+ *
+ * Delete: the info file no longer maps S to F → only the unlink was left. The data had moved
+ * (headers say so) → write the info file and unlink. Otherwise run the delete again from the
+ * current chain, through the hypervisor if the volume is attached now.
+ */
+import { CowError } from '../errors.js';
+import type { OperationContext } from './context.js';
+import { dataMoved, deleteSnapshot, finishDelete, inUse } from './delete-snapshot.js';
+import { clearJournal, readJournal, type CreateJournal, type DeleteJournal, type Journal } from './journal.js';
+import { isAttached, type VolumeStatus } from './status.js';
+
+export interface Recovery {
+  journal: Journal;
+  /**
+   * `completed`: it had finished; only the journal was left. `rolled-back`: a create undone.
+   * `adopted`: a create kept and recorded (the guest was on the new file). `finished`: a
+   * delete's remaining steps done. `rerun`: a delete run again from the current chain.
+   */
+  action: 'completed' | 'rolled-back' | 'adopted' | 'finished' | 'rerun';
+  detail: string;
+}
+
+/** Recover the journaled operation, if any. `status`: the volume's status now. */
+export async function recover(ctx: OperationContext, status: VolumeStatus): Promise<Recovery | null> {
+  const journal = await readJournal(ctx.files);
+  if (!journal) return null;
+  return journal.op === 'create-snapshot' ? recoverCreate(ctx, journal, status) : recoverDelete(ctx, journal, status);
+}
+
+async function recoverCreate(ctx: OperationContext, journal: CreateJournal, status: VolumeStatus): Promise<Recovery> {
+  const { files } = ctx;
+  const { info } = await files.readInfo();
+  const { snapshot, file } = journal;
+  const done = async (action: Recovery['action'], detail: string): Promise<Recovery> => {
+    await clearJournal(files);
+    return { journal, action, detail };
+  };
+  if (info[snapshot] === file) return done('completed', `snapshot ${snapshot} create had completed (${file})`);
+  if (!files.exists(file)) return done('rolled-back', `snapshot ${snapshot} create interrupted before ${file} existed`);
+  if (journal.phase === 'hypervisor' && safeHoldsData(ctx, file)) {
+    // The guest wrote into the overlay: it is the guest's active disk now. Record it.
+    if (info.active !== journal.backing || files.header(file).backing !== journal.backing) {
+      throw new CowError('ECOW_INVALID_STATE', `interrupted create of snapshot ${snapshot}: ${file} holds guest data but the chain changed since (active ${info.active}); resolve by hand`);
+    }
+    ctx.lock.assertHeld();
+    await files.writeInfo({ ...info, active: file, [snapshot]: file });
+    return done('adopted', `snapshot ${snapshot} create interrupted after the guest moved onto ${file} (it holds data): recorded it as the active file`);
+  }
+  if (journal.phase === 'hypervisor' && isAttached(status)) {
+    throw new CowError(
+      'ECOW_INVALID_STATE',
+      `interrupted create of snapshot ${snapshot} of attached volume ${files.volumeId}: cannot tell whether the guest moved onto the empty ${file}; detach the volume and run fsck (it then removes ${file})`,
+    );
+  }
+  ctx.lock.assertHeld();
+  await files.unlink(file);
+  return done('rolled-back', `snapshot ${snapshot} create interrupted before the info file recorded it: removed ${file}`);
+}
+
+/** An overlay that does not even open (a partial header) holds nothing. */
+function safeHoldsData(ctx: OperationContext, file: string): boolean {
+  try {
+    return ctx.files.holdsData(file);
+  } catch {
+    return false;
+  }
+}
+
+async function recoverDelete(ctx: OperationContext, journal: DeleteJournal, status: VolumeStatus): Promise<Recovery> {
+  const { files } = ctx;
+  const { info } = await files.readInfo();
+  const { snapshot } = journal;
+  if (info[snapshot] !== journal.file) {
+    // The info file was written: only the unlink (and the journal) were left. Unlink only what
+    // nothing uses (the chain must open to tell).
+    const live = files.chain(info.active);
+    if (!inUse(journal.unlink, info, live)) await files.unlink(journal.unlink);
+    await clearJournal(files);
+    return { journal, action: 'completed', detail: `snapshot ${snapshot} delete had written the info file; removed ${journal.unlink}` };
+  }
+  if (dataMoved(ctx, journal)) {
+    await finishDelete(ctx, journal, info);
+    return { journal, action: 'finished', detail: `snapshot ${snapshot} delete (${journal.method}) had moved the data; wrote the info file and removed ${journal.unlink}` };
+  }
+  await deleteSnapshot(ctx, snapshot, { status: isAttached(status) ? 'in-use' : 'available' });
+  return { journal, action: 'rerun', detail: `snapshot ${snapshot} delete (${journal.method}) interrupted before the data moved: ran it again (volume ${status})` };
+}

@@ -1,0 +1,243 @@
+/**
+ * One volume's files in its directory, and the only way the driver opens them: every name (from
+ * the info file or from a qcow2 header) is checked before anything is opened — one of THIS
+ * volume's chain names, a regular file inside the directory after resolving symlinks — and
+ * chains are bounded in depth and free of loops.
+ */
+import * as fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { openImage, type BackingResolver } from '../chain/open-chain.js';
+import { baseName, checkChainName, parseChainName, resolveInsideDirSync, snapshotFileName } from '../chain/names.js';
+import { CowError, isCowError } from '../errors.js';
+import { FileBackend } from '../engine/backend.js';
+import { createQcow2On } from '../image/create.js';
+import type { Image } from '../image/image.js';
+import type { ImageFormat } from '../image/types.js';
+import { syncDir } from './atomic-file.js';
+import { infoTempPrefix, readInfo, writeInfo, type VolumeInfo } from './info-file.js';
+
+/** Most images in one volume's chain; a deeper chain is ECOW_CHAIN_TOO_DEEP. */
+export const MAX_CHAIN_DEPTH = 64;
+
+/** One image of a chain, as its own header and its child's header describe it. */
+export interface ChainLink {
+  /** Bare file name in the volume directory. */
+  name: string;
+  format: ImageFormat;
+  virtualSize: number;
+  /** Backing file name exactly as the header stores it (already validated); null: none. */
+  backing: string | null;
+  backingFormat: ImageFormat | null;
+}
+
+export class VolumeFiles {
+  readonly dir: string;
+  readonly volumeId: string;
+  /** `volume-<vol>`, the base image's name. */
+  readonly base: string;
+  /** openImage's BackingResolver for this volume: the strict per-volume policy. */
+  readonly resolver: BackingResolver;
+
+  constructor(dir: string, volumeId: string) {
+    this.dir = dir;
+    this.volumeId = volumeId;
+    this.base = baseName(volumeId); // validates the id
+    this.resolver = (name) => this.resolve(name);
+  }
+
+  /** `volume-<vol>.<snap>` */
+  snapshotFile(snapshotId: string): string {
+    return snapshotFileName(this.volumeId, snapshotId);
+  }
+
+  /** `dir/name` for a name this driver made itself (no validation, nothing followed). */
+  path(name: string): string {
+    return path.join(this.dir, name);
+  }
+
+  /** `volume-<vol>.journal`: the intent record of an operation in progress. */
+  get journalName(): string {
+    return `${this.base}.journal`;
+  }
+
+  /** Prefixes of this driver's temporary files (leftovers of a crash are fsck's to remove). */
+  get tempPrefixes(): string[] {
+    return [infoTempPrefix(this.volumeId), `.${this.base}.new-`, `.${this.base}.journal.tmp-`];
+  }
+
+  /**
+   * The real path of `name` if it is one of this volume's chain files: the name is checked
+   * (ECOW_BACKING_REJECTED), then resolved inside the directory (ECOW_BACKING_REJECTED when a
+   * symlink leads out, ECOW_BACKING_MISSING when it does not exist). Nothing is opened.
+   */
+  resolve(name: string): string {
+    checkChainName(this.volumeId, name);
+    return resolveInsideDirSync(this.dir, name);
+  }
+
+  /** Whether a directory entry `name` exists (a dangling symlink counts; nothing is followed). */
+  exists(name: string): boolean {
+    try {
+      fs.lstatSync(this.path(name));
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw new CowError('ECOW_IO', `cannot examine ${this.path(name)}: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  /** Open `name` and its backing chain under the policy (every backing name checked first). */
+  open(name: string, options: { writable?: boolean; writableDepths?: number[]; noBacking?: boolean; format?: ImageFormat } = {}): Image {
+    let file: string;
+    try {
+      file = this.resolve(name);
+    } catch (e) {
+      if (isCowError(e, 'ECOW_BACKING_MISSING')) {
+        throw new CowError('ECOW_NOT_FOUND', `volume ${this.volumeId}: ${name} does not exist in ${this.dir}`, { cause: e });
+      }
+      throw e;
+    }
+    return openImage(file, { ...options, resolveBacking: this.resolver, maxDepth: MAX_CHAIN_DEPTH });
+  }
+
+  /**
+   * The chain from `top` down to its bottom: names read from the headers, each validated and
+   * opened under the policy (ECOW_BACKING_REJECTED / ECOW_CHAIN_LOOP / ECOW_CHAIN_TOO_DEEP /
+   * ECOW_BACKING_MISSING).
+   */
+  chain(top: string): ChainLink[] {
+    const img = this.open(top);
+    try {
+      const links: ChainLink[] = [];
+      let name = top;
+      for (const layer of img.chain()) {
+        const h = layer.headerInfo();
+        const backing = h.backingFile ?? null;
+        links.push({ name, format: layer.format, virtualSize: layer.virtualSize, backing, backingFormat: backing === null ? null : (layer.backing?.format ?? null) });
+        if (backing !== null) name = backing;
+      }
+      return links;
+    } finally {
+      img.close();
+    }
+  }
+
+  /**
+   * One file's own header, without following its backing file (whose name is validated but not
+   * resolved: it may legitimately be gone, e.g. during a repair). `format` skips probing.
+   */
+  header(name: string, format?: ImageFormat): ChainLink {
+    const img = this.open(name, { noBacking: true, format });
+    try {
+      const h = img.headerInfo();
+      const backing = h.backingFile ?? null;
+      if (backing !== null) checkChainName(this.volumeId, backing);
+      const bf = h.backingFormat ?? null;
+      const backingFormat = bf === 'raw' || bf === 'qcow2' ? bf : null;
+      return { name, format: img.format, virtualSize: img.virtualSize, backing, backingFormat };
+    } finally {
+      img.close();
+    }
+  }
+
+  /**
+   * Create `name` (which must not exist: never clobbers) as an empty qcow2 overlay of `size`
+   * bytes backed by the bare name `backing` — relative, so the chain survives a remount at
+   * another path. Durable (file and directory entry) when this returns; the backing file is
+   * neither opened nor followed here (the caller validated the chain it heads).
+   */
+  async createOverlay(name: string, options: { size: number; backing: string; backingFormat: ImageFormat }): Promise<void> {
+    const file = this.path(name);
+    try {
+      fs.closeSync(fs.openSync(file, 'wx', 0o644));
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new CowError(code === 'EEXIST' ? 'ECOW_EXISTS' : 'ECOW_IO', `cannot create ${file}: ${code ?? String(e)}`, { cause: e });
+    }
+    const backend = new FileBackend(file, true, true);
+    try {
+      createQcow2On(backend, { format: 'qcow2', size: options.size, backingFile: options.backing, backingFormat: options.backingFormat });
+      backend.flush();
+    } finally {
+      backend.close();
+    }
+    await syncDir(this.dir);
+  }
+
+  /** Whether the image `name` itself allocates anything (data or zero clusters). */
+  holdsData(name: string, format?: ImageFormat): boolean {
+    const img = this.open(name, { noBacking: true, format });
+    try {
+      return img.map().some((e) => e.data || e.zero);
+    } finally {
+      img.close();
+    }
+  }
+
+  /**
+   * The info file, or `{active: volume-<vol>}` when there is none (`exists` false). Every file
+   * name in it must be one of this volume's chain names (ECOW_BACKING_REJECTED otherwise): it
+   * is about to be opened, and Cinder fixed exactly this hole.
+   */
+  async readInfo(): Promise<{ info: VolumeInfo; exists: boolean }> {
+    const info = await readInfo(this.dir, this.volumeId);
+    if (info === null) return { info: { active: this.base }, exists: false };
+    for (const name of Object.values(info)) checkChainName(this.volumeId, name);
+    return { info, exists: true };
+  }
+
+  writeInfo(info: VolumeInfo): Promise<void> {
+    return writeInfo(this.dir, this.volumeId, info);
+  }
+
+  /**
+   * Remove `name` (nothing followed: a symlink is removed, not its target) and make the removal
+   * durable. A file already gone is fine (re-runs after a crash).
+   */
+  async unlink(name: string): Promise<boolean> {
+    try {
+      await fsp.unlink(this.path(name));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw new CowError('ECOW_IO', `cannot remove ${this.path(name)}: ${(e as Error).message}`, { cause: e });
+    }
+    await syncDir(this.dir).catch((e) => {
+      throw new CowError('ECOW_IO', `removed ${this.path(name)} but fsync of ${this.dir} failed: ${(e as Error).message}`, { cause: e });
+    });
+    return true;
+  }
+
+  /** Directory entries of this volume: chain files, and this driver's temp files. */
+  async list(): Promise<{ chainFiles: string[]; tempFiles: string[] }> {
+    let entries: string[];
+    try {
+      entries = await fsp.readdir(this.dir);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new CowError(code === 'ENOENT' ? 'ECOW_NOT_FOUND' : 'ECOW_IO', `cannot list volume directory ${this.dir}: ${code ?? String(e)}`, { cause: e });
+    }
+    const prefixes = this.tempPrefixes;
+    return {
+      chainFiles: entries.filter((n) => parseChainName(n)?.volumeId === this.volumeId).sort(),
+      tempFiles: entries.filter((n) => prefixes.some((p) => n.startsWith(p))).sort(),
+    };
+  }
+
+  /** Snapshot id of an overlay name of this volume (`volume-<vol>.<snap>`), null for the base. */
+  snapshotIdOf(name: string): string | null {
+    return checkChainName(this.volumeId, name).snapshotId;
+  }
+}
+
+/** Snapshot ids of `info` (every key but `active`) that map to `file`. */
+export function snapshotsMapping(info: VolumeInfo, file: string): string[] {
+  return Object.keys(info).filter((k) => k !== 'active' && info[k] === file);
+}
+
+/** `info` without snapshot `snapshotId` (a new object). */
+export function withoutSnapshot(info: VolumeInfo, snapshotId: string): VolumeInfo {
+  const out: VolumeInfo = { ...info };
+  delete out[snapshotId];
+  return out;
+}

@@ -1,0 +1,213 @@
+/**
+ * Building blocks for volume-driver scenario tests: readable ids, a volume fixture that writes
+ * distinct patterns through our engine between snapshots and records what the volume held when
+ * each snapshot was taken, and the checks the seed's diagrams call for — the exact info file,
+ * the exact chain (backing names read from the headers, by us and by qemu-img), and every
+ * snapshot's point-in-time content (its backing chain flattened, by us and by qemu-img convert).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { expect } from 'vitest';
+import { openImage } from '../../src/chain/open-chain.js';
+import { serializeInfo, type VolumeInfo } from '../../src/volume/info-file.js';
+import { VolumeDriver, type VolumeDriverOptions } from '../../src/volume/driver.js';
+import type { VolumeStatus } from '../../src/volume/status.js';
+import { expectSameBytes, rng } from './images.js';
+import { qemuCheck, qemuImg, qemuRaw } from './qemu.js';
+
+export const VOL = '12341234-1234-4234-8234-123412341234';
+export const OTHER_VOL = '99999999-9999-4999-8999-999999999999';
+/** Snapshot ids named like the seed's `aaaa`, `bbbb`, … */
+export const SNAP = {
+  aaaa: 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa',
+  bbbb: 'bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb',
+  cccc: 'cccccccc-cccc-4ccc-8ccc-cccccccccccc',
+  dddd: 'dddddddd-dddd-4ddd-8ddd-dddddddddddd',
+} as const;
+export type SnapName = keyof typeof SNAP;
+
+export const BASE = `volume-${VOL}`;
+/** `volume-<VOL>.<snap>` for a seed name. */
+export const f = (s: SnapName): string => `${BASE}.${SNAP[s]}`;
+
+export const MiB = 1 << 20;
+
+/** The info file, written the way Cinder writes it, for an object spelled with seed names. */
+export function infoOf(active: string, snaps: Partial<Record<SnapName, string>>): VolumeInfo {
+  const info: VolumeInfo = { active };
+  for (const [k, v] of Object.entries(snaps)) info[SNAP[k as SnapName]] = v!;
+  return info;
+}
+
+export class VolumeFixture {
+  readonly driver: VolumeDriver;
+  /** Content of the volume when each snapshot was taken (by snapshot id). */
+  readonly recorded = new Map<string, Buffer>();
+  private seed: number;
+
+  constructor(
+    readonly dir: string,
+    readonly size = 4 * MiB,
+    options: Partial<VolumeDriverOptions> = {},
+    readonly vol = VOL,
+  ) {
+    this.driver = new VolumeDriver({ dir, ...options });
+    this.seed = 7;
+  }
+
+  get base(): string {
+    return `volume-${this.vol}`;
+  }
+
+  p(name: string): string {
+    return path.join(this.dir, name);
+  }
+
+  infoFile(): string {
+    return this.p(`${this.base}.info`);
+  }
+
+  info(): VolumeInfo | null {
+    return fs.existsSync(this.infoFile()) ? (JSON.parse(fs.readFileSync(this.infoFile(), 'utf8')) as VolumeInfo) : null;
+  }
+
+  active(): string {
+    return this.info()?.active ?? this.base;
+  }
+
+  /** Write `count` distinct pseudo-random patterns (unaligned offsets and lengths) into the active file, through our engine. */
+  write(count = 6): void {
+    const r = rng(this.seed++);
+    const img = openImage(this.p(this.active()), { writable: true });
+    try {
+      for (let i = 0; i < count; i++) {
+        const len = 1 + Math.floor(r() * 200_000);
+        const off = Math.floor(r() * (img.virtualSize - len));
+        const data = Buffer.alloc(len);
+        for (let j = 0; j < len; j++) data[j] = 1 + Math.floor(r() * 255);
+        img.write(off, data);
+      }
+    } finally {
+      img.close();
+    }
+  }
+
+  /** The volume's current guest view (the active chain), through our engine. */
+  content(): Buffer {
+    const img = openImage(this.p(this.active()));
+    try {
+      return Buffer.from(img.read(0, img.virtualSize));
+    } finally {
+      img.close();
+    }
+  }
+
+  async createVolume(format: 'raw' | 'qcow2' = 'raw'): Promise<void> {
+    await this.driver.createVolume(this.vol, this.size, { format });
+  }
+
+  /** Take snapshot `s` and record what the volume holds at this point. */
+  async snap(s: SnapName | string, status: VolumeStatus = 'available'): Promise<void> {
+    const id = s in SNAP ? SNAP[s as SnapName] : s;
+    const before = this.content();
+    await this.driver.createSnapshot(this.vol, id, { status });
+    this.recorded.set(id, before);
+  }
+
+  async del(s: SnapName | string, status: VolumeStatus = 'available') {
+    const id = s in SNAP ? SNAP[s as SnapName] : s;
+    const r = await this.driver.deleteSnapshot(this.vol, id, { status });
+    this.recorded.delete(id);
+    return r;
+  }
+
+  /** The chain from the active file down, as [name, backing name as stored] pairs read by qemu-img. */
+  qemuChain(): [string, string | null][] {
+    const infos = JSON.parse(qemuImg(['info', '--output=json', '--backing-chain', this.p(this.active())]).stdout) as any[];
+    return infos.map((i) => [path.basename(i.filename), i['backing-filename'] ?? null]);
+  }
+
+  /** The same, read by our engine's headers. */
+  engineChain(): [string, string | null][] {
+    const img = openImage(this.p(this.active()));
+    try {
+      const out: [string, string | null][] = [];
+      let name = this.active();
+      for (const layer of img.chain()) {
+        const b = layer.headerInfo().backingFile ?? null;
+        out.push([name, b]);
+        if (b) name = b;
+      }
+      return out;
+    } finally {
+      img.close();
+    }
+  }
+
+  /** Assert the chain, top first: `volume-1234 <- .aaaa <- .bbbb` is `[.bbbb, .aaaa, volume-1234]`. */
+  expectChain(topFirst: string[]): void {
+    const want = topFirst.map((n, i) => [n, topFirst[i + 1] ?? null]);
+    expect(this.engineChain(), 'chain read by our engine').toEqual(want);
+    expect(this.qemuChain(), 'chain read by qemu-img').toEqual(want);
+  }
+
+  /** Assert the info file's exact bytes (null: no info file). */
+  expectInfo(info: VolumeInfo | null): void {
+    if (info === null) {
+      expect(fs.existsSync(this.infoFile()), 'no info file').toBe(false);
+      return;
+    }
+    expect(fs.readFileSync(this.infoFile(), 'utf8')).toBe(serializeInfo(info));
+  }
+
+  /** The content of snapshot `id`: its file's backing chain flattened, by our engine and by qemu-img. */
+  snapshotContent(id: string): { engine: Buffer; qemu: Buffer } {
+    const file = this.info()![id];
+    const backing = openImage(this.p(file), { noBacking: true });
+    const name = backing.headerInfo().backingFile!;
+    backing.close();
+    const img = openImage(this.p(name));
+    let engine: Buffer;
+    try {
+      engine = Buffer.from(img.read(0, img.virtualSize));
+    } finally {
+      img.close();
+    }
+    return { engine, qemu: qemuRaw(this.p(name), this.dir) };
+  }
+
+  /** Every recorded snapshot still in the info file reads exactly as when it was taken. */
+  expectSnapshotsIntact(): void {
+    const info = this.info() ?? { active: this.base };
+    const ids = Object.keys(info).filter((k) => k !== 'active');
+    expect(ids.sort()).toEqual([...this.recorded.keys()].sort());
+    for (const id of ids) {
+      const want = this.recorded.get(id)!;
+      const got = this.snapshotContent(id);
+      expectSameBytes(got.engine, want, `snapshot ${id} (our engine)`);
+      expectSameBytes(got.qemu, want, `snapshot ${id} (qemu-img convert)`);
+    }
+  }
+
+  /** The volume reads `want` through its active file (ours and qemu's). */
+  expectContent(want: Buffer): void {
+    expectSameBytes(this.content(), want, 'volume content (our engine)');
+    expectSameBytes(qemuRaw(this.p(this.active()), this.dir), want, 'volume content (qemu-img convert)');
+  }
+
+  /** The volume's files in the directory (chain files, info, anything else). */
+  listing(): string[] {
+    return fs.readdirSync(this.dir).sort();
+  }
+
+  /** qemu-img check reports no error and no leak on every qcow2 file of the volume. */
+  expectAllClean(): void {
+    for (const n of this.listing()) {
+      if (!n.startsWith(this.base) || n.endsWith('.info')) continue;
+      const fmt = JSON.parse(qemuImg(['info', '--output=json', this.p(n)]).stdout).format;
+      if (fmt !== 'qcow2') continue;
+      const { status, result } = qemuCheck(this.p(n));
+      expect({ file: n, status, result }).toMatchObject({ file: n, status: 0 });
+    }
+  }
+}
