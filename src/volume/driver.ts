@@ -106,7 +106,7 @@ export class VolumeDriver {
   }
 
   /** A new volume: `volume-<vol>`, raw (default) or qcow2, `size` bytes, reading as zeros. */
-  createVolume(volumeId: string, size: number, options: CreateVolumeOptions = {}): Promise<{ file: string; format: ImageFormat; size: number }> {
+  async createVolume(volumeId: string, size: number, options: CreateVolumeOptions = {}): Promise<{ file: string; format: ImageFormat; size: number }> {
     checkSize(size, 'volume size');
     const format = options.format ?? 'raw';
     if (format !== 'raw' && format !== 'qcow2') throw new CowError('ECOW_UNKNOWN_FORMAT', `format "${String(format)}" is not raw or qcow2`);
@@ -118,7 +118,7 @@ export class VolumeDriver {
   }
 
   /** Take snapshot `snapshotId` (through the hypervisor when `in-use`). */
-  createSnapshot(volumeId: string, snapshotId: string, options: CreateSnapshotOptions): Promise<CreateSnapshotResult> {
+  async createSnapshot(volumeId: string, snapshotId: string, options: CreateSnapshotOptions): Promise<CreateSnapshotResult> {
     return this.run(volumeId, {}, async (ctx) => {
       const status = checkStatus('createSnapshot', options.status, volumeId);
       await recover(ctx, status);
@@ -130,7 +130,7 @@ export class VolumeDriver {
    * Delete snapshot `snapshotId`: commit down (detached) or through the hypervisor (`in-use`).
    * Unknown id: success (`not-found`). Re-running a delete that a crash interrupted finishes it.
    */
-  deleteSnapshot(volumeId: string, snapshotId: string, options: DeleteSnapshotOptions & OperationOptions): Promise<DeleteSnapshotResult> {
+  async deleteSnapshot(volumeId: string, snapshotId: string, options: DeleteSnapshotOptions & OperationOptions): Promise<DeleteSnapshotResult> {
     return this.run(volumeId, options, async (ctx) => {
       const status = checkStatus('deleteSnapshot', options.status, volumeId);
       const recovered = await recover(ctx, status);
@@ -141,7 +141,7 @@ export class VolumeDriver {
   }
 
   /** A new image `outFile` (must not exist) holding snapshot `snapshotId`'s content. */
-  createVolumeFromSnapshot(volumeId: string, snapshotId: string, outFile: string, options: FlattenOptions & OperationOptions = {}): Promise<FlattenResult> {
+  async createVolumeFromSnapshot(volumeId: string, snapshotId: string, outFile: string, options: FlattenOptions & OperationOptions = {}): Promise<FlattenResult> {
     validateSnapshotId(snapshotId);
     return this.run(volumeId, options, (ctx) => flattenSnapshot(ctx, snapshotId, outFile, options));
   }
@@ -150,7 +150,7 @@ export class VolumeDriver {
    * Clone into new volume `newVolumeId` (`volume-<new>` in `targetDir`): take a temporary
    * snapshot `tmp-snap-<uuid>`, flatten its content, delete it (also when the flatten fails).
    */
-  cloneVolume(volumeId: string, newVolumeId: string, options: CloneVolumeOptions): Promise<FlattenResult & { volumeId: string }> {
+  async cloneVolume(volumeId: string, newVolumeId: string, options: CloneVolumeOptions): Promise<FlattenResult & { volumeId: string }> {
     validateVolumeId(newVolumeId);
     if (newVolumeId === volumeId) throw new CowError('ECOW_BAD_ARGUMENT', `a volume cannot be cloned onto itself (${volumeId})`);
     return this.run(volumeId, options, async (ctx) => {
@@ -176,7 +176,7 @@ export class VolumeDriver {
    * read as zeros past their end). Refused while attached, as Cinder does; the new size is read
    * back and verified.
    */
-  extendVolume(volumeId: string, size: number, options: { status: VolumeStatus }): Promise<{ file: string; size: number }> {
+  async extendVolume(volumeId: string, size: number, options: { status: VolumeStatus }): Promise<{ file: string; size: number }> {
     checkSize(size, 'new size');
     return this.run(volumeId, {}, async (ctx) => {
       const status = checkStatus('extendVolume', options.status, volumeId);
@@ -202,7 +202,7 @@ export class VolumeDriver {
    * Revert to snapshot `snapshotId`, which must be the latest (its file is the active one):
    * its file is replaced, atomically, by a fresh empty overlay on the same backing file.
    */
-  revertToSnapshot(volumeId: string, snapshotId: string, options: { status: VolumeStatus }): Promise<{ file: string }> {
+  async revertToSnapshot(volumeId: string, snapshotId: string, options: { status: VolumeStatus }): Promise<{ file: string }> {
     validateSnapshotId(snapshotId);
     return this.run(volumeId, {}, async (ctx) => {
       const status = checkStatus('revertToSnapshot', options.status, volumeId);
@@ -231,7 +231,7 @@ export class VolumeDriver {
   }
 
   /** Remove every file of the volume: chain files, info file, journal, temp files. Idempotent. */
-  deleteVolume(volumeId: string): Promise<{ removed: string[] }> {
+  async deleteVolume(volumeId: string): Promise<{ removed: string[] }> {
     return this.run(volumeId, {}, async ({ files }) => {
       const { chainFiles, tempFiles } = await files.list();
       const removed: string[] = [];
@@ -244,7 +244,7 @@ export class VolumeDriver {
   }
 
   /** What a guest opens (initialize_connection): the active file and its format. */
-  attachInfo(volumeId: string): Promise<AttachInfo> {
+  async attachInfo(volumeId: string): Promise<AttachInfo> {
     return this.run(volumeId, {}, async ({ files }) => {
       const { info } = await files.readInfo();
       const [top] = files.chain(info.active); // the whole chain must pass the policy
@@ -253,7 +253,7 @@ export class VolumeDriver {
   }
 
   /** The info file and the active chain as the headers describe it. */
-  volumeInfo(volumeId: string): Promise<VolumeDescription> {
+  async volumeInfo(volumeId: string): Promise<VolumeDescription> {
     return this.run(volumeId, {}, async ({ files }) => {
       const { info, exists } = await files.readInfo();
       const snapshots: Record<string, string> = {};
@@ -263,7 +263,7 @@ export class VolumeDriver {
   }
 
   /** Reconcile the info file with the chain on disk after a crash (fsck.ts). */
-  fsck(volumeId: string, options: FsckOptions = {}): Promise<FsckReport> {
+  async fsck(volumeId: string, options: FsckOptions = {}): Promise<FsckReport> {
     const status = checkStatus('fsck', options.status ?? 'available', volumeId);
     return this.run(volumeId, {}, (ctx) => fsck(ctx, { ...options, status }));
   }
