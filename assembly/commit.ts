@@ -59,8 +59,9 @@ export class CommitJob extends Job {
       if (this.fast) this.cursor = this.commitGroup(changetype<Qcow2Image>(this.top), this.cursor);
       else this.cursor = this.commitRange(this.cursor, this.total);
     }
+    // Nothing stays buffered between steps (the host may write to the chain in between).
+    this.gather.flush();
     if (this.cursor >= this.total) {
-      this.gather.flush();
       this.base.flush();
       this.done = true;
     }

@@ -107,8 +107,9 @@ export class StreamJob extends Job {
       }
       this.cursor = off + n;
     }
+    // Nothing stays buffered between steps: a guest may write to the image before the next one.
+    this.gather.flush();
     if (this.cursor >= this.total) {
-      this.gather.flush();
       img.flush();
       this.done = true;
     }

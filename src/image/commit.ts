@@ -1,7 +1,8 @@
 import { CowError } from '../errors.js';
 import { openImage, type BackingResolver } from '../chain/open-chain.js';
 import { sameFile } from '../chain/same-file.js';
-import { runJob, type JobOptions } from './job.js';
+import type { JobOptions } from './job.js';
+import { commitLive } from './live.js';
 
 export interface CommitOptions extends JobOptions {
   /** Commit down to this image of the chain (path); default: the top's backing file. Implies `drop`. */
@@ -36,8 +37,7 @@ export function commitImage(top: string, options: CommitOptions = {}): void {
   const drop = options.drop || options.base !== undefined;
   const img = openImage(top, { writable: !drop, writableDepths: [depth], resolveBacking: options.resolveBacking });
   try {
-    const base = img.chain()[depth];
-    runJob(img.engine, () => img.engine.call((e) => e.commitStart(img.id, base.id, depth)), options);
+    commitLive(img, depth, options);
     if (!drop && img.format === 'qcow2') img.engine.call((e) => e.makeEmpty(img.id));
   } finally {
     img.close();

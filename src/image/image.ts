@@ -23,7 +23,7 @@ export class Image {
   readonly format: ImageFormat;
   /** The name given when opening (a path for files). */
   readonly filename: string;
-  readonly backing: Image | null;
+  private backingImage: Image | null;
   private readonly backend: Backend;
   readonly writable: boolean;
   private header: HeaderInfo | undefined;
@@ -46,7 +46,27 @@ export class Image {
     } finally {
       engine.collect();
     }
-    this.backing = backing;
+    this.backingImage = backing;
+  }
+
+  /** The image below this one in the chain (null for the bottom). */
+  get backing(): Image | null {
+    return this.backingImage;
+  }
+
+  /**
+   * Point the header at another backing file — `name` and `format` exactly as they are to be
+   * stored ('' for none) — and link `backing` below this image. Everything written before is made
+   * durable first. The caller answers for the guest view (a safe switch copies data first).
+   */
+  switchBacking(backing: Image | null, name: string, format: string): void {
+    this.assertWritable();
+    const e = this.engine;
+    this.guarded((x) => x.setBackingFile(this.id, e.newString(name), e.newString(format)));
+    e.collect();
+    e.call((x) => x.setBacking(this.id, backing ? backing.id : -1));
+    this.backingImage = backing;
+    this.header = undefined;
   }
 
   /** Header facts (cached: the header changes only through this object). */
@@ -212,7 +232,17 @@ export class Image {
     return this.backend.size();
   }
 
+  /** Close the image and the whole chain below it. */
   close(): void {
+    try {
+      this.closeLayer();
+    } finally {
+      this.backingImage?.close();
+    }
+  }
+
+  /** Close this image only; the chain below stays open (it is still used, or was unlinked). */
+  closeLayer(): void {
     if (this.closed) return;
     this.closed = true;
     try {
@@ -222,7 +252,6 @@ export class Image {
       this.engine.removeBackend(this.handle);
       this.backend.close();
       this.engine.collect();
-      this.backing?.close();
     }
   }
 

@@ -4,6 +4,7 @@ import type { Image } from './image.js';
 import type { ImageFormat } from './types.js';
 import { sameFile } from '../chain/same-file.js';
 import { runJob, type JobOptions } from './job.js';
+import { streamLive } from './live.js';
 
 export interface RebaseOptions extends JobOptions {
   /** Header only (qemu-img rebase -u): the caller answers for the data. */
@@ -11,12 +12,6 @@ export interface RebaseOptions extends JobOptions {
   /** Format of the new backing file; probed when absent (and the file exists). */
   backingFormat?: ImageFormat;
   resolveBacking?: BackingResolver;
-}
-
-function setBackingFile(img: Image, name: string, format: string): void {
-  const e = img.engine;
-  e.call((x) => x.setBackingFile(img.id, e.newString(name), e.newString(format)));
-  e.collect();
 }
 
 /** The format to record for a new backing file: as given, else probed (if it can be opened). */
@@ -44,7 +39,7 @@ export function rebaseImage(file: string, newBacking: string, options: RebaseOpt
   if (options.unsafe) {
     const img = openImage(file, { writable: true, noBacking: true });
     try {
-      setBackingFile(img, newBacking, format);
+      img.switchBacking(null, newBacking, format);
     } finally {
       img.close();
     }
@@ -57,7 +52,11 @@ export function rebaseImage(file: string, newBacking: string, options: RebaseOpt
     if (newBacking !== '') next = openImage(resolve(newBacking, file), { format: format || undefined, resolveBacking: options.resolveBacking });
     const nextId = next ? next.id : -1;
     runJob(img.engine, () => img.engine.call((e) => e.rebaseStart(img.id, nextId)), options);
-    setBackingFile(img, newBacking, format);
+    // The old chain stays linked below until the image is closed; the header now names the new one.
+    const old = img.backing;
+    img.switchBacking(next, newBacking, format);
+    next = null;
+    old?.close();
   } finally {
     next?.close();
     img.close();
@@ -84,14 +83,7 @@ export function streamImage(file: string, options: StreamOptions = {}): void {
       if (d < 0) throw new CowError('ECOW_BAD_ARGUMENT', `${options.base} is not in the backing chain of ${file}`);
       depth = d;
     }
-    const layers = depth - 1;
-    if (layers > 0) runJob(img.engine, () => img.engine.call((e) => e.streamStart(img.id, layers)), options);
-    if (depth === chain.length) {
-      setBackingFile(img, '', '');
-    } else {
-      const above = chain[depth - 1].headerInfo();
-      setBackingFile(img, above.backingFile ?? '', chain[depth].format);
-    }
+    streamLive(img, depth, options);
   } finally {
     img.close();
   }
