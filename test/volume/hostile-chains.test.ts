@@ -1,0 +1,205 @@
+// Backing names are untrusted (a guest or a forged upload controls header bytes): every name is
+// checked before anything is opened — this volume's names only, no '/', no '..', inside the
+// directory after symlinks, no loops, bounded depth. Each hostile chain is refused by every
+// operation with its code, and no file outside the volume directory is ever opened.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { openImage } from '../../src/chain/open-chain.js';
+import { FileBackend } from '../../src/engine/backend.js';
+import { CowError, type CowErrorCode } from '../../src/errors.js';
+import { createQcow2On } from '../../src/image/create.js';
+import { rebaseImage } from '../../src/image/rebase.js';
+import { VolumeDriver } from '../../src/volume/driver.js';
+import { requireQemu, tmpDir } from '../support/qemu.js';
+import { BASE, MiB, OTHER_VOL, SNAP, VOL, VolumeFixture, f } from '../support/volume.js';
+
+// Every file the code under test opens through node:fs (FileBackend, createImage, …).
+const opened = vi.hoisted(() => [] as string[]);
+vi.mock('node:fs', async (importOriginal) => {
+  const mod = await importOriginal<typeof import('node:fs')>();
+  const openSync = ((p: fs.PathLike, ...rest: unknown[]) => {
+    opened.push(String(p));
+    return (mod.openSync as (...a: unknown[]) => number)(p, ...rest);
+  }) as typeof mod.openSync;
+  return { ...mod, openSync, default: { ...mod, openSync } };
+});
+
+requireQemu();
+
+let root: string;
+let outside: string;
+beforeEach(() => {
+  root = tmpDir('cowchain-hostile-');
+  outside = path.join(root, 'outside');
+  fs.mkdirSync(outside);
+  // A perfectly valid image outside the volume directory, named like one of ours.
+  const b = new FileBackend(path.join(outside, BASE), true, true);
+  createQcow2On(b, { size: MiB });
+  b.close();
+  opened.length = 0;
+});
+afterEach(() => {
+  const real = fs.realpathSync(outside);
+  const leaked = opened.filter((p) => p.startsWith(outside) || p.startsWith(real) || p.startsWith('/etc'));
+  expect(leaked, 'files opened outside the volume directory').toEqual([]);
+});
+
+async function codeOf(p: Promise<unknown>): Promise<CowErrorCode | 'ok'> {
+  try {
+    await p;
+    return 'ok';
+  } catch (e) {
+    if (!(e instanceof CowError)) throw e;
+    return e.code;
+  }
+}
+
+/** volume-1234 <- .aaaa (active) in root/share, then `forge` on it; returns the fixture. */
+async function volumeWith(forge: (v: VolumeFixture) => void): Promise<VolumeFixture> {
+  const dir = path.join(root, 'share');
+  fs.mkdirSync(dir);
+  const v = new VolumeFixture(dir, MiB);
+  await v.createVolume('qcow2');
+  v.write(2);
+  await v.snap('aaaa');
+  forge(v);
+  opened.length = 0;
+  return v;
+}
+
+/** Forge the backing name of `file` (header only). */
+function setBacking(v: VolumeFixture, file: string, name: string): void {
+  rebaseImage(v.p(file), name, { unsafe: true, backingFormat: 'qcow2' });
+}
+
+/** Every operation that reads the chain refuses with `code`; the files stay as they were. */
+async function expectRefused(v: VolumeFixture, code: CowErrorCode): Promise<void> {
+  const before = v.listing();
+  const d = v.driver;
+  expect(await codeOf(d.volumeInfo(VOL)), 'volumeInfo').toBe(code);
+  expect(await codeOf(d.attachInfo(VOL)), 'attachInfo').toBe(code);
+  expect(await codeOf(d.createSnapshot(VOL, SNAP.bbbb, { status: 'available' })), 'createSnapshot').toBe(code);
+  expect(await codeOf(d.deleteSnapshot(VOL, SNAP.aaaa, { status: 'available' })), 'deleteSnapshot').toBe(code);
+  expect(await codeOf(d.createVolumeFromSnapshot(VOL, SNAP.aaaa, v.p('out'))), 'createVolumeFromSnapshot').toBe(code);
+  expect(await codeOf(d.cloneVolume(VOL, OTHER_VOL, { status: 'available' })), 'cloneVolume').toBe(code);
+  expect(await codeOf(d.extendVolume(VOL, 2 * MiB, { status: 'available' })), 'extendVolume').toBe(code);
+  expect(await codeOf(d.revertToSnapshot(VOL, SNAP.aaaa, { status: 'available' })), 'revertToSnapshot').toBe(code);
+  const report = await d.fsck(VOL);
+  expect(report.problems.join('\n'), 'fsck reports it').toContain(code);
+  expect(report.actions, 'fsck repairs nothing it cannot trust').toEqual([]);
+  expect(v.listing()).toEqual(before);
+}
+
+it('(the open spy sees every image the driver opens)', async () => {
+  const v = await volumeWith(() => {});
+  await v.driver.volumeInfo(VOL);
+  const real = fs.realpathSync(v.dir);
+  expect(opened).toEqual(expect.arrayContaining([path.join(real, f('aaaa')), path.join(real, BASE)]));
+});
+
+describe('hostile backing names in a header', () => {
+  const names: [string, (v: VolumeFixture) => string][] = [
+    ['an absolute path', () => '/etc/passwd'],
+    ['an absolute path to a valid image', () => path.join(outside, BASE)],
+    ["'..' out of the directory", () => `../outside/${BASE}`],
+    ['a path with a separator', () => `outside/${BASE}`],
+    ["'..' inside a name", () => `${BASE}..`],
+    ['another volume’s file', () => `volume-${OTHER_VOL}`],
+    ['a name of no volume', () => 'passwd'],
+  ];
+  for (const [what, name] of names) {
+    it(`${what}: ECOW_BACKING_REJECTED`, async () => {
+      const v = await volumeWith((v) => {
+        // Make the other volume's file exist and be valid: it must be refused by name alone.
+        fs.copyFileSync(path.join(outside, BASE), v.p(`volume-${OTHER_VOL}`));
+        setBacking(v, f('aaaa'), name(v));
+      });
+      await expectRefused(v, 'ECOW_BACKING_REJECTED');
+    });
+  }
+
+  it('a symlink with a valid name that leads out of the directory: ECOW_BACKING_REJECTED', async () => {
+    const v = await volumeWith((v) => {
+      fs.symlinkSync(path.join(outside, BASE), v.p(f('cccc')));
+      setBacking(v, f('aaaa'), f('cccc'));
+    });
+    await expectRefused(v, 'ECOW_BACKING_REJECTED');
+  });
+
+  it('the info file naming a file out of the directory or of another volume', async () => {
+    const v = await volumeWith((v) => {
+      fs.symlinkSync(path.join(outside, BASE), v.p(f('cccc')));
+      fs.writeFileSync(v.infoFile(), JSON.stringify({ active: f('cccc'), [SNAP.aaaa]: f('aaaa') }));
+    });
+    expect(await codeOf(v.driver.attachInfo(VOL))).toBe('ECOW_BACKING_REJECTED');
+    fs.writeFileSync(v.infoFile(), JSON.stringify({ active: `volume-${OTHER_VOL}` }));
+    expect(await codeOf(v.driver.attachInfo(VOL))).toBe('ECOW_BACKING_REJECTED');
+    fs.writeFileSync(v.infoFile(), JSON.stringify({ active: '../outside/x' }));
+    expect(await codeOf(v.driver.attachInfo(VOL))).toBe('ECOW_INFO_INVALID');
+  });
+
+  it('a loop: ECOW_CHAIN_LOOP', async () => {
+    const v = await volumeWith((v) => {
+      setBacking(v, BASE, f('aaaa')); // the qcow2 base now claims .aaaa as its backing file
+    });
+    await expectRefused(v, 'ECOW_CHAIN_LOOP');
+  });
+
+  it('a 1000-deep chain: ECOW_CHAIN_TOO_DEEP after opening at most 64 images', async () => {
+    const dir = path.join(root, 'share');
+    fs.mkdirSync(dir);
+    const v = new VolumeFixture(dir, MiB);
+    await v.createVolume('qcow2');
+    // 1000 tiny overlays (512-byte clusters), each on the previous one.
+    let below = BASE;
+    const ids: string[] = [];
+    for (let i = 0; i < 1000; i++) {
+      const id = `${i.toString(16).padStart(8, '0')}-0000-4000-8000-000000000000`;
+      const name = `${BASE}.${id}`;
+      const b = new FileBackend(v.p(name), true, true);
+      createQcow2On(b, { size: MiB, clusterSize: 512, backingFile: below, backingFormat: 'qcow2' });
+      b.close();
+      ids.push(id);
+      below = name;
+    }
+    fs.writeFileSync(v.infoFile(), JSON.stringify({ active: below, [ids[999]]: below }));
+    opened.length = 0;
+    expect(await codeOf(v.driver.attachInfo(VOL))).toBe('ECOW_CHAIN_TOO_DEEP');
+    expect(opened.length).toBeGreaterThan(0); // the spy sees the driver's opens
+    expect(opened.length).toBeLessThanOrEqual(64);
+    expect(await codeOf(v.driver.createSnapshot(VOL, SNAP.aaaa, { status: 'available' }))).toBe('ECOW_CHAIN_TOO_DEEP');
+    expect(await codeOf(v.driver.deleteSnapshot(VOL, ids[999], { status: 'available' }))).toBe('ECOW_CHAIN_TOO_DEEP');
+  });
+});
+
+describe('a guest that writes a qcow2 header into its raw base', () => {
+  it('cannot make the driver follow a backing name: probing the top refuses it, overlays pin the format', async () => {
+    const dir = path.join(root, 'share');
+    fs.mkdirSync(dir);
+    const v = new VolumeFixture(dir, MiB);
+    await v.createVolume('raw');
+    // The guest writes a complete qcow2 image naming an outside file into sector 0 of its disk.
+    const evil = path.join(root, 'evil.qcow2');
+    const b = new FileBackend(evil, true, true);
+    createQcow2On(b, { size: MiB, backingFile: path.join(outside, BASE), backingFormat: 'qcow2' });
+    b.close();
+    const img = openImage(v.p(BASE), { writable: true, format: 'raw' });
+    img.write(0, fs.readFileSync(evil));
+    img.close();
+    opened.length = 0;
+    // No overlay yet: the top is probed, looks like qcow2, and its backing name is refused.
+    expect(await codeOf(v.driver.attachInfo(VOL))).toBe('ECOW_BACKING_REJECTED');
+    // With an overlay created by the driver (backing format recorded: raw), the base stays raw.
+    fs.writeFileSync(v.infoFile(), JSON.stringify({ active: BASE }));
+    const overlay = new FileBackend(v.p(f('aaaa')), true, true);
+    createQcow2On(overlay, { size: MiB, backingFile: BASE, backingFormat: 'raw' });
+    overlay.close();
+    fs.writeFileSync(v.infoFile(), JSON.stringify({ active: f('aaaa'), [SNAP.aaaa]: f('aaaa') }));
+    expect((await v.driver.volumeInfo(VOL)).chain.map((l) => [l.name, l.format])).toEqual([
+      [f('aaaa'), 'qcow2'],
+      [BASE, 'raw'],
+    ]);
+    expect((await v.driver.deleteSnapshot(VOL, SNAP.aaaa, { status: 'available' })).outcome).toBe('deleted');
+  });
+});
