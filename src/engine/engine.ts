@@ -6,7 +6,11 @@ import { inflateCluster } from './decompress.js';
 
 /** The raw wasm exports (numbers only; strings come back as pointers read with __getString). */
 interface RawExports {
-  memory: WebAssembly.Memory;
+  /**
+   * The linear memory (a WebAssembly.Memory): typed structurally because this interface reaches
+   * the published .d.ts, and consumers' type environments need not declare WebAssembly.
+   */
+  memory: { readonly buffer: ArrayBuffer };
   __getString(ptr: number): string;
   __collect(): void;
   __newString(s: string): number;
