@@ -1,0 +1,269 @@
+// Package hygiene: what `npm pack` publishes, and that the tarball works for a consumer — installed
+// into a scratch project, imported from plain ESM, type-checked with the published .d.ts under
+// strict settings (skipLibCheck off), and its bin run through npx.
+//
+// Decisions asserted here:
+//   * published: package.json, README.md, build/cowchain.wasm, dist/**/*.js, dist/**/*.d.ts
+//     (and LICENSE*/CHANGELOG* should they appear, which npm adds by itself);
+//   * not published: src/, test/, bench/, assembly/, docs/, build/*.wat, build/bench/,
+//     node_modules, tsconfig/vitest/asconfig files, and source maps (dist/**/*.map point at
+//     src/*.ts, which is not published, so they would only be broken links);
+//   * every dist/*.js has its src/*.ts (no stale output of a deleted source), and every src/*.ts
+//     its dist .js and .d.ts (the build is complete).
+//
+// Scripts never run here (`--ignore-scripts`: `npm pack` would otherwise run `prepare`, a full
+// rebuild, under the other tests' feet); `npm test` builds first. npm is spawned without the
+// npm_* variables of an enclosing `npm test` (npm_config_local_prefix would point the scratch
+// install at this repo).
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const PKG = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as {
+  name: string;
+  version: string;
+  main: string;
+  types: string;
+  bin: Record<string, string>;
+  exports: Record<string, string | Record<string, string>>;
+  dependencies: Record<string, string>;
+};
+const NPM = process.platform === 'win32' ? 'npm.cmd' : 'npm';
+const NPX = process.platform === 'win32' ? 'npx.cmd' : 'npx';
+
+/** The environment without an enclosing npm's npm_* variables (and NODE_ENV, which steers installs). */
+function cleanEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!/^npm_/i.test(k) && k !== 'NODE_ENV') env[k] = v;
+  return env;
+}
+
+function run(cmd: string, args: string[], cwd: string, timeout = 120_000): SpawnSyncReturns<string> {
+  const r = spawnSync(cmd, args, { cwd, env: cleanEnv(), encoding: 'utf8', timeout, maxBuffer: 64 << 20 });
+  if (r.error) throw r.error;
+  return r;
+}
+
+function ok(r: SpawnSyncReturns<string>, what: string): string {
+  if (r.status !== 0) throw new Error(`${what} exited ${r.status}${r.signal ? ` (${r.signal})` : ''}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`);
+  return r.stdout;
+}
+
+function srcModules(): string[] {
+  const out: string[] = [];
+  const walk = (dir: string) => {
+    for (const e of fs.readdirSync(path.join(ROOT, dir), { withFileTypes: true })) {
+      const rel = `${dir}/${e.name}`;
+      if (e.isDirectory()) walk(rel);
+      else if (e.name.endsWith('.ts') && !e.name.endsWith('.d.ts')) out.push(rel);
+    }
+  };
+  walk('src');
+  return out.sort();
+}
+
+interface PackResult {
+  filename: string;
+  size: number;
+  unpackedSize: number;
+  files: { path: string; size: number }[];
+}
+
+describe('npm pack --dry-run', () => {
+  let pack: PackResult;
+  let files: Map<string, number>;
+
+  beforeAll(() => {
+    const out = ok(run(NPM, ['pack', '--dry-run', '--json', '--ignore-scripts'], ROOT), 'npm pack --dry-run');
+    pack = (JSON.parse(out) as PackResult[])[0];
+    files = new Map(pack.files.map((f) => [f.path, f.size]));
+  });
+
+  it('publishes the wasm, the JS, the .d.ts, README and package.json', () => {
+    for (const f of ['package.json', 'README.md', 'build/cowchain.wasm', 'dist/index.js', 'dist/index.d.ts', 'dist/cli/main.js', 'dist/engine/engine.js']) {
+      expect(files.has(f), `${f} is not in the package`).toBe(true);
+    }
+    expect(files.get('build/cowchain.wasm')).toBe(fs.statSync(path.join(ROOT, 'build/cowchain.wasm')).size);
+  });
+
+  it('publishes nothing else: no sources, tests, maps, .wat, node_modules', () => {
+    const allowed = [/^package\.json$/, /^README\.md$/, /^(LICENSE|LICENCE|NOTICE|CHANGELOG)(\.\w+)?$/i, /^build\/cowchain\.wasm$/, /^dist\/.+\.js$/, /^dist\/.+\.d\.ts$/];
+    const unexpected = [...files.keys()].filter((f) => !allowed.some((re) => re.test(f)));
+    expect(unexpected, 'files outside the published set').toEqual([]);
+    for (const f of files.keys()) {
+      expect(f).not.toMatch(/^(src|test|bench|assembly|docs|node_modules)\/|\/node_modules\/|\.map$|\.wat$|^build\/bench\//);
+    }
+  });
+
+  it('dist matches src one to one (complete build, no stale outputs)', () => {
+    const expected = new Set<string>();
+    for (const src of srcModules()) {
+      const base = src.replace(/^src\//, 'dist/').replace(/\.ts$/, '');
+      expected.add(`${base}.js`);
+      expect(files.has(`${base}.js`), `${base}.js (from ${src}) is not packed: run npm run build`).toBe(true);
+      expect(files.has(`${base}.d.ts`), `${base}.d.ts (from ${src}) is not packed`).toBe(true);
+    }
+    const stale = [...files.keys()].filter((f) => f.endsWith('.js') && !expected.has(f));
+    expect(stale, 'dist/*.js without a src/*.ts (stale build output: rm -rf dist && npm run build)').toEqual([]);
+  });
+
+  it('is small', () => {
+    expect(files.get('build/cowchain.wasm')!).toBeLessThan(1 << 20);
+    for (const [f, size] of files) expect(size, f).toBeLessThan(512 << 10);
+    expect(pack.unpackedSize).toBeLessThan(2 << 20);
+    expect(pack.size).toBeLessThan(1 << 20);
+  });
+
+  it('every entry point of package.json is packed', () => {
+    const strip = (p: string) => p.replace(/^\.\//, '');
+    const targets = [PKG.main, PKG.types, ...Object.values(PKG.bin)];
+    for (const v of Object.values(PKG.exports)) targets.push(...(typeof v === 'string' ? [v] : Object.values(v)));
+    for (const t of targets) expect(files.has(strip(t)), `${t} (named in package.json) is not packed`).toBe(true);
+    for (const bin of Object.values(PKG.bin)) {
+      expect(fs.readFileSync(path.join(ROOT, bin), 'utf8').startsWith('#!/usr/bin/env node\n'), `${bin} lacks its shebang`).toBe(true);
+    }
+  });
+});
+
+describe('the tarball, installed into a scratch project', () => {
+  const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'cowchain-pack-'));
+  const project = path.join(scratch, 'consumer');
+  const installed = path.join(project, 'node_modules', PKG.name);
+
+  beforeAll(() => {
+    const out = ok(run(NPM, ['pack', '--json', '--ignore-scripts', '--pack-destination', scratch], ROOT), 'npm pack');
+    const tarball = path.join(scratch, (JSON.parse(out) as PackResult[])[0].filename);
+    expect(fs.existsSync(tarball)).toBe(true);
+    fs.mkdirSync(project);
+    fs.writeFileSync(path.join(project, 'package.json'), JSON.stringify({ name: 'cowchain-consumer', version: '0.0.0', private: true, type: 'module' }, null, 2));
+    // Dependencies come from npm's cache when it has them, else from the registry.
+    ok(run(NPM, ['install', '--no-audit', '--no-fund', '--ignore-scripts', '--prefer-offline', '--no-package-lock', tarball], project, 170_000), 'npm install <tarball>');
+  }, 180_000);
+
+  afterAll(() => fs.rmSync(scratch, { recursive: true, force: true }));
+
+  it('installs the package with its runtime dependencies', () => {
+    expect(fs.existsSync(path.join(installed, 'build/cowchain.wasm'))).toBe(true);
+    expect(fs.existsSync(path.join(installed, 'src')), 'src/ was installed').toBe(false);
+    for (const dep of Object.keys(PKG.dependencies)) {
+      expect(fs.existsSync(path.join(project, 'node_modules', dep, 'package.json')), `dependency ${dep} not installed`).toBe(true);
+    }
+  });
+
+  it("plain ESM: import { createImage, openImage } from 'cowchain' creates an image and reads it back", () => {
+    fs.writeFileSync(
+      path.join(project, 'use.mjs'),
+      `import { createImage, openImage, openImageOn, createQcow2On, MemoryBackend, isCowError } from 'cowchain';
+import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
+const file = 'made-by-consumer.qcow2';
+createImage(file, { format: 'qcow2', size: 4 << 20 });
+const data = new Uint8Array(70000).map((_, i) => 1 + (i % 251));
+const w = openImage(file, { writable: true });
+w.write(123457, data);
+w.close();
+const r = openImage(file);
+const back = r.read(123457, data.length);
+const size = r.virtualSize;
+r.close();
+if (size !== 4 << 20 || !back.every((b, i) => b === data[i])) throw new Error('file image did not read back');
+const mem = new MemoryBackend();
+createQcow2On(mem, { size: 1 << 20 });
+const m = openImageOn(mem, { writable: true });
+m.write(0, data.subarray(0, 1000));
+if (!m.read(0, 1000).every((b, i) => b === data[i])) throw new Error('memory image did not read back');
+m.close();
+let deep = 'importable';
+try { await import('cowchain/dist/engine/engine.js'); } catch (e) { deep = e.code; }
+try { openImage('missing.qcow2'); } catch (e) { if (!isCowError(e)) throw e; }
+const version = createRequire(import.meta.url)('cowchain/package.json').version;
+console.log(JSON.stringify({ ok: true, bytes: fs.statSync(file).size, deep, version }));
+`,
+    );
+    const out = JSON.parse(ok(run(process.execPath, ['use.mjs'], project), 'node use.mjs').trim()) as { ok: boolean; bytes: number; deep: string; version: string };
+    expect(out.ok).toBe(true);
+    expect(out.bytes).toBeGreaterThan(0);
+    expect(out.deep, 'internals must not be reachable by deep imports').toBe('ERR_PACKAGE_PATH_NOT_EXPORTED');
+    expect(out.version).toBe(PKG.version);
+  });
+
+  it('the published types type-check in a strict NodeNext consumer (skipLibCheck off)', () => {
+    fs.writeFileSync(
+      path.join(project, 'consumer.ts'),
+      `import {
+  createImage, openImage, openImageOn, createQcow2On, commitImage, rebaseImage, streamImage, convertImage,
+  qemuStyleInfo, MemoryBackend, FileBackend, CowError, isCowError, ERROR_CODES, engineMemoryBytes,
+  type Image, type CowErrorCode, type CreateOptions, type OpenOptions, type Backend, type HeaderInfo,
+  type MapEntry, type QemuStyleInfo, type CommitOptions, type ProgressCallback,
+} from 'cowchain';
+
+const options: CreateOptions = { format: 'qcow2', size: 1 << 20, clusterSize: 65536 };
+createImage('a.qcow2', options);
+const open: OpenOptions = { writable: true };
+const img: Image = openImage('a.qcow2', open);
+const size: number = img.virtualSize;
+const bytes: Uint8Array = img.read(0, 512);
+const header: HeaderInfo = img.headerInfo();
+const map: MapEntry[] = img.map();
+const info: QemuStyleInfo = qemuStyleInfo(img);
+img.close();
+const onProgress: ProgressCallback = (done, total) => void [done, total];
+const commit: CommitOptions = { drop: true, onProgress };
+commitImage('b.qcow2', commit);
+void [rebaseImage, streamImage, convertImage, FileBackend, engineMemoryBytes, ERROR_CODES];
+const backend: Backend = new MemoryBackend();
+createQcow2On(backend, { size: 1 << 20 });
+openImageOn(backend, { writable: true }).close();
+try {
+  openImage('missing');
+} catch (e) {
+  if (isCowError(e)) {
+    const code: CowErrorCode = e.code;
+    const err: CowError = e;
+    void [code, err];
+  }
+}
+// @ts-expect-error virtualSize is a number: fails to compile if the types were missing (any)
+const wrong: string = img.virtualSize;
+void [size, bytes, header, map, info, wrong];
+`,
+    );
+    fs.writeFileSync(
+      path.join(project, 'tsconfig.json'),
+      JSON.stringify(
+        {
+          compilerOptions: {
+            target: 'ES2022',
+            module: 'NodeNext',
+            moduleResolution: 'NodeNext',
+            lib: ['ES2022'],
+            strict: true,
+            noEmit: true,
+            skipLibCheck: false,
+            // a Node consumer has @types/node; borrow ours rather than install it
+            typeRoots: [path.join(ROOT, 'node_modules/@types')],
+            types: ['node'],
+          },
+          files: ['consumer.ts'],
+        },
+        null,
+        2,
+      ),
+    );
+    const tsc = path.join(ROOT, 'node_modules/typescript/bin/tsc');
+    ok(run(process.execPath, [tsc, '--noEmit', '-p', 'tsconfig.json'], project), 'tsc --noEmit (consumer)');
+  });
+
+  it('the bin runs through npx: cowchain img info', () => {
+    const file = path.join(project, 'for-cli.qcow2');
+    ok(run(NPX, ['--no-install', 'cowchain', 'img', 'create', '-f', 'qcow2', file, '2M'], project), 'npx cowchain img create');
+    const info = JSON.parse(ok(run(NPX, ['--no-install', 'cowchain', 'img', 'info', '--output=json', file], project), 'npx cowchain img info')) as Record<string, unknown>;
+    expect(info['virtual-size']).toBe(2 << 20);
+    expect(info.format).toBe('qcow2');
+    expect(ok(run(NPX, ['--no-install', 'cowchain', '--help'], project), 'npx cowchain --help')).toContain('Usage: cowchain');
+  });
+});
