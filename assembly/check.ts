@@ -15,7 +15,8 @@
 // counted per *window* of host clusters, one u16 per cluster (a count that reaches 0xffff moves to
 // a side map, so counts stay exact up to the refcount maximum). A window holds at most
 // `windowMax` clusters (8 Mi clusters = 16 MiB by default), rounded to whole refcount blocks, so
-// never more than max(16 MiB, 2 bytes x one refcount block's entries) <= 32 MiB. A file with more
+// never more than max(16 MiB, 2 bytes x one refcount block's entries) <= 32 MiB; that one buffer
+// is kept between checks (so that repeated checks do not fragment the heap). A file with more
 // clusters than one window is checked window by window: every window walks all metadata again
 // (cost: one metadata walk per window, i.e. per 512 GiB of file at 64 KiB clusters). Everything
 // else is bounded too: L1 tables are streamed in 64 KiB chunks, one L2 table is held at a time,
@@ -227,6 +228,10 @@ class DiskRefs {
   }
 }
 
+/** The counting window's buffer, shared by all checks (at most one window: <= 32 MiB). */
+let countsBuf: usize = 0;
+let countsCap: u64 = 0;
+
 /** One check run (qemu's qcow2_co_check_locked) over one image. */
 class Checker {
   img: Qcow2Image;
@@ -300,7 +305,6 @@ class Checker {
     this.disk.dispose();
     heap.free(this.l2buf);
     heap.free(this.l1buf);
-    if (this.counts != 0) heap.free(this.counts);
     if (this.used != 0) heap.free(this.used);
   }
 
@@ -337,11 +341,15 @@ class Checker {
 
   private setWindow(lo: u64, hi: u64): void {
     const n = hi - lo;
-    if (n > this.cap) {
-      if (this.counts != 0) heap.free(this.counts);
-      this.counts = heap.alloc(<usize>(n * 2));
-      this.cap = n;
+    if (n > countsCap) {
+      // One buffer for every check, kept between checks: a fresh 16 MiB block per check would
+      // fragment the heap and make the linear memory grow by a window each time.
+      if (countsBuf != 0) heap.free(countsBuf);
+      countsBuf = heap.alloc(<usize>(n * 2));
+      countsCap = n;
     }
+    this.counts = countsBuf;
+    this.cap = countsCap;
     memory.fill(this.counts, 0, <usize>(n * 2));
     this.over.clear();
     this.lo = lo;
