@@ -228,6 +228,10 @@ class DiskRefs {
   }
 }
 
+function rangesOverlap(a: u64, an: u64, b: u64, bn: u64): bool {
+  return a < b + bn && b < a + an;
+}
+
 /** The counting window's buffer, shared by all checks (at most one window: <= 32 MiB). */
 let countsBuf: usize = 0;
 let countsCap: u64 = 0;
@@ -280,6 +284,8 @@ class Checker {
 
   log: Array<string>;
   error: string = "";
+  /** A repair was refused (metadata overlap): the check ends with this errno. */
+  aborted: i32 = 0;
 
   constructor(img: Qcow2Image, log: Array<string>) {
     const h = img.h;
@@ -414,8 +420,62 @@ class Checker {
     return this.first ? this.res : null;
   }
 
+  /**
+   * qemu's qcow2_check_metadata_overlap in its default mode ("cached"): the name of the metadata a
+   * repair write to [offset, offset+size) would land on, or "" when it is safe. `ignoreActiveL1` /
+   * `ignoreActiveL2` skip the structure being written.
+   */
+  private overlap(offset: u64, size: u64, ignoreActiveL1: bool, ignoreActiveL2: bool): string {
+    const cs = this.cs;
+    const h = this.h;
+    if (offset < cs) return "qcow2_header";
+    const sz = ((offset & (cs - 1)) + size + cs - 1) & ~(cs - 1);
+    const off = offset & ~(cs - 1);
+    if (!ignoreActiveL1 && h.l1Size != 0 && rangesOverlap(off, sz, h.l1Offset, <u64>h.l1Size * 8)) return "active L1 table";
+    if (rangesOverlap(off, sz, h.rtOffset, this.disk.entries * 8)) return "refcount table";
+    if (this.snapshotsSize != 0 && rangesOverlap(off, sz, h.snapshotsOffset, this.snapshotsSize)) return "snapshot table";
+    for (let i = 0; i < this.snapL1Off.length; i++) {
+      const n = <u64>unchecked(this.snapL1Size[i]);
+      if (n != 0 && rangesOverlap(off, sz, unchecked(this.snapL1Off[i]), n * 8)) return "inactive L1 table";
+    }
+    if (!ignoreActiveL2) {
+      for (let i: u64 = 0; i < <u64>h.l1Size; i++) {
+        const t = this.img.l1Entry(i) & L1E_OFFSET_MASK;
+        if (t != 0 && rangesOverlap(off, sz, t, cs)) return "active L2 table";
+      }
+    }
+    const d = this.disk;
+    for (let i: u64 = 0; i < d.entries; i++) {
+      const b = d.entry(i) & REFT_OFFSET_MASK;
+      if (b != 0 && rangesOverlap(off, sz, b, cs)) return "refcount block";
+    }
+    if ((h.autoclear & AUTOCLEAR_BITMAPS) != 0 && this.nbBitmaps != 0 && rangesOverlap(off, sz, this.bmDirOff, this.bmDirSize)) return "bitmap directory";
+    return "";
+  }
+
+  /**
+   * A repair about to overwrite other metadata: like qemu, refuse, mark the image corrupt (the
+   * header's corrupt bit) and make the check fail. Returns true when the write must not happen.
+   */
+  private refuseOverlap(offset: u64, size: u64, ignoreActiveL1: bool, ignoreActiveL2: bool): bool {
+    const what = this.overlap(offset, size, ignoreActiveL1, ignoreActiveL2);
+    if (what.length == 0) return false;
+    this.say("qcow2: Marking image as corrupt: Preventing invalid write on metadata (overlaps with " + what + "); further corruption events will be suppressed", true);
+    const h = this.h;
+    if (h.version >= 3 && (h.incompat & INCOMPAT_CORRUPT) == 0) {
+      h.incompat |= INCOMPAT_CORRUPT;
+      const b = heap.alloc(8);
+      putU64(b, h.incompat);
+      writeAt(this.handle, b, 8, 72);
+      heap.free(b);
+      flush(this.handle);
+    }
+    this.aborted = EIO;
+    return true;
+  }
+
   /** qemu's fix_l2_entry_by_zero: the entry reads as zeros, its (misaligned) cluster is dropped. */
-  private fixL2EntryByZero(l2Off: u64, i: u64): bool {
+  private fixL2EntryByZero(l2Off: u64, i: u64, active: bool): bool {
     const p = this.l2buf + <usize>(i * <u64>this.eb);
     if (this.ext) {
       let bm = getU64(p + 8);
@@ -426,16 +486,21 @@ class Checker {
     } else {
       putU64(p, OFLAG_ZERO);
     }
+    const r = this.res!;
+    if (this.refuseOverlap(l2Off + i * <u64>this.eb, <u64>this.eb, false, active)) {
+      this.say("ERROR: Overlap check failed");
+      r.checkErrors++;
+      return false;
+    }
     writeAt(this.handle, p, <i32>this.eb, l2Off + i * <u64>this.eb);
     flush(this.handle);
     this.img.l2.drop(l2Off);
-    const r = this.res!;
     r.corruptions--;
     r.corruptionsFixed++;
     return true;
   }
 
-  private checkL2(l2Off: u64, frag: bool): void {
+  private checkL2(l2Off: u64, frag: bool, active: bool): void {
     const cs = this.cs;
     readZeroFill(this.handle, this.l2buf, <i32>cs, l2Off);
     const st = frag ? this.stats() : null;
@@ -477,7 +542,10 @@ class Checker {
           if (!containsData) {
             const repair = (this.fix & FIX_ERRORS) != 0 && this.first && this.res != null;
             this.corrupt((repair ? "Repairing" : "ERROR") + " offset=" + off.toString(16) + ": Preallocated cluster is not properly aligned; L2 entry corrupted.");
-            if (repair && this.fixL2EntryByZero(l2Off, i)) continue;
+            if (repair) {
+              if (this.fixL2EntryByZero(l2Off, i, active)) continue;
+              if (this.aborted != 0) return;
+            }
           } else {
             this.corrupt("ERROR offset=" + off.toString(16) + ": Data cluster is not properly aligned; L2 entry corrupted.");
           }
@@ -496,7 +564,7 @@ class Checker {
     }
   }
 
-  private checkL1(l1Off: u64, l1Size: u64, frag: bool): void {
+  private checkL1(l1Off: u64, l1Size: u64, frag: bool, active: bool): void {
     if (l1Size == 0) return;
     this.inc(l1Off, l1Size * 8);
     for (let base: u64 = 0; base < l1Size; base += L1_CHUNK_ENTRIES) {
@@ -513,7 +581,8 @@ class Checker {
         if ((l2Off & (this.cs - 1)) != 0) {
           this.corrupt("ERROR l2_offset=" + l2Off.toString(16) + ": Table is not cluster aligned; L1 entry corrupted");
         }
-        this.checkL2(l2Off, frag);
+        this.checkL2(l2Off, frag, active);
+        if (this.aborted != 0) return;
       }
     }
   }
@@ -643,7 +712,8 @@ class Checker {
   private calculate(): i32 {
     const h = this.h;
     this.inc(0, this.cs);
-    this.checkL1(h.l1Offset, <u64>h.l1Size, true);
+    this.checkL1(h.l1Offset, <u64>h.l1Size, true, true);
+    if (this.aborted != 0) return this.aborted;
     for (let i = 0; i < this.snapL1Off.length; i++) {
       const off = unchecked(this.snapL1Off[i]);
       const size = <u64>unchecked(this.snapL1Size[i]);
@@ -655,7 +725,8 @@ class Checker {
         this.corrupt("ERROR snapshot " + i.toString() + " l1_size=0x" + size.toString(16) + ": L1 table is too large; snapshot table entry corrupted");
         continue;
       }
-      this.checkL1(off, size, false);
+      this.checkL1(off, size, false, false);
+      if (this.aborted != 0) return this.aborted;
     }
     this.inc(h.snapshotsOffset, this.snapshotsSize);
     this.inc(h.rtOffset, this.disk.entries * 8);
@@ -860,6 +931,10 @@ class Checker {
         this.say((repair ? "Repairing" : "ERROR") + " OFLAG_COPIED L2 cluster: l1_index=" + i.toString() + " l1_entry=" + l1e.toString(16) + " refcount=" + rc.toString());
         if (repair) {
           const ne = rc == 1 ? l1e | OFLAG_COPIED : l1e & ~OFLAG_COPIED;
+          if (this.refuseOverlap(this.h.l1Offset + (i & ~(<u64>63)) * 8, 512, true, false)) {
+            res.checkErrors++;
+            return EIO;
+          }
           store<u64>(img.l1 + <usize>(i * 8), ne);
           const b = heap.alloc(8);
           putU64(b, ne);
@@ -889,6 +964,11 @@ class Checker {
         }
       }
       if (dirty > 0) {
+        if (this.refuseOverlap(l2Off, this.cs, false, true)) {
+          this.say("ERROR: Could not write L2 table; metadata overlap check failed: Input/output error");
+          res.checkErrors++;
+          return EIO;
+        }
         writeAt(this.handle, this.l2buf, <i32>this.cs, l2Off);
         img.l2.drop(l2Off);
         res.corruptions -= dirty;

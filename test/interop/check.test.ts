@@ -754,6 +754,43 @@ describe('patched extended L2 and snapshot images', () => {
   });
 });
 
+describe('more damage qemu classifies in its own way', () => {
+  it('refcount_bits=1: a cluster referenced twice overflows the refcount (unrepairable)', () => {
+    const d = fs.mkdtempSync(join(dir, 'ov-'));
+    const f = patchedBase(d, { cluster_size: 4096, refcount_bits: 1 }, 8 * MiB);
+    const g = geo(f);
+    const [a, b] = l2Entries(f, g, isNormal);
+    writeBE(f, b.addr, 8, a.value);
+    const o = expectSameCheck(f, 'overflow');
+    expect(o.exitCode).toBe(2);
+    expect(o.log.some((l) => l.startsWith('ERROR: overflow cluster'))).toBe(true);
+    expectSameRepair(f, 'leaks', 'overflow');
+    expectSameRepair(f, 'all', 'overflow');
+  });
+
+  it('an L1 entry with flags but no offset (the header is read as an L2 table)', () => {
+    const d = fs.mkdtempSync(join(dir, 'l1f-'));
+    const f = patchedBase(d, {}, 32 * MiB);
+    const g = geo(f);
+    writeBE(f, g.l1Off + 8 * (g.l1Size - 1), 8, COPIED);
+    expect(expectSameCheck(f, 'flags-only L1 entry').exitCode).toBe(2);
+    expectSameRepair(f, 'leaks', 'flags-only L1 entry');
+    expectSameRepair(f, 'all', 'flags-only L1 entry');
+  });
+
+  it('an image marked corrupt but consistent: clean, and -r clears the corrupt bit', () => {
+    const d = fs.mkdtempSync(join(dir, 'mc-'));
+    const f = patchedBase(d, {}, 16 * MiB);
+    writeBE(f, H.incompat, 8, readBE(f, H.incompat, 8) | 2n);
+    expect(expectSameCheck(f, 'marked corrupt').exitCode).toBe(0);
+    for (const mode of ['leaks', 'all'] as const) {
+      const { ours, theirs } = expectSameRepair(f, mode, 'marked corrupt');
+      expect(readBE(theirs, H.incompat, 8) & 2n, 'qemu clears the corrupt bit').toBe(0n);
+      expect(readBE(ours, H.incompat, 8) & 2n, 'we clear the corrupt bit').toBe(0n);
+    }
+  });
+});
+
 describe('bounded memory on a large file', () => {
   it('a 576 GiB (sparse) file of 64 KiB clusters is checked in two windows, as qemu checks it', () => {
     const d = fs.mkdtempSync(join(dir, 'big-'));
