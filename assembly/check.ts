@@ -31,9 +31,16 @@
 // end of the file (qemu puts them into the first free clusters, which is the end of the file
 // unless the image has holes), flushes, then points the header at them and flushes again; the old
 // structures become leaks that the following leak pass frees (nothing is freed before the header
-// names the new table).
+// names the new table). A repair that would write an L1 entry or L2 table over other metadata
+// (qemu's default "cached" overlap check) is refused: the image is marked corrupt and the check
+// fails, as with qemu.
+//
+// Not ported: rewriting the snapshot table (qemu -r all drops snapshot extra data beyond 1 KiB and
+// rewrites the table; we report that corruption unrepaired; a snapshot table over qemu's size
+// limit fails the check in every mode); the bitmap directory is validated only in part (entry
+// layout, counts, flags, type, granularity, table offsets; not the bitmap sizes against the disk).
 import { Qcow2Image } from "./qcow2";
-import { Header, INCOMPAT_DIRTY, INCOMPAT_CORRUPT, AUTOCLEAR_BITMAPS, EXT_BITMAPS } from "./header";
+import { Header, INCOMPAT_DIRTY, INCOMPAT_CORRUPT, AUTOCLEAR_BITMAPS, EXT_BITMAPS, MAX_HOST_OFFSET } from "./header";
 import { getU16, getU32, getU64, putU32, putU64 } from "./be";
 import { readZeroFill, writeAt, fileSize, flush, truncateTo } from "./io";
 import { readEntry, writeEntry } from "./refcount";
@@ -679,8 +686,11 @@ class Checker {
         this.corrupt((repair ? "Repairing" : "ERROR") + " refcount block " + i.toString() + " is outside image");
         if (repair) {
           // qemu grows the file so that the block lies inside it; the block reads as zeros.
-          truncateTo(this.handle, off + cs);
-          this.refreshFileLen();
+          // (Offsets reach the host as f64: beyond 2^53 we give up, as qemu does past INT64_MAX.)
+          if (off + cs <= MAX_HOST_OFFSET) {
+            truncateTo(this.handle, off + cs);
+            this.refreshFileLen();
+          }
           if (cluster < this.nb) {
             const r = this.res!;
             r.corruptions--;
