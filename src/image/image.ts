@@ -247,7 +247,17 @@ export class Image {
     this.closed = true;
     try {
       // close() flushes; after a failure the caches are not to be trusted, so nothing is written.
-      this.engine.call((e) => (this.failed ? e.abandon(this.id) : e.close(this.id)));
+      if (this.failed) this.engine.call((e) => e.abandon(this.id));
+      else {
+        try {
+          this.engine.call((e) => e.close(this.id));
+        } catch (err) {
+          // The flush inside close() failed: the engine still holds the image (its caches, its
+          // tables). Forget it without writing, or every failed close leaks its memory for good.
+          this.engine.call((e) => e.abandon(this.id));
+          throw err;
+        }
+      }
     } finally {
       this.engine.removeBackend(this.handle);
       this.backend.close();
