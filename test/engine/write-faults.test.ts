@@ -29,6 +29,7 @@
 import * as fs from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { FileBackend, openImage, openImageOn, type Backend, type Image } from '../../src/index.js';
+import { Engine } from '../../src/engine/engine.js';
 import { createImage, type CreateOptions } from '../../src/image/create.js';
 import { qemuCheck, qemuImg, requireQemu, tmpDir } from '../support/qemu.js';
 import { H, join, readBE, rng, writePatternedRaw } from '../support/images.js';
@@ -378,4 +379,39 @@ describe('a failed write at every point of a write sequence leaves a consistent 
       });
     }
   }
+});
+
+describe('a fault inside close()', () => {
+  it('the flush in close() fails: the error surfaces, the file is consistent, engine memory is not leaked', () => {
+    const s = SCENARIOS[2];
+    const p = prepare(s, 'close-fault');
+    // Without an explicit flush, the metadata reaches the file only in close(); fail there.
+    const run = (img: Image) => {
+      img.write(64 * KiB, pat(256 * KiB, 0x44));
+      img.write(40 * KiB + 3, pat(10, 0x33));
+    };
+    const countingFile = join(dir, 'close-fault-count.qcow2');
+    fs.writeFileSync(countingFile, p.pristine);
+    const counting = new FaultyBackend(new FileBackend(countingFile, true), 'fail-after-N', Number.MAX_SAFE_INTEGER);
+    const img0 = openOn(s, { ...p, file: countingFile }, counting);
+    run(img0);
+    const writesBeforeClose = counting.writes;
+    img0.close();
+    expect(counting.writes, 'close() writes the metadata').toBeGreaterThan(writesBeforeClose + 2);
+    const mem0 = Engine.get().memoryBytes();
+    for (let k = 0; k < 120; k++) {
+      fs.writeFileSync(p.file, p.pristine);
+      const backend = new FaultyBackend(new FileBackend(p.file, true), 'fail-after-N', writesBeforeClose + 2 + (k % 3));
+      const img = openOn(s, p, backend);
+      run(img);
+      expect(() => img.close()).toThrow(/injected fault/);
+      if (k % 40 === 0) {
+        const check = qemuCheck(p.file);
+        expect([0, 3], JSON.stringify(check.result)).toContain(check.status);
+        expect(check.result.corruptions ?? 0).toBe(0);
+      }
+    }
+    // Each leaked image would hold its caches (megabytes): 120 of them would be hundreds of MiB.
+    expect(Engine.get().memoryBytes() - mem0).toBeLessThan(64 * MiB);
+  });
 });
