@@ -39,14 +39,22 @@ export const alloc = new Alloc();
 /**
  * For the run at `off` (at most `max` bytes), find the topmost of the first `layers` images of the
  * chain starting at `top` that allocates it. Sets `alloc` (depth -1: none) and returns the run
- * length over which that answer holds.
+ * length over which that answer holds. A layer shorter than `off` with images below it counts as
+ * allocating zeros (they hide the images below, which may be longer).
  */
 export function allocatedAbove(top: Image, layers: i32, off: u64, max: u64): u64 {
   let n = max;
   let img: Image | null = top;
   for (let d = 0; d < layers && img != null; d++) {
     const i: Image = img;
-    if (off >= i.virtualSize()) break;
+    if (off >= i.virtualSize()) {
+      // This layer ends before `off`: the layers above deferred to it, and it reads as zeros there,
+      // hiding whatever lies below (qemu's bdrv_co_common_block_status_above counts these zeros as
+      // allocated at this layer). With nothing below, unallocated means zeros anyway.
+      alloc.depth = i.backing != null ? d : -1;
+      alloc.zero = i.backing != null;
+      return n;
+    }
     const lim = i.virtualSize() - off;
     n = i.ownStatus(off, n < lim ? n : lim);
     if ((st.flags & (ST_DATA | ST_ZERO)) != 0) {

@@ -406,6 +406,9 @@ export class Qcow2Image extends Image {
   /**
    * Grow the virtual size. A larger L1 table goes to new clusters and replaces the old one only
    * once it is durable (the header switch is the commit point); the old table is freed after.
+   * Where a backing file is longer than the old size, the new range is first made to read as
+   * zeros (qemu's bdrv_co_truncate), else the backing file's bytes would show through; the size
+   * switch comes last, so an interrupted grow leaves the old size and a re-run redoes it.
    */
   grow(size: u64): void {
     const h = this.h;
@@ -415,6 +418,25 @@ export class Qcow2Image extends Image {
     const needed = l1EntriesFor(size, this.clusterBits, this.l2Bits);
     if (needed > (32 << 20) / 8) fail(E_BAD_SIZE, "virtual size " + size.toString() + " needs an L1 table larger than 32 MiB");
     this.flushMetadata();
+    const old = h.size;
+    this.growL1(needed);
+    const b = this.backing;
+    if (b != null && b.virtualSize() > old) {
+      // Up to the end of the backing file (past it, unallocated reads as zeros), in whole clusters
+      // beyond the old size: the writer then only reads the guest view of the old last cluster.
+      let end = b.virtualSize() < size ? b.virtualSize() : size;
+      end = (end + this.cs - 1) & ~(this.cs - 1);
+      this.writer().zero(old, end - old, false);
+      this.flushMetadata();
+    }
+    h.size = size;
+    writeHeader(this.handle, h);
+    flush(this.handle);
+  }
+
+  /** Enlarge the L1 table to `needed` entries (the header names the new table; the size is unchanged). */
+  private growL1(needed: u64): void {
+    const h = this.h;
     if (needed > <u64>h.l1Size) {
       const rc = this.refcounts();
       const bytes = needed * 8;
@@ -437,16 +459,11 @@ export class Qcow2Image extends Image {
       this.l1 = nl1;
       h.l1Offset = first;
       h.l1Size = <u32>needed;
-      h.size = size;
       writeHeader(this.handle, h);
       flush(this.handle);
       rc.finishMove();
       if (oldOff != 0) for (let c: u64 = 0; c < oldClusters; c++) this.freeLater((oldOff >> this.clusterBits) + c);
       this.flushMetadata();
-    } else {
-      h.size = size;
-      writeHeader(this.handle, h);
-      flush(this.handle);
     }
   }
 

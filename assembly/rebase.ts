@@ -97,7 +97,8 @@ export class StreamJob extends Job {
       let n = allocatedAbove(img, 1, off, this.total - off < CHUNK ? this.total - off : CHUNK);
       if (alloc.depth < 0) {
         const b = img.backing;
-        if (b != null && off < b.virtualSize()) {
+        // A backing file that ends before `off` still counts: its zeros hide a longer new base.
+        if (b != null) {
           n = allocatedAbove(b, this.layers, off, n);
           if (alloc.depth >= 0) {
             if (alloc.zero) { this.gather.flush(); img.zero(off, n, false); }
