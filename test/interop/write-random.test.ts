@@ -5,7 +5,8 @@
 // are unaligned, on cluster boundaries, straddling them, multi-cluster, near and at the end.
 //
 // Every sequence is applied three ways:
-//   1. through our engine (Image.write / writeZeroes / discard) on an image we created;
+//   1. through our engine (Image.write / writeZeroes / discard) on an image we created, or on one
+//      qemu-img convert -c filled with compressed clusters (writes over compressed data);
 //   2. mirrored into a plain buffer: the model of the guest view, with qemu 7.2's semantics;
 //   3. through qemu-io on a twin image made by qemu-img create with the same geometry.
 // Then: `qemu-img check` of ours reports 0 errors and 0 leaks (exit 0), and `qemu-img convert -O
@@ -45,6 +46,8 @@ interface Geometry {
   /** Size of the backing file (may be smaller or larger than the overlay). */
   backingSize: number;
   backingSeed: number;
+  /** The overlay starts empty (our createImage) or full of compressed clusters (qemu-img convert -c). */
+  start: 'empty' | 'compressed';
 }
 
 type Op =
@@ -64,6 +67,7 @@ const geometryArb: fc.Arbitrary<Geometry> = fc
     tailSectors: fc.integer({ min: -3, max: 3 }),
     backingPermille: fc.integer({ min: 1, max: 1300 }),
     backingSeed: fc.integer({ min: 1, max: 1 << 30 }),
+    start: fc.constantFrom('empty', 'empty', 'compressed'),
   })
   .map((g) => {
     const cs = 2 ** g.clusterBits;
@@ -81,6 +85,7 @@ const geometryArb: fc.Arbitrary<Geometry> = fc
       size,
       backingSize,
       backingSeed: g.backingSeed,
+      start: g.start as Geometry['start'],
     } satisfies Geometry;
   });
 
@@ -223,16 +228,29 @@ function runEngineCase(g: Geometry, ops: Op[]): void {
   try {
     const backing = makeBacking(g, name);
     const ours = join(dir, `${name}-ours.qcow2`);
-    createImage(ours, {
-      format: 'qcow2',
-      size: g.size,
-      clusterSize: g.clusterSize,
-      refcountBits: g.refcountBits,
-      compat: g.compat,
-      extendedL2: g.extendedL2,
-      ...(backing ? { backingFile: backing.file, backingFormat: backing.format } : {}),
-    });
-    const model = backingView(g, backing?.bytes ?? null);
+    const twin = join(dir, `${name}-twin.qcow2`);
+    let model: Uint8Array;
+    if (g.start === 'compressed') {
+      // qemu-img convert -c: compressed clusters (several per host cluster), with -B only where
+      // the data differs from the backing file. Both images start as this same file.
+      const raw = join(dir, `${name}-start.raw`);
+      model = new Uint8Array(writePatternedRaw(raw, g.size, g.backingSeed + 1));
+      qemuImg(['convert', '-c', '-f', 'raw', '-O', 'qcow2', '-o', createOptions(g), ...(backing ? ['-B', backing.file, '-F', backing.format] : []), raw, ours], { cwd: dir });
+      fs.copyFileSync(ours, twin);
+    } else {
+      createImage(ours, {
+        format: 'qcow2',
+        size: g.size,
+        clusterSize: g.clusterSize,
+        refcountBits: g.refcountBits,
+        compat: g.compat,
+        extendedL2: g.extendedL2,
+        ...(backing ? { backingFile: backing.file, backingFormat: backing.format } : {}),
+      });
+      // The twin: same geometry and backing, made by qemu-img create.
+      qemuImg(['create', '-q', '-f', 'qcow2', '-o', createOptions(g), ...(backing ? ['-b', backing.file, '-F', backing.format] : []), twin, String(g.size)]);
+      model = backingView(g, backing?.bytes ?? null);
+    }
 
     let img: Image = openImage(ours, { writable: true });
     try {
@@ -249,9 +267,7 @@ function runEngineCase(g: Geometry, ops: Op[]): void {
       img.close();
     }
 
-    // The twin: same geometry and backing, written by qemu-io.
-    const twin = join(dir, `${name}-twin.qcow2`);
-    qemuImg(['create', '-q', '-f', 'qcow2', '-o', createOptions(g), ...(backing ? ['-b', backing.file, '-F', backing.format] : []), twin, String(g.size)]);
+    // The twin, written by qemu-io.
     const cmds = ops.map(qemuIoCommand).filter((c): c is string => c !== null);
     for (let i = 0; i < cmds.length; i += 100) qemuIo(twin, cmds.slice(i, i + 100));
 
@@ -276,14 +292,17 @@ function runEngineCase(g: Geometry, ops: Op[]): void {
 // ---------------------------------------------------------------- engine property
 
 describe('random write sequences through the engine, refereed by qemu', () => {
-  it('fast-check: check clean, guest view equals the model and qemu-io\'s twin (seeded)', () => {
-    const seen = { runs: 0, discards: 0, zero: 0, writes: 0, reopen: 0, backing: 0, v2: 0, extl2: 0, unaligned: 0 };
-    fc.assert(
-      fc.property(caseArb, ([g, ops]) => {
+  it('fast-check: check clean, guest view equals the model and qemu-io\'s twin (seeded)', async () => {
+    const seen = { runs: 0, discards: 0, zero: 0, writes: 0, reopen: 0, backing: 0, v2: 0, extl2: 0, unaligned: 0, compressed: 0 };
+    await fc.assert(
+      fc.asyncProperty(caseArb, async ([g, ops]) => {
+        // Let the test runner's messages through between (synchronous) cases.
+        await new Promise((r) => setImmediate(r));
         seen.runs++;
         if (g.backing !== 'none') seen.backing++;
         if (g.compat === '0.10') seen.v2++;
         if (g.extendedL2) seen.extl2++;
+        if (g.start === 'compressed') seen.compressed++;
         for (const o of ops) {
           if (o.kind === 'write') seen.writes++;
           else if (o.kind === 'zero') seen.zero++;
@@ -304,27 +323,27 @@ describe('random write sequences through the engine, refereed by qemu', () => {
   const fixed: [string, Geometry, Op[]][] = [
     [
       'discard of the partial last cluster, up to the end, drops it (v3 → zeros)',
-      { clusterSize: 65536, refcountBits: 16, compat: '1.1', extendedL2: false, backing: 'none', size: MiB + 4096, backingSize: 512, backingSeed: 1 },
+      { clusterSize: 65536, refcountBits: 16, compat: '1.1', extendedL2: false, backing: 'none', size: MiB + 4096, backingSize: 512, backingSeed: 1, start: 'empty' },
       [{ kind: 'write', off: 0, len: MiB + 4096, pattern: 0xaa }, { kind: 'discard', off: MiB, len: 4096 }],
     ],
     [
       'discard starting inside the partial last cluster keeps it',
-      { clusterSize: 65536, refcountBits: 16, compat: '1.1', extendedL2: false, backing: 'raw', size: MiB + 4096, backingSize: MiB, backingSeed: 2 },
+      { clusterSize: 65536, refcountBits: 16, compat: '1.1', extendedL2: false, backing: 'raw', size: MiB + 4096, backingSize: MiB, backingSeed: 2, start: 'empty' },
       [{ kind: 'write', off: 0, len: MiB + 4096, pattern: 0xab }, { kind: 'discard', off: MiB + 512, len: 3584 }],
     ],
     [
       'discard in a v2 image with a backing file changes nothing',
-      { clusterSize: 4096, refcountBits: 16, compat: '0.10', extendedL2: false, backing: 'raw', size: MiB, backingSize: MiB, backingSeed: 3 },
+      { clusterSize: 4096, refcountBits: 16, compat: '0.10', extendedL2: false, backing: 'raw', size: MiB, backingSize: MiB, backingSeed: 3, start: 'empty' },
       [{ kind: 'write', off: 0, len: 65536, pattern: 0x22 }, { kind: 'discard', off: 0, len: 65536 }, { kind: 'discard', off: 128 * 1024, len: 8192 }],
     ],
     [
       'discard in a v2 image without a backing file reads zeros',
-      { clusterSize: 4096, refcountBits: 16, compat: '0.10', extendedL2: false, backing: 'none', size: MiB - 512, backingSize: 512, backingSeed: 4 },
+      { clusterSize: 4096, refcountBits: 16, compat: '0.10', extendedL2: false, backing: 'none', size: MiB - 512, backingSize: 512, backingSeed: 4, start: 'empty' },
       [{ kind: 'write', off: 0, len: MiB - 512, pattern: 0x33 }, { kind: 'discard', off: 1000, len: 20000 }, { kind: 'discard', off: MiB - 4096, len: 3584 }],
     ],
     [
       'extended L2: partial-cluster discard ignored, whole clusters read zeros over a backing file',
-      { clusterSize: 32768, refcountBits: 8, compat: '1.1', extendedL2: true, backing: 'qcow2', size: MiB, backingSize: MiB, backingSeed: 5 },
+      { clusterSize: 32768, refcountBits: 8, compat: '1.1', extendedL2: true, backing: 'qcow2', size: MiB, backingSize: MiB, backingSeed: 5, start: 'empty' },
       [{ kind: 'write', off: 0, len: 131072, pattern: 0x44 }, { kind: 'discard', off: 1024, len: 1024 }, { kind: 'discard', off: 32768, len: 32768 }, { kind: 'discard', off: 200 * 1024, len: 32768 }],
     ],
   ];
