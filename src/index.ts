@@ -11,3 +11,21 @@ export { commitImage, type CommitOptions } from './image/commit.js';
 export { rebaseImage, streamImage, type RebaseOptions, type StreamOptions } from './image/rebase.js';
 export type { JobOptions, ProgressCallback } from './image/job.js';
 export { engineMemoryBytes } from './engine/engine.js';
+export { checkImage } from './image/check.js';
+export { streamLive, commitLive, dropCommitted } from './image/live.js';
+export { VolumeDriver, type VolumeDriverOptions } from './volume/driver.js';
+export type { Hypervisor } from './volume/hypervisor.js';
+export { readInfo, writeInfo, serializeInfo, VolumeInfoSchema, type VolumeInfo } from './volume/info-file.js';
+export {
+  NovaClient,
+  NovaHypervisor,
+  LoopbackNova,
+  SimulatedGuest,
+  SnapshotStatusStore,
+  startStatusServer,
+  createStatusHandler,
+  waitForProgress,
+  type NovaClientOptions,
+  type NovaHypervisorOptions,
+  type LoopbackNovaOptions,
+} from './nova/index.js';

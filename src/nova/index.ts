@@ -34,3 +34,5 @@ export {
   type StatusServer,
   type StatusServerOptions,
 } from './status-endpoint.js';
+export { NovaHypervisor, type NovaHypervisorOptions } from './hypervisor.js';
+export { LoopbackNova, SimulatedGuest, type LoopbackNovaOptions, type LoopbackFaults, type GuestWrite } from './loopback.js';

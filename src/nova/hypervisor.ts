@@ -1,0 +1,38 @@
+import type { Hypervisor, HypervisorCallOptions } from '../volume/hypervisor.js';
+import type { CreateInfo, DeleteInfo } from './schemas.js';
+import type { NovaClient } from './client.js';
+import type { SnapshotStatusStore } from './status-store.js';
+import { waitForProgress, type Clock, type BackoffStep } from './wait.js';
+
+export interface NovaHypervisorOptions {
+  client: NovaClient;
+  /** Where Nova's `os-update_snapshot_status` reports land (fed by the status endpoint). */
+  store: SnapshotStatusStore;
+  /** Injectable for tests: the clock, the back-off schedule and the time-outs of the waits. */
+  clock?: Clock;
+  intervals?: readonly BackoffStep[];
+  createTimeoutMs?: number;
+  deleteTimeoutMs?: number;
+}
+
+/**
+ * The driver's hypervisor for attached volumes, through Nova's assisted snapshots: send the
+ * request, then wait (Cinder's back-off) until Nova reports progress 90% for the snapshot.
+ */
+export class NovaHypervisor implements Hypervisor {
+  constructor(private readonly options: NovaHypervisorOptions) {}
+
+  async createSnapshot(volumeId: string, snapshotId: string, createInfo: CreateInfo, _call?: HypervisorCallOptions): Promise<void> {
+    const { client, store } = this.options;
+    store.set(snapshotId, 'creating');
+    await client.createSnapshot(volumeId, createInfo);
+    await waitForProgress(store, snapshotId, { phase: 'create', clock: this.options.clock, intervals: this.options.intervals, timeoutMs: this.options.createTimeoutMs });
+  }
+
+  async deleteSnapshot(_volumeId: string, snapshotId: string, deleteInfo: DeleteInfo, _call?: HypervisorCallOptions): Promise<void> {
+    const { client, store } = this.options;
+    store.set(snapshotId, 'deleting');
+    await client.deleteSnapshot(snapshotId, deleteInfo);
+    await waitForProgress(store, snapshotId, { phase: 'delete', clock: this.options.clock, intervals: this.options.intervals, timeoutMs: this.options.deleteTimeoutMs });
+  }
+}
