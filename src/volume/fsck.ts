@@ -14,7 +14,8 @@
  *     on the active file that holds data is adopted as the active file (an attached create the
  *     guest had moved onto); any other is removed (a create that never got recorded, or a
  *     deleted snapshot's file whose data are already merged);
- *  7. leftover temporary (clone) snapshots are deleted.
+ *  7. leftover temporary (clone) snapshots are deleted;
+ *  8. leaked clusters (allocated, unreferenced: a crash mid-allocation) are freed.
  * Anything ambiguous or hostile is reported as a problem and left alone.
  */
 import { CowError, isCowError } from '../errors.js';
@@ -44,7 +45,8 @@ export type FsckActionKind =
   | 'adopted-orphan'
   | 'removed-orphan'
   | 'removed-unreferenced'
-  | 'deleted-temporary-snapshot';
+  | 'deleted-temporary-snapshot'
+  | 'repaired-leaks';
 
 export interface FsckAction {
   kind: FsckActionKind;
@@ -92,20 +94,16 @@ export async function fsck(ctx: OperationContext, options: FsckOptions = {}): Pr
     return { volumeId: files.volumeId, dryRun, actions, problems, notes, info, clean: actions.length === 0 && problems.length === 0 };
   };
 
-  // 1. temp files
+  // 1. is there a volume at all?
   const listing = await files.list();
   const { exists: hasInfo } = await files.readInfo().catch(() => ({ exists: true }));
   if (listing.chainFiles.length === 0 && !hasInfo && !files.exists(files.journalName)) {
     throw new CowError('ECOW_NOT_FOUND', `volume ${files.volumeId} has no files in ${files.dir}`);
   }
-  for (const t of listing.tempFiles) {
-    if (!dryRun) await files.unlink(t);
-    act('removed-temp-file', [t], `leftover of an interrupted atomic write`);
-  }
-
-  // 2. journal
+  // 2. journal (recover() removes the temp files first)
   try {
     if (dryRun) {
+      for (const t of listing.tempFiles) act('removed-temp-file', [t], 'leftover of an interrupted atomic write');
       const j = await readJournal(files);
       if (j) {
         // What follows depends on the recovery's outcome: stop here.
@@ -113,7 +111,10 @@ export async function fsck(ctx: OperationContext, options: FsckOptions = {}): Pr
         return report();
       }
     } else {
-      const r = await recover(ctx, status);
+      const temps: string[] = [];
+      const r = await recover(ctx, status, temps).finally(() => {
+        for (const t of temps) act('removed-temp-file', [t], 'leftover of an interrupted atomic write');
+      });
       if (r) act('recovered', [], `${r.action}: ${r.detail}`);
     }
   } catch (e) {
@@ -267,6 +268,23 @@ export async function fsck(ctx: OperationContext, options: FsckOptions = {}): Pr
       act('deleted-temporary-snapshot', [info[s]], `leftover temporary snapshot ${s} of an interrupted clone`);
     } catch (e) {
       problems.push(`leftover temporary snapshot ${s} not deleted: ${(e as Error).message}`);
+    }
+  }
+
+  // 8. leaked clusters (a crash in the middle of an allocation) are freed, corruptions reported;
+  // never in the active file of an attached volume (the guest is writing it).
+  const final = dryRun ? info : (await files.readInfo()).info;
+  const keep = dryRun ? [...needed].filter((n) => !toRemove.includes(n)) : (await files.list()).chainFiles;
+  for (const n of keep) {
+    if (broken.has(n)) continue;
+    const guestWrites = isAttached(status) && n === final.active;
+    try {
+      const r = files.checkLeaks(n, !dryRun && !guestWrites);
+      if (r.corruptions > 0) problems.push(`${n}: qemu-img check finds ${r.corruptions} corruption(s); not repaired (img check -r all, with care)`);
+      if (r.leaksFixed > 0 || (dryRun && r.leaks > 0)) act('repaired-leaks', [n], `${r.leaks} leaked cluster(s) freed in ${n} (left by an allocation a crash interrupted)`);
+      else if (r.leaks > 0) notes.push(`${n}: ${r.leaks} leaked cluster(s), not repaired while the guest writes this file`);
+    } catch (e) {
+      problems.push(`${n}: ${(e as Error).message}`);
     }
   }
 

@@ -31,8 +31,13 @@ export interface Recovery {
   detail: string;
 }
 
-/** Recover the journaled operation, if any. `status`: the volume's status now. */
-export async function recover(ctx: OperationContext, status: VolumeStatus): Promise<Recovery | null> {
+/**
+ * Remove this driver's temp files (an atomic write or a new file that a crash interrupted: under
+ * the lock nobody else is writing them), then recover the journaled operation, if any.
+ * `status`: the volume's status now. `removed` collects the temp files removed.
+ */
+export async function recover(ctx: OperationContext, status: VolumeStatus, removed: string[] = []): Promise<Recovery | null> {
+  for (const t of (await ctx.files.list()).tempFiles) if (await ctx.files.unlink(t)) removed.push(t);
   const journal = await readJournal(ctx.files);
   if (!journal) return null;
   return journal.op === 'create-snapshot' ? recoverCreate(ctx, journal, status) : recoverDelete(ctx, journal, status);
@@ -89,6 +94,9 @@ async function recoverDelete(ctx: OperationContext, journal: DeleteJournal, stat
     await clearJournal(files);
     return { journal, action: 'completed', detail: `snapshot ${snapshot} delete had written the info file; removed ${journal.unlink}` };
   }
+  // A commit killed mid-way leaves allocated but unreferenced clusters in its target; free them
+  // (never in a file a guest may be writing: the active file of an attached volume).
+  if (files.exists(journal.base) && (!isAttached(status) || journal.base !== info.active)) files.checkLeaks(journal.base, true);
   if (dataMoved(ctx, journal)) {
     await finishDelete(ctx, journal, info);
     return { journal, action: 'finished', detail: `snapshot ${snapshot} delete (${journal.method}) had moved the data; wrote the info file and removed ${journal.unlink}` };

@@ -24,6 +24,11 @@ export class FakeHypervisor implements Hypervisor {
   failNext: 'before' | 'after' | null = null;
   /** The file the guest has open, as far as this hypervisor knows. */
   guestDisk: string | null = null;
+  /**
+   * Called at points of the live work (`switched`: the guest is on the new file; `merged`: the
+   * data moved, the overlay above not yet re-pointed; `done`): crash tests kill the process there.
+   */
+  onWork?: (point: 'switched' | 'merged' | 'done') => void;
 
   constructor(readonly dir: string) {}
 
@@ -40,6 +45,7 @@ export class FakeHypervisor implements Hypervisor {
     // libvirt's snapshot-create with a reused external file: the guest now writes new_file.
     openImage(path.join(this.dir, createInfo.new_file)).close();
     this.guestDisk = createInfo.new_file;
+    this.onWork?.('switched');
     this.fail('after');
   }
 
@@ -58,11 +64,13 @@ export class FakeHypervisor implements Hypervisor {
       const top = deleteInfo.file_to_merge!;
       const above = this.layerAbove(active, top);
       commitImage(p(top), { base: p(deleteInfo.merge_target_file) });
+      this.onWork?.('merged');
       const target = openImage(p(deleteInfo.merge_target_file), { noBacking: true });
       const format = target.format;
       target.close();
       rebaseImage(p(above), deleteInfo.merge_target_file, { unsafe: true, backingFormat: format });
     }
+    this.onWork?.('done');
     this.fail('after');
   }
 

@@ -160,8 +160,8 @@ export class VolumeFixture {
     expect(fs.readFileSync(this.infoFile(), 'utf8')).toBe(serializeInfo(info));
   }
 
-  /** The content of snapshot `id`: its file's backing chain flattened, by our engine and by qemu-img. */
-  snapshotContent(id: string): { engine: Buffer; qemu: Buffer } {
+  /** The content of snapshot `id`: its file's backing chain flattened, by our engine and (unless `qemu` is false) by qemu-img. */
+  snapshotContent(id: string, qemu = true): { engine: Buffer; qemu: Buffer | null } {
     const file = this.info()![id];
     const backing = openImage(this.p(file), { noBacking: true });
     const name = backing.headerInfo().backingFile!;
@@ -173,19 +173,19 @@ export class VolumeFixture {
     } finally {
       img.close();
     }
-    return { engine, qemu: qemuRaw(this.p(name), this.dir) };
+    return { engine, qemu: qemu ? qemuRaw(this.p(name), this.dir) : null };
   }
 
-  /** Every recorded snapshot still in the info file reads exactly as when it was taken. */
-  expectSnapshotsIntact(): void {
+  /** Every recorded snapshot still in the info file reads exactly as when it was taken (ours, and qemu's unless `qemu` is false). */
+  expectSnapshotsIntact(qemu = true): void {
     const info = this.info() ?? { active: this.base };
     const ids = Object.keys(info).filter((k) => k !== 'active');
     expect(ids.sort()).toEqual([...this.recorded.keys()].sort());
     for (const id of ids) {
       const want = this.recorded.get(id)!;
-      const got = this.snapshotContent(id);
+      const got = this.snapshotContent(id, qemu);
       expectSameBytes(got.engine, want, `snapshot ${id} (our engine)`);
-      expectSameBytes(got.qemu, want, `snapshot ${id} (qemu-img convert)`);
+      if (got.qemu) expectSameBytes(got.qemu, want, `snapshot ${id} (qemu-img convert)`);
     }
   }
 
