@@ -43,10 +43,12 @@ function readCluster(img: Qcow2Image, clusterStart: u64, buf: usize): void {
   const size = img.virtualSize();
   let n = img.cs;
   if (clusterStart + n > size) {
-    n = size - clusterStart;
+    // Past the virtual size the guest sees zeros (a grow zeroes its new range before the size
+    // switches, writing clusters wholly past the old end).
+    n = clusterStart < size ? size - clusterStart : 0;
     memory.fill(buf + <usize>n, 0, <usize>(img.cs - n));
   }
-  img.read(clusterStart, buf, n);
+  if (n > 0) img.read(clusterStart, buf, n);
 }
 
 /** Queue the old allocation of an entry being replaced. */
