@@ -3,18 +3,9 @@ import { checkImage, formatCheckHuman, formatCheckJson, type RepairMode } from '
 import { CowError } from '../errors.js';
 import { parseFormatOption, print } from './output.js';
 
-/**
- * The process exit status chosen by a command whose status carries meaning (check: 2 corrupt,
- * 3 leaks, 63 unsupported format). main() reports 0 for a command that returned normally and the
- * entry point passes that to process.exit(), so the status is re-applied while the process exits
- * (an 'exit' listener may still set process.exitCode; Node exits with it).
- */
+/** The exit status carries meaning here (2 corrupt, 3 leaks, 63 unsupported format); main() returns it. */
 function exitStatus(code: number): void {
-  if (code === 0) return;
-  process.exitCode = code;
-  process.once('exit', () => {
-    process.exitCode = code;
-  });
+  if (code !== 0) process.exitCode = code;
 }
 
 function parseRepair(r: string | undefined): RepairMode | undefined {

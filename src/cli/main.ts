@@ -1,10 +1,15 @@
 #!/usr/bin/env node
+import * as fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { CowError } from '../errors.js';
 import { registerImg } from './img.js';
 import { registerIo } from './io.js';
 
-/** Exit codes: 0 success, 1 an operation failed (message on stderr with its code), 2 bad usage. */
+/**
+ * Exit codes: 0 success, 1 an operation failed (message on stderr with its code), 2 bad usage;
+ * a command whose status carries meaning (img check: 2 corrupt, 3 leaks) sets process.exitCode.
+ */
 export async function main(argv: string[]): Promise<number> {
   const program = new Command('cowchain')
     .description('qcow2 snapshot chains managed in-process (WebAssembly engine, Cinder-style volumes)')
@@ -14,7 +19,7 @@ export async function main(argv: string[]): Promise<number> {
   registerIo(program);
   try {
     await program.parseAsync(argv, { from: 'user' });
-    return 0;
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
     if (e instanceof CowError) {
@@ -26,7 +31,16 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-const entry = process.argv[1] ? new URL(`file://${process.argv[1]}`).href : '';
-if (import.meta.url === entry || process.argv[1]?.endsWith('/cowchain')) {
+/** Run when executed (directly, through npm's bin link, or any symlink), not when imported. */
+function invokedDirectly(): boolean {
+  if (!process.argv[1]) return false;
+  try {
+    return fs.realpathSync(process.argv[1]) === fs.realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (invokedDirectly()) {
   main(process.argv.slice(2)).then((code) => process.exit(code));
 }
