@@ -96,11 +96,15 @@ async function recoverDelete(ctx: OperationContext, journal: DeleteJournal, stat
   }
   // A commit killed mid-way leaves allocated but unreferenced clusters in its target; free them
   // (never in a file a guest may be writing: the active file of an attached volume).
-  if (files.exists(journal.base) && (!isAttached(status) || journal.base !== info.active)) files.checkLeaks(journal.base, true);
+  let leaks = '';
+  if (files.exists(journal.base) && (!isAttached(status) || journal.base !== info.active)) {
+    const { leaksFixed } = files.checkLeaks(journal.base, true);
+    if (leaksFixed > 0) leaks = `; freed ${leaksFixed} leaked cluster(s) in ${journal.base}`;
+  }
   if (dataMoved(ctx, journal)) {
     await finishDelete(ctx, journal, info);
-    return { journal, action: 'finished', detail: `snapshot ${snapshot} delete (${journal.method}) had moved the data; wrote the info file and removed ${journal.unlink}` };
+    return { journal, action: 'finished', detail: `snapshot ${snapshot} delete (${journal.method}) had moved the data; wrote the info file and removed ${journal.unlink}${leaks}` };
   }
   await deleteSnapshot(ctx, snapshot, { status: isAttached(status) ? 'in-use' : 'available' });
-  return { journal, action: 'rerun', detail: `snapshot ${snapshot} delete (${journal.method}) interrupted before the data moved: ran it again (volume ${status})` };
+  return { journal, action: 'rerun', detail: `snapshot ${snapshot} delete (${journal.method}) interrupted before the data moved: ran it again (volume ${status})${leaks}` };
 }

@@ -170,7 +170,9 @@ export class VolumeFiles {
   holdsData(name: string, format?: ImageFormat): boolean {
     const img = this.open(name, { noBacking: true, format });
     try {
-      return img.map().some((e) => e.data || e.zero);
+      // `present`: allocated in this file (data or zero clusters). Not `zero`: opened without its
+      // backing file, an unallocated range reads as zeros too.
+      return img.map().some((e) => e.present);
     } finally {
       img.close();
     }
