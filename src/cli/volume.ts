@@ -1,0 +1,160 @@
+// `cowchain volume …` and `cowchain snapshot …`: the Cinder-semantics volume driver on one
+// volume directory. Every command takes `--dir D --volume VOL`; `--output json` prints the
+// operation's result object. Errors: one line `cowchain: ECOW_…: message`, exit 1 (main.ts).
+// Attached (`--status in-use`) operations need a hypervisor client, which this command line does
+// not configure yet: they fail with ECOW_HYPERVISOR_UNAVAILABLE and change nothing.
+import type { Command } from 'commander';
+import { CowError } from '../errors.js';
+import { VolumeDriver } from '../volume/driver.js';
+import type { FsckReport } from '../volume/fsck.js';
+import type { VolumeStatus } from '../volume/status.js';
+import { parseSize } from './args.js';
+import { print } from './output.js';
+
+interface Common {
+  dir: string;
+  volume: string;
+  output: string;
+}
+
+function driver(o: Common): VolumeDriver {
+  return new VolumeDriver({ dir: o.dir });
+}
+
+function outputMode(o: Common): 'human' | 'json' {
+  if (o.output === 'human' || o.output === 'json') return o.output;
+  throw new CowError('ECOW_BAD_ARGUMENT', `--output must be human or json, not "${o.output}"`);
+}
+
+/**
+ * Run `op`, print its result as JSON or as `human` text (--output is validated first), then
+ * `after` (e.g. an exit status that carries meaning).
+ */
+async function run<T>(o: Common, op: () => Promise<T>, human: (r: T) => string, after?: (r: T) => void): Promise<void> {
+  const mode = outputMode(o);
+  const result = await op();
+  print(mode === 'json' ? JSON.stringify(result, null, 2) : human(result));
+  after?.(result);
+}
+
+function format(f: string | undefined): 'raw' | 'qcow2' | undefined {
+  if (f === undefined || f === 'raw' || f === 'qcow2') return f;
+  throw new CowError('ECOW_UNKNOWN_FORMAT', `format "${f}" is not raw or qcow2`);
+}
+
+const size = (s: string | undefined, what: string) => (s === undefined ? undefined : parseSize(s, what));
+
+/** The options every command has. */
+function common(cmd: Command): Command {
+  return cmd
+    .requiredOption('--dir <dir>', 'the volume directory (one share)')
+    .requiredOption('--volume <uuid>', 'the volume id')
+    .option('--output <fmt>', 'human or json', 'human');
+}
+
+function humanFsck(r: FsckReport): string {
+  const lines = [
+    ...r.actions.map((a) => `${r.dryRun ? 'would: ' : ''}${a.kind}: ${a.detail}`),
+    ...r.problems.map((p) => `problem: ${p}`),
+    ...r.notes.map((n) => `note: ${n}`),
+  ];
+  lines.push(r.problems.length ? 'problems remain' : r.actions.length ? (r.dryRun ? 'repairs needed' : 'repaired') : 'clean');
+  return lines.join('\n');
+}
+
+export function registerVolume(program: Command): void {
+  const volume = program.command('volume').description('Cinder-style volumes: a base image, snapshot overlays and an info file');
+
+  common(volume.command('create').description('create the base image volume-<uuid>'))
+    .requiredOption('--size <size>', 'virtual size (bytes, or with a k/M/G/T suffix)')
+    .option('--format <fmt>', 'raw or qcow2', 'raw')
+    .action((o: Common & { size: string; format: string }) =>
+      run(o, () => driver(o).createVolume(o.volume, parseSize(o.size, '--size'), { format: format(o.format) }), (r) => `created ${r.file} (${r.format}, ${r.size} bytes)`),
+    );
+
+  common(volume.command('info').description('the info file and the active chain as the headers record it')).action((o: Common) =>
+    run(o, () => driver(o).volumeInfo(o.volume), (r) => {
+      const lines = [`volume: ${r.volumeId}`, `active: ${r.active}`, 'snapshots:'];
+      for (const [id, file] of Object.entries(r.snapshots)) lines.push(`  ${id}: ${file}`);
+      lines.push('chain:');
+      for (const l of r.chain) lines.push(`  ${l.name} (${l.format}, ${l.virtualSize} bytes)${l.backing ? ` -> ${l.backing} (${l.backingFormat ?? 'probed'})` : ''}`);
+      if (r.pending) lines.push(`pending: interrupted ${r.pending.op} of snapshot ${r.pending.snapshot} (the next operation or fsck finishes it)`);
+      return lines.join('\n');
+    }),
+  );
+
+  common(volume.command('from-snapshot').description("create a new image holding a snapshot's content (flattened)"))
+    .requiredOption('--snapshot <id>', 'the snapshot id')
+    .requiredOption('--out <file>', 'the new image (must not exist)')
+    .option('--format <fmt>', 'raw or qcow2', 'raw')
+    .option('--size <size>', "virtual size (default: the snapshot's; never smaller)")
+    .action((o: Common & { snapshot: string; out: string; format: string; size?: string }) =>
+      run(o, () => driver(o).createVolumeFromSnapshot(o.volume, o.snapshot, o.out, { format: format(o.format), size: size(o.size, '--size') }), (r) => `created ${r.file} (${r.format}, ${r.size} bytes)`),
+    );
+
+  common(volume.command('clone').description('clone into a new volume through a temporary snapshot'))
+    .requiredOption('--new-volume <uuid>', 'the new volume id (volume-<uuid> is created)')
+    .requiredOption('--status <status>', "the source volume's status (available, in-use, backing-up)")
+    .option('--format <fmt>', 'raw or qcow2', 'raw')
+    .option('--size <size>', "virtual size (default: the source's; never smaller)")
+    .option('--target-dir <dir>', 'directory of the new volume (default: --dir)')
+    .action((o: Common & { newVolume: string; status: string; format: string; size?: string; targetDir?: string }) =>
+      run(
+        o,
+        () => driver(o).cloneVolume(o.volume, o.newVolume, { status: o.status as VolumeStatus, format: format(o.format), size: size(o.size, '--size'), targetDir: o.targetDir }),
+        (r) => `cloned into ${r.file} (${r.format}, ${r.size} bytes)`,
+      ),
+    );
+
+  common(volume.command('extend').description('grow the active image (refused while attached)'))
+    .requiredOption('--size <size>', 'the new virtual size')
+    .option('--status <status>', "the volume's status (available or extending)", 'available')
+    .action((o: Common & { size: string; status: string }) =>
+      run(o, () => driver(o).extendVolume(o.volume, parseSize(o.size, '--size'), { status: o.status as VolumeStatus }), (r) => `extended ${r.file} to ${r.size} bytes`),
+    );
+
+  common(volume.command('revert').description('revert to the latest snapshot (detached only)'))
+    .requiredOption('--snapshot <id>', 'the snapshot id (must be the latest)')
+    .option('--status <status>', "the volume's status (available or reverting)", 'available')
+    .action((o: Common & { snapshot: string; status: string }) =>
+      run(o, () => driver(o).revertToSnapshot(o.volume, o.snapshot, { status: o.status as VolumeStatus }), (r) => `reverted: ${r.file} is a fresh overlay`),
+    );
+
+  common(volume.command('delete').description('delete every file of the volume (idempotent)')).action((o: Common) =>
+    run(o, () => driver(o).deleteVolume(o.volume), (r) => (r.removed.length ? r.removed.map((n) => `removed ${n}`).join('\n') : 'nothing to remove')),
+  );
+
+  common(volume.command('fsck').description('reconcile the info file with the chain on disk after a crash'))
+    .option('--status <status>', "the volume's status: in-use never touches the file the guest writes", 'available')
+    .option('--dry-run', 'report what would be done, change nothing')
+    .action((o: Common & { status: string; dryRun?: boolean }) =>
+      run(o, () => driver(o).fsck(o.volume, { status: o.status as VolumeStatus, dryRun: o.dryRun ?? false }), humanFsck, (r) => {
+        // the report is printed either way; what is left for a human makes it fail
+        if (r.problems.length) process.exitCode = 1;
+      }),
+    );
+
+  const snapshot = program.command('snapshot').description('snapshots of a Cinder-style volume');
+
+  common(snapshot.command('create').description('take a snapshot: a new qcow2 overlay becomes the active file'))
+    .requiredOption('--snapshot <id>', 'the snapshot id')
+    .requiredOption('--status <status>', "the volume's status (available, in-use, backing-up)")
+    .option('--size <size>', "virtual size of the overlay (default: the active image's)")
+    .action((o: Common & { snapshot: string; status: string; size?: string }) =>
+      run(o, () => driver(o).createSnapshot(o.volume, o.snapshot, { status: o.status as VolumeStatus, size: size(o.size, '--size') }), (r) => `snapshot ${r.snapshotId}: ${r.file} (on ${r.backing}) is the active file`),
+    );
+
+  common(snapshot.command('delete').description('delete a snapshot (commit down; unknown ids succeed)'))
+    .requiredOption('--snapshot <id>', 'the snapshot id')
+    .requiredOption('--status <status>', "the volume's status (available, in-use, backing-up, deleting, downloading)")
+    .action((o: Common & { snapshot: string; status: string }) =>
+      run(
+        o,
+        () => driver(o).deleteSnapshot(o.volume, o.snapshot, { status: o.status as VolumeStatus }),
+        (r) =>
+          r.outcome === 'not-found'
+            ? `snapshot ${r.snapshotId} not found: nothing to do`
+            : `snapshot ${r.snapshotId} ${r.outcome === 'stale' ? 'was stale: entry dropped' : 'deleted'}${r.removed.length ? ` (removed ${r.removed.join(', ')})` : ''}; active: ${r.info.active}`,
+      ),
+    );
+}
