@@ -5,6 +5,7 @@ import { Command, CommanderError } from 'commander';
 import { CowError } from '../errors.js';
 import { registerImg } from './img.js';
 import { registerIo } from './io.js';
+import { registerVolume } from './volume.js';
 
 /**
  * Exit codes: 0 success, 1 an operation failed (message on stderr with its code), 2 bad usage;
@@ -17,6 +18,7 @@ export async function main(argv: string[]): Promise<number> {
     .showHelpAfterError();
   registerImg(program);
   registerIo(program);
+  registerVolume(program);
   try {
     await program.parseAsync(argv, { from: 'user' });
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
