@@ -13,8 +13,25 @@ export type { JobOptions, ProgressCallback } from './image/job.js';
 export { engineMemoryBytes } from './engine/engine.js';
 export { checkImage } from './image/check.js';
 export { streamLive, commitLive, dropCommitted } from './image/live.js';
-export { VolumeDriver, type VolumeDriverOptions } from './volume/driver.js';
-export type { Hypervisor } from './volume/hypervisor.js';
+export {
+  VolumeDriver,
+  type VolumeDriverOptions,
+  type OperationOptions,
+  type CreateVolumeOptions,
+  type CloneVolumeOptions,
+  type VolumeDescription,
+  type AttachInfo,
+} from './volume/driver.js';
+export type { Hypervisor, HypervisorCallOptions } from './volume/hypervisor.js';
+export type { CreateSnapshotOptions, CreateSnapshotResult } from './volume/create-snapshot.js';
+export type { DeleteSnapshotOptions, DeleteSnapshotResult, DeleteOutcome } from './volume/delete-snapshot.js';
+export type { FlattenOptions, FlattenResult } from './volume/flatten.js';
+export type { FsckOptions, FsckReport, FsckAction, FsckActionKind } from './volume/fsck.js';
+export type { DriverStep } from './volume/context.js';
+export type { Journal } from './volume/journal.js';
+export { MAX_CHAIN_DEPTH, type ChainLink } from './volume/volume-files.js';
+export { VOLUME_STATUSES, VolumeStatusSchema, ACCEPTED_STATUSES, type VolumeStatus } from './volume/status.js';
+export { withVolumeLock, type VolumeLockOptions, type VolumeLockHandle } from './volume/lock.js';
 export { readInfo, writeInfo, serializeInfo, VolumeInfoSchema, type VolumeInfo } from './volume/info-file.js';
 export {
   NovaClient,
