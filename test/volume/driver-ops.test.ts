@@ -325,3 +325,44 @@ describe('attach info', () => {
     expect((await rejection(d.attachInfo(VOL))).code).toBe('ECOW_NOT_FOUND');
   });
 });
+
+describe('one volume, one operation at a time', () => {
+  it('every operation takes the volume lock (ECOW_LOCKED while another holder has it)', async () => {
+    const { withVolumeLock } = await import('../../src/volume/lock.js');
+    const v = await twoSnapshots({ lock: { acquireTimeoutMs: 200 } });
+    const d = v.driver;
+    await withVolumeLock(v.dir, VOL, async () => {
+      const ops: [string, Promise<unknown>][] = [
+        ['createSnapshot', d.createSnapshot(VOL, SNAP.cccc, { status: 'available' })],
+        ['deleteSnapshot', d.deleteSnapshot(VOL, SNAP.aaaa, { status: 'available' })],
+        ['volumeInfo', d.volumeInfo(VOL)],
+        ['attachInfo', d.attachInfo(VOL)],
+        ['extendVolume', d.extendVolume(VOL, 8 * MiB, { status: 'available' })],
+        ['revertToSnapshot', d.revertToSnapshot(VOL, SNAP.bbbb, { status: 'available' })],
+        ['createVolumeFromSnapshot', d.createVolumeFromSnapshot(VOL, SNAP.aaaa, v.p('x'))],
+        ['cloneVolume', d.cloneVolume(VOL, OTHER_VOL, { status: 'available' })],
+        ['deleteVolume', d.deleteVolume(VOL)],
+        ['fsck', d.fsck(VOL)],
+      ];
+      for (const [name, p] of ops) expect(`${name}: ${(await rejection(p)).code}`).toBe(`${name}: ECOW_LOCKED`);
+    });
+    v.expectSnapshotsIntact();
+  });
+
+  it('concurrent creates and deletes on one volume serialise into a consistent chain', async () => {
+    const v = await twoSnapshots();
+    const now = v.content();
+    await Promise.all([
+      v.driver.createSnapshot(VOL, SNAP.cccc, { status: 'available' }),
+      v.driver.deleteSnapshot(VOL, SNAP.aaaa, { status: 'available' }),
+      v.driver.createSnapshot(VOL, SNAP.dddd, { status: 'available' }),
+      v.driver.deleteSnapshot(VOL, SNAP.bbbb, { status: 'available' }),
+    ]);
+    const info = v.info()!;
+    expect(Object.keys(info).sort()).toEqual(['active', SNAP.cccc, SNAP.dddd].sort());
+    v.expectContent(now);
+    for (const s of [SNAP.cccc, SNAP.dddd]) expectSameBytes(v.snapshotContent(s).engine, now, `snapshot ${s}`);
+    const chain = v.engineChain().map(([n]) => n);
+    expect(v.listing()).toEqual([...chain, `${BASE}.info`].sort());
+  });
+});
