@@ -3,6 +3,20 @@
 import { fail, E_INTERNAL } from "./errors";
 import { ST_ZERO, ST_DATA, ST_ALLOCATED } from "./layout";
 
+/** Write zero bytes as data over [off, off+len) of `img`, a bounded buffer at a time. */
+export function writeZeroData(img: Image, off: u64, len: u64): void {
+  const chunk: u64 = 1 << 20;
+  const size = <usize>(len < chunk ? len : chunk);
+  const z = heap.alloc(size);
+  memory.fill(z, 0, size);
+  while (len > 0) {
+    const n = len < chunk ? len : chunk;
+    img.write(off, z, n);
+    off += n; len -= n;
+  }
+  heap.free(z);
+}
+
 /** One layer's block-status answer for a run of bytes (see Image.status). */
 export class Status {
   flags: i32 = 0;

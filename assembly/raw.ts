@@ -1,6 +1,6 @@
 // A raw image: guest offset = file offset; size = file size rounded up to whole 512-byte sectors, as
 // qemu counts it (bdrv_getlength), the tail past the end of the file reading as zeros.
-import { Image, st } from "./image";
+import { Image, st, writeZeroData } from "./image";
 import { readZeroFill, fileSize, flush, writeAt, truncateTo } from "./io";
 import { fail, E_READ_ONLY } from "./errors";
 import { ST_DATA, ST_ZERO, ST_OFFSET_VALID } from "./layout";
@@ -51,15 +51,7 @@ export class RawImage extends Image {
 
   /** Zeros written as data (a raw file has no metadata to say "zero"); discard does the same. */
   zero(off: u64, len: u64, unmap: bool = false): void {
-    const chunk: u64 = 1 << 20;
-    const z = heap.alloc(<usize>(len < chunk ? len : chunk));
-    memory.fill(z, 0, <usize>(len < chunk ? len : chunk));
-    while (len > 0) {
-      const n = len < chunk ? len : chunk;
-      this.write(off, z, n);
-      off += n; len -= n;
-    }
-    heap.free(z);
+    writeZeroData(this, off, len);
   }
 
   discard(off: u64, len: u64): void { this.zero(off, len); }

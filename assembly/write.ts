@@ -2,6 +2,7 @@
 // newly allocated clusters (copy-on-write of the partial head/tail from whatever the guest saw
 // before). Metadata changes stay in memory until Qcow2Image.flushMetadata() orders them to disk.
 import { Qcow2Image } from "./qcow2";
+import { writeZeroData } from "./image";
 import { getU64, putU64 } from "./be";
 import { writeAt, fileSize, truncateTo } from "./io";
 import { fail, hex, E_CORRUPT } from "./errors";
@@ -367,15 +368,7 @@ export class Writer {
   }
 
   private zeroData(off: u64, len: u64): void {
-    const chunk: u64 = 1 << 20;
-    const z = heap.alloc(<usize>(len < chunk ? len : chunk));
-    memory.fill(z, 0, <usize>(len < chunk ? len : chunk));
-    while (len > 0) {
-      const n = len < chunk ? len : chunk;
-      this.write(off, z, n);
-      off += n; len -= n;
-    }
-    heap.free(z);
+    writeZeroData(this.img, off, len);
   }
 
   /**
