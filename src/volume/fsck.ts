@@ -10,10 +10,11 @@
  *     the next header — is bridged when exactly one candidate (the top of the remaining
  *     fragment, which holds the committed data) exists;
  *  5. info entries naming files that are gone are dropped (their data went with the file);
- *  6. files nothing needs (not in the active chain, not under any snapshot's file): an overlay
- *     on the active file that holds data is adopted as the active file (an attached create the
- *     guest had moved onto); any other is removed (a create that never got recorded, or a
- *     deleted snapshot's file whose data are already merged);
+ *  6. files nothing needs (not in the active chain, not under any snapshot's file) and nothing
+ *     backs onto: an overlay on the active file that holds data is adopted as the active file
+ *     (an attached create the guest had moved onto), an empty one removed (a create that never
+ *     got recorded); one hanging off the kept chains is removed (a deleted snapshot's file whose
+ *     data are already merged). Anything else unaccounted for is reported, not touched;
  *  7. leftover temporary (clone) snapshots are deleted;
  *  8. leaked clusters (allocated, unreferenced: a crash mid-allocation) are freed.
  * Anything ambiguous or hostile is reported as a problem and left alone.
@@ -219,9 +220,20 @@ export async function fsck(ctx: OperationContext, options: FsckOptions = {}): Pr
       n = graph.get(n)?.backing ?? null;
     }
   }
+  // Only what a crash can leave is removed: a file nothing backs onto, hanging off the kept
+  // chains (a merged file after the info file dropped it) or off nothing (a stale entry's file).
+  // Anything else unaccounted for — e.g. a whole chain above an info file that went missing —
+  // is reported and kept.
   const unneeded = [...graph.keys()].filter((n) => !needed.has(n));
-  const orphans = unneeded.filter((n) => graph.get(n)!.backing === info.active && !namedAsBacking(n) && files.snapshotIdOf(n) !== null);
-  const toRemove = unneeded.filter((n) => !orphans.includes(n));
+  const toRemove: string[] = [];
+  const orphans: string[] = [];
+  for (const n of unneeded) {
+    const backing = graph.get(n)!.backing;
+    if (namedAsBacking(n)) problems.push(`${n} is not used by the info file but backs another file; left alone (was the info file lost?)`);
+    else if (backing === info.active && files.snapshotIdOf(n) !== null) orphans.push(n);
+    else if (backing === null || needed.has(backing)) toRemove.push(n);
+    else problems.push(`${n} is not used by the info file and hangs off ${backing}, which is not used either; left alone`);
+  }
   for (const n of orphans) {
     const snap = files.snapshotIdOf(n)!;
     let data = false;
@@ -252,7 +264,7 @@ export async function fsck(ctx: OperationContext, options: FsckOptions = {}): Pr
     }
   }
   for (const n of toRemove) {
-    const orphan = graph.get(n)!.backing === info.active && !namedAsBacking(n);
+    const orphan = orphans.includes(n);
     if (!dryRun) await files.unlink(n);
     act(orphan ? 'removed-orphan' : 'removed-unreferenced', [n], orphan ? `empty overlay ${n} on the active file, never recorded (an interrupted snapshot create)` : `${n} is used by no snapshot and not in the active chain (an interrupted delete's leftover)`);
   }

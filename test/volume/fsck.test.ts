@@ -8,6 +8,7 @@ import { CowError } from '../../src/errors.js';
 import { commitImage } from '../../src/image/commit.js';
 import { rebaseImage } from '../../src/image/rebase.js';
 import { openImage } from '../../src/chain/open-chain.js';
+import { serializeInfo } from '../../src/volume/info-file.js';
 import { writeJournal } from '../../src/volume/journal.js';
 import { VolumeFiles } from '../../src/volume/volume-files.js';
 import { VolumeDriver } from '../../src/volume/driver.js';
@@ -246,5 +247,22 @@ describe('fsck basics', () => {
     expect(r.info).toEqual(v.info());
     const d = new VolumeDriver({ dir: tmpDir('cowchain-fsck-') });
     expect(await d.fsck(VOL).catch((e: CowError) => e.code)).toBe('ECOW_NOT_FOUND');
+  });
+});
+
+describe('fsck never deletes what it cannot account for', () => {
+  it('a lost info file: the snapshot chain above the base is reported, not removed', async () => {
+    const v = await seeded();
+    const now = v.content();
+    fs.rmSync(v.infoFile());
+    const before = v.listing().map((n) => [n, fs.readFileSync(v.p(n)).toString('base64')]);
+    const r = await v.driver.fsck(VOL);
+    expect(r.actions).toEqual([]);
+    expect(r.problems.join('\n')).toMatch(/was the info file lost/);
+    expect(v.listing().map((n) => [n, fs.readFileSync(v.p(n)).toString('base64')])).toEqual(before);
+    // Put the info file back: everything is there.
+    fs.writeFileSync(v.infoFile(), serializeInfo(infoOf(f('bbbb'), { aaaa: f('aaaa'), bbbb: f('bbbb') })));
+    expect((await v.driver.fsck(VOL)).clean).toBe(true);
+    v.expectContent(now);
   });
 });
