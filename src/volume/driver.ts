@@ -112,7 +112,7 @@ export class VolumeDriver {
     if (format !== 'raw' && format !== 'qcow2') throw new CowError('ECOW_UNKNOWN_FORMAT', `format "${String(format)}" is not raw or qcow2`);
     return this.run(volumeId, {}, async ({ files }) => {
       if ((await files.readInfo()).exists) throw new CowError('ECOW_EXISTS', `volume ${volumeId} already has an info file in ${this.dir}`);
-      await createFileAtomic(this.dir, files.base, `.${files.base}.new-`, (temp) => createImage(temp, { format, size }));
+      await createFileAtomic(this.dir, files.base, files.newFilePrefix, (temp) => createImage(temp, { format, size }));
       return { file: files.base, format, size };
     });
   }
@@ -217,7 +217,7 @@ export class VolumeDriver {
       const chain = files.chain(file);
       if (chain.length < 2) throw new CowError('ECOW_INVALID_STATE', `snapshot ${snapshotId}: ${file} has no backing file to revert to`);
       const [top, below] = chain;
-      const temp = `.${files.base}.new-${randomUUID()}`;
+      const temp = `${files.newFilePrefix}${randomUUID()}`;
       try {
         await files.createOverlay(temp, { size: top.virtualSize, backing: below.name, backingFormat: below.format });
         ctx.lock.assertHeld();

@@ -8,6 +8,7 @@ import { convertImage } from '../image/convert.js';
 import { createFileAtomic } from './atomic-file.js';
 import type { OperationContext } from './context.js';
 import { checkSize } from './size.js';
+import { newFilePrefix } from './volume-files.js';
 
 export interface FlattenOptions {
   /** Format of the new image (default raw). */
@@ -46,7 +47,7 @@ export async function flattenSnapshot(ctx: OperationContext, snapshotId: string,
     }
     const dir = path.dirname(outFile);
     const name = path.basename(outFile);
-    await createFileAtomic(dir, name, `.${name}.new-`, (temp) => convertImage(src, temp, { ...ctx.job, format, size }));
+    await createFileAtomic(dir, name, newFilePrefix(name), (temp) => convertImage(src, temp, { ...ctx.job, format, size }));
     return { file: outFile, format, size };
   } finally {
     src.close();

@@ -90,7 +90,7 @@ export async function readJournal(files: VolumeFiles): Promise<Journal | null> {
 
 /** Record an operation before its first change; durable when this returns. */
 export async function writeJournal(files: VolumeFiles, journal: Journal): Promise<void> {
-  await writeFileAtomic(files.dir, files.journalName, `.${files.journalName}.tmp-`, JSON.stringify(JournalSchema.parse(journal), null, 1), 'journal');
+  await writeFileAtomic(files.dir, files.journalName, files.journalTempPrefix, JSON.stringify(JournalSchema.parse(journal), null, 1), 'journal');
 }
 
 /** The operation is over (done or undone): drop its record, durably. */

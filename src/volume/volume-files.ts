@@ -62,9 +62,19 @@ export class VolumeFiles {
     return `${this.base}.journal`;
   }
 
+  /** Prefix of a new file being written before it gets its name (the base image, a fresh overlay). */
+  get newFilePrefix(): string {
+    return newFilePrefix(this.base);
+  }
+
+  /** Prefix of the journal's atomic-write temp files. */
+  get journalTempPrefix(): string {
+    return `.${this.journalName}.tmp-`;
+  }
+
   /** Prefixes of this driver's temporary files (leftovers of a crash are fsck's to remove). */
   get tempPrefixes(): string[] {
-    return [infoTempPrefix(this.volumeId), `.${this.base}.new-`, `.${this.base}.journal.tmp-`];
+    return [infoTempPrefix(this.volumeId), this.newFilePrefix, this.journalTempPrefix];
   }
 
   /**
@@ -249,6 +259,11 @@ export class VolumeFiles {
   snapshotIdOf(name: string): string | null {
     return checkChainName(this.volumeId, name).snapshotId;
   }
+}
+
+/** Temp-name prefix for a file that will be linked to `name` once complete (createFileAtomic). */
+export function newFilePrefix(name: string): string {
+  return `.${name}.new-`;
 }
 
 /** Snapshot ids of `info` (every key but `active`) that map to `file`. */
