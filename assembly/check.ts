@@ -1158,37 +1158,46 @@ class Checker {
   }
 }
 
+// Built from parts joined once: the minimal runtime collects no garbage during a call, so
+// growing a string piece by piece would leave every intermediate copy in memory (with the log
+// at its cap, ~100 MiB of wasm memory for one check, never returned).
 function resultJson(ret: i32, error: string, r: CheckResult, log: Array<string>): string {
-  let s = "{\"ret\":" + ret.toString();
-  s += ",\"error\":" + jsonStr(error);
-  s += ",\"imageEndOffset\":" + r.imageEndOffset.toString();
-  s += ",\"totalClusters\":" + r.totalClusters.toString();
-  s += ",\"allocatedClusters\":" + r.allocatedClusters.toString();
-  s += ",\"fragmentedClusters\":" + r.fragmentedClusters.toString();
-  s += ",\"compressedClusters\":" + r.compressedClusters.toString();
-  s += ",\"checkErrors\":" + r.checkErrors.toString();
-  s += ",\"corruptions\":" + r.corruptions.toString();
-  s += ",\"leaks\":" + r.leaks.toString();
-  s += ",\"corruptionsFixed\":" + r.corruptionsFixed.toString();
-  s += ",\"leaksFixed\":" + r.leaksFixed.toString();
-  s += ",\"log\":[";
+  const p = new Array<string>();
+  p.push("{\"ret\":" + ret.toString());
+  p.push(",\"error\":" + jsonStr(error));
+  p.push(",\"imageEndOffset\":" + r.imageEndOffset.toString());
+  p.push(",\"totalClusters\":" + r.totalClusters.toString());
+  p.push(",\"allocatedClusters\":" + r.allocatedClusters.toString());
+  p.push(",\"fragmentedClusters\":" + r.fragmentedClusters.toString());
+  p.push(",\"compressedClusters\":" + r.compressedClusters.toString());
+  p.push(",\"checkErrors\":" + r.checkErrors.toString());
+  p.push(",\"corruptions\":" + r.corruptions.toString());
+  p.push(",\"leaks\":" + r.leaks.toString());
+  p.push(",\"corruptionsFixed\":" + r.corruptionsFixed.toString());
+  p.push(",\"leaksFixed\":" + r.leaksFixed.toString());
+  p.push(",\"log\":[");
   for (let i = 0; i < log.length; i++) {
-    if (i > 0) s += ",";
-    s += jsonStr(log[i]);
+    if (i > 0) p.push(",");
+    p.push(jsonStr(log[i]));
   }
-  return s + "]}";
+  p.push("]}");
+  return p.join("");
 }
 
 function jsonStr(s: string): string {
-  let out = "\"";
+  const p = new Array<string>();
+  p.push("\"");
+  let from = 0;
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
-    if (c == 0x22) out += "\\\"";
-    else if (c == 0x5c) out += "\\\\";
-    else if (c < 0x20) out += " ";
-    else out += String.fromCharCode(c);
+    if (c != 0x22 && c != 0x5c && c >= 0x20) continue;
+    p.push(s.substring(from, i));
+    p.push(c == 0x22 ? "\\\"" : c == 0x5c ? "\\\\" : " ");
+    from = i + 1;
   }
-  return out + "\"";
+  p.push(s.substring(from));
+  p.push("\"");
+  return p.join("");
 }
 
 function runOnce(img: Qcow2Image, fix: i32, log: Array<string>, out: CheckResult): i32 {
