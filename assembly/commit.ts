@@ -56,7 +56,7 @@ export class CommitJob extends Job {
   step(budget: u64): bool {
     const end = this.cursor + budget < this.total ? this.cursor + budget : this.total;
     while (this.cursor < end) {
-      if (this.fast) this.cursor = this.commitGroup(changetype<Qcow2Image>(this.top), this.cursor);
+      if (this.fast) this.cursor = this.commitGroup(changetype<Qcow2Image>(this.top), this.cursor, end - this.cursor);
       else this.cursor = this.commitRange(this.cursor, this.total);
     }
     // Nothing stays buffered between steps (the host may write to the chain in between).
@@ -94,13 +94,16 @@ export class CommitJob extends Job {
    * ones, and the base allocates its new clusters as one contiguous run per read. Anything else the
    * tables hold (zero or compressed clusters, a partial last cluster) goes the generic way.
    */
-  private commitGroup(t: Qcow2Image, from: u64): u64 {
+  private commitGroup(t: Qcow2Image, from: u64, budget: u64): u64 {
     const cb = t.clusterBits;
     const cs = t.cs;
     const span = cb + t.l2Bits;
     const first = from >> span;
-    const groupStart = first << span;
-    let groupEnd = groupStart + (<u64>this.tablesPerGroup << span);
+    // [from, from + budget) rounded up to whole clusters, at most a group's worth of tables.
+    const groupStart = from & ~(cs - 1);
+    const want = (budget + cs - 1) & ~(cs - 1);
+    const most = <u64>this.tablesPerGroup << span;
+    let groupEnd = groupStart + (want < most ? want : most);
     if (groupEnd > this.total) groupEnd = this.total;
     this.gather.flush();
     const keys = this.keys;
@@ -109,7 +112,8 @@ export class CommitJob extends Job {
       const l2Off = l1i < <u64>t.h.l1Size ? t.l1Entry(l1i) & L1E_OFFSET_MASK : 0;
       if (l2Off == 0) continue;
       const tableStart = l1i << span;
-      for (let idx: u64 = 0; idx < t.l2Entries; idx++) {
+      const idx0 = groupStart > tableStart ? (groupStart - tableStart) >> cb : 0;
+      for (let idx: u64 = idx0; idx < t.l2Entries; idx++) {
         const g = tableStart + (idx << cb);
         if (g >= groupEnd) break;
         t.decode(t.l2Table(l2Off), idx, 0);
