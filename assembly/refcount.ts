@@ -49,8 +49,13 @@ export class Refcounts {
     this.order = h.refcountOrder;
     this.rbBits = h.clusterBits + 3 - h.refcountOrder;
     this.maxRefcount = h.refcountOrder == 6 ? u64.MAX_VALUE : (<u64>1 << (<u64>1 << h.refcountOrder)) - 1;
-    this.blocks = new TableCache(<usize>h.clusterSize, BLOCK_CACHE_BYTES, 2, 256);
     const n = (<u64>h.rtClusters << h.clusterBits) / 8;
+    // Checked before anything is allocated: an engine error unwinds without freeing, and the
+    // table alone may be 8 MiB (every failed write to such an image would leak it again).
+    if (h.rtOffset + n * 8 > fileSize(handle)) {
+      fail(E_CORRUPT, "refcount table at " + hex(h.rtOffset) + " lies past the end of the file");
+    }
+    this.blocks = new TableCache(<usize>h.clusterSize, BLOCK_CACHE_BYTES, 2, 256);
     this.rtEntries = n;
     this.rt = heap.alloc(<usize>(n * 8));
     readExact(handle, this.rt, <i32>(n * 8), h.rtOffset, "refcount table");
