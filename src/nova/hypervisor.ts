@@ -1,4 +1,3 @@
-import { CowError } from '../errors.js';
 import type { Hypervisor, HypervisorCallOptions } from '../volume/hypervisor.js';
 import type { CreateInfo, DeleteInfo } from './schemas.js';
 import type { NovaClient } from './client.js';
@@ -27,27 +26,13 @@ export class NovaHypervisor implements Hypervisor {
     const { client, store } = this.options;
     store.set(snapshotId, 'creating');
     await client.createSnapshot(volumeId, createInfo);
-    await abortable(waitForProgress(store, snapshotId, { phase: 'create', clock: this.options.clock, intervals: this.options.intervals, timeoutMs: this.options.createTimeoutMs }), call?.signal, snapshotId);
+    await waitForProgress(store, snapshotId, { phase: 'create', clock: this.options.clock, intervals: this.options.intervals, timeoutMs: this.options.createTimeoutMs, signal: call?.signal });
   }
 
   async deleteSnapshot(_volumeId: string, snapshotId: string, deleteInfo: DeleteInfo, call?: HypervisorCallOptions): Promise<void> {
     const { client, store } = this.options;
     store.set(snapshotId, 'deleting');
     await client.deleteSnapshot(snapshotId, deleteInfo);
-    await abortable(waitForProgress(store, snapshotId, { phase: 'delete', clock: this.options.clock, intervals: this.options.intervals, timeoutMs: this.options.deleteTimeoutMs }), call?.signal, snapshotId);
+    await waitForProgress(store, snapshotId, { phase: 'delete', clock: this.options.clock, intervals: this.options.intervals, timeoutMs: this.options.deleteTimeoutMs, signal: call?.signal });
   }
-}
-
-/**
- * Stop waiting when the driver's operation is cancelled (or its volume lock was lost). Nova may
- * still finish the job; the driver's journal tells recovery what to look for.
- */
-function abortable<T>(wait: Promise<T>, signal: AbortSignal | undefined, snapshotId: string): Promise<T> {
-  if (!signal) return wait;
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(new CowError('ECOW_CANCELLED', `stopped waiting for Nova on snapshot ${snapshotId}`, { cause: signal.reason }));
-    if (signal.aborted) return onAbort();
-    signal.addEventListener('abort', onAbort, { once: true });
-    wait.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
 }

@@ -44,6 +44,8 @@ export interface WaitOptions {
   intervals?: readonly BackoffStep[];
   /** Defaults to `DEFAULT_TIMEOUT_MS[phase]`. */
   timeoutMs?: number;
+  /** Stops the wait (ECOW_CANCELLED): the caller's operation was cancelled or lost its lock. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -78,6 +80,9 @@ export async function waitForProgress(
     for (;;) {
       // A fresh controller before the check, so an update arriving after it cuts the sleep short.
       wake = new AbortController();
+      if (options.signal?.aborted) {
+        throw new CowError('ECOW_CANCELLED', `stopped waiting for Nova to ${phase} snapshot ${snapshotId}`, { cause: options.signal.reason });
+      }
       const record = store.get(snapshotId);
       if (record === undefined) {
         throw new CowError('ECOW_NOT_FOUND', `snapshot ${snapshotId} is not tracked while waiting for Nova to ${phase} it`);
@@ -91,7 +96,7 @@ export async function waitForProgress(
           `timed out after ${elapsed} ms waiting for Nova to ${phase} snapshot ${snapshotId} (status ${record.status}, progress ${record.progress})`,
         );
       }
-      await clock.sleep(intervalAt(intervals, elapsed), wake.signal);
+      await clock.sleep(intervalAt(intervals, elapsed), options.signal ? AbortSignal.any([wake.signal, options.signal]) : wake.signal);
     }
   } finally {
     unsubscribe();
