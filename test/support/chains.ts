@@ -34,6 +34,8 @@ export interface LayerSpec {
   ops: number;
   /** Largest length of one qemu-io command. */
   maxLen: number;
+  /** Explicit qemu-io commands for an `io` layer, instead of the seeded random ones. */
+  commands?: string[];
 }
 
 /** Bottom (the base) first, top last. */
@@ -142,6 +144,7 @@ export function describeChain(spec: ChainSpec): string {
 
 /** qemu-io commands that fill one qcow2 layer (deterministic from its seed). */
 export function layerCommands(l: LayerSpec): string[] {
+  if (l.commands) return l.commands;
   return randomCommands(l.seed, l.size, {
     count: l.ops,
     maxLen: Math.min(l.maxLen, l.size),
