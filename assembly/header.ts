@@ -274,6 +274,17 @@ const FEATURE_NAMES: string[] = [
   "lazy refcounts", "bitmaps", "raw external data",
 ];
 
+/**
+ * Fail, before anything is written, unless `n` more bytes fit in cluster 0 after `off`: the
+ * buffer `buf` is exactly one cluster, so writing on would overrun it into the engine's heap.
+ * The buffer is freed first (an engine error unwinds without cleanup).
+ */
+function mustFit(buf: usize, off: u32, n: u64, cs: u32): void {
+  if (<u64>off + n > <u64>cs) {
+    failFreeing(buf, E_BAD_EXTENSION, "the header (" + off.toString() + " bytes) and its extensions do not fit in cluster 0 (" + cs.toString() + " bytes)");
+  }
+}
+
 function putExtension(buf: usize, off: u32, magic: u32, len: u32): u32 {
   putU32(buf + off, magic);
   putU32(buf + off + 4, len);
@@ -283,7 +294,7 @@ function putExtension(buf: usize, off: u32, magic: u32, len: u32): u32 {
 /**
  * Lay out cluster 0 like qemu's qcow2_update_header: header, unknown fields, backing format,
  * feature table (v3, clusters above 4 KiB), kept extensions, end marker, backing name. Returns the byte count used.
- * The buffer must be one cluster, zeroed.
+ * The buffer must be one cluster, zeroed, from heap.alloc: it is freed when the header does not fit.
  */
 export function serializeHeader(h: Header, buf: usize): u32 {
   const cs = <u32>h.clusterSize;
@@ -313,6 +324,7 @@ export function serializeHeader(h: Header, buf: usize): u32 {
   }
   const fmtLen = <u32>String.UTF8.byteLength(h.backingFormat);
   if (h.backingName.length > 0 && fmtLen > 0) {
+    mustFit(buf, off, 8 + <u64>((fmtLen + 7) & ~7), cs);
     off = putExtension(buf, off, EXT_BACKING_FORMAT, fmtLen);
     String.UTF8.encodeUnsafe(changetype<usize>(h.backingFormat), h.backingFormat.length, buf + off);
     off += (fmtLen + 7) & ~7;
@@ -321,6 +333,7 @@ export function serializeHeader(h: Header, buf: usize): u32 {
   // leave no room for a backing file name.
   if (h.version >= 3 && cs > 4096) {
     const n = <u32>FEATURE_NAMES.length;
+    mustFit(buf, off, 8 + <u64>n * 48, cs);
     off = putExtension(buf, off, EXT_FEATURE_TABLE, n * 48);
     for (let i: u32 = 0; i < n; i++) {
       const e = buf + off + i * 48;
@@ -334,15 +347,16 @@ export function serializeHeader(h: Header, buf: usize): u32 {
   for (let i = 0; i < h.extensions.length; i++) {
     const ext = h.extensions[i];
     const len = <u32>ext.data.length;
-    if (<u64>off + 8 + <u64>len + 16 > <u64>cs) fail(E_BAD_EXTENSION, "header extensions do not fit in cluster 0");
+    if (<u64>off + 8 + <u64>len + 16 > <u64>cs) failFreeing(buf, E_BAD_EXTENSION, "header extensions do not fit in cluster 0");
     off = putExtension(buf, off, ext.magic, len);
     memory.copy(buf + off, changetype<usize>(ext.data), len);
     off += (len + 7) & ~7;
   }
+  mustFit(buf, off, 8, cs);
   off = putExtension(buf, off, EXT_END, 0);
   const nameLen = <u32>String.UTF8.byteLength(h.backingName);
   if (nameLen > 0) {
-    if (nameLen > MAX_BACKING_NAME || off + nameLen > cs) fail(E_BAD_BACKING_NAME, "backing file name of " + nameLen.toString() + " bytes does not fit in the header");
+    if (nameLen > MAX_BACKING_NAME || off + nameLen > cs) failFreeing(buf, E_BAD_BACKING_NAME, "backing file name of " + nameLen.toString() + " bytes does not fit in the header");
     String.UTF8.encodeUnsafe(changetype<usize>(h.backingName), h.backingName.length, buf + off);
     h.backingOffset = off;
     h.backingSize = nameLen;
@@ -353,7 +367,7 @@ export function serializeHeader(h: Header, buf: usize): u32 {
   }
   putU64(buf + 8, h.backingOffset);
   putU32(buf + 16, h.backingSize);
-  if (off > cs) fail(E_INTERNAL, "header overflowed cluster 0");
+  if (off > cs) failFreeing(buf, E_INTERNAL, "header overflowed cluster 0");
   return off;
 }
 
