@@ -1,10 +1,13 @@
 import type { Command } from 'commander';
 import { openImage } from '../chain/open-chain.js';
-import { convertToRaw } from '../image/convert.js';
+import { convertImage, type ConvertOptions } from '../image/convert.js';
 import { qemuStyleInfo } from '../image/info.js';
 import type { Image } from '../image/image.js';
 import { CowError } from '../errors.js';
 import { parseFormatOption, print } from './output.js';
+import { collect, mergeOptionLists } from './args.js';
+import { parseCreateCommand } from './img-create.js';
+import { progressBar } from './progress.js';
 
 /** Open FILE (and its chain) for the duration of `fn`. */
 export function withImage<T>(file: string, format: string | undefined, fn: (img: Image) => T, writable = false): T {
@@ -74,13 +77,48 @@ export function registerImgRead(img: Command): void {
 
   img
     .command('convert')
-    .description('write the guest view of a chain to a new image (qemu-img convert)')
+    .description('write the guest view of a chain to a new image (qemu-img convert); zeros stay holes / unallocated')
     .argument('<src>')
     .argument('<dst>')
     .option('-f <format>', 'format of SRC (raw|qcow2); probed when absent')
-    .option('-O <format>', 'output format', 'raw')
-    .action((src: string, dst: string, o: { f?: string; O: string }) => {
-      if (o.O !== 'raw') throw new CowError('ECOW_BAD_ARGUMENT', `output format "${o.O}" is not supported yet (raw only)`);
-      withImage(src, o.f, (image) => convertToRaw(image, dst));
+    .option('-O <format>', 'output format (raw|qcow2)', 'raw')
+    .option('-o <options>', 'qcow2 target: cluster_size=…,compat=0.10|1.1,refcount_bits=…,extended_l2=on|off (repeatable)', collect)
+    .option('-p', 'show a progress bar (on a terminal)')
+    .option('-q', 'quiet')
+    .action((src: string, dst: string, o: { f?: string; O: string; o?: string[]; p?: boolean; q?: boolean }) => {
+      const target = convertTarget(dst, o.O, o.o);
+      withImage(src, o.f, (image) => {
+        const bar = progressBar(!!o.p && !o.q, 'convert');
+        try {
+          convertImage(image, dst, { ...target, onProgress: bar.onProgress });
+        } finally {
+          bar.stop();
+        }
+      });
     });
+}
+
+/**
+ * `-O FMT -o …` of `img convert` → convertImage's format and create options, checked before
+ * anything is opened or written: the keys and rules of `img create` (qemu-img's). As qemu-img
+ * convert, a `size` is validated and then ignored (the target takes the source's size); a target
+ * with a backing file (backing_file, backing_fmt) is not supported.
+ */
+export function convertTarget(dst: string, format: string, options: string[] | undefined): Pick<ConvertOptions, 'format' | 'create'> {
+  // An output format we cannot write is a bad argument (qemu-img knows more formats than we do).
+  if (format !== 'raw' && format !== 'qcow2') throw new CowError('ECOW_BAD_ARGUMENT', `output format "${format}" is not supported (raw or qcow2)`);
+  const fmt: 'raw' | 'qcow2' = format;
+  const keys = mergeOptionLists(options ?? []);
+  for (const k of ['backing_file', 'backing_fmt']) {
+    if (keys.has(k)) throw new CowError('ECOW_BAD_ARGUMENT', `invalid parameter '${k}' for convert: a target with a backing file is not supported`);
+  }
+  // img create's parser wants a size: a given one is checked there (then ignored), else any.
+  const c = parseCreateCommand(dst, keys.has('size') ? undefined : '0', { f: fmt, o: options });
+  if (fmt === 'raw') return { format: 'raw' };
+  const create: NonNullable<ConvertOptions['create']> = {};
+  if (c.clusterSize !== undefined) create.clusterSize = c.clusterSize;
+  if (c.refcountBits !== undefined) create.refcountBits = c.refcountBits;
+  if (c.compat !== undefined) create.compat = c.compat;
+  if (c.extendedL2 !== undefined) create.extendedL2 = c.extendedL2;
+  return { format: 'qcow2', create };
 }
