@@ -1,0 +1,45 @@
+/**
+ * Worker thread of test/hardening/fuzz.test.ts (bundled by the test, run by plain node): runs
+ * `numRuns` cases of the structured image fuzz from `seed` and posts the outcome. Progress goes
+ * through a shared counter so that the parent's watchdog can tell a hang (no case finishing for
+ * a long time) from slow progress, and terminate the thread.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import fc from 'fast-check';
+import { caseArb, describeCase, runCase, type BaseImage } from '../support/qcow2-fuzz.js';
+
+interface Input {
+  bases: BaseImage[];
+  seed: number;
+  numRuns: number;
+  /** Int32Array view: [0] cases started, [1] cases finished. */
+  progress: SharedArrayBuffer;
+}
+
+const { bases, seed, numRuns, progress } = workerData as Input;
+const counter = new Int32Array(progress);
+const tally: Record<string, number> = {};
+let slowest = 0;
+const result = fc.check(
+  fc.property(caseArb(bases.length), (c) => {
+    Atomics.add(counter, 0, 1);
+    const t0 = performance.now();
+    const s = runCase(bases, c);
+    const ms = performance.now() - t0;
+    if (ms > slowest) slowest = ms;
+    const key = s.open !== 'opened' ? `open refused: ${s.open}` : s.overlap ? 'wrote onto metadata of a corrupt image' : `opened, ${s.cleanBefore ? 'clean' : 'corrupt'}, op: ${s.op}`;
+    tally[key] = (tally[key] ?? 0) + 1;
+    Atomics.add(counter, 1, 1);
+  }),
+  { seed, numRuns },
+);
+parentPort!.postMessage({
+  failed: result.failed,
+  numRuns: result.numRuns,
+  seed: result.seed,
+  path: result.counterexamplePath,
+  counterexample: result.counterexample ? describeCase(bases, result.counterexample[0]) : null,
+  error: result.errorInstance instanceof Error ? (result.errorInstance.stack ?? result.errorInstance.message) : result.errorInstance ? String(result.errorInstance) : null,
+  tally,
+  slowest,
+});
