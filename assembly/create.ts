@@ -44,7 +44,14 @@ export function createQcow2(
   for (let c: u64 = 0; c < 3; c++) writeEntry(buf, c, refcountOrder, 1);
   writeAt(handle, buf, <i32>cs, 2 * cs);
   heap.free(buf);
+  // Until its L1 table exists the header describes an empty image (size 0, no L1 table): a crash
+  // in between leaves a valid image, never one whose L1 table (offset still 0) is the header.
+  const l1Size = h.l1Size;
+  h.size = 0;
+  h.l1Size = 0;
   writeHeader(handle, h);
+  h.size = size;
+  h.l1Size = l1Size;
 
   if (h.l1Size > 0) {
     const rc = new Refcounts(handle, h);
