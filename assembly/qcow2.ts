@@ -54,6 +54,8 @@ export class Qcow2Image extends Image {
   pendingFree: Array<u64> = new Array<u64>();
   private writeReady: bool = false;
   private writerObj: Writer | null = null;
+  /** Host clusters holding L2 tables (for the metadata overlap check), built by prepareWrite. */
+  l2Clusters: Set<u64> = new Set<u64>();
 
   constructor(handle: i32, writable: bool) {
     super(handle, writable);
@@ -114,6 +116,9 @@ export class Qcow2Image extends Image {
   }
 
   setL1Entry(i: u64, v: u64): void {
+    const old = this.l1Entry(i) & L1E_OFFSET_MASK;
+    if (old != 0) this.l2Clusters.delete(old >> this.clusterBits);
+    if ((v & L1E_OFFSET_MASK) != 0) this.l2Clusters.add((v & L1E_OFFSET_MASK) >> this.clusterBits);
     store<u64>(this.l1 + <usize>i * 8, v);
     if (i < this.l1DirtyLo) this.l1DirtyLo = i;
     if (i + 1 > this.l1DirtyHi) this.l1DirtyHi = i + 1;
@@ -146,7 +151,39 @@ export class Qcow2Image extends Image {
       flush(this.handle);
     }
     this.refcounts();
+    for (let i: u64 = 0; i < <u64>h.l1Size; i++) {
+      const t = this.l1Entry(i) & L1E_OFFSET_MASK;
+      if (t != 0) this.l2Clusters.add(t >> this.clusterBits);
+    }
     this.writeReady = true;
+  }
+
+  /**
+   * qemu's metadata overlap check: refuse to write `len` bytes at `host` when they would land on
+   * the header, the L1 table, the refcount table, a refcount block, the snapshot table or an L2
+   * table (other than `ownL2`, the table being written). Only a corrupt image gets here — its
+   * refcounts or entries point at metadata — and the write is refused before anything changes.
+   */
+  checkNoOverlap(host: u64, len: u64, what: string, ownL2: u64): void {
+    const h = this.h;
+    const cb = this.clusterBits;
+    const first = host >> cb;
+    const last = (host + len - 1) >> cb;
+    let hit = "";
+    if (first == 0) hit = "the header";
+    else if (h.l1Size > 0 && rangesMeet(host, len, h.l1Offset, <u64>h.l1Size * 8)) hit = "the L1 table";
+    else if (rangesMeet(host, len, h.rtOffset, (<u64>h.rtClusters) << cb)) hit = "the refcount table";
+    else if (h.nbSnapshots > 0 && rangesMeet(host, len, h.snapshotsOffset, <u64>h.nbSnapshots * 40)) hit = "the snapshot table";
+    else {
+      const rc = this.refcounts();
+      for (let c = first; c <= last; c++) {
+        if (rc.blockClusters.has(c)) { hit = "a refcount block"; break; }
+        if (this.l2Clusters.has(c) && (c << cb) != ownL2) { hit = "an L2 table"; break; }
+      }
+    }
+    if (hit.length > 0) {
+      fail(E_CORRUPT, "preventing invalid write on metadata: " + what + " at " + hex(host) + " (" + len.toString() + " bytes) would overwrite " + hit);
+    }
   }
 
   /** Decrement a cluster's refcount later, when nothing durable references it. */
@@ -483,4 +520,8 @@ export class Qcow2Image extends Image {
     if (w != null) w.dispose();
     if (this.zOut != 0) { heap.free(this.zOut); heap.free(this.zIn); }
   }
+}
+
+function rangesMeet(a: u64, alen: u64, b: u64, blen: u64): bool {
+  return blen > 0 && a < b + blen && b < a + alen;
 }

@@ -31,6 +31,8 @@ export class Refcounts {
   oldTableOffset: u64 = 0;
   oldTableClusters: u64 = 0;
   blocks: TableCache;
+  /** Host clusters holding refcount blocks (for the metadata overlap check). */
+  blockClusters: Set<u64> = new Set<u64>();
   /** Lowest cluster index that might be free. */
   freeHint: u64 = 1;
   /**
@@ -61,13 +63,18 @@ export class Refcounts {
     readExact(handle, this.rt, <i32>(n * 8), h.rtOffset, "refcount table");
     for (let i: u64 = 0; i < n; i++) {
       const p = this.rt + <usize>(i * 8);
-      store<u64>(p, bswap<u64>(load<u64>(p)));
+      const v = bswap<u64>(load<u64>(p));
+      store<u64>(p, v);
+      if ((v & REFT_OFFSET_MASK) != 0) this.blockClusters.add((v & REFT_OFFSET_MASK) >> h.clusterBits);
     }
   }
 
   tableEntry(i: u64): u64 { return load<u64>(this.rt + <usize>(i * 8)); }
 
   private setTableEntry(i: u64, v: u64): void {
+    const old = this.tableEntry(i) & REFT_OFFSET_MASK;
+    if (old != 0) this.blockClusters.delete(old >> this.clusterBits);
+    if ((v & REFT_OFFSET_MASK) != 0) this.blockClusters.add((v & REFT_OFFSET_MASK) >> this.clusterBits);
     store<u64>(this.rt + <usize>(i * 8), v);
     if (i < this.rtDirtyLo) this.rtDirtyLo = i;
     if (i + 1 > this.rtDirtyHi) this.rtDirtyHi = i + 1;

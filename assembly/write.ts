@@ -21,10 +21,12 @@ function l2ForWrite(img: Qcow2Image, l1i: u64): u64 {
   if (off != 0) {
     if ((off & (img.cs - 1)) != 0) fail(E_CORRUPT, "L2 table offset " + hex(off) + " is not cluster-aligned (L1 index " + l1i.toString() + ")");
     if ((e & OFLAG_COPIED) == 0) fail(E_CORRUPT, "L2 table at " + hex(off) + " is shared (COPIED not set in L1 entry " + l1i.toString() + ")");
+    img.checkNoOverlap(off, img.cs, "L2 table update", off);
     img.l2Table(off);
     return off;
   }
   const nt = img.refcounts().allocate(1) << img.clusterBits;
+  img.checkNoOverlap(nt, img.cs, "new L2 table", 0);
   // An empty table in the cache, dirty: it reaches the disk before the L1 entry naming it.
   const slot = img.l2.victim();
   img.evictL2(slot);
@@ -57,6 +59,12 @@ function releaseEntry(img: Qcow2Image, e: u64): void {
   if ((e & OFLAG_COMPRESSED) != 0) { img.freeCompressedLater(e); return; }
   const host = e & L2E_OFFSET_MASK;
   if (host != 0) img.freeLater(host >> img.clusterBits);
+}
+
+/** Guest data to a host offset, refused if it would land on metadata (a corrupt image). */
+function dataWrite(img: Qcow2Image, ptr: usize, len: u64, host: u64): void {
+  img.checkNoOverlap(host, len, "data write", 0);
+  writeAt(img.handle, ptr, <i32>len, host);
 }
 
 /** Granularity at which freshly appended data skips zeros (qemu-img convert's default -S). */
@@ -156,7 +164,7 @@ export class Writer {
         if ((e & OFLAG_COMPRESSED) != 0 || (e & OFLAG_COPIED) == 0 || (e & L2E_OFFSET_MASK) != host0 + k * cs) break;
         k++;
       }
-      writeAt(img.handle, ptr, <i32>(k * cs), host0);
+      dataWrite(img, ptr, k * cs, host0);
       let dirty = false;
       for (let j: u64 = 0; j < k; j++) {
         const p = entryPtr(img, table, idx0 + j);
@@ -174,7 +182,7 @@ export class Writer {
       k++;
     }
     const first = img.refcounts().allocate(k) << cb;
-    writeAt(img.handle, ptr, <i32>(k * cs), first);
+    dataWrite(img, ptr, k * cs, first);
     for (let j: u64 = 0; j < k; j++) {
       const p = entryPtr(img, table, idx0 + j);
       releaseEntry(img, getU64(p));
@@ -205,7 +213,7 @@ export class Writer {
       const host = e & L2E_OFFSET_MASK;
       const src = ptr + <usize>(<u64>k * cs);
       if ((e & OFLAG_COMPRESSED) == 0 && host != 0 && (e & OFLAG_COPIED) != 0) {
-        writeAt(img.handle, src, <i32>cs, host);
+        dataWrite(img, src, cs, host);
         if ((e & OFLAG_ZERO) != 0) { putU64(p, e & ~OFLAG_ZERO); img.markL2Dirty(table); }
         // Marks the cluster as done for the second pass.
         unchecked(guests[from + k] = g | 1);
@@ -216,6 +224,7 @@ export class Writer {
     }
     if (fresh == 0) return;
     const first = img.refcounts().allocate(<u64>fresh) << cb;
+    img.checkNoOverlap(first, <u64>fresh * cs, "data write", 0);
     writeFresh(img.handle, ptr, <u64>fresh * cs, first);
     let j: u64 = 0;
     for (let k = 0; k < count; k++) {
@@ -240,7 +249,7 @@ export class Writer {
     const host = e & L2E_OFFSET_MASK;
     const ours = (e & OFLAG_COMPRESSED) == 0 && host != 0 && (e & OFLAG_COPIED) != 0;
     if (ours && (e & OFLAG_ZERO) == 0) {
-      writeAt(img.handle, ptr, <i32>n, host + offIn);
+      dataWrite(img, ptr, n, host + offIn);
       return;
     }
     const buf = this.buf();
@@ -248,11 +257,11 @@ export class Writer {
     memory.copy(buf + <usize>offIn, ptr, <usize>n);
     if (ours) {
       // A preallocated zero cluster: fill it, then drop the zero flag.
-      writeAt(img.handle, buf, <i32>cs, host);
+      dataWrite(img, buf, cs, host);
       putU64(entryPtr(img, table, idx), e & ~OFLAG_ZERO);
     } else {
       const nc = img.refcounts().allocate(1) << img.clusterBits;
-      writeAt(img.handle, buf, <i32>cs, nc);
+      dataWrite(img, buf, cs, nc);
       const p = entryPtr(img, table, idx);
       releaseEntry(img, getU64(p));
       putU64(p, nc | OFLAG_COPIED);
@@ -278,7 +287,7 @@ export class Writer {
       readCluster(img, cstart, buf);
       memory.copy(buf + <usize>offIn, ptr, <usize>n);
       const nc = img.refcounts().allocate(1) << img.clusterBits;
-      writeAt(img.handle, buf, <i32>cs, nc);
+      dataWrite(img, buf, cs, nc);
       releaseEntry(img, e);
       putU64(p, nc | OFLAG_COPIED);
       putU64(p + 8, L2_BITMAP_ALL_ALLOC);
@@ -296,7 +305,7 @@ export class Writer {
     memory.copy(buf + <usize>offIn, ptr, <usize>n);
     let h = host;
     if (h == 0) h = img.refcounts().allocate(1) << img.clusterBits;
-    writeAt(img.handle, buf + <usize>lo, <i32>(hi - lo), h + lo);
+    dataWrite(img, buf + <usize>lo, hi - lo, h + lo);
     const mask: u64 = sc1 - sc0 == 32 ? 0xffffffff : (((<u64>1 << (sc1 - sc0)) - 1) << sc0);
     const nbm = (bm | mask) & ~(mask << 32);
     if (host == 0) putU64(p, h | OFLAG_COPIED);

@@ -7,9 +7,8 @@
 //    nothing written, no hang;
 //  - a compressed L2 entry with COPIED set: read as qemu reads it, never written in place;
 //  - metadata overlap: a guest write that would land on the header, L1 or refcount table.
-//    qemu refuses these writes ("Preventing invalid write on metadata"); our engine has no such
-//    check on its write path yet — the cases below are kept as repros (it.fails: they fail
-//    today; remove `.fails` when the engine refuses them).
+//    qemu refuses these writes ("Preventing invalid write on metadata"); so do we
+//    (Qcow2Image.checkNoOverlap, ECOW_CORRUPT, nothing written).
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -265,7 +264,7 @@ describe('a compressed L2 entry with COPIED set', () => {
   }
 });
 
-// ---------- metadata overlap (known gap: repros) ----------
+// ---------- metadata overlap ----------
 
 describe('metadata overlap: a guest write must never land on the header, L1 or refcount table (qemu refuses each)', () => {
   function base(): string {
@@ -303,7 +302,7 @@ describe('metadata overlap: a guest write must never land on the header, L1 or r
     expect({ code, metadataUnchanged: after.equals(before) }).toEqual({ code: 'ECOW_CORRUPT', metadataUnchanged: true });
   }
 
-  it.fails('an L2 entry (COPIED) pointing at the L1 table: the write would overwrite the L1 table', () => {
+  it('an L2 entry (COPIED) pointing at the L1 table: the write would overwrite the L1 table', () => {
     const f = base();
     const g = geometry(f);
     writeBE(f, g.entry(2), 8, COPIED | BigInt(g.l1));
@@ -311,7 +310,7 @@ describe('metadata overlap: a guest write must never land on the header, L1 or r
     expectRefused(f, 8192, [g.l1, g.l1 + g.cs]);
   });
 
-  it.fails('the L1 table\'s refcount dropped to 0: the allocation for a new cluster would take the L1 table\'s cluster', () => {
+  it('the L1 table\'s refcount dropped to 0: the allocation for a new cluster would take the L1 table\'s cluster', () => {
     const f = base();
     const g = geometry(f);
     writeBE(f, g.rb + 2 * (g.l1 / g.cs), 2, 0);
@@ -319,7 +318,7 @@ describe('metadata overlap: a guest write must never land on the header, L1 or r
     expectRefused(f, 8192, [g.l1, g.l1 + g.cs]);
   });
 
-  it.fails('an L1 entry pointing at the refcount table: the new L2 entry would be written into the refcount table', () => {
+  it('an L1 entry pointing at the refcount table: the new L2 entry would be written into the refcount table', () => {
     const f = base();
     const g = geometry(f);
     writeBE(f, g.l1 + 8, 8, COPIED | BigInt(g.rt));
