@@ -87,6 +87,12 @@ async function race(name: string, nVols: number, seconds: number): Promise<RaceR
 
   const spawnRacer = (slot: number, gen: number): void => {
     const hold = KILLABLE_SLOTS.includes(slot) && killsWanted > 0 ? HOLD_PROB : 0;
+    // A replacement takes over its slot's snapshots (so that they get deleted in turn and the
+    // chains stay short however many incarnations die).
+    const adopt: Record<string, [string, number, number, boolean][]> = {};
+    for (const [v, m] of expected) {
+      adopt[v] = [...m].filter(([, e]) => e.slot === slot).map(([s, e]) => [s, e.k, e.gen, e.state === 'live']);
+    }
     const proc = spawn(process.execPath, [child], {
       cwd: ROOT,
       env: {
@@ -101,6 +107,7 @@ async function race(name: string, nVols: number, seconds: number): Promise<RaceR
         OUT: out,
         MAX_SNAPS: '3',
         HOLD_PROB: String(hold),
+        ADOPT: JSON.stringify(adopt),
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -209,7 +216,18 @@ async function race(name: string, nVols: number, seconds: number): Promise<RaceR
       }
       try {
         const info = parseInfo(bytes, infoPath(v));
-        for (const [k, f] of Object.entries(info)) if (!fs.existsSync(path.join(dir, f))) problems.push(`${v}: info names ${k} -> ${f}, which does not exist`);
+        for (const [k, f] of Object.entries(info)) {
+          if (fs.existsSync(path.join(dir, f))) continue;
+          // Gone since the info file was read? Only if the info file changed meanwhile (files
+          // are unlinked only once the info file no longer names them).
+          let now: Buffer | null = null;
+          try {
+            now = fs.readFileSync(infoPath(v));
+          } catch {
+            // replaced right now: inconclusive
+          }
+          if (now?.equals(bytes)) problems.push(`${v}: info names ${k} -> ${f}, which does not exist`);
+        }
       } catch (e) {
         problems.push(`${v}: info file does not parse: ${String(e)}`);
       }

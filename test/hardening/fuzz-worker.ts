@@ -12,34 +12,42 @@ interface Input {
   bases: BaseImage[];
   seed: number;
   numRuns: number;
+  /** Stop (successfully) after this long even if numRuns are not done; 0: no limit. */
+  timeLimitMs: number;
   /** Int32Array view: [0] cases started, [1] cases finished. */
   progress: SharedArrayBuffer;
 }
 
-const { bases, seed, numRuns, progress } = workerData as Input;
+const { bases, seed, numRuns, timeLimitMs, progress } = workerData as Input;
 const counter = new Int32Array(progress);
 const tally: Record<string, number> = {};
 let slowest = 0;
+let slowestCase = '';
 const result = fc.check(
   fc.property(caseArb(bases.length), (c) => {
     Atomics.add(counter, 0, 1);
     const t0 = performance.now();
     const s = runCase(bases, c);
     const ms = performance.now() - t0;
-    if (ms > slowest) slowest = ms;
+    if (ms > slowest) {
+      slowest = ms;
+      slowestCase = describeCase(bases, c);
+    }
     const key = s.open !== 'opened' ? `open refused: ${s.open}` : s.overlap ? 'wrote onto metadata of a corrupt image' : `opened, ${s.cleanBefore ? 'clean' : 'corrupt'}, op: ${s.op}`;
     tally[key] = (tally[key] ?? 0) + 1;
     Atomics.add(counter, 1, 1);
   }),
-  { seed, numRuns },
+  { seed, numRuns, ...(timeLimitMs > 0 ? { interruptAfterTimeLimit: timeLimitMs, markInterruptAsFailure: false } : {}) },
 );
 parentPort!.postMessage({
   failed: result.failed,
   numRuns: result.numRuns,
+  interrupted: result.interrupted,
   seed: result.seed,
   path: result.counterexamplePath,
   counterexample: result.counterexample ? describeCase(bases, result.counterexample[0]) : null,
   error: result.errorInstance instanceof Error ? (result.errorInstance.stack ?? result.errorInstance.message) : result.errorInstance ? String(result.errorInstance) : null,
   tally,
   slowest,
+  slowestCase,
 });

@@ -706,9 +706,7 @@ function readView(img: Image): Uint8Array[] {
 function markerPayload(marker: bigint, len: number): Uint8Array {
   const m = Buffer.alloc(8);
   m.writeBigUInt64BE(marker);
-  const p = Buffer.alloc(len);
-  for (let i = 0; i < len; i += 8) m.copy(p, i, 0, Math.min(8, len - i));
-  return p;
+  return Buffer.alloc(len, m);
 }
 
 function clean(o: ReturnType<typeof checkOpenImage>): boolean {
