@@ -199,9 +199,8 @@ describe('commit: random chains, cowchain vs qemu-img commit on identical copies
 // ------------------------------------------------------------------ progress and cancellation
 
 describe('commit: progress and cancellation', () => {
-  // The generic path (top clusters 4 KiB over a 64 KiB base) steps by stepBytes; the fast path
-  // (same cluster size) steps by groups of 65536 of the top's clusters whatever stepBytes says, so
-  // its chain uses 512-byte clusters over 72 MiB: groups of 32 MiB, three steps.
+  // The generic path (top clusters 4 KiB over a 64 KiB base) and the fast path (the same 64 KiB
+  // clusters) both step by stepBytes: progress and cancellation as fine as it asks.
   const chains: Record<string, ChainSpec> = {
     generic: {
       layers: [
@@ -211,8 +210,8 @@ describe('commit: progress and cancellation', () => {
     },
     fast: {
       layers: [
-        { name: 'l0.qcow2', format: 'qcow2', size: 72 * MiB, clusterSize: 512, compat: '1.1', extendedL2: false, refcountBits: 16, fill: 'io', seed: 23, ops: 20, maxLen: 64 * KiB },
-        { name: 'l1.qcow2', format: 'qcow2', size: 72 * MiB, clusterSize: 512, compat: '1.1', extendedL2: false, refcountBits: 16, fill: 'io', seed: 24, ops: 60, maxLen: 64 * KiB },
+        { name: 'l0.qcow2', format: 'qcow2', size: 8 * MiB, clusterSize: 64 * KiB, compat: '1.1', extendedL2: false, refcountBits: 16, fill: 'io', seed: 23, ops: 30, maxLen: 256 * KiB },
+        { name: 'l1.qcow2', format: 'qcow2', size: 8 * MiB, clusterSize: 64 * KiB, compat: '1.1', extendedL2: false, refcountBits: 16, fill: 'io', seed: 24, ops: 80, maxLen: 128 * KiB },
       ],
     },
   };
@@ -233,7 +232,9 @@ describe('commit: progress and cancellation', () => {
       const size = spec.layers[1].size;
       const calls: [number, number][] = [];
       commitImage(path.join(dir, 'l1.qcow2'), { stepBytes: 256 * KiB, onProgress: (done, total) => calls.push([done, total]) });
-      expect(calls.length, name).toBeGreaterThanOrEqual(3);
+      // One call per step; a step may run past its budget by less than one run of the chain's
+      // allocation (generic path) or one cluster (fast path).
+      expect(calls.length, name).toBeGreaterThanOrEqual(name === 'fast' ? size / (256 * KiB) : 8);
       for (let i = 0; i < calls.length; i++) {
         const [done, total] = calls[i];
         expect(total, name).toBe(size);
@@ -255,7 +256,7 @@ describe('commit: progress and cancellation', () => {
       const whole = copyDir(src, path.join(root, `cancel-${name}-whole`));
       commitImage(path.join(whole, 'l1.qcow2'));
 
-      for (const abortAt of name === 'fast' ? [1, 2] : [1, 3, 10, 20]) {
+      for (const abortAt of [1, 3, 10, 20]) {
         for (const drop of [false, true]) {
           const label = `${name} path: aborted after progress call ${abortAt}, drop=${drop}`;
           const dir = copyDir(src, path.join(root, `cancel-${name}-${abortAt}-${drop}`));
