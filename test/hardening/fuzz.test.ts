@@ -11,8 +11,8 @@
 // within HANG_MS terminates its worker and fails the test with the case that hung.
 //
 // Counts: in `npm test`, 100 000 cases or COWCHAIN_FUZZ_SECONDS (default 40 s) of fuzzing,
-// whichever comes first — about 40 s of CPU on two idle cores; on a loaded machine fewer cases
-// run (the count is printed; at least MIN_RUNS). With COWCHAIN_FUZZ_RUNS set (`npm run fuzz`:
+// whichever comes first — about 65 s of CPU, so ~35 s on two idle cores; on a loaded machine
+// fewer cases run (the count is printed; at least MIN_RUNS). With COWCHAIN_FUZZ_RUNS set (`npm run fuzz`:
 // 1 000 000) exactly that many run, without a time limit. COWCHAIN_FUZZ_SEED fixes the seed
 // (default: random, printed). Every failure found is kept below in REGRESSIONS, run in this
 // process on every `npm test`.
@@ -31,7 +31,7 @@ import { requireQemu } from '../support/qemu.js';
 const RUNS = Number(process.env.COWCHAIN_FUZZ_RUNS ?? 100_000);
 const TIME_LIMIT_MS = process.env.COWCHAIN_FUZZ_RUNS ? 0 : Number(process.env.COWCHAIN_FUZZ_SECONDS ?? 40) * 1000;
 /** Fewest cases a time-limited run may end with (a machine too loaded for this fails the test). */
-const MIN_RUNS = 15_000;
+const MIN_RUNS = Math.round((15_000 * TIME_LIMIT_MS) / 40_000);
 const SEED = Number(process.env.COWCHAIN_FUZZ_SEED ?? Math.floor(Math.random() * 0x7fffffff));
 const WORKERS = Math.max(1, Math.min(4, os.availableParallelism()));
 /** A case that has not finished after this long is a hang (cases take well under 10 ms). */
@@ -164,8 +164,10 @@ const V3_512 = 0;
 const V2_512 = 1;
 const V3_4K_RC1 = 2;
 const V3_16K_EXT = 3;
+/** The qemu-made zstd image (the second extra, after makeBases' five). */
+const ZSTD = 6;
 
-const REGRESSIONS: { name: string; c: FuzzCase; repeat?: number }[] = [
+const REGRESSIONS: { name: string; c: FuzzCase; repeat?: number; maxMs?: number }[] = [
   {
     // check's result JSON was grown piece by piece inside one engine call (no GC there): a check
     // whose log reached its cap (here: a refcount table of 64 clusters reaching over the L1 and
@@ -201,6 +203,21 @@ const REGRESSIONS: { name: string; c: FuzzCase; repeat?: number }[] = [
     repeat: 5,
   },
   {
+    // A damaged zstd frame header (here: a dictionary id and a 4-byte content size of ~1.3 GB)
+    // made fzstd allocate the declared window and move it after every block: ~2.5 s of CPU and
+    // 1.3 GB of memory per cluster read; and clusters were decoded on into the next cluster's
+    // frame. Now the frame's headers are checked (content size = one cluster, window bounded)
+    // and only the first frame is decoded: ECOW_DECOMPRESS at once.
+    name: 'zstd frames with damaged headers: each read cost seconds and a 1.3 GB allocation',
+    c: {
+      base: ZSTD,
+      mutations: [0, 1, 2, 3].map((at) => ({ k: 'bytes' as const, where: 'compressed' as const, at, bytes: Uint8Array.from([0x28, 0xb5, 0x2f, 0xfd, 0xa2, 0x6d, 0xde, 0x48, 0x97, 0x04, 0x4d, 0x53]) })),
+      op: op('write', 1000, 700),
+      marker: markerOf(6),
+    },
+    maxMs: 3_000,
+  },
+  {
     name: 'the unpatched image, a one-byte write at 0',
     c: { base: V3_512, mutations: [], op: op('write', 0, 1), marker: markerOf(4) },
   },
@@ -208,8 +225,11 @@ const REGRESSIONS: { name: string; c: FuzzCase; repeat?: number }[] = [
 
 describe('fuzz regressions', () => {
   it.each(REGRESSIONS.map((r) => [r.name, r] as const))('%s', (_n, r) => {
+    if (r.c.base === ZSTD) expect(bases[ZSTD].name).toMatch(/zstd/);
     const before = engineMemoryBytes();
+    const t0 = performance.now();
     for (let i = 0; i < (r.repeat ?? 1); i++) runCase(bases, r.c);
+    if (r.maxMs) expect(performance.now() - t0).toBeLessThan(r.maxMs);
     // Repeating a failing case must not grow memory at all (no leak per failure).
     if (r.repeat) expect(engineMemoryBytes()).toBeLessThanOrEqual(Math.max(before, 32 << 20));
     expect(engineMemoryBytes()).toBeLessThanOrEqual(MEMORY_BOUND);
