@@ -7,8 +7,8 @@
  * Property of every case (runCase):
  *  - every failure is a CowError, and never ECOW_INTERNAL (an engine trap or abort is a bug);
  *  - no guest data ever lands on metadata: the payload of the write is a per-case 8-byte marker
- *    repeated, and the backend refuses (records) any write that puts it inside a cluster the
- *    patched image uses as header, L1/L2 table, refcount table or refcount block;
+ *    repeated, and the backend records any write that puts it inside what the patched image uses
+ *    as header, L1/L2 table, refcount table or refcount block (qemu's overlap check's ranges);
  *  - an image our check calls clean stays clean after the write (whether it succeeded or
  *    failed), and a write that succeeded reads back, with every other byte as before;
  *  - the engine's memory stays under a fixed bound.
@@ -145,8 +145,14 @@ export interface Layout {
   l1Addrs: number[];
   l2Addrs: number[];
   rtAddrs: number[];
-  /** Cluster-aligned byte ranges [start, end) holding metadata (header, L1, refcount table and blocks, L2 tables). */
+  /**
+   * Byte ranges [start, end) holding metadata, sorted, as qemu's overlap check sees them: the
+   * header cluster, the L1 table's bytes (only: the rest of its last cluster is not metadata),
+   * the refcount table's clusters, refcount blocks and L2 tables.
+   */
   meta: [number, number][];
+  /** The same, every range widened to whole clusters (where mutations like to aim). */
+  metaClusters: [number, number][];
   fileSize: number;
 }
 
@@ -177,8 +183,9 @@ export function layoutOf(b: Uint8Array): Layout {
   const rtClusters = u32(b, 56);
   const lay: Layout = {
     cb, cs, extended, l1Off, l1Size, rtOff, rtClusters, refcountOrder,
-    refblocks: [], l2: [], data: [], compressed: [], l1Addrs: [], l2Addrs: [], rtAddrs: [], meta: [], fileSize: len,
+    refblocks: [], l2: [], data: [], compressed: [], l1Addrs: [], l2Addrs: [], rtAddrs: [], meta: [], metaClusters: [], fileSize: len,
   };
+  let l1Bytes: [number, number] | null = null;
   const inFile = (off: number, n: number) => off + n <= len;
   const aligned = (off: number) => off % cs === 0;
   const clusters = new Set<number>([0]);
@@ -200,7 +207,7 @@ export function layoutOf(b: Uint8Array): Layout {
   }
   const l1 = Number(l1Off);
   if (l1Size > 0 && l1Off < BigInt(len) && aligned(l1) && inFile(l1, l1Size * 8)) {
-    addRange(l1, l1Size * 8);
+    l1Bytes = [l1, l1 + l1Size * 8];
     for (let i = 0; i < l1Size; i++) {
       const a = l1 + i * 8;
       lay.l1Addrs.push(a);
@@ -221,12 +228,19 @@ export function layoutOf(b: Uint8Array): Layout {
       }
     }
   }
-  const sorted = [...clusters].sort((x, y) => x - y);
-  for (const c of sorted) {
-    const last = lay.meta[lay.meta.length - 1];
-    if (last && last[1] === c * cs) last[1] += cs;
-    else lay.meta.push([c * cs, (c + 1) * cs]);
-  }
+  const merge = (ranges: [number, number][]): [number, number][] => {
+    const out: [number, number][] = [];
+    for (const [a, z] of ranges.sort((x, y) => x[0] - y[0])) {
+      const last = out[out.length - 1];
+      if (last && a <= last[1]) last[1] = Math.max(last[1], z);
+      else out.push([a, z]);
+    }
+    return out;
+  };
+  const whole: [number, number][] = [...clusters].map((c) => [c * cs, (c + 1) * cs]);
+  lay.meta = merge([...whole.map((r) => [...r] as [number, number]), ...(l1Bytes ? [l1Bytes] : [])]);
+  if (l1Bytes) addRange(l1Bytes[0], l1Bytes[1] - l1Bytes[0]);
+  lay.metaClusters = merge([...clusters].map((c) => [c * cs, (c + 1) * cs]));
   return lay;
 }
 
@@ -509,7 +523,7 @@ export function applyMutations(base: Uint8Array, muts: Mutation[]): Uint8Array {
           const c = l.compressed[m.at % l.compressed.length].value & ((1n << big(62 - (l.cb - 8))) - 1n);
           at = Number(c) + ((m.at >> 8) % 64);
         } else {
-          const [lo, hi] = l.meta[m.at % l.meta.length];
+          const [lo, hi] = l.metaClusters[m.at % l.metaClusters.length];
           at = lo + ((m.at >> 4) % (hi - lo));
         }
         if (at >= 0 && at < b.length) b.set(m.bytes.subarray(0, Math.max(0, b.length - at)), at);
@@ -669,18 +683,6 @@ export interface CaseStats {
   /** 'ok' or the code the guest operation failed with; '' when not reached. */
   op: string;
   cleanBefore: boolean;
-  /** Guest data landed on metadata of an image our check already called corrupt (see runCase). */
-  overlap: boolean;
-}
-
-export interface RunOptions {
-  /**
-   * Fail on guest data landing on metadata even in images our check calls corrupt. Off by
-   * default: the engine has no qemu-style metadata overlap check on its write path yet (a
-   * reported bug; test/hardening/runtime-cases.test.ts keeps its repros). In images our check
-   * calls clean it is always a failure.
-   */
-  strictOverlap?: boolean;
 }
 
 /** Throw unless `e` is a CowError other than ECOW_INTERNAL; returns its code. */
@@ -716,14 +718,14 @@ function clean(o: ReturnType<typeof checkOpenImage>): boolean {
 /**
  * Run one case; throws (a plain Error) when the property is violated. `bases` as from makeBases.
  */
-export function runCase(bases: BaseImage[], c: FuzzCase, options: RunOptions = {}): CaseStats {
+export function runCase(bases: BaseImage[], c: FuzzCase): CaseStats {
   const base = bases[c.base % bases.length];
   const bytes = applyMutations(base.bytes, c.mutations);
   const layout = layoutOf(bytes);
   const markerBuf = Buffer.alloc(8);
   markerBuf.writeBigUInt64BE(c.marker);
   const disk = new FuzzBackend(bytes, layout.meta, markerBuf);
-  const stats: CaseStats = { open: 'opened', op: '', cleanBefore: false, overlap: false };
+  const stats: CaseStats = { open: 'opened', op: '', cleanBefore: false };
   const backingOf = () => (base.backing ? openImageOn(new MemoryBackend(base.backing), { format: 'raw' }) : null);
 
   let below = backingOf();
@@ -770,12 +772,7 @@ export function runCase(bases: BaseImage[], c: FuzzCase, options: RunOptions = {
     }
   }
   if (disk.violations.length) {
-    const what = `metadata overwritten by ${c.op.kind} ${opRange[0]}+${opRange[1]} (${stats.op || 'no outcome'}): ${disk.violations.slice(0, 3).join('; ')}`;
-    if (stats.cleanBefore) throw new Error(`${what} — in an image our check called clean`);
-    if (options.strictOverlap || process.env.COWCHAIN_FUZZ_STRICT_OVERLAP) throw new Error(what);
-    stats.overlap = true;
-    checkMemory();
-    return stats;
+    throw new Error(`metadata overwritten by ${c.op.kind} ${opRange[0]}+${opRange[1]} (${stats.op || 'no outcome'}, image ${stats.cleanBefore ? 'clean' : 'corrupt'} by our check): ${disk.violations.slice(0, 3).join('; ')}`);
   }
 
   if (stats.cleanBefore && before) {
