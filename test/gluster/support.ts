@@ -1,0 +1,168 @@
+/**
+ * Shared pieces of the GlusterFS suite (npm run test:gluster): the two mounts of one GlusterFS
+ * volume (COWCHAIN_GLUSTER_A / COWCHAIN_GLUSTER_B, set up by test/gluster/setup.sh), scratch
+ * directories on the volume seen through both mounts, and child processes bundled with esbuild.
+ *
+ * Without the mounts the suite FAILS (it never skips): a run that silently tested nothing
+ * would look like a pass.
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+import { afterAll } from 'vitest';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+export interface Mounts {
+  a: string;
+  b: string;
+  /** The GlusterFS volume both mount (`host:/volume`). */
+  source: string;
+}
+
+interface MountEntry {
+  source: string;
+  target: string;
+  type: string;
+  options: string;
+}
+
+function mountTable(): MountEntry[] {
+  // /proc/mounts escapes spaces and such as octal
+  const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  return fs
+    .readFileSync('/proc/mounts', 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => {
+      const [source, target, type, options] = l.split(' ');
+      return { source: unescape(source), target: unescape(target), type, options };
+    });
+}
+
+/**
+ * The two mounts, checked: both set, both FUSE mounts of the same GlusterFS volume, distinct
+ * mount points. Throws (failing the test file) otherwise, saying how to get them.
+ */
+export function glusterMounts(): Mounts {
+  const how = 'run `bash test/gluster/setup.sh` first (it writes /run/cowchain-gluster/env), then `npm run test:gluster`';
+  const a = process.env.COWCHAIN_GLUSTER_A;
+  const b = process.env.COWCHAIN_GLUSTER_B;
+  if (!a || !b) throw new Error(`COWCHAIN_GLUSTER_A and COWCHAIN_GLUSTER_B must name two mounts of one GlusterFS volume: ${how}`);
+  const table = mountTable();
+  const entry = (p: string): MountEntry => {
+    const real = fs.realpathSync(p);
+    const e = table.filter((m) => m.target === real).pop();
+    if (!e || e.type !== 'fuse.glusterfs') {
+      throw new Error(`${p} is not a GlusterFS FUSE mount (${e ? `it is ${e.type}` : 'not a mount point'}): ${how}`);
+    }
+    return e;
+  };
+  const ea = entry(a);
+  const eb = entry(b);
+  if (ea.target === eb.target) throw new Error(`COWCHAIN_GLUSTER_A and _B are the same mount (${ea.target}): two mounts are needed`);
+  if (ea.source !== eb.source) throw new Error(`${a} mounts ${ea.source} but ${b} mounts ${eb.source}: they must mount the same volume`);
+  return { a: ea.target, b: eb.target, source: ea.source };
+}
+
+export interface SharedDir {
+  /** The directory through mount A. */
+  a: string;
+  /** The same directory through mount B. */
+  b: string;
+}
+
+const created: string[] = [];
+afterAll(() => {
+  for (const d of created.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+});
+
+/** A fresh directory on the GlusterFS volume, seen through both mounts; removed after the file. */
+export function sharedDir(m: Mounts, label: string): SharedDir {
+  const name = `cowchain-${label}-${process.pid}-${randomBytes(4).toString('hex')}`;
+  const a = path.join(m.a, name);
+  fs.mkdirSync(a);
+  created.push(a);
+  return { a, b: path.join(m.b, name) };
+}
+
+/** A fresh local (not GlusterFS) directory, removed after the file. */
+export function localDir(label: string): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), `cowchain-gluster-${label}-`));
+  created.push(d);
+  return d;
+}
+
+/**
+ * Bundle a child-process source (a .ts file of the repo) into a plain ESM file run by node: the
+ * same code, started in a fraction of vite-node's time. The engine finds its wasm at
+ * ../../build/cowchain.wasm from its module, so the bundle sits two levels below a `build` link.
+ */
+export async function bundleChild(source: string): Promise<string> {
+  const dir = localDir('child');
+  fs.symlinkSync(path.join(ROOT, 'build'), path.join(dir, 'build'));
+  const out = path.join(dir, 'a', 'b', `${path.basename(source, '.ts')}.mjs`);
+  await build({
+    entryPoints: [path.join(ROOT, source)],
+    outfile: out,
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    logLevel: 'warning',
+    // CommonJS dependencies (proper-lockfile) require node built-ins.
+    banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" },
+  });
+  return out;
+}
+
+export interface ChildResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+export interface ChildOptions {
+  env: Record<string, string>;
+  /** Wrap the run (e.g. ['strace', '-f', …]): the command and its arguments before node. */
+  wrapper?: string[];
+  /** Called with each stdout chunk and the process (to kill it at a chosen moment). */
+  onStdout?: (all: string, proc: import('node:child_process').ChildProcess) => void;
+  timeoutMs?: number;
+}
+
+/** Run a bundled child with node; resolves when it exits (any way). */
+export function runChild(bundle: string, options: ChildOptions): Promise<ChildResult> {
+  const [cmd, ...pre] = options.wrapper ?? [];
+  const argv = cmd ? [...pre, process.execPath, bundle] : [bundle];
+  return new Promise((resolve, reject) => {
+    const proc = spawn(cmd ?? process.execPath, argv, {
+      cwd: ROOT,
+      env: { ...process.env, ...options.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    const timer = options.timeoutMs
+      ? setTimeout(() => {
+          stderr += `\n[killed by the test after ${options.timeoutMs} ms]`;
+          proc.kill('SIGKILL');
+        }, options.timeoutMs)
+      : undefined;
+    proc.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      options.onStdout?.(stdout, proc);
+    });
+    proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    proc.on('error', reject);
+    proc.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+}
