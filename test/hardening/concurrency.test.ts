@@ -32,9 +32,8 @@ const CHILDREN = 8;
 const STALE_MS = 2_000;
 /** What a waiter may lose beyond STALE_MS: its retry delay (200 ms), polling, a loaded machine. */
 const TAKEOVER_SLACK_MS = 2_500;
-/** Slots whose first incarnation pauses inside an operation now and then (and is killed there). */
+/** Slots whose incarnations pause inside an operation (and are killed there), while kills are wanted. */
 const KILLABLE_SLOTS = [0, 1];
-const HOLD_PROB = 0.03;
 
 const SCRATCH = fs.mkdtempSync(path.join(fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir(), 'cowchain-race-'));
 afterAll(() => fs.rmSync(SCRATCH, { recursive: true, force: true }));
@@ -83,10 +82,11 @@ async function race(name: string, nVols: number, seconds: number): Promise<RaceR
   const problems: string[] = [];
   const racers: Racer[] = [];
   const deadline = Date.now() + 2_000 + seconds * 1000;
-  let killsWanted = KILLABLE_SLOTS.length * Math.max(1, Math.floor(seconds / 8));
+  let killsWanted = KILLABLE_SLOTS.length * Math.max(1, Math.floor(seconds / 30));
 
   const spawnRacer = (slot: number, gen: number): void => {
-    const hold = KILLABLE_SLOTS.includes(slot) && killsWanted > 0 ? HOLD_PROB : 0;
+    // the driver step (a few operations in) at which it pauses, holding the lock
+    const holdAt = KILLABLE_SLOTS.includes(slot) && killsWanted > 0 ? 3 + Math.floor(Math.random() * 12) : 0;
     // A replacement takes over its slot's snapshots (so that they get deleted in turn and the
     // chains stay short however many incarnations die).
     const adopt: Record<string, [string, number, number, boolean][]> = {};
@@ -106,7 +106,7 @@ async function race(name: string, nVols: number, seconds: number): Promise<RaceR
         LOCK_STALE_MS: String(STALE_MS),
         OUT: out,
         MAX_SNAPS: '3',
-        HOLD_PROB: String(hold),
+        HOLD_AT: String(holdAt),
         ADOPT: JSON.stringify(adopt),
       },
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -6,6 +6,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import fc from 'fast-check';
+import { engineMemoryBytes } from '../../src/index.js';
 import { caseArb, describeCase, runCase, type BaseImage } from '../support/qcow2-fuzz.js';
 
 interface Input {
@@ -23,6 +24,10 @@ const counter = new Int32Array(progress);
 const tally: Record<string, number> = {};
 let slowest = 0;
 let slowestCase = '';
+/** Cases after which the engine's memory had grown (it never shrinks): [case index, MiB, case]. */
+const growth: [number, number, string][] = [];
+let memory = engineMemoryBytes();
+let index = 0;
 const result = fc.check(
   fc.property(caseArb(bases.length), (c) => {
     Atomics.add(counter, 0, 1);
@@ -35,6 +40,12 @@ const result = fc.check(
     }
     const key = s.open !== 'opened' ? `open refused: ${s.open}` : `opened, ${s.cleanBefore ? 'clean' : 'corrupt'}, op: ${s.op}`;
     tally[key] = (tally[key] ?? 0) + 1;
+    const m = engineMemoryBytes();
+    if (m > memory) {
+      memory = m;
+      growth.push([index, Math.round(m / 2 ** 20), describeCase(bases, c).slice(0, 300)]);
+    }
+    index++;
     Atomics.add(counter, 1, 1);
   }),
   { seed, numRuns, ...(timeLimitMs > 0 ? { interruptAfterTimeLimit: timeLimitMs, markInterruptAsFailure: false } : {}) },
@@ -50,4 +61,5 @@ parentPort!.postMessage({
   tally,
   slowest,
   slowestCase,
+  growth,
 });

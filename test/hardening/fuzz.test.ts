@@ -75,6 +75,7 @@ interface WorkerResult {
   tally: Record<string, number>;
   slowest: number;
   slowestCase: string;
+  growth: [number, number, string][];
 }
 
 function runWorker(seed: number, numRuns: number): Promise<WorkerResult> {
@@ -129,10 +130,12 @@ describe('structured fuzz of open / read / write / check on patched images', () 
           Object.entries(tally)
             .sort((a, b) => b[1] - a[1])
             .map(([k, v]) => `  ${String(v).padStart(7)}  ${k}`)
-            .join('\n'),
+            .join('\n') +
+          `\n  engine memory grew after cases: ${results.map((r) => r.growth.map(([i, mib]) => `${i}: ${mib} MiB`).join(', ')).join(' | ')}`,
       );
       for (const r of results) {
-        expect(r.failed, `COWCHAIN_FUZZ_SEED=${r.seed} path ${r.path}\n${r.counterexample}\n${r.error}`).toBe(false);
+        const grew = r.growth.slice(-3).map(([i, mib, c]) => `after case ${i}: ${mib} MiB (${c})`).join('\n');
+        expect(r.failed, `COWCHAIN_FUZZ_SEED=${r.seed} path ${r.path}\n${r.counterexample}\n${r.error}\nengine memory grew ${grew}`).toBe(false);
       }
       if (TIME_LIMIT_MS && results.some((r) => r.interrupted)) expect(total).toBeGreaterThanOrEqual(MIN_RUNS);
       else expect(total).toBeGreaterThanOrEqual(RUNS);
