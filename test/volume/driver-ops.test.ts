@@ -344,7 +344,10 @@ describe('one volume, one operation at a time', () => {
         ['deleteVolume', d.deleteVolume(VOL)],
         ['fsck', d.fsck(VOL)],
       ];
-      for (const [name, p] of ops) expect(`${name}: ${(await rejection(p)).code}`).toBe(`${name}: ECOW_LOCKED`);
+      // Every promise gets its handler now: awaiting them one by one would leave later rejections
+      // unhandled for a moment (all ten give up after the same 200 ms).
+      const outcomes = ops.map(([name, p]) => [name, rejection(p)] as const);
+      for (const [name, r] of outcomes) expect(`${name}: ${(await r).code}`).toBe(`${name}: ECOW_LOCKED`);
     });
     v.expectSnapshotsIntact();
   });
