@@ -12,15 +12,25 @@ import { fail, E_CORRUPT, hex } from "./errors";
 /** Inflate `srcLen` bytes into exactly `dstLen` bytes; returns bytes produced, -1 on bad data. */
 @external("host", "decompress") declare function hostDecompress(type: i32, src: usize, srcLen: i32, dst: usize, dstLen: i32): i32;
 
+/**
+ * Offsets from 2^53 on cannot cross the boundary exactly (the host refuses them) and lie past the
+ * end of any file: such reads (a damaged entry's offset, up to 2^56) are past-the-end reads.
+ */
+const MAX_READ_OFFSET: u64 = 1 << 53;
+
+function readAt(handle: i32, ptr: usize, len: i32, offset: u64): i32 {
+  return offset >= MAX_READ_OFFSET ? 0 : hostRead(handle, ptr, len, <f64>offset);
+}
+
 /** Read up to len bytes; whatever lies past the end of the file reads as zeros. */
 export function readZeroFill(handle: i32, ptr: usize, len: i32, offset: u64): void {
-  const n = hostRead(handle, ptr, len, <f64>offset);
+  const n = readAt(handle, ptr, len, offset);
   if (n < len) memory.fill(ptr + <usize>n, 0, <usize>(len - n));
 }
 
 /** Read exactly len bytes of metadata; a short read means a reference past the end of the file. */
 export function readExact(handle: i32, ptr: usize, len: i32, offset: u64, what: string): void {
-  const n = hostRead(handle, ptr, len, <f64>offset);
+  const n = readAt(handle, ptr, len, offset);
   if (n != len) fail(E_CORRUPT, what + " at " + hex(offset) + " lies past the end of the file");
 }
 
