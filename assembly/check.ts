@@ -321,6 +321,21 @@ class Checker {
     if (this.used != 0) heap.free(this.used);
   }
 
+  /**
+   * Whether a message would be dropped (the log is full): call sites then pass "" instead of
+   * building it. The minimal runtime collects no garbage during a call, so every message built
+   * and dropped would stay in memory until the check ends — gigabytes for a damaged image with
+   * millions of bad entries (or a huge one with millions of leaks).
+   */
+  quiet(): bool {
+    return this.log.length >= LOG_MAX;
+  }
+
+  /** Whether corrupt() would drop its message (log full, or a silent recount). */
+  private mute(): bool {
+    return this.quiet() || this.res == null || !this.first;
+  }
+
   /** qemu's stderr line; past LOG_MAX lines only the milestones (`always`) are kept. */
   say(msg: string, always: bool = false): void {
     if (this.log.length < LOG_MAX || always) this.log.push(msg);
@@ -392,7 +407,7 @@ class Checker {
     if (size == 0) return;
     const cs = this.cs;
     if (offset >= (<u64>1 << 62) || offset + size >= this.fileLen + cs) {
-      this.corrupt("ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x" + offset.toString(16) + " size 0x" + size.toString(16));
+      this.corrupt(this.mute() ? "" : "ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x" + offset.toString(16) + " size 0x" + size.toString(16));
       return;
     }
     const start = offset >> this.cb;
@@ -406,7 +421,7 @@ class Checker {
         const r = this.res;
         if (r != null) {
           r.corruptions++;
-          this.say("ERROR: overflow cluster offset=0x" + (k << this.cb).toString(16));
+          this.say(this.quiet() ? "" : "ERROR: overflow cluster offset=0x" + (k << this.cb).toString(16));
         }
         continue;
       }
@@ -495,7 +510,7 @@ class Checker {
     }
     const r = this.res!;
     if (this.refuseOverlap(l2Off + i * <u64>this.eb, <u64>this.eb, false, active)) {
-      this.say("ERROR: Overlap check failed");
+      this.say(this.quiet() ? "" : "ERROR: Overlap check failed");
       r.checkErrors++;
       return false;
     }
@@ -518,15 +533,15 @@ class Checker {
       const bm: u64 = this.ext ? getU64(p + 8) : 0;
       const type = this.clusterType(e);
       if (type != T_COMPRESSED && (e & L2E_STD_RESERVED_MASK) != 0) {
-        this.corrupt("ERROR found l2 entry with reserved bits set: " + e.toString(16));
+        this.corrupt(this.mute() ? "" : "ERROR found l2 entry with reserved bits set: " + e.toString(16));
       }
       if (type == T_COMPRESSED) {
         if ((e & OFLAG_COPIED) != 0) {
-          this.corrupt("ERROR: coffset=0x" + (e & ((<u64>1 << csizeShift(this.cb)) - 1)).toString(16) + ": copied flag must never be set for compressed clusters");
+          this.corrupt(this.mute() ? "" : "ERROR: coffset=0x" + (e & ((<u64>1 << csizeShift(this.cb)) - 1)).toString(16) + ": copied flag must never be set for compressed clusters");
           e &= ~OFLAG_COPIED;
         }
         if (bm != 0) {
-          this.corrupt("ERROR compressed cluster " + i.toString() + " with non-zero subcluster allocation bitmap, entry=0x" + e.toString(16));
+          this.corrupt(this.mute() ? "" : "ERROR compressed cluster " + i.toString() + " with non-zero subcluster allocation bitmap, entry=0x" + e.toString(16));
           continue;
         }
         const shift = csizeShift(this.cb);
@@ -542,19 +557,19 @@ class Checker {
       } else if (type == T_ZERO_ALLOC || type == T_NORMAL) {
         const off = e & L2E_OFFSET_MASK;
         if (((bm >> 32) & bm) != 0) {
-          this.corrupt("ERROR offset=" + off.toString(16) + ": Allocated cluster has corrupted subcluster allocation bitmap");
+          this.corrupt(this.mute() ? "" : "ERROR offset=" + off.toString(16) + ": Allocated cluster has corrupted subcluster allocation bitmap");
         }
         if ((off & (cs - 1)) != 0) {
           const containsData = this.ext ? (bm & L2_BITMAP_ALL_ALLOC) != 0 : (e & OFLAG_ZERO) == 0;
           if (!containsData) {
             const repair = (this.fix & FIX_ERRORS) != 0 && this.first && this.res != null;
-            this.corrupt((repair ? "Repairing" : "ERROR") + " offset=" + off.toString(16) + ": Preallocated cluster is not properly aligned; L2 entry corrupted.");
+            this.corrupt(this.mute() ? "" : (repair ? "Repairing" : "ERROR") + " offset=" + off.toString(16) + ": Preallocated cluster is not properly aligned; L2 entry corrupted.");
             if (repair) {
               if (this.fixL2EntryByZero(l2Off, i, active)) continue;
               if (this.aborted != 0) return;
             }
           } else {
-            this.corrupt("ERROR offset=" + off.toString(16) + ": Data cluster is not properly aligned; L2 entry corrupted.");
+            this.corrupt(this.mute() ? "" : "ERROR offset=" + off.toString(16) + ": Data cluster is not properly aligned; L2 entry corrupted.");
           }
         }
         if (st != null) {
@@ -565,7 +580,7 @@ class Checker {
         this.inc(off, cs);
       } else if (type == T_UNALLOCATED) {
         if ((bm & L2_BITMAP_ALL_ALLOC) != 0) {
-          this.corrupt("ERROR: Unallocated cluster has non-zero subcluster allocation map");
+          this.corrupt(this.mute() ? "" : "ERROR: Unallocated cluster has non-zero subcluster allocation map");
         }
       }
     }
@@ -581,12 +596,12 @@ class Checker {
         const e = getU64(this.l1buf + <usize>(j * 8));
         if (e == 0) continue;
         if ((e & L1E_RESERVED_MASK) != 0) {
-          this.corrupt("ERROR found L1 entry with reserved bits set: " + e.toString(16));
+          this.corrupt(this.mute() ? "" : "ERROR found L1 entry with reserved bits set: " + e.toString(16));
         }
         const l2Off = e & L1E_OFFSET_MASK;
         this.inc(l2Off, this.cs);
         if ((l2Off & (this.cs - 1)) != 0) {
-          this.corrupt("ERROR l2_offset=" + l2Off.toString(16) + ": Table is not cluster aligned; L1 entry corrupted");
+          this.corrupt(this.mute() ? "" : "ERROR l2_offset=" + l2Off.toString(16) + ": Table is not cluster aligned; L1 entry corrupted");
         }
         this.checkL2(l2Off, frag, active);
         if (this.aborted != 0) return;
@@ -600,7 +615,7 @@ class Checker {
     this.inc(this.bmDirOff, this.bmDirSize);
     const size = this.bmDirSize;
     if (size == 0 || size > MAX_BITMAP_DIRECTORY_SIZE) {
-      this.corrupt("ERROR bitmap directory size " + size.toString() + " is invalid");
+      this.corrupt(this.mute() ? "" : "ERROR bitmap directory size " + size.toString() + " is invalid");
       return EINVAL;
     }
     const dir = heap.alloc(<usize>size);
@@ -633,7 +648,7 @@ class Checker {
     if (broken.length == 0 && found != this.nbBitmaps) broken = "Less bitmaps found than specified in header extension";
     if (broken.length > 0) {
       heap.free(dir);
-      this.corrupt("ERROR " + broken);
+      this.corrupt(this.mute() ? "" : "ERROR " + broken);
       return EINVAL;
     }
     pos = 0;
@@ -651,7 +666,7 @@ class Checker {
           const te = getU64(tbuf + <usize>(j * 8));
           const off = te & BME_TABLE_OFFSET_MASK;
           if ((te & BME_TABLE_RESERVED_MASK) != 0 || (off != 0 && ((te & BME_TABLE_FLAG_ALL_ONES) != 0 || (off & (this.cs - 1)) != 0))) {
-            this.corrupt("ERROR bitmap table entry " + te.toString(16) + " is invalid");
+            this.corrupt(this.mute() ? "" : "ERROR bitmap table entry " + te.toString(16) + " is invalid");
             continue;
           }
           if (off == 0) continue;
@@ -672,18 +687,18 @@ class Checker {
       const off = te & REFT_OFFSET_MASK;
       const cluster = off >> this.cb;
       if ((te & REFT_RESERVED_MASK) != 0) {
-        this.corrupt("ERROR refcount table entry " + i.toString() + " has reserved bits set");
+        this.corrupt(this.mute() ? "" : "ERROR refcount table entry " + i.toString() + " has reserved bits set");
         this.rebuild = true;
         continue;
       }
       if ((off & (cs - 1)) != 0) {
-        this.corrupt("ERROR refcount block " + i.toString() + " is not cluster aligned; refcount table entry corrupted");
+        this.corrupt(this.mute() ? "" : "ERROR refcount block " + i.toString() + " is not cluster aligned; refcount table entry corrupted");
         this.rebuild = true;
         continue;
       }
       if (cluster >= this.nb) {
         const repair = (this.fix & FIX_ERRORS) != 0 && this.first && this.res != null;
-        this.corrupt((repair ? "Repairing" : "ERROR") + " refcount block " + i.toString() + " is outside image");
+        this.corrupt(this.mute() ? "" : (repair ? "Repairing" : "ERROR") + " refcount block " + i.toString() + " is outside image");
         if (repair) {
           // qemu grows the file so that the block lies inside it; the block reads as zeros.
           // (Offsets reach the host as f64: beyond 2^53 we give up, as qemu does past INT64_MAX.)
@@ -699,7 +714,7 @@ class Checker {
             continue;
           }
           this.rebuild = true;
-          this.say("ERROR could not resize image");
+          this.say(this.quiet() ? "" : "ERROR could not resize image");
         }
         continue;
       }
@@ -709,7 +724,7 @@ class Checker {
           const r = this.res;
           if (r != null) {
             r.corruptions++;
-            this.say("ERROR refcount block " + i.toString() + " refcount=" + this.count(cluster).toString());
+            this.say(this.quiet() ? "" : "ERROR refcount block " + i.toString() + " refcount=" + this.count(cluster).toString());
           }
           this.rebuild = true;
         }
@@ -728,11 +743,11 @@ class Checker {
       const off = unchecked(this.snapL1Off[i]);
       const size = <u64>unchecked(this.snapL1Size[i]);
       if ((off & (this.cs - 1)) != 0) {
-        this.corrupt("ERROR snapshot " + i.toString() + " l1_offset=0x" + off.toString(16) + ": L1 table is not cluster aligned; snapshot table entry corrupted");
+        this.corrupt(this.mute() ? "" : "ERROR snapshot " + i.toString() + " l1_offset=0x" + off.toString(16) + ": L1 table is not cluster aligned; snapshot table entry corrupted");
         continue;
       }
       if (size > MAX_L1_ENTRIES) {
-        this.corrupt("ERROR snapshot " + i.toString() + " l1_size=0x" + size.toString(16) + ": L1 table is too large; snapshot table entry corrupted");
+        this.corrupt(this.mute() ? "" : "ERROR snapshot " + i.toString() + " l1_size=0x" + size.toString(16) + ": L1 table is too large; snapshot table entry corrupted");
         continue;
       }
       this.checkL1(off, size, false, false);
@@ -771,7 +786,7 @@ class Checker {
       const r1 = d.get(i);
       if (d.err) {
         res.checkErrors++;
-        this.say("Can't get refcount for cluster " + i.toString() + ": Input/output error");
+        this.say(this.quiet() ? "" : "Can't get refcount for cluster " + i.toString() + ": Input/output error");
         continue;
       }
       if (r1 == 0 && r2 == 0) continue;
@@ -781,7 +796,7 @@ class Checker {
       if (r1 == 0) this.rebuild = true;
       else if (r1 > r2 && (fix & FIX_LEAKS) != 0) fixing = 1;
       else if (r1 < r2 && (fix & FIX_ERRORS) != 0) fixing = 2;
-      this.say((fixing != 0 ? "Repairing" : (r1 < r2 ? "ERROR" : "Leaked")) + " cluster " + i.toString() + " refcount=" + r1.toString() + " reference=" + r2.toString());
+      this.say(this.quiet() ? "" : (fixing != 0 ? "Repairing" : (r1 < r2 ? "ERROR" : "Leaked")) + " cluster " + i.toString() + " refcount=" + r1.toString() + " reference=" + r2.toString());
       if (fixing != 0 && d.set(i, r2)) {
         if (fixing == 1) res.leaksFixed++;
         else res.corruptionsFixed++;
@@ -853,7 +868,7 @@ class Checker {
     }
     if ((tClusters << this.cb) > MAX_REFTABLE_BYTES) {
       res.checkErrors++;
-      this.say("ERROR allocating reftable: File too large");
+      this.say(this.quiet() ? "" : "ERROR allocating reftable: File too large");
       return EFBIG;
     }
     const tEntries = (tClusters << this.cb) / 8;
@@ -938,7 +953,7 @@ class Checker {
       if (d.err) continue;
       if ((rc == 1) != ((l1e & OFLAG_COPIED) != 0)) {
         res.corruptions++;
-        this.say((repair ? "Repairing" : "ERROR") + " OFLAG_COPIED L2 cluster: l1_index=" + i.toString() + " l1_entry=" + l1e.toString(16) + " refcount=" + rc.toString());
+        this.say(this.quiet() ? "" : (repair ? "Repairing" : "ERROR") + " OFLAG_COPIED L2 cluster: l1_index=" + i.toString() + " l1_entry=" + l1e.toString(16) + " refcount=" + rc.toString());
         if (repair) {
           const ne = rc == 1 ? l1e | OFLAG_COPIED : l1e & ~OFLAG_COPIED;
           if (this.refuseOverlap(this.h.l1Offset + (i & ~(<u64>63)) * 8, 512, true, false)) {
@@ -966,7 +981,7 @@ class Checker {
         if (d.err) continue;
         if ((rc == 1) != ((e & OFLAG_COPIED) != 0)) {
           res.corruptions++;
-          this.say((repair ? "Repairing" : "ERROR") + " OFLAG_COPIED data cluster: l2_entry=" + e.toString(16) + " refcount=" + rc.toString());
+          this.say(this.quiet() ? "" : (repair ? "Repairing" : "ERROR") + " OFLAG_COPIED data cluster: l2_entry=" + e.toString(16) + " refcount=" + rc.toString());
           if (repair) {
             putU64(p, rc == 1 ? e | OFLAG_COPIED : e & ~OFLAG_COPIED);
             dirty++;
@@ -975,7 +990,7 @@ class Checker {
       }
       if (dirty > 0) {
         if (this.refuseOverlap(l2Off, this.cs, false, true)) {
-          this.say("ERROR: Could not write L2 table; metadata overlap check failed: Input/output error");
+          this.say(this.quiet() ? "" : "ERROR: Could not write L2 table; metadata overlap check failed: Input/output error");
           res.checkErrors++;
           return EIO;
         }
@@ -1013,12 +1028,12 @@ class Checker {
         if ((fix & FIX_ERRORS) == 0) {
           heap.free(hb);
           res.checkErrors++;
-          this.say("ERROR failed to read the snapshot table: Too much extra metadata in snapshot table entry " + i.toString());
+          this.say(this.quiet() ? "" : "ERROR failed to read the snapshot table: Too much extra metadata in snapshot table entry " + i.toString());
           this.error = "Too much extra metadata in snapshot table entry " + i.toString();
           return EFBIG;
         }
         // qemu (repair mode) drops the excess and rewrites the table; we report it, unrepaired.
-        this.say("Discarding too much extra metadata in snapshot table entry " + i.toString() + " (" + extra.toString() + " > 1024)");
+        this.say(this.quiet() ? "" : "Discarding too much extra metadata in snapshot table entry " + i.toString() + " (" + extra.toString() + " > 1024)");
         res.corruptions++;
         offset += extra;
         extra = MAX_SNAPSHOT_EXTRA_DATA;
@@ -1030,7 +1045,7 @@ class Checker {
       if (tableLength > MAX_SNAPSHOTS_SIZE || offset - h.snapshotsOffset > INT_MAX) {
         heap.free(hb);
         res.checkErrors++;
-        this.say("ERROR failed to read the snapshot table: Snapshot table is too big");
+        this.say(this.quiet() ? "" : "ERROR failed to read the snapshot table: Snapshot table is too big");
         this.error = "Snapshot table is too big";
         return EFBIG;
       }
