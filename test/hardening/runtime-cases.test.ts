@@ -13,7 +13,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { CowError, checkImage, commitImage, convertImage, createImage, openImage, rebaseImage, streamImage } from '../../src/index.js';
+import { CowError, checkImage, commitImage, convertImage, createImage, engineMemoryBytes, openImage, rebaseImage, streamImage } from '../../src/index.js';
 import { H, createQcow2, expectSameBytes, join, readBE, writeBE } from '../support/images.js';
 import { qemuCheck, qemuImg, qemuIo, qemuRaw, requireQemu, tmpDir } from '../support/qemu.js';
 
@@ -331,3 +331,67 @@ function spawnQemuIo(file: string, cmd: string): string {
   const r = spawnSync('qemu-io', ['-c', cmd, file], { encoding: 'utf8' });
   return `${r.stdout}${r.stderr}`;
 }
+
+// ---------- damage at scale: bounded memory, coded errors ----------
+
+describe('damage the check and reads meet at scale', () => {
+  /**
+   * A 64 KiB-cluster image whose data cluster is random bytes, and `n` internal snapshots whose
+   * L1 tables are that cluster: 8192 garbage L1 entries each, offsets up to 2^56.
+   */
+  function garbageSnapshots(n: number): string {
+    const f = createImage0(fresh('snapjunk.qcow2'));
+    const g = geometry(f);
+    const data = Number(readBE(f, g.entry(0), 8) & OFFSET);
+    const buf = fs.readFileSync(f);
+    const table = Math.ceil(buf.length / g.cs) * g.cs;
+    const out = Buffer.alloc(table + g.cs);
+    buf.copy(out);
+    for (let i = 0; i < n; i++) {
+      out.writeBigUInt64BE(BigInt(data), table + 40 * i);
+      out.writeUInt32BE(8192, table + 40 * i + 8);
+    }
+    out.writeUInt32BE(n, H.nbSnapshots);
+    out.writeBigUInt64BE(BigInt(table), H.snapshotsOffset);
+    fs.writeFileSync(f, out);
+    return f;
+  }
+  function createImage0(f: string): string {
+    createImage(f, { size: 1 * MiB });
+    const img = openImage(f, { writable: true });
+    try {
+      let x = 7;
+      img.write(0, Buffer.alloc(64 * KiB).map(() => (x = (Math.imul(x, 1103515245) + 12345) >>> 0) >>> 24));
+    } finally {
+      img.close();
+    }
+    return f;
+  }
+
+  it('check of 4 snapshots with garbage L1 tables (~100 000 errors): exit 2 as qemu, engine memory does not grow with the errors', () => {
+    const f = garbageSnapshots(4);
+    const before = engineMemoryBytes();
+    const r = checkImage(f);
+    // Every message past the log's cap used to be built anyway and kept until the call ended
+    // (~15 MiB here, gigabytes with more snapshots); L2 offsets beyond 2^53 made it throw ECOW_IO.
+    expect(r.exitCode).toBe(2);
+    expect(r.result!.corruptions).toBeGreaterThan(50_000);
+    expect(r.log.length).toBeLessThanOrEqual(1001);
+    expect(engineMemoryBytes() - before).toBeLessThanOrEqual(4 * MiB);
+    expect(qemuCheck(f).status).toBe(2);
+  });
+
+  it('an L1 entry naming an L2 table beyond 2^53: the read fails with ECOW_CORRUPT, not an I/O error', () => {
+    const f = createImage0(fresh('far.qcow2'));
+    const g = geometry(f);
+    writeBE(f, g.l1, 8, COPIED | (1n << 54n));
+    expect(codeOf(() => {
+      const img = openImage(f);
+      try {
+        img.read(0, 4096);
+      } finally {
+        img.close();
+      }
+    })).toBe('ECOW_CORRUPT');
+  });
+});
