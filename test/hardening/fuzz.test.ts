@@ -166,10 +166,11 @@ const V3_512 = 0;
 const V2_512 = 1;
 const V3_4K_RC1 = 2;
 const V3_16K_EXT = 3;
-/** The qemu-made zstd image (the second extra, after makeBases' five). */
+/** The qemu-made images (the extras, after makeBases' five). */
+const DEFLATE = 5;
 const ZSTD = 6;
 
-const REGRESSIONS: { name: string; c: FuzzCase; repeat?: number; maxMs?: number }[] = [
+const REGRESSIONS: { name: string; c: FuzzCase; repeat?: number; maxMs?: number; maxGrowth?: number }[] = [
   {
     // check's result JSON was grown piece by piece inside one engine call (no GC there): a check
     // whose log reached its cap (here: a refcount table of 64 clusters reaching over the L1 and
@@ -234,6 +235,23 @@ const REGRESSIONS: { name: string; c: FuzzCase; repeat?: number; maxMs?: number 
     c: { base: V3_512, mutations: [{ k: 'entry', table: 'l1', pick: 1, off: { ref: 'rt', pick: 0, delta: 0 }, flags: 1n << 63n, raw: null }], op: op('write', 600_000, 512), marker: markerOf(9) },
   },
   {
+    // Found by `npm run fuzz` (seed 1537125896, case 331627): 11 snapshots whose table is the
+    // header itself (snapshots_offset 0), behind 7 unterminated extensions. The check built a
+    // message for each of ~100 000 errors though its log keeps 1000, and nothing is collected
+    // during a call: +19 MiB per check (the 1M run ended at 85 MiB).
+    name: 'snapshot table over the header (11 snapshots): every dropped check message stayed in memory',
+    c: {
+      base: DEFLATE,
+      mutations: [
+        { k: 'ext', exts: [0, 8, 8, 0, 8, 8, 0].map((n, i) => ({ magic: 0x10000 + i, len: null, data: new Uint8Array(n) })), end: false, hl: null, backingAt: null },
+        field('nb_snapshots', 0, 11n),
+      ],
+      op: op('zero', 20676, 70000),
+      marker: markerOf(10),
+    },
+    maxGrowth: 8 << 20,
+  },
+  {
     name: 'the unpatched image, a one-byte write at 0',
     c: { base: V3_512, mutations: [], op: op('write', 0, 1), marker: markerOf(4) },
   },
@@ -242,10 +260,12 @@ const REGRESSIONS: { name: string; c: FuzzCase; repeat?: number; maxMs?: number 
 describe('fuzz regressions', () => {
   it.each(REGRESSIONS.map((r) => [r.name, r] as const))('%s', (_n, r) => {
     if (r.c.base === ZSTD) expect(bases[ZSTD].name).toMatch(/zstd/);
+    if (r.c.base === DEFLATE) expect(bases[DEFLATE].name).toMatch(/deflate/);
     const before = engineMemoryBytes();
     const t0 = performance.now();
     for (let i = 0; i < (r.repeat ?? 1); i++) runCase(bases, r.c);
     if (r.maxMs) expect(performance.now() - t0).toBeLessThan(r.maxMs);
+    if (r.maxGrowth !== undefined) expect(engineMemoryBytes() - before).toBeLessThanOrEqual(r.maxGrowth);
     // Repeating a failing case must not grow memory at all (no leak per failure).
     if (r.repeat) expect(engineMemoryBytes()).toBeLessThanOrEqual(Math.max(before, 32 << 20));
     expect(engineMemoryBytes()).toBeLessThanOrEqual(MEMORY_BOUND);
