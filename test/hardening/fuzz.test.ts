@@ -10,8 +10,8 @@
 // within HANG_MS terminates its worker and fails the test with the case that hung.
 //
 // Counts: in `npm test`, 100 000 cases or COWCHAIN_FUZZ_SECONDS (default 40 s) of fuzzing,
-// whichever comes first — about 65 s of CPU, so ~35 s on two idle cores; on a loaded machine
-// fewer cases run (the count is printed; at least MIN_RUNS). With COWCHAIN_FUZZ_RUNS set (`npm run fuzz`:
+// whichever comes first: 100 000 take ~20 s on this machine's two cores when idle; at a load of
+// ~12 about 50 000 fit in the 40 s (the count is printed; at least MIN_RUNS). With COWCHAIN_FUZZ_RUNS set (`npm run fuzz`:
 // 1 000 000) exactly that many run, without a time limit. COWCHAIN_FUZZ_SEED fixes the seed
 // (default: random, printed). Every failure found is kept below in REGRESSIONS, run in this
 // process on every `npm test`.
