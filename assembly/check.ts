@@ -45,6 +45,7 @@ import { getU16, getU32, getU64, putU32, putU64 } from "./be";
 import { readZeroFill, writeAt, fileSize, flush, truncateTo } from "./io";
 import { readEntry, writeEntry } from "./refcount";
 import { TableCache } from "./tablecache";
+import { cachedTable, writeBackSlot } from "./cached-table";
 import { csizeShift, csizeMask, L1E_OFFSET_MASK, L2E_OFFSET_MASK, REFT_OFFSET_MASK, OFLAG_COPIED, OFLAG_COMPRESSED, OFLAG_ZERO } from "./layout";
 
 export const FIX_LEAKS: i32 = 1;
@@ -186,47 +187,26 @@ class DiskRefs {
     return off;
   }
 
-  private block(off: u64): usize {
-    const c = this.cache;
-    let slot = c.find(off);
-    if (slot >= 0) return c.ptr(slot);
-    slot = c.victim();
-    this.writeBack(slot);
-    c.drop(c.key(slot));
-    const p = c.ptr(slot);
-    readZeroFill(this.handle, p, <i32>this.cs, off);
-    c.assign(slot, off);
-    return p;
-  }
-
-  private writeBack(slot: i32): void {
-    const c = this.cache;
-    if (c.isDirty(slot)) {
-      writeAt(this.handle, c.ptr(slot), <i32>this.cs, c.key(slot));
-      c.markClean(slot);
-    }
-  }
-
   get(cluster: u64): u64 {
     this.err = false;
     const off = this.blockFor(cluster);
     if (off == 0) return 0;
     if (off == 1) { this.err = true; return 0; }
-    return readEntry(this.block(off), cluster & ((<u64>1 << this.rbBits) - 1), this.order);
+    return readEntry(cachedTable(this.cache, this.handle, off, ""), cluster & ((<u64>1 << this.rbBits) - 1), this.order);
   }
 
   /** Set a refcount in an existing block; false when there is no usable block. */
   set(cluster: u64, value: u64): bool {
     const off = this.blockFor(cluster);
     if (off <= 1) return false;
-    const p = this.block(off);
+    const p = cachedTable(this.cache, this.handle, off, "");
     writeEntry(p, cluster & ((<u64>1 << this.rbBits) - 1), this.order, value);
     this.cache.markDirty(this.cache.find(off));
     return true;
   }
 
   writeAll(): void {
-    for (let s = 0; s < this.cache.slots; s++) this.writeBack(s);
+    for (let s = 0; s < this.cache.slots; s++) writeBackSlot(this.cache, this.handle, s);
   }
 
   dispose(): void {

@@ -3,6 +3,7 @@
 // flushMetadata() writes them in the order that keeps a crash leak-only (see qcow2.ts).
 import { getU16, getU32, getU64, putU16, putU32, putU64 } from "./be";
 import { TableCache } from "./tablecache";
+import { cachedTable, writeBackSlot } from "./cached-table";
 import { readExact, writeAt, fileSize } from "./io";
 import { fail, hex, E_CORRUPT, E_BAD_SIZE } from "./errors";
 import { REFT_OFFSET_MASK } from "./layout";
@@ -80,29 +81,6 @@ export class Refcounts {
     if (i + 1 > this.rtDirtyHi) this.rtDirtyHi = i + 1;
   }
 
-  /** The refcount block at host offset `off`, through the cache. */
-  private block(off: u64): usize {
-    const c = this.blocks;
-    let slot = c.find(off);
-    if (slot >= 0) return c.ptr(slot);
-    slot = c.victim();
-    this.writeBack(slot);
-    c.drop(c.key(slot));
-    const p = c.ptr(slot);
-    readExact(this.handle, p, <i32>this.cs, off, "refcount block");
-    c.assign(slot, off);
-    return p;
-  }
-
-  /** Write a dirty block back. Blocks may reach the disk early: an early increment only leaks. */
-  private writeBack(slot: i32): void {
-    const c = this.blocks;
-    if (c.isDirty(slot)) {
-      writeAt(this.handle, c.ptr(slot), <i32>this.cs, c.key(slot));
-      c.markClean(slot);
-    }
-  }
-
   private blockOffset(i: u64, what: u64): u64 {
     const off = this.tableEntry(i) & REFT_OFFSET_MASK;
     if (off != 0 && (off & (this.cs - 1)) != 0) {
@@ -116,7 +94,7 @@ export class Refcounts {
     if (i >= this.rtEntries) return 0;
     const off = this.blockOffset(i, cluster);
     if (off == 0) return 0;
-    return readEntry(this.block(off), cluster & ((<u64>1 << this.rbBits) - 1), this.order);
+    return readEntry(cachedTable(this.blocks, this.handle, off, "refcount block"), cluster & ((<u64>1 << this.rbBits) - 1), this.order);
   }
 
   set(cluster: u64, value: u64): void {
@@ -128,7 +106,7 @@ export class Refcounts {
     if (i >= this.rtEntries) this.growTable(i + 1);
     let off = this.blockOffset(i, cluster);
     if (off == 0) off = this.createBlock(i, cluster);
-    const p = this.block(off);
+    const p = cachedTable(this.blocks, this.handle, off, "refcount block");
     writeEntry(p, cluster & ((<u64>1 << this.rbBits) - 1), this.order, value);
     this.blocks.markDirty(this.blocks.find(off));
     if (value == 0 && cluster < this.freeHint) this.freeHint = cluster;
@@ -148,7 +126,7 @@ export class Refcounts {
     const off = cand << this.clusterBits;
     const c = this.blocks;
     const slot = c.victim();
-    this.writeBack(slot);
+    writeBackSlot(this.blocks, this.handle, slot);
     c.drop(c.key(slot));
     const p = c.assign(slot, off);
     memory.fill(p, 0, <usize>this.cs);
@@ -285,7 +263,7 @@ export class Refcounts {
    * can put a flush between them: a table entry must never reach the disk before its block.
    */
   writeBlocks(): void {
-    for (let s = 0; s < this.blocks.slots; s++) this.writeBack(s);
+    for (let s = 0; s < this.blocks.slots; s++) writeBackSlot(this.blocks, this.handle, s);
   }
 
   hasDirtyBlocks(): bool {
