@@ -2,27 +2,39 @@
  * Per-volume lock that serialises every operation on one volume across threads, processes and
  * hosts sharing the volume directory over NFS/GlusterFS.
  *
- * Built on proper-lockfile: the lock is the directory `<dir>/volume-<vol>.lock`, taken with
- * mkdir (atomic on local file systems and on NFS, unlike O_EXCL on old NFS clients). The holder
- * refreshes the directory's mtime every `updateMs`; a lock whose mtime is older than `staleMs`
- * belongs to a dead holder (crash, SIGKILL, lost host) and is taken over. Across hosts this
- * relies on clocks agreeing to well within `staleMs`.
+ * The lock is the directory `<dir>/volume-<vol>.lock`, taken with mkdir (atomic on local file
+ * systems and on NFS, unlike O_EXCL on old NFS clients). It is a lease: the holder sets the
+ * directory's mtime to "now" at least every `updateMs`, and a lock whose mtime is older than
+ * `staleMs` belongs to a dead holder (crash, SIGKILL, lost host) and may be taken over. Across
+ * hosts this relies on clocks agreeing to well within `staleMs`.
  *
- * Known limit (proper-lockfile's stale takeover): two waiters that find the same stale lock at
- * the same instant can both take it over. The loser's refresh then finds an mtime that is not
- * its own and reports the lock compromised; we turn that into ECOW_LOCK_LOST for its operation
- * (and abort its signal) instead of letting it commit results.
+ * Two races a plain "stale → rmdir → mkdir" takeover loses, and how this one avoids them:
+ *  - Two waiters find the same stale lock. The second one's rmdir would remove the first one's
+ *    fresh lock, and both would hold it. Here removing a stale lock takes a second, short-lived
+ *    mkdir lock (`volume-<vol>.lock.takeover`), under which staleness is checked again: one
+ *    waiter at a time, and never a fresh lock.
+ *  - A holder stalls (a long synchronous step, a paused VM) past `staleMs` and is taken over,
+ *    then wakes and carries on. Here the holder knows its lock by inode and by the exact mtime it
+ *    last set. `assertHeld()` — called before every change an operation makes, and between the
+ *    steps of a long engine job — checks both synchronously and renews the lease; anything else
+ *    means the lock was taken over, and the operation stops with ECOW_LOCK_LOST before it
+ *    changes anything more.
+ * A waiter that dies inside the takeover (microseconds) leaves `.takeover` behind; it is
+ * removed once stale, like the lock itself.
+ * What no lease can prevent: a single step that itself runs longer than `staleMs` without an
+ * `assertHeld()` can overlap the next holder. Keep `staleMs` (default 30 s) well above the
+ * slowest step (one engine job step, one fsync).
  */
-import fs from 'node:fs/promises';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
 import path from 'node:path';
-import lockfile from 'proper-lockfile';
 import { baseName } from '../chain/names.js';
 import { CowError } from '../errors.js';
 
 export interface VolumeLockOptions {
-  /** A lock not refreshed for this long is stale and may be taken over. Default 30 s (min 2 s). */
+  /** A lock not renewed for this long is stale and may be taken over. Default 30 s (min 1 s). */
   staleMs?: number;
-  /** Refresh interval of a held lock. Default staleMs / 2 (proper-lockfile clamps to 1 s..stale/2). */
+  /** Renewal interval of a held lock. Default staleMs / 4 (at most staleMs / 2). */
   updateMs?: number;
   /** Give up waiting with ECOW_LOCKED after this long. Default 60 s. */
   acquireTimeoutMs?: number;
@@ -40,10 +52,15 @@ export const DEFAULT_VOLUME_LOCK_OPTIONS = {
   maxRetryDelayMs: 1_000,
 } as const;
 
+const MIN_STALE_MS = 1_000;
+
 export interface VolumeLockHandle {
-  /** Aborted (reason: the ECOW_LOCK_LOST error) if the lock is lost while `fn` runs. */
+  /** Aborted (reason: the ECOW_LOCK_LOST error) once the lock is known to be lost. */
   readonly signal: AbortSignal;
-  /** Throw ECOW_LOCK_LOST if the lock was lost. Call before making results visible. */
+  /**
+   * Check, synchronously, that the lock directory is still the one this holder made and last
+   * renewed, and renew it. Throws ECOW_LOCK_LOST otherwise. Call before every change.
+   */
   assertHeld(): void;
 }
 
@@ -63,6 +80,73 @@ const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
     signal?.addEventListener('abort', done, { once: true });
   });
 
+const errno = (e: unknown): string | undefined => (e as NodeJS.ErrnoException).code;
+
+/** A lock directory as its holder knows it: which directory, and the mtime it last set. */
+interface Identity {
+  ino: number;
+  dev: number;
+  mtimeMs: number;
+}
+
+function statOrNull(p: string): fs.Stats | null {
+  try {
+    return fs.statSync(p);
+  } catch (e) {
+    if (errno(e) === 'ENOENT') return null;
+    throw e;
+  }
+}
+
+const isStale = (st: fs.Stats, staleMs: number): boolean => Date.now() - st.mtimeMs > staleMs;
+
+/** One attempt: the lock, or null when someone else holds it. Takes a stale lock over safely. */
+function tryAcquire(lockPath: string, staleMs: number): Identity | null {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      fs.mkdirSync(lockPath);
+    } catch (e) {
+      if (errno(e) !== 'EEXIST') throw e;
+      if (!removeIfStale(lockPath, staleMs)) return null;
+      continue; // gone: compete for it
+    }
+    const st = statOrNull(lockPath);
+    if (st) return { ino: st.ino, dev: st.dev, mtimeMs: st.mtimeMs };
+  }
+  return null;
+}
+
+/**
+ * Remove the lock at `lockPath` if it is stale. Only one waiter at a time may do so: it holds
+ * `<lock>.takeover` (itself a mkdir lock, held for microseconds) and checks staleness again
+ * under it, so it never removes the fresh lock that the waiter before it has just made.
+ * Returns whether the lock is gone (the caller then competes for it with mkdir).
+ */
+function removeIfStale(lockPath: string, staleMs: number): boolean {
+  const seen = statOrNull(lockPath);
+  if (seen === null) return true;
+  if (!isStale(seen, staleMs)) return false;
+  const takeover = `${lockPath}.takeover`;
+  try {
+    fs.mkdirSync(takeover);
+  } catch (e) {
+    if (errno(e) !== 'EEXIST') throw e;
+    // Another waiter is taking it over right now, or died doing so long ago.
+    const t = statOrNull(takeover);
+    if (t && isStale(t, staleMs)) fs.rmSync(takeover, { recursive: true, force: true });
+    return false;
+  }
+  try {
+    const now = statOrNull(lockPath);
+    if (now === null) return true;
+    if (now.ino !== seen.ino || now.dev !== seen.dev || !isStale(now, staleMs)) return false;
+    fs.rmSync(lockPath, { recursive: true, force: true });
+    return true;
+  } finally {
+    fs.rmSync(takeover, { recursive: true, force: true });
+  }
+}
+
 /**
  * Run `fn` while holding volume `volumeId`'s lock in `dir`; release it afterwards whatever
  * happens. Different volumes never block each other. Throws ECOW_LOCKED when the lock cannot be
@@ -77,102 +161,117 @@ export async function withVolumeLock<T>(
 ): Promise<T> {
   const base = baseName(volumeId); // validates the id (ECOW_BAD_ARGUMENT)
   const staleMs = options.staleMs ?? DEFAULT_VOLUME_LOCK_OPTIONS.staleMs;
+  if (!Number.isFinite(staleMs) || staleMs < MIN_STALE_MS) {
+    throw new CowError('ECOW_BAD_ARGUMENT', `lock staleMs ${staleMs} is below the minimum of ${MIN_STALE_MS} ms`);
+  }
+  const updateMs = Math.min(options.updateMs ?? staleMs / 4, staleMs / 2);
   const acquireTimeoutMs = options.acquireTimeoutMs ?? DEFAULT_VOLUME_LOCK_OPTIONS.acquireTimeoutMs;
   const minDelay = options.minRetryDelayMs ?? DEFAULT_VOLUME_LOCK_OPTIONS.minRetryDelayMs;
   const maxDelay = options.maxRetryDelayMs ?? DEFAULT_VOLUME_LOCK_OPTIONS.maxRetryDelayMs;
 
   let realDir: string;
   try {
-    // Canonical path: proper-lockfile keys its in-process lock table by path.
-    realDir = await fs.realpath(dir);
+    realDir = await fsp.realpath(dir);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
+    const code = errno(e);
     throw new CowError(
       code === 'ENOENT' ? 'ECOW_NOT_FOUND' : 'ECOW_IO',
       `volume directory ${dir} for the lock of volume ${volumeId}: ${code ?? String(e)}`,
       { cause: e },
     );
   }
-  // The "locked file" is the base image path, one per volume: proper-lockfile's in-process
-  // table is keyed by it, so using the shared directory would make two volumes clobber each
-  // other's entry. realpath:false because the base image need not exist (yet).
-  const lockedPath = path.join(realDir, base);
   const lockPath = path.join(realDir, `${base}.lock`);
-
-  const controller = new AbortController();
-  let lost: CowError | undefined;
-  const lockOptions: lockfile.LockOptions = {
-    stale: staleMs,
-    update: options.updateMs ?? staleMs / 2,
-    realpath: false,
-    lockfilePath: lockPath,
-    retries: 0, // we retry ourselves: bounded by a deadline and cancellable
-    // proper-lockfile's default throws from a timer, which would crash the process; instead fail
-    // the operation that held the lock.
-    onCompromised: (err) => {
-      lost = new CowError(
-        'ECOW_LOCK_LOST',
-        `lock ${lockPath} of volume ${volumeId} was lost while held: ${err.message}`,
-        { cause: err },
-      );
-      controller.abort(lost);
-    },
-  };
 
   const deadline = Date.now() + acquireTimeoutMs;
   let delay = minDelay;
-  let release: () => Promise<void>;
+  let mine: Identity;
   for (;;) {
     if (options.signal?.aborted) {
       throw new CowError('ECOW_CANCELLED', `waiting for the lock of volume ${volumeId} was cancelled`, {
         cause: options.signal.reason,
       });
     }
+    let got: Identity | null;
     try {
-      release = await lockfile.lock(lockedPath, lockOptions);
-      break;
+      got = tryAcquire(lockPath, staleMs);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ELOCKED') {
-        throw new CowError('ECOW_IO', `cannot take lock ${lockPath} of volume ${volumeId}: ${(e as Error).message}`, {
-          cause: e,
-        });
-      }
-      const remaining = deadline - Date.now();
-      if (remaining <= 0) {
-        throw new CowError(
-          'ECOW_LOCKED',
-          `volume ${volumeId} is locked by another operation (${lockPath}); gave up after ${acquireTimeoutMs} ms`,
-          { cause: e },
-        );
-      }
-      // Jitter so that waiters on several hosts do not retry in lock-step.
-      await sleep(Math.min(remaining, delay * (0.5 + Math.random() / 2)), options.signal);
-      delay = Math.min(delay * 2, maxDelay);
+      throw new CowError('ECOW_IO', `cannot take lock ${lockPath} of volume ${volumeId}: ${errno(e) ?? String(e)}`, { cause: e });
     }
+    if (got) {
+      mine = got;
+      break;
+    }
+    const remaining = deadline - Date.now();
+    if (remaining <= 0) {
+      throw new CowError(
+        'ECOW_LOCKED',
+        `volume ${volumeId} is locked by another operation (${lockPath}); gave up after ${acquireTimeoutMs} ms`,
+      );
+    }
+    // Jitter so that waiters on several hosts do not retry in lock-step.
+    await sleep(Math.min(remaining, delay * (0.5 + Math.random() / 2)), options.signal);
+    delay = Math.min(delay * 2, maxDelay);
   }
 
-  const handle: VolumeLockHandle = {
-    signal: controller.signal,
-    assertHeld() {
-      if (lost) throw lost;
-    },
+  const controller = new AbortController();
+  let lost: CowError | undefined;
+  let renewedAt = Date.now();
+  const loseLock = (why: string, cause?: unknown): CowError => {
+    if (!lost) {
+      lost = new CowError('ECOW_LOCK_LOST', `lock ${lockPath} of volume ${volumeId} was lost while held: ${why}`, { cause });
+      controller.abort(lost);
+    }
+    return lost;
   };
+  /** Verify the lock is ours and renew it; throws (and records) the loss otherwise. */
+  const renew = (): void => {
+    if (lost) throw lost;
+    let st: fs.Stats | null;
+    try {
+      st = statOrNull(lockPath);
+      if (st && st.ino === mine.ino && st.dev === mine.dev && st.mtimeMs === mine.mtimeMs) {
+        const now = new Date();
+        fs.utimesSync(lockPath, now, now);
+        st = fs.statSync(lockPath); // what the file system kept (its mtime precision)
+        mine = { ino: st.ino, dev: st.dev, mtimeMs: st.mtimeMs };
+        renewedAt = now.getTime();
+        return;
+      }
+    } catch (e) {
+      // A transient error (ESTALE, EIO on a network mount): the lease holds until it is stale.
+      if (Date.now() - renewedAt <= staleMs) return;
+      throw loseLock(`not renewed for ${Date.now() - renewedAt} ms (${errno(e) ?? String(e)})`, e);
+    }
+    throw loseLock(st === null ? 'the lock directory was removed' : 'another holder took it over (the lock directory is not the one this holder renewed)');
+  };
+  const timer = setInterval(() => {
+    try {
+      renew();
+    } catch {
+      // recorded in `lost`; the operation sees it at its next assertHeld()
+    }
+  }, updateMs);
+  timer.unref?.(); // the lock never keeps a process alive on its own
+
+  const handle: VolumeLockHandle = { signal: controller.signal, assertHeld: renew };
   let outcome: { ok: true; value: T } | { ok: false; error: unknown };
   try {
     outcome = { ok: true, value: await fn(handle) };
   } catch (error) {
     outcome = { ok: false, error };
   }
-  // After a compromise the lock directory may be someone else's now: never remove it
-  // (proper-lockfile's release refuses too, with ERELEASED).
+  clearInterval(timer);
   if (!lost) {
+    // Remove the lock only if it is still ours: after a takeover it belongs to someone else.
     try {
-      await release();
+      const st = statOrNull(lockPath);
+      if (st && st.ino === mine.ino && st.dev === mine.dev && st.mtimeMs === mine.mtimeMs) fs.rmdirSync(lockPath);
+      else loseLock(st === null ? 'the lock directory was removed' : 'another holder took it over');
     } catch (e) {
       // A lock left behind only delays the next operation until it is stale, but say so rather
       // than pretend; if fn failed, its error matters more.
-      if (outcome.ok && !lost) {
-        throw new CowError('ECOW_IO', `volume ${volumeId}: operation done but lock ${lockPath} not removed`, {
+      if (outcome.ok) {
+        throw new CowError('ECOW_IO', `volume ${volumeId}: operation done but lock ${lockPath} not removed: ${errno(e) ?? String(e)}`, {
           cause: e,
         });
       }

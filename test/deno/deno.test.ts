@@ -16,8 +16,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const SMOKE = path.join(ROOT, 'test/deno/smoke.ts');
 const EXE = process.platform === 'win32' ? 'deno.exe' : 'deno';
-/** Deno's permissions for the suite: files (images, volume dirs) and env (graceful-fs reads one variable). */
-const DENO_ARGS = ['run', '--no-lock', '--no-prompt', '--allow-read', '--allow-write', '--allow-env'];
+/** Deno's permissions for the suite: files (images, volume dirs), and the suite's own self-test variable. */
+const DENO_ARGS = ['run', '--no-lock', '--no-prompt', '--allow-read', '--allow-write', '--allow-env=COWCHAIN_SMOKE_SELF_TEST'];
 
 interface DenoCommand {
   file: string;

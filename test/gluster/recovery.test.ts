@@ -19,7 +19,7 @@ const m = glusterMounts();
 
 const SIZE = 4 << 20;
 const STEP_BYTES = 256 << 10;
-const LOCK = { staleMs: 2_000 }; // proper-lockfile's minimum: a dead holder's lock is taken over after 2 s
+const LOCK = { staleMs: 2_000 }; // short stale time: a dead holder's lock is taken over after 2 s
 
 let child = '';
 let root: SharedDir;

@@ -28,7 +28,7 @@ requireQemu();
 
 const SECONDS = Number(process.env.COWCHAIN_SOAK_SECONDS ?? 8);
 const CHILDREN = 8;
-/** Lock stale timeout for the race (proper-lockfile's minimum is 2 s). */
+/** Lock stale timeout for the race (short, so that killed holders are taken over quickly). */
 const STALE_MS = 2_000;
 /** What a waiter may lose beyond STALE_MS: its retry delay (200 ms), polling, a loaded machine. */
 const TAKEOVER_SLACK_MS = 2_500;

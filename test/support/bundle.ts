@@ -26,7 +26,7 @@ export async function bundleForNode(entry: string, dir: string, name = 'bundle')
     format: 'esm',
     target: 'node20',
     logLevel: 'warning',
-    // CommonJS dependencies (proper-lockfile) require node built-ins.
+    // CommonJS dependencies bundled in ESM need `require` for node built-ins.
     banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" },
   });
   return out;

@@ -47,14 +47,14 @@ beforeAll(async () => {
     format: 'esm',
     target: 'node20',
     logLevel: 'warning',
-    // CommonJS dependencies (proper-lockfile) require node built-ins.
+    // CommonJS dependencies bundled in ESM need `require` for node built-ins.
     banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" },
   });
 });
 const SIZE = 4 << 20;
 const STEP_BYTES = 256 << 10;
 
-const LOCK = { staleMs: 2_000 }; // proper-lockfile's minimum: a dead child's lock is taken over after 2 s
+const LOCK = { staleMs: 2_000 }; // short stale time: a dead child's lock is taken over after 2 s
 
 interface Case {
   op: 'create' | 'delete';

@@ -9,7 +9,7 @@ import { lockFilePath, withVolumeLock, type VolumeLockHandle } from '../../src/v
 
 const VOL = '0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d';
 const VOL2 = 'ffffffff-1111-4222-8333-444444444444';
-// proper-lockfile's minimum stale time; the refresh then runs every second.
+// A short stale time; the holder renews every 500 ms.
 const SHORT = { staleMs: 2_000 };
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -113,8 +113,7 @@ describe('withVolumeLock in one process', () => {
   });
 
   it('keeps two volumes of one directory held over several refreshes without compromising either', async () => {
-    // proper-lockfile keys its in-process table by the locked path; a shared key would make the
-    // two locks' refresh timers trip over each other.
+    // Each lock renews its own directory; neither renewal may mistake the other's for a takeover.
     const [a, b] = await Promise.all([
       withVolumeLock(tmp, VOL, async (l) => (await sleep(2_500), l.signal.aborted), SHORT),
       withVolumeLock(tmp, VOL2, async (l) => (await sleep(2_500), l.signal.aborted), SHORT),
@@ -160,6 +159,49 @@ describe('withVolumeLock in one process', () => {
     expect(Date.now() - t0).toBeLessThan(2_000);
     release.resolve();
     await holder;
+  });
+
+  it('assertHeld fails at once, synchronously, when the lock directory is no longer the one it renewed', async () => {
+    const lockDir = lockFilePath(tmp, VOL);
+    let thrown: unknown;
+    const err = await rejectionOf(
+      withVolumeLock(tmp, VOL, async (lock) => {
+        lock.assertHeld(); // ours: renews, no throw
+        // Another holder took it over: a new directory with its own mtime.
+        await fs.rmdir(lockDir);
+        await fs.mkdir(lockDir);
+        const theirs = new Date(Date.now() + 5_000);
+        await fs.utimes(lockDir, theirs, theirs);
+        try {
+          lock.assertHeld();
+        } catch (e) {
+          thrown = e;
+        }
+        expect(lock.signal.aborted).toBe(true);
+      }),
+    );
+    expect(err.code).toBe('ECOW_LOCK_LOST');
+    expect(thrown).toBe(err);
+    // The other holder's lock stays.
+    expect(await exists(lockDir)).toBe(true);
+  });
+
+  it('assertHeld renews the lease: the lock directory mtime moves forward', async () => {
+    const lockDir = lockFilePath(tmp, VOL);
+    await withVolumeLock(tmp, VOL, async (lock) => {
+      const before = (await fs.stat(lockDir)).mtimeMs;
+      await sleep(20);
+      lock.assertHeld();
+      expect((await fs.stat(lockDir)).mtimeMs).toBeGreaterThan(before);
+      lock.assertHeld(); // its own renewal is still recognised as its own
+    });
+  });
+
+  it('rejects a stale time under 1 s with ECOW_BAD_ARGUMENT', async () => {
+    const err = await rejectionOf(withVolumeLock(tmp, VOL, () => 1, { staleMs: 500 }));
+    expect(err.code).toBe('ECOW_BAD_ARGUMENT');
+    expect(err.message).toContain('500');
+    expect(await fs.readdir(tmp)).toEqual([]);
   });
 
   it('rejects a bad volume id and a missing directory', async () => {
@@ -310,6 +352,70 @@ describe('withVolumeLock across processes', () => {
     }
     expect(new Set(entries.map((e) => e.split(' ')[1]))).toEqual(new Set(['c1', 'c2', 'c3', 'parent']));
     expect(await fs.readdir(tmp)).toEqual(['log']);
+  });
+
+  async function checkAlternation(log: string, who: string[], rounds: number) {
+    const entries = (await fs.readFile(log, 'utf8')).trimEnd().split('\n');
+    expect(entries).toHaveLength(2 * rounds * who.length);
+    for (let i = 0; i < entries.length; i += 2) {
+      const w = entries[i].replace(/^enter /, '');
+      expect(entries[i], `entry ${i}`).toBe(`enter ${w}`);
+      expect(entries[i + 1], `entry ${i + 1}`).toBe(`exit ${w}`);
+    }
+  }
+
+  it('a stale lock found by several waiters at once goes to one of them only', async () => {
+    // With "stale → rmdir → mkdir", the second waiter removes the first one's fresh lock and
+    // both hold it; the takeover by rename-and-verify lets exactly one through.
+    for (let round = 0; round < 3; round++) {
+      const log = path.join(tmp, `log-${round}`);
+      const holder = startChild({ MODE: 'hold', CHILD_ID: 'holder' });
+      expect((await holder.lines.next()).value).toBe(`locked ${holder.child.pid}`);
+      const ids = ['a', 'b', 'c', 'd', 'e'];
+      // Waiters that look every few milliseconds: all of them see the lock turn stale together.
+      const started = ids.map((id) => startChild({ MODE: 'loop', CHILD_ID: id, LOG: log, ITERATIONS: '2', HOLD_MS: '100', MAX_DELAY_MS: '3' }));
+      for (const { lines } of started) expect((await lines.next()).value).toMatch(/^ready \d+$/);
+      for (const { child } of started) child.stdin!.write('go\n');
+      holder.child.kill('SIGKILL');
+      for (const { child, lines } of started) {
+        expect((await lines.next()).value).toBe('done');
+        expect(await exited(child)).toEqual({ code: 0, signal: null });
+      }
+      await checkAlternation(log, ids, 2);
+      expect((await fs.readdir(tmp)).filter((n) => !n.startsWith('log-'))).toEqual([]);
+    }
+  });
+
+  it('a holder stalled past the stale time is taken over, learns it at assertHeld, and leaves the new lock alone', async () => {
+    const lockDir = lockFilePath(tmp, VOL);
+    const { child, lines } = startChild({ MODE: 'stall', CHILD_ID: 'staller', STALL_MS: '4000' });
+    expect((await lines.next()).value).toBe(`locked ${child.pid}`);
+    const tookAt = Date.now();
+    await withVolumeLock(
+      tmp,
+      VOL,
+      async (lock) => {
+        // Taken over while the holder is frozen (no renewal for 2 s)...
+        expect(Date.now() - tookAt).toBeLessThan(4_000);
+        // ...which then wakes, checks before changing anything, and stops.
+        expect((await lines.next()).value).toBe('lost ECOW_LOCK_LOST');
+        expect((await lines.next()).value).toBe('result ECOW_LOCK_LOST');
+        expect(await exited(child)).toEqual({ code: 0, signal: null });
+        expect(await exists(lockDir)).toBe(true);
+        lock.assertHeld(); // still ours
+      },
+      { ...SHORT, acquireTimeoutMs: 10_000 },
+    );
+    expect(await exists(lockDir)).toBe(false);
+  });
+
+  it('a stalled holder that nobody contends keeps its lock', async () => {
+    const { child, lines } = startChild({ MODE: 'stall', CHILD_ID: 'staller', STALL_MS: '3000' });
+    expect((await lines.next()).value).toBe(`locked ${child.pid}`);
+    expect((await lines.next()).value).toBe('held');
+    expect((await lines.next()).value).toBe('result ok');
+    expect(await exited(child)).toEqual({ code: 0, signal: null });
+    expect(await fs.readdir(tmp)).toEqual([]);
   });
 
   it('recovers a lock whose holder was SIGKILLed, only once it is stale', async () => {
