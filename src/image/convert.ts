@@ -26,7 +26,7 @@ export function convertImage(src: Image, dst: string, options: ConvertOptions = 
   try {
     const out = openImage(dst, { format, writable: true, noBacking: true });
     try {
-      runJob(src.engine, () => src.engine.call((e) => e.convertStart(src.id, out.id)), options);
+      runJob(src.engine, () => src.engine.call((e) => e.convertStart(src.id, out.id)), options, [out]);
     } finally {
       out.close();
     }

@@ -161,6 +161,15 @@ export class Image {
   }
 
   /**
+   * Write nothing more: from now on the image refuses writes and close() drops its caches instead
+   * of flushing them. What is on disk stays as a crash at this instant would leave it (consistent:
+   * metadata only reaches the disk in crash-safe order). For a job whose volume lock was lost.
+   */
+  abandonWrites(reason: Error): void {
+    this.failed ??= reason;
+  }
+
+  /**
    * A failed write may leave the engine's caches ahead of the disk; the image is then unusable
    * (the disk itself stays consistent: metadata only reaches it in crash-safe order).
    */

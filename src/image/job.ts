@@ -1,5 +1,6 @@
 import { CowError } from '../errors.js';
 import type { Engine } from '../engine/engine.js';
+import type { Image } from './image.js';
 
 /** Progress of a long operation: guest bytes covered so far of the total. */
 export type ProgressCallback = (done: number, total: number) => void;
@@ -10,20 +11,34 @@ export interface JobOptions {
   signal?: AbortSignal;
   /** Guest bytes per engine step (default 64 MiB): smaller steps report progress more often. */
   stepBytes?: number;
+  /**
+   * Called before every step. Throwing stops the job there *without writing anything more*: the
+   * images the job writes are abandoned (see Image.abandonWrites), unlike a cancel, which keeps
+   * and flushes the work done. The volume driver verifies and renews its lock here, so a job
+   * never writes on after its lock was taken over.
+   */
+  checkpoint?: () => void;
 }
 
 const DEFAULT_STEP = 64 << 20;
 
 /**
- * Drive an engine job to completion in steps, synchronously. Between steps it reports progress
- * and honours cancellation. The job is disposed in every case.
+ * Drive an engine job to completion in steps, synchronously. Between steps it reports progress,
+ * honours cancellation and runs the checkpoint. `writes`: the images the job writes (abandoned
+ * when the checkpoint throws). The job is disposed in every case.
  */
-export function runJob(engine: Engine, start: () => number, options: JobOptions = {}): void {
+export function runJob(engine: Engine, start: () => number, options: JobOptions = {}, writes: readonly Image[] = []): void {
   const id = engine.call(() => start());
   try {
     const total = engine.call((e) => e.jobTotal(id));
     for (;;) {
       if (options.signal?.aborted) throw new CowError('ECOW_CANCELLED', `operation cancelled at ${engine.call((e) => e.jobCursor(id))} of ${total} bytes`, { cause: options.signal.reason });
+      try {
+        options.checkpoint?.();
+      } catch (e) {
+        for (const img of writes) img.abandonWrites(e as Error);
+        throw e;
+      }
       const finished = engine.call((e) => e.jobStep(id, options.stepBytes ?? DEFAULT_STEP)) === 1;
       options.onProgress?.(engine.call((e) => e.jobCursor(id)), total);
       if (finished) return;

@@ -20,7 +20,7 @@ function layerAt(top: Image, depth: number): Image {
 export function commitLive(top: Image, depth: number, options: JobOptions = {}): Image {
   const base = layerAt(top, depth);
   if (!base.writable) throw new CowError('ECOW_READ_ONLY', `commit base ${base.filename} was opened read-only`);
-  runJob(top.engine, () => top.engine.call((e) => e.commitStart(top.id, base.id, depth)), options);
+  runJob(top.engine, () => top.engine.call((e) => e.commitStart(top.id, base.id, depth)), options, [base]);
   return base;
 }
 
@@ -32,7 +32,7 @@ export function commitLive(top: Image, depth: number, options: JobOptions = {}):
 export function streamLive(img: Image, depth: number, options: JobOptions = {}): void {
   const chain = img.chain();
   if (depth < 1 || depth > chain.length) throw new CowError('ECOW_BAD_ARGUMENT', `no image at depth ${depth} below ${img.filename}`);
-  if (depth > 1) runJob(img.engine, () => img.engine.call((e) => e.streamStart(img.id, depth - 1)), options);
+  if (depth > 1) runJob(img.engine, () => img.engine.call((e) => e.streamStart(img.id, depth - 1)), options, [img]);
   const newBase = depth < chain.length ? chain[depth] : null;
   const name = newBase ? (chain[depth - 1].headerInfo().backingFile ?? '') : '';
   img.switchBacking(newBase, name, newBase ? newBase.format : '');

@@ -51,7 +51,7 @@ export function rebaseImage(file: string, newBacking: string, options: RebaseOpt
     if (img.format !== 'qcow2') throw new CowError('ECOW_BAD_ARGUMENT', `${file} is ${img.format}; only qcow2 images have a backing file`);
     if (newBacking !== '') next = openImage(resolve(newBacking, file), { format: format || undefined, resolveBacking: options.resolveBacking });
     const nextId = next ? next.id : -1;
-    runJob(img.engine, () => img.engine.call((e) => e.rebaseStart(img.id, nextId)), options);
+    runJob(img.engine, () => img.engine.call((e) => e.rebaseStart(img.id, nextId)), options, [img]);
     // The old chain stays linked below until the image is closed; the header now names the new one.
     const old = img.backing;
     img.switchBacking(next, newBacking, format);

@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { CowError } from '../errors.js';
+import { CowError, isCowError } from '../errors.js';
 
 /**
  * fsync a directory, so that entries created, renamed or removed in it survive a crash.
@@ -27,9 +27,18 @@ export async function syncDir(dir: string): Promise<void> {
  * Replace `dir/name` with `content` atomically and durably: a crash at any instant leaves either
  * the old file or the new one, complete. The temp file is `dir/<tempPrefix><random>` (same
  * directory: rename is only atomic within one file system); on failure before the rename it is
- * removed and the old file is untouched. `what` names the file in error messages.
+ * removed and the old file is untouched. `what` names the file in error messages. `beforeRename`
+ * runs right before the rename, after the slow part (a lock check: nothing is published by a
+ * holder that lost its lock meanwhile); what it throws is passed on after the cleanup.
  */
-export async function writeFileAtomic(dir: string, name: string, tempPrefix: string, content: string, what: string): Promise<void> {
+export async function writeFileAtomic(
+  dir: string,
+  name: string,
+  tempPrefix: string,
+  content: string,
+  what: string,
+  beforeRename?: () => void,
+): Promise<void> {
   const target = path.join(dir, name);
   // Random suffix: concurrent writers (or a leftover from a crash) never share a temp file.
   // 'wx' (O_EXCL): never reuse or follow something already at that name.
@@ -43,11 +52,13 @@ export async function writeFileAtomic(dir: string, name: string, tempPrefix: str
     await fh.sync();
     await fh.close();
     fh = undefined;
+    beforeRename?.();
     // rename(2) replaces the old file atomically: readers see the old or the new content.
     await fs.rename(temp, target);
   } catch (e) {
     await fh?.close().catch(() => {});
     await fs.unlink(temp).catch(() => {});
+    if (isCowError(e)) throw e;
     const code = (e as NodeJS.ErrnoException).code;
     throw new CowError('ECOW_IO', `cannot write ${what} ${target}: ${code ?? String(e)}`, { cause: e });
   }

@@ -101,6 +101,7 @@ async function moveData(ctx: OperationContext, journal: DeleteJournal, base: Cha
     });
     ctx.step('delete:commit');
     if (journal.higher !== null) {
+      files.guard();
       rebaseImage(files.resolve(journal.higher), journal.base, { unsafe: true, backingFormat: base.format });
       ctx.step('delete:rebase');
     }

@@ -85,19 +85,20 @@ export class VolumeDriver {
 
   /** Run `fn` holding `volumeId`'s lock, with an operation context. */
   private run<T>(volumeId: string, op: OperationOptions, fn: (ctx: OperationContext) => Promise<T>): Promise<T> {
-    const files = new VolumeFiles(this.dir, volumeId);
     return withVolumeLock(
       this.dir,
       volumeId,
       (lock) => {
         const signal = op.signal ? AbortSignal.any([lock.signal, op.signal]) : lock.signal;
         const onStep = this.options.onStep;
+        // Every change checks (and renews) the lock first; so does every step of an engine job.
+        const files = new VolumeFiles(this.dir, volumeId, lock.assertHeld);
         return fn({
           files,
           hypervisor: this.options.hypervisor,
           lock,
           signal,
-          job: { signal, onProgress: op.onProgress, stepBytes: this.options.stepBytes },
+          job: { signal, onProgress: op.onProgress, stepBytes: this.options.stepBytes, checkpoint: lock.assertHeld },
           step: onStep ? (s) => onStep(s) : () => {},
         });
       },

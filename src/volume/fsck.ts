@@ -194,7 +194,10 @@ export async function fsck(ctx: OperationContext, options: FsckOptions = {}): Pr
     }
     const target = candidates[0];
     const format = graph.get(target)!.format;
-    if (!dryRun) rebaseImage(files.resolve(name), target, { unsafe: true, backingFormat: format });
+    if (!dryRun) {
+      files.guard();
+      rebaseImage(files.resolve(name), target, { unsafe: true, backingFormat: format });
+    }
     node.backing = target;
     const dropped = snapshotsMapping(info, missing);
     for (const s of dropped) delete info[s];

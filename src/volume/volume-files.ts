@@ -40,11 +40,19 @@ export class VolumeFiles {
   /** openImage's BackingResolver for this volume: the strict per-volume policy. */
   readonly resolver: BackingResolver;
 
-  constructor(dir: string, volumeId: string) {
+  /**
+   * Runs before every change made through this object (and right before the rename that
+   * publishes a new info file or journal): the driver passes its lock's `assertHeld`, so a
+   * holder whose lock was taken over stops before it touches anything.
+   */
+  readonly guard: () => void;
+
+  constructor(dir: string, volumeId: string, guard: () => void = () => {}) {
     this.dir = dir;
     this.volumeId = volumeId;
     this.base = baseName(volumeId); // validates the id
     this.resolver = (name) => this.resolve(name);
+    this.guard = guard;
   }
 
   /** `volume-<vol>.<snap>` */
@@ -100,6 +108,7 @@ export class VolumeFiles {
 
   /** Open `name` and its backing chain under the policy (every backing name checked first). */
   open(name: string, options: { writable?: boolean; writableDepths?: number[]; noBacking?: boolean; format?: ImageFormat } = {}): Image {
+    if (options.writable || options.writableDepths?.length) this.guard();
     let file: string;
     try {
       file = this.resolve(name);
@@ -159,6 +168,7 @@ export class VolumeFiles {
    * neither opened nor followed here (the caller validated the chain it heads).
    */
   async createOverlay(name: string, options: { size: number; backing: string; backingFormat: ImageFormat }): Promise<void> {
+    this.guard();
     const file = this.path(name);
     try {
       fs.closeSync(fs.openSync(file, 'wx', 0o644));
@@ -195,6 +205,7 @@ export class VolumeFiles {
    * caller to report. Raw images have nothing to check. Never on a file a guest is writing.
    */
   checkLeaks(name: string, repair: boolean): { leaks: number; leaksFixed: number; corruptions: number } {
+    if (repair) this.guard();
     const img = this.open(name, { noBacking: true, writable: repair });
     try {
       if (img.format !== 'qcow2') return { leaks: 0, leaksFixed: 0, corruptions: 0 };
@@ -219,7 +230,7 @@ export class VolumeFiles {
   }
 
   writeInfo(info: VolumeInfo): Promise<void> {
-    return writeInfo(this.dir, this.volumeId, info);
+    return writeInfo(this.dir, this.volumeId, info, this.guard);
   }
 
   /**
@@ -227,6 +238,7 @@ export class VolumeFiles {
    * durable. A file already gone is fine (re-runs after a crash).
    */
   async unlink(name: string): Promise<boolean> {
+    this.guard();
     try {
       await fsp.unlink(this.path(name));
     } catch (e) {
