@@ -11,11 +11,10 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
 import { afterAll } from 'vitest';
+import { ROOT, bundleForNode } from '../support/bundle.js';
 
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export { ROOT };
 
 export interface Mounts {
   a: string;
@@ -97,27 +96,9 @@ export function localDir(label: string): string {
   return d;
 }
 
-/**
- * Bundle a child-process source (a .ts file of the repo) into a plain ESM file run by node: the
- * same code, started in a fraction of vite-node's time. The engine finds its wasm at
- * ../../build/cowchain.wasm from its module, so the bundle sits two levels below a `build` link.
- */
-export async function bundleChild(source: string): Promise<string> {
-  const dir = localDir('child');
-  fs.symlinkSync(path.join(ROOT, 'build'), path.join(dir, 'build'));
-  const out = path.join(dir, 'a', 'b', `${path.basename(source, '.ts')}.mjs`);
-  await build({
-    entryPoints: [path.join(ROOT, source)],
-    outfile: out,
-    bundle: true,
-    platform: 'node',
-    format: 'esm',
-    target: 'node20',
-    logLevel: 'warning',
-    // CommonJS dependencies (proper-lockfile) require node built-ins.
-    banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" },
-  });
-  return out;
+/** Bundle a child-process source (a .ts file of the repo) for plain node (test/support/bundle.ts). */
+export function bundleChild(source: string): Promise<string> {
+  return bundleForNode(source, localDir('child'), path.basename(source, '.ts'));
 }
 
 export interface ChildResult {
