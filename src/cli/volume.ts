@@ -1,14 +1,17 @@
 // `cowchain volume …` and `cowchain snapshot …`: the Cinder-semantics volume driver on one
 // volume directory. Every command takes `--dir D --volume VOL`; `--output json` prints the
 // operation's result object. Errors: one line `cowchain: ECOW_…: message`, exit 1 (main.ts).
-// Attached (`--status in-use`) operations need a hypervisor client, which this command line does
-// not configure yet: they fail with ECOW_HYPERVISOR_UNAVAILABLE and change nothing.
+// Attached (`--status in-use`) operations go through Nova when `--nova-endpoint` and
+// `--status-listen` are given (nova-options.ts); without them they fail with
+// ECOW_HYPERVISOR_UNAVAILABLE and change nothing.
 import type { Command } from 'commander';
 import { CowError } from '../errors.js';
 import { VolumeDriver } from '../volume/driver.js';
 import type { FsckReport } from '../volume/fsck.js';
 import type { VolumeStatus } from '../volume/status.js';
 import { parseSize } from './args.js';
+import { novaOptions, withHypervisor, type NovaCliOptions } from './nova-options.js';
+import type { Hypervisor } from '../volume/hypervisor.js';
 import { print } from './output.js';
 
 interface Common {
@@ -17,8 +20,13 @@ interface Common {
   output: string;
 }
 
-function driver(o: Common): VolumeDriver {
-  return new VolumeDriver({ dir: o.dir });
+function driver(o: Common, hypervisor?: Hypervisor): VolumeDriver {
+  return new VolumeDriver({ dir: o.dir, hypervisor });
+}
+
+/** A driver with the Nova path the options describe, for the commands that may act on attached volumes. */
+function withDriver<T>(o: Common & NovaCliOptions, fn: (d: VolumeDriver) => Promise<T>): () => Promise<T> {
+  return () => withHypervisor(o, (hypervisor) => fn(driver(o, hypervisor)));
 }
 
 function outputMode(o: Common): 'human' | 'json' {
@@ -86,22 +94,22 @@ export function registerVolume(program: Command): void {
   common(volume.command('from-snapshot').description("create a new image holding a snapshot's content (flattened)"))
     .requiredOption('--snapshot <id>', 'the snapshot id')
     .requiredOption('--out <file>', 'the new image (must not exist)')
-    .option('--format <fmt>', 'raw or qcow2', 'raw')
+    .option('-O, --format <fmt>', 'raw or qcow2', 'raw')
     .option('--size <size>', "virtual size (default: the snapshot's; never smaller)")
     .action((o: Common & { snapshot: string; out: string; format: string; size?: string }) =>
       run(o, () => driver(o).createVolumeFromSnapshot(o.volume, o.snapshot, o.out, { format: format(o.format), size: size(o.size, '--size') }), (r) => `created ${r.file} (${r.format}, ${r.size} bytes)`),
     );
 
-  common(volume.command('clone').description('clone into a new volume through a temporary snapshot'))
-    .requiredOption('--new-volume <uuid>', 'the new volume id (volume-<uuid> is created)')
-    .requiredOption('--status <status>', "the source volume's status (available, in-use, backing-up)")
-    .option('--format <fmt>', 'raw or qcow2', 'raw')
+  novaOptions(common(volume.command('clone').description('clone into a new volume through a temporary snapshot')))
+    .requiredOption('--to <uuid>', 'the new volume id (volume-<uuid> is created)')
+    .option('--status <status>', "the source volume's status (available, in-use, backing-up)", 'available')
+    .option('-O, --format <fmt>', 'raw or qcow2', 'raw')
     .option('--size <size>', "virtual size (default: the source's; never smaller)")
     .option('--target-dir <dir>', 'directory of the new volume (default: --dir)')
-    .action((o: Common & { newVolume: string; status: string; format: string; size?: string; targetDir?: string }) =>
+    .action((o: Common & NovaCliOptions & { to: string; status: string; format: string; size?: string; targetDir?: string }) =>
       run(
         o,
-        () => driver(o).cloneVolume(o.volume, o.newVolume, { status: o.status as VolumeStatus, format: format(o.format), size: size(o.size, '--size'), targetDir: o.targetDir }),
+        withDriver(o, (d) => d.cloneVolume(o.volume, o.to, { status: o.status as VolumeStatus, format: format(o.format), size: size(o.size, '--size'), targetDir: o.targetDir })),
         (r) => `cloned into ${r.file} (${r.format}, ${r.size} bytes)`,
       ),
     );
@@ -124,11 +132,11 @@ export function registerVolume(program: Command): void {
     run(o, () => driver(o).deleteVolume(o.volume), (r) => (r.removed.length ? r.removed.map((n) => `removed ${n}`).join('\n') : 'nothing to remove')),
   );
 
-  common(volume.command('fsck').description('reconcile the info file with the chain on disk after a crash'))
+  novaOptions(common(volume.command('fsck').description('reconcile the info file with the chain on disk after a crash')))
     .option('--status <status>', "the volume's status: in-use never touches the file the guest writes", 'available')
     .option('--dry-run', 'report what would be done, change nothing')
-    .action((o: Common & { status: string; dryRun?: boolean }) =>
-      run(o, () => driver(o).fsck(o.volume, { status: o.status as VolumeStatus, dryRun: o.dryRun ?? false }), humanFsck, (r) => {
+    .action((o: Common & NovaCliOptions & { status: string; dryRun?: boolean }) =>
+      run(o, withDriver(o, (d) => d.fsck(o.volume, { status: o.status as VolumeStatus, dryRun: o.dryRun ?? false })), humanFsck, (r) => {
         // the report is printed either way; what is left for a human makes it fail
         if (r.problems.length) process.exitCode = 1;
       }),
@@ -136,21 +144,21 @@ export function registerVolume(program: Command): void {
 
   const snapshot = program.command('snapshot').description('snapshots of a Cinder-style volume');
 
-  common(snapshot.command('create').description('take a snapshot: a new qcow2 overlay becomes the active file'))
+  novaOptions(common(snapshot.command('create').description('take a snapshot: a new qcow2 overlay becomes the active file')))
     .requiredOption('--snapshot <id>', 'the snapshot id')
-    .requiredOption('--status <status>', "the volume's status (available, in-use, backing-up)")
+    .option('--status <status>', "the volume's status (available, in-use, backing-up)", 'available')
     .option('--size <size>', "virtual size of the overlay (default: the active image's)")
-    .action((o: Common & { snapshot: string; status: string; size?: string }) =>
-      run(o, () => driver(o).createSnapshot(o.volume, o.snapshot, { status: o.status as VolumeStatus, size: size(o.size, '--size') }), (r) => `snapshot ${r.snapshotId}: ${r.file} (on ${r.backing}) is the active file`),
+    .action((o: Common & NovaCliOptions & { snapshot: string; status: string; size?: string }) =>
+      run(o, withDriver(o, (d) => d.createSnapshot(o.volume, o.snapshot, { status: o.status as VolumeStatus, size: size(o.size, '--size') })), (r) => `snapshot ${r.snapshotId}: ${r.file} (on ${r.backing}) is the active file`),
     );
 
-  common(snapshot.command('delete').description('delete a snapshot (commit down; unknown ids succeed)'))
+  novaOptions(common(snapshot.command('delete').description('delete a snapshot (commit down; unknown ids succeed)')))
     .requiredOption('--snapshot <id>', 'the snapshot id')
-    .requiredOption('--status <status>', "the volume's status (available, in-use, backing-up, deleting, downloading)")
-    .action((o: Common & { snapshot: string; status: string }) =>
+    .option('--status <status>', "the volume's status (available, in-use, backing-up, deleting, downloading)", 'available')
+    .action((o: Common & NovaCliOptions & { snapshot: string; status: string }) =>
       run(
         o,
-        () => driver(o).deleteSnapshot(o.volume, o.snapshot, { status: o.status as VolumeStatus }),
+        withDriver(o, (d) => d.deleteSnapshot(o.volume, o.snapshot, { status: o.status as VolumeStatus })),
         (r) =>
           r.outcome === 'not-found'
             ? `snapshot ${r.snapshotId} not found: nothing to do`

@@ -1,51 +1,15 @@
 // `cowchain volume …` / `cowchain snapshot …` through main(): output (human and JSON), exit
 // statuses, and the error contract (exit 1, one stderr line `cowchain: ECOW_…: message`).
 import * as fs from 'node:fs';
-import { afterEach, describe, expect, it, vi } from 'vitest';
-import { main } from '../../src/cli/main.js';
+import { afterEach, describe, expect, it } from 'vitest';
 import { rebaseImage } from '../../src/image/rebase.js';
 import { serializeInfo } from '../../src/volume/info-file.js';
+import { cli, fails, ok } from '../support/cli.js';
 import { expectSameBytes } from '../support/images.js';
 import { qemuInfo, qemuRaw, requireQemu, tmpDir } from '../support/qemu.js';
 import { BASE, OTHER_VOL, SNAP, VOL, VolumeFixture, f, infoOf } from '../support/volume.js';
 
 requireQemu();
-
-interface Run {
-  status: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function cli(...argv: string[]): Promise<Run> {
-  let stdout = '';
-  let stderr = '';
-  const out = vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => ((stdout += String(c)), true));
-  const err = vi.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => ((stderr += String(c)), true));
-  try {
-    const status = await main(argv);
-    return { status, stdout, stderr };
-  } finally {
-    out.mockRestore();
-    err.mockRestore();
-    process.exitCode = undefined;
-  }
-}
-
-async function ok(...argv: string[]): Promise<string> {
-  const r = await cli(...argv);
-  expect(r, argv.join(' ')).toMatchObject({ status: 0, stderr: '' });
-  return r.stdout;
-}
-
-/** Exit 1, nothing on stdout, exactly one stderr line with `code`. */
-async function fails(code: string, ...argv: string[]): Promise<string> {
-  const r = await cli(...argv);
-  expect(r.status, r.stderr).toBe(1);
-  expect(r.stdout).toBe('');
-  expect(r.stderr).toMatch(new RegExp(`^cowchain: ${code}: [^\\n]+\\n$`));
-  return r.stderr;
-}
 
 afterEach(() => {
   process.exitCode = undefined;
@@ -89,7 +53,7 @@ describe('cowchain volume / snapshot', () => {
     expectSameBytes(qemuRaw(out, dir).subarray(0, 2 << 20), v.recorded.get(SNAP.aaaa)!, 'from-snapshot');
 
     const now = v.content();
-    expect(await ok('volume', 'clone', ...at, '--new-volume', OTHER_VOL, '--status', 'available')).toBe(`cloned into ${v.p(`volume-${OTHER_VOL}`)} (raw, 2097152 bytes)\n`);
+    expect(await ok('volume', 'clone', ...at, '--to', OTHER_VOL)).toBe(`cloned into ${v.p(`volume-${OTHER_VOL}`)} (raw, 2097152 bytes)\n`);
     expectSameBytes(qemuRaw(v.p(`volume-${OTHER_VOL}`), dir), now, 'clone');
 
     expect(await ok('volume', 'revert', ...at, '--snapshot', SNAP.bbbb)).toBe(`reverted: ${f('bbbb')} is a fresh overlay\n`);
