@@ -22,6 +22,7 @@ import { KiB, MiB } from '../support/images.js';
 import {
   type ChainSpec, type LayerSpec, buildChain, copyDir, expectCheckClean, expectIdentical, expectNothingAllocated, expectSameChainHeaders, headerFacts,
 } from '../support/chains.js';
+import { cliProcess } from '../support/cli.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const CLI = path.join(ROOT, 'dist/cli/main.js');
@@ -32,11 +33,6 @@ interface Run {
   stderr: string;
 }
 
-function cli(args: string[], cwd: string): Run {
-  const r = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8', maxBuffer: 64 << 20 });
-  if (r.error) throw r.error;
-  return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
-}
 
 function qemu(args: string[], cwd: string): Run {
   const r = spawnSync('qemu-img', args, { cwd, encoding: 'utf8', maxBuffer: 64 << 20 });
@@ -46,7 +42,7 @@ function qemu(args: string[], cwd: string): Run {
 
 /** cowchain and qemu-img with the same arguments succeed and print the same stdout. */
 function bothOk(sub: string[], ours: string, theirs: string): string {
-  const a = cli(['img', ...sub], ours);
+  const a = cliProcess(['img', ...sub], ours);
   const b = qemu(sub, theirs);
   expect(b.status, `qemu-img ${sub.join(' ')}: ${b.stderr}`).toBe(0);
   expect(a.status, `cowchain img ${sub.join(' ')}: ${a.stderr}`).toBe(0);
@@ -57,7 +53,7 @@ function bothOk(sub: string[], ours: string, theirs: string): string {
 
 /** Exit 1 and one stderr line `cowchain: CODE: message`; nothing on stdout. Returns the message. */
 function expectCliError(args: string[], cwd: string, code: string): string {
-  const r = cli(args, cwd);
+  const r = cliProcess(args, cwd);
   expect(r.status, `cowchain ${args.join(' ')}: ${r.stderr}`).toBe(1);
   expect(r.stdout).toBe('');
   const lines = r.stderr.split('\n');
@@ -163,7 +159,7 @@ describe('img commit', () => {
 
   it('commit of a top named through another directory, into a raw base smaller than the top (it grows)', () => {
     const { ours, theirs, api } = copies();
-    const a = cli(['img', 'commit', `${path.basename(ours)}/l1.qcow2`], root);
+    const a = cliProcess(['img', 'commit', `${path.basename(ours)}/l1.qcow2`], root);
     const b = qemu(['commit', `${path.basename(theirs)}/l1.qcow2`], root);
     expect(b.status, b.stderr).toBe(0);
     expect([a.status, a.stdout, a.stderr], a.stderr).toStrictEqual([0, b.stdout, '']);
@@ -205,7 +201,7 @@ describe('img rebase', () => {
     const { ours, theirs, api } = copies();
     // From the parent directory: NEW is relative to FILE's directory (qemu's rule), not to the cwd.
     const args = (d: string) => ['rebase', '-b', 'l1.qcow2', '-F', 'qcow2', `${path.basename(d)}/l3.qcow2`];
-    const a = cli(['img', ...args(ours)], root);
+    const a = cliProcess(['img', ...args(ours)], root);
     const b = qemu(args(theirs), root);
     expect([a.status, a.stdout, a.stderr], a.stderr).toStrictEqual([0, '', '']);
     expect([b.status, b.stdout], b.stderr).toStrictEqual([0, '']);
@@ -220,7 +216,7 @@ describe('img rebase', () => {
 
   it('safe rebase without -F (the format is probed and recorded), onto an unrelated qcow2 image, and -b "" (flatten)', () => {
     const { ours, theirs, api } = copies();
-    let r = cli(['img', 'rebase', '-b', 'other.qcow2', 'l2.qcow2'], ours);
+    let r = cliProcess(['img', 'rebase', '-b', 'other.qcow2', 'l2.qcow2'], ours);
     expect([r.status, r.stdout, r.stderr]).toStrictEqual([0, '', '']);
     expect(qemu(['rebase', '-b', 'other.qcow2', '-F', 'qcow2', 'l2.qcow2'], theirs).status).toBe(0);
     rebaseImage(path.join(api, 'l2.qcow2'), 'other.qcow2');
@@ -233,7 +229,7 @@ describe('img rebase', () => {
     expectSameChainHeaders(path.join(ours, 'l3.qcow2'), path.join(theirs, 'l3.qcow2'), 'flattened: headers');
     expectCheckClean(path.join(ours, 'l3.qcow2'), 'qcow2', 'flattened top');
     expectSameFiles(api, ours, 'CLI vs API');
-    r = cli(['img', 'info', '--output', 'json', 'l3.qcow2'], ours);
+    r = cliProcess(['img', 'info', '--output', 'json', 'l3.qcow2'], ours);
     expect(JSON.parse(r.stdout)['backing-filename']).toBeUndefined();
   });
 
@@ -269,7 +265,7 @@ describe('img rebase', () => {
 describe('img stream', () => {
   it('stream FILE (everything) and stream -b BASE FILE: the guest view kept; qemu-img rebase onto the same base agrees', () => {
     const { ours, theirs, api } = copies();
-    let r = cli(['img', 'stream', '-b', 'l1.qcow2', 'l3.qcow2'], ours);
+    let r = cliProcess(['img', 'stream', '-b', 'l1.qcow2', 'l3.qcow2'], ours);
     expect([r.status, r.stdout, r.stderr]).toStrictEqual([0, '', '']);
     expect(qemu(['rebase', '-b', 'l1.qcow2', '-F', 'qcow2', 'l3.qcow2'], theirs).status).toBe(0);
     streamImage(path.join(api, 'l3.qcow2'), { base: path.join(api, 'l1.qcow2') });
@@ -277,7 +273,7 @@ describe('img stream', () => {
     expectIdentical(path.join(ours, 'l3.qcow2'), path.join(theirs, 'l3.qcow2'), 'ours vs qemu');
     expectSameChainHeaders(path.join(ours, 'l3.qcow2'), path.join(theirs, 'l3.qcow2'), 'chain headers');
     expectCheckClean(path.join(ours, 'l3.qcow2'), 'qcow2', 'streamed top');
-    r = cli(['img', 'stream', 'l2.qcow2'], ours);
+    r = cliProcess(['img', 'stream', 'l2.qcow2'], ours);
     expect([r.status, r.stdout, r.stderr]).toStrictEqual([0, '', '']);
     expect(qemu(['rebase', '-b', '', 'l2.qcow2'], theirs).status).toBe(0);
     streamImage(path.join(api, 'l2.qcow2'));

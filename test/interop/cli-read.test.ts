@@ -14,24 +14,13 @@ import {
   H, KiB, MiB, createQcow2, expectInfoMatches, expectSameBytes, join, makeFullRaw, qemuIoMany, randomCommands,
   writeBE, writePatternedRaw,
 } from '../support/images.js';
+import { cliProcess } from '../support/cli.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const CLI = path.join(ROOT, 'dist/cli/main.js');
 
-interface CliRun {
-  status: number;
-  stdout: string;
-  stderr: string;
-}
-
-function cli(args: string[], cwd?: string): CliRun {
-  const r = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8', maxBuffer: 64 << 20 });
-  if (r.error) throw r.error;
-  return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
-}
-
 function cliOk(args: string[], cwd?: string): string {
-  const r = cli(args, cwd);
+  const r = cliProcess(args, cwd);
   if (r.status !== 0) throw new Error(`cowchain ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
   expect(r.stderr).toBe('');
   return r.stdout;
@@ -39,7 +28,7 @@ function cliOk(args: string[], cwd?: string): string {
 
 /** Exit 1 and exactly one stderr line `cowchain: CODE: message`; returns the message. */
 function expectCliError(args: string[], code: string, cwd?: string): string {
-  const r = cli(args, cwd);
+  const r = cliProcess(args, cwd);
   expect(r.status, r.stderr).toBe(1);
   expect(r.stdout).toBe('');
   const lines = r.stderr.split('\n');

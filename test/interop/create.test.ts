@@ -13,12 +13,12 @@
 //     qemu-img does); the CLI validates before it touches FILE, so an existing FILE survives.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { beforeAll, describe, expect, it, vi } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { createImage, type CreateOptions } from '../../src/image/create.js';
 import { isCowError, openImage, type CowErrorCode } from '../../src/index.js';
-import { main } from '../../src/cli/main.js';
 import { qemuCheck, qemuImg, qemuInfo, requireQemu, tmpDir } from '../support/qemu.js';
 import { firstDiff, join } from '../support/images.js';
+import { cli } from '../support/cli.js';
 
 const GiB = 1024 ** 3;
 const TiB = 1024 ** 4;
@@ -26,28 +26,10 @@ const PiB = 1024 ** 5;
 
 let dir: string;
 
-async function cow(args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const o = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
-    stdout += String(chunk);
-    return true;
-  });
-  const e = vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
-    stderr += String(chunk);
-    return true;
-  });
-  try {
-    return { status: await main(args), stdout, stderr };
-  } finally {
-    o.mockRestore();
-    e.mockRestore();
-  }
-}
 
 /** The CLI succeeded quietly (-q) or with exactly qemu's Formatting line. */
 async function cowCreate(args: string[]): Promise<string> {
-  const r = await cow(['img', 'create', ...args]);
+  const r = await cli(...['img', 'create', ...args]);
   if (r.status !== 0) throw new Error(`cowchain img create ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
   expect(r.stderr).toBe('');
   return r.stdout;
@@ -73,7 +55,7 @@ function expectCode(fn: () => unknown, code: CowErrorCode, label: string): void 
 
 /** Exit 1, nothing on stdout, one stderr line `cowchain: CODE: …`. */
 async function expectCliCode(args: string[], code: CowErrorCode): Promise<void> {
-  const r = await cow(['img', 'create', ...args]);
+  const r = await cli(...['img', 'create', ...args]);
   expect(r.status, `${args.join(' ')}: ${r.stderr}`).toBe(1);
   expect(r.stdout).toBe('');
   expect(r.stderr, args.join(' ')).toMatch(new RegExp(`^cowchain: ${code}: [^\\n]+\\n$`));

@@ -25,12 +25,12 @@
 // the reverse: qemu-io writes, `cowchain io -c 'read -P …'` verifies (and reports a wrong pattern).
 import * as fs from 'node:fs';
 import fc from 'fast-check';
-import { beforeAll, describe, expect, it, vi } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { openImage, type Image } from '../../src/index.js';
 import { createImage } from '../../src/image/create.js';
-import { main } from '../../src/cli/main.js';
 import { qemuCheck, qemuImg, qemuIo, requireQemu, tmpDir } from '../support/qemu.js';
 import { firstDiff, join, rng, writePatternedRaw } from '../support/images.js';
+import { cli } from '../support/cli.js';
 
 const SEED = 0x3a11c0de;
 const MiB = 1 << 20;
@@ -352,25 +352,6 @@ describe('random write sequences through the engine, refereed by qemu', () => {
 
 // ---------------------------------------------------------------- CLI
 
-async function cow(args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const o = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
-    stdout += String(chunk);
-    return true;
-  });
-  const e = vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
-    stderr += String(chunk);
-    return true;
-  });
-  try {
-    const status = await main(args);
-    return { status, stdout, stderr };
-  } finally {
-    o.mockRestore();
-    e.mockRestore();
-  }
-}
 
 /** Maximal runs of one byte value: the `read -P` commands that verify the whole model. */
 function uniformRuns(model: Uint8Array): [number, number, number][] {
@@ -432,14 +413,14 @@ describe('cowchain io against qemu-io', () => {
         try {
           const file = join(dir, `${name}-ours.qcow2`);
           const base = g.backing === 'raw' ? uniformBacking(join(dir, `${name}-base.raw`), g.backingSize, g.backingSeed) : null;
-          const created = await cow([
+          const created = await cli(...[
             'img', 'create', '-q', '-f', 'qcow2', '-o', createOptions(g),
             ...(base ? ['-b', `${name}-base.raw`, '-F', 'raw'] : []), file, String(g.size),
           ]);
           expect(created, 'img create').toEqual({ status: 0, stdout: '', stderr: '' });
           const model = backingView(g, base);
           for (const op of ops) applyToModel(model, g, op);
-          const r = await cow(['io', ...ops.flatMap((op) => ['-c', cliCommand(op)]), file]);
+          const r = await cli(...['io', ...ops.flatMap((op) => ['-c', cliCommand(op)]), file]);
           expect(r.stderr, describeCase(g, ops)).toBe('');
           expect(r.status).toBe(0);
           // qemu-io's report lines, one pair per command.
@@ -475,7 +456,7 @@ describe('cowchain io against qemu-io', () => {
           const reads = runsOfModel.map(([off, len, p]) => `read -P 0x${p.toString(16)} ${sizeForm(off)} ${sizeForm(len)}`);
           const before = fs.readFileSync(file);
           for (let i = 0; i < reads.length; i += 200) {
-            const r = await cow(['io', '-q', ...reads.slice(i, i + 200).flatMap((c) => ['-c', c]), file]);
+            const r = await cli(...['io', '-q', ...reads.slice(i, i + 200).flatMap((c) => ['-c', c]), file]);
             expect(r, describeCase(g, ops)).toEqual({ status: 0, stdout: '', stderr: '' });
           }
           // Reads only: the file is opened read-only and left byte for byte as it was.
@@ -483,7 +464,7 @@ describe('cowchain io against qemu-io', () => {
           // One wrong pattern among right ones: reported, the others still run, exit 1.
           const [off, len, p] = runsOfModel[Math.floor(runsOfModel.length / 2)];
           const wrong = `read -P ${(p + 1) & 0xff} ${off} ${len}`;
-          const r = await cow(['io', '-c', reads[0], '-c', wrong, '-c', reads[reads.length - 1], file]);
+          const r = await cli(...['io', '-c', reads[0], '-c', wrong, '-c', reads[reads.length - 1], file]);
           expect(r.status).toBe(1);
           const lines = r.stdout.split('\n');
           expect(lines).toContain(`Pattern verification failed at offset ${off}, ${len} bytes`);
@@ -500,8 +481,8 @@ describe('cowchain io against qemu-io', () => {
 
   it('io keeps earlier writes when a later command fails, and reports every failure', async () => {
     const file = join(dir, 'io-fail.qcow2');
-    expect((await cow(['img', 'create', '-q', '-f', 'qcow2', file, '1M'])).status).toBe(0);
-    const r = await cow(['io', '-c', 'write -P 0xab 0 64k', '-c', 'write 0 2M', '-c', 'write -P 7 1x 5', '-c', 'frobnicate 0 1', '-c', 'read -P 0xab 0 64k', file]);
+    expect((await cli(...['img', 'create', '-q', '-f', 'qcow2', file, '1M'])).status).toBe(0);
+    const r = await cli(...['io', '-c', 'write -P 0xab 0 64k', '-c', 'write 0 2M', '-c', 'write -P 7 1x 5', '-c', 'frobnicate 0 1', '-c', 'read -P 0xab 0 64k', file]);
     expect(r.status).toBe(1);
     expect(r.stdout).toContain('wrote 65536/65536 bytes at offset 0');
     expect(r.stdout).toMatch(/^write failed: ECOW_RANGE: /m);
@@ -516,8 +497,8 @@ describe('cowchain io against qemu-io', () => {
 
   it('io argument forms: suffixes, hex, grouped flags, -P attached, default pattern 0xcd, -z with -P refused', async () => {
     const file = join(dir, 'io-forms.qcow2');
-    expect((await cow(['img', 'create', '-q', '-f', 'qcow2', file, '2M'])).status).toBe(0);
-    const ok = await cow(['io', '-c', 'write 0 1k', '-c', 'write -P0x11 0x400 1.5k', '-c', 'w -qz 2k 0x200', '-c', 'write -P 010 1M 0.5k', '-c', 'd 1M 1M', '-c', 'r -P 0xcd 0 1024', file]);
+    expect((await cli(...['img', 'create', '-q', '-f', 'qcow2', file, '2M'])).status).toBe(0);
+    const ok = await cli(...['io', '-c', 'write 0 1k', '-c', 'write -P0x11 0x400 1.5k', '-c', 'w -qz 2k 0x200', '-c', 'write -P 010 1M 0.5k', '-c', 'd 1M 1M', '-c', 'r -P 0xcd 0 1024', file]);
     expect(ok.stderr).toBe('');
     expect(ok.status).toBe(0);
     expect(ok.stdout.split('\n').filter((l) => /^(wrote|read|discard) /.test(l))).toEqual([
@@ -529,7 +510,7 @@ describe('cowchain io against qemu-io', () => {
     ]);
     expect(ok.stdout).toContain('1.500 KiB, 1 ops; ');
     qemuIo(file, ['read -P 0xcd 0 1k', 'read -P 0x11 1k 1k', 'read -P 0 2k 1046528', 'read -P 0 1M 1M']);
-    const bad = await cow(['io', '-c', 'write -z -P 1 0 512', '-c', 'write -P 256 0 1', '-c', 'read -x 0 1', '-c', 'read 0', '-c', 'write 0 3G', file]);
+    const bad = await cli(...['io', '-c', 'write -z -P 1 0 512', '-c', 'write -P 256 0 1', '-c', 'read -x 0 1', '-c', 'read 0', '-c', 'write 0 3G', file]);
     expect(bad.status).toBe(1);
     expect(bad.stdout).toMatch(/-z and -P cannot be specified at the same time/);
     expect(bad.stdout).toMatch(/256 is not a valid pattern byte/);
@@ -546,7 +527,7 @@ describe('cowchain io against qemu-io', () => {
     const file = join(dir, 'io-ro.qcow2');
     qemuImg(['create', '-q', '-f', 'qcow2', file, '1M']);
     const before = fs.readFileSync(file);
-    const r = await cow(['io', '-r', '-c', 'write -P 1 0 512', file]);
+    const r = await cli(...['io', '-r', '-c', 'write -P 1 0 512', file]);
     expect(r.status).toBe(1);
     expect(r.stdout).toMatch(/^write failed: ECOW_READ_ONLY: /m);
     expect(r.stderr).toMatch(/^cowchain: ECOW_READ_ONLY: /);
@@ -555,8 +536,8 @@ describe('cowchain io against qemu-io', () => {
 
   it('io on a raw image writes through and qemu-io agrees', async () => {
     const file = join(dir, 'io.raw');
-    expect((await cow(['img', 'create', '-q', file, '1M'])).status).toBe(0);
-    const r = await cow(['io', '-f', 'raw', '-c', 'write -P 0x5a 1000 3000', '-c', 'write -z 1500 100', '-c', 'read -P 0x5a 1000 500', file]);
+    expect((await cli(...['img', 'create', '-q', file, '1M'])).status).toBe(0);
+    const r = await cli(...['io', '-f', 'raw', '-c', 'write -P 0x5a 1000 3000', '-c', 'write -z 1500 100', '-c', 'read -P 0x5a 1000 500', file]);
     expect(r.status).toBe(0);
     qemuIo(file, ['read -P 0x5a 1000 500', 'read -P 0 1500 100', 'read -P 0x5a 1600 2400', 'read -P 0 0 1000', 'read -P 0 4000 1044576'], 'raw');
   });

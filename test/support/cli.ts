@@ -1,9 +1,12 @@
 /**
- * Run the CLI in-process through main(), capturing stdout and stderr: the error contract is
- * exit 1 with exactly one stderr line `cowchain: ECOW_…: message`.
+ * Run the CLI in-process through main(), capturing stdout and stderr, or as its own process. The
+ * error contract: exit 1 with exactly one stderr line `cowchain: ECOW_…: message`.
  */
+import { spawnSync } from 'node:child_process';
+import * as path from 'node:path';
 import { expect, vi } from 'vitest';
 import { main } from '../../src/cli/main.js';
+import { ROOT } from './bundle.js';
 
 export interface CliRun {
   status: number;
@@ -40,4 +43,11 @@ export async function fails(code: string, ...argv: string[]): Promise<string> {
   expect(r.stdout).toBe('');
   expect(r.stderr).toMatch(new RegExp(`^cowchain: ${code}: [^\\n]+\\n$`));
   return r.stderr;
+}
+
+/** The built CLI (dist/cli/main.js) as its own process, as a user runs it. */
+export function cliProcess(args: string[], cwd?: string): CliRun {
+  const r = spawnSync(process.execPath, [path.join(ROOT, 'dist/cli/main.js'), ...args], { cwd, encoding: 'utf8', maxBuffer: 64 << 20 });
+  if (r.error) throw r.error;
+  return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
