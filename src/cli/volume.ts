@@ -8,10 +8,10 @@ import type { Command } from 'commander';
 import { CowError } from '../errors.js';
 import { VolumeDriver } from '../volume/driver.js';
 import type { FsckReport } from '../volume/fsck.js';
+import type { Hypervisor } from '../volume/hypervisor.js';
 import type { VolumeStatus } from '../volume/status.js';
 import { parseSize } from './args.js';
 import { novaOptions, withHypervisor, type NovaCliOptions } from './nova-options.js';
-import type { Hypervisor } from '../volume/hypervisor.js';
 import { print } from './output.js';
 
 interface Common {

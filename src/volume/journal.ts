@@ -90,7 +90,6 @@ export async function readJournal(files: VolumeFiles): Promise<Journal | null> {
 
 /** Record an operation before its first change; durable when this returns. */
 export async function writeJournal(files: VolumeFiles, journal: Journal): Promise<void> {
-  files.guard();
   await writeFileAtomic(files.dir, files.journalName, files.journalTempPrefix, JSON.stringify(JournalSchema.parse(journal), null, 1), 'journal', files.guard);
 }
 
