@@ -25,6 +25,9 @@ export class CommitJob extends Job {
   private keys: StaticArray<u64> = new StaticArray<u64>(0);
   private guests: StaticArray<u64> = new StaticArray<u64>(0);
   private tablesPerGroup: i32 = 1;
+  /** Fast path: bytes per read (CHUNK, or one cluster when clusters are larger) and its buffer. */
+  private ioBytes: u64 = CHUNK;
+  private ioBuf: usize = 0;
 
   /** `layers`: how many images, from `top` down, lie above `base` (1 = base is top's backing). */
   constructor(public top: Image, public base: Image, public layers: i32) {
@@ -38,7 +41,7 @@ export class CommitJob extends Job {
     if (base.virtualSize() < this.total) base.grow(this.total);
     if (layers == 1 && top instanceof Qcow2Image) {
       const t = changetype<Qcow2Image>(top);
-      let ok = t.entryBytes == 8 && t.cs <= CHUNK;
+      let ok = t.entryBytes == 8;
       if (base instanceof Qcow2Image) {
         const b = changetype<Qcow2Image>(base);
         ok = ok && b.entryBytes == 8 && b.cs == t.cs;
@@ -48,7 +51,10 @@ export class CommitJob extends Job {
         const cap = t.l2Entries > GROUP_ENTRIES ? t.l2Entries : GROUP_ENTRIES;
         this.tablesPerGroup = <i32>(cap / t.l2Entries);
         this.keys = new StaticArray<u64>(<i32>cap);
-        this.guests = new StaticArray<u64>(<i32>(CHUNK / t.cs));
+        // A read holds at least one cluster: clusters larger than CHUNK (2 MiB) get their own buffer.
+        this.ioBytes = t.cs > CHUNK ? t.cs : CHUNK;
+        this.ioBuf = t.cs > CHUNK ? heap.alloc(<usize>t.cs) : buf;
+        this.guests = new StaticArray<u64>(<i32>(this.ioBytes / t.cs));
       }
     }
   }
@@ -137,8 +143,8 @@ export class CommitJob extends Job {
     const cs = t.cs;
     const keys = this.keys;
     sortU64(keys, n);
-    const perChunk = <u64>(CHUNK / cs);
-    const buf = this.buf;
+    const perChunk = this.ioBytes / cs;
+    const buf = this.ioBuf;
     let i = 0;
     while (i < n) {
       // One read spans clusters whose host gaps are small (L2 tables, refcount blocks between them).
@@ -177,6 +183,8 @@ export class CommitJob extends Job {
   }
 
   dispose(): void {
+    if (this.ioBuf != 0 && this.ioBuf != this.buf) heap.free(this.ioBuf);
+    this.ioBuf = 0;
     super.dispose();
   }
 }

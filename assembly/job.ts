@@ -4,8 +4,13 @@ import { Image } from "./image";
 import { ST_DATA, ST_ZERO } from "./layout";
 import { st } from "./image";
 
-/** Bytes moved per host read/write: big enough to amortise calls, small enough to bound memory. */
-export const CHUNK: u64 = 8 << 20;
+/**
+ * Bytes moved per host read/write: big enough to amortise calls, small enough that the buffer
+ * stays in the CPU cache between the read into it and the write out of it. Measured on workload
+ * (c) of the bench (1 GiB sequential commit into a raw base): 8 MiB took 1.3–2.9 s, 2 MiB
+ * 1.2–4.8 s, 1 MiB 0.76–0.89 s, 512 KiB 0.78–1.0 s.
+ */
+export const CHUNK: u64 = 1 << 20;
 
 export class Job {
   /** Guest offset reached. */
