@@ -388,7 +388,8 @@ describe('withVolumeLock across processes', () => {
 
   it('a holder stalled past the stale time is taken over, learns it at assertHeld, and leaves the new lock alone', async () => {
     const lockDir = lockFilePath(tmp, VOL);
-    const { child, lines } = startChild({ MODE: 'stall', CHILD_ID: 'staller', STALL_MS: '4000' });
+    // Frozen for 6 s: stale after 2 s, so a loaded machine still has 4 s to take it over.
+    const { child, lines } = startChild({ MODE: 'stall', CHILD_ID: 'staller', STALL_MS: '6000' });
     expect((await lines.next()).value).toBe(`locked ${child.pid}`);
     const tookAt = Date.now();
     await withVolumeLock(
@@ -396,7 +397,7 @@ describe('withVolumeLock across processes', () => {
       VOL,
       async (lock) => {
         // Taken over while the holder is frozen (no renewal for 2 s)...
-        expect(Date.now() - tookAt).toBeLessThan(4_000);
+        expect(Date.now() - tookAt).toBeLessThan(6_000);
         // ...which then wakes, checks before changing anything, and stops.
         expect((await lines.next()).value).toBe('lost ECOW_LOCK_LOST');
         expect((await lines.next()).value).toBe('result ECOW_LOCK_LOST');
@@ -404,7 +405,7 @@ describe('withVolumeLock across processes', () => {
         expect(await exists(lockDir)).toBe(true);
         lock.assertHeld(); // still ours
       },
-      { ...SHORT, acquireTimeoutMs: 10_000 },
+      { ...SHORT, acquireTimeoutMs: 10_000, maxRetryDelayMs: 200 },
     );
     expect(await exists(lockDir)).toBe(false);
   });
