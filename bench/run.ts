@@ -48,7 +48,14 @@ async function benchCommit(): Promise<Row[]> {
     const work = path.join(ROOT, `work-${i}`);
     const bytes = committedBytes(tpl);
     const bench = new Bench({ iterations: ITERATIONS, time: 0, warmupIterations: 1, warmupTime: 0 });
-    const prepare = { beforeEach: () => freshCopy(tpl, work) };
+    // Fresh copies for every run, then one turn of the event loop, as an embedding service has
+    // between operations (the file backend's background write-backs complete there).
+    const prepare = {
+      beforeEach: async () => {
+        freshCopy(tpl, work);
+        await new Promise((resolve) => setImmediate(resolve));
+      },
+    };
     bench
       .add('cowchain (in-process)', () => commitImage(path.join(work, 'top.qcow2'), { drop: true }), prepare)
       .add('cowchain img commit (process)', () => run('node', [CLI, 'img', 'commit', '-d', 'top.qcow2'], work), prepare)
