@@ -70,8 +70,9 @@ export class FileBackend implements Backend {
   /**
    * Start an fdatasync on libuv's thread pool without waiting for it. The disk then drains the
    * page cache while the engine goes on copying, and the flush at the end has less left to wait
-   * for. A 1 GiB sequential commit spent about half its time in that last flush: with write-backs
-   * every 128 MiB it took 543–655 ms instead of 804 ms.
+   * for. A 1 GiB sequential commit (bench workload (c)) spent about half its time in that last
+   * flush. With write-backs every 128 MiB it took 564–743 ms, against 753–1198 ms without them
+   * (four alternating runs each).
    *
    * Nothing is promised by a write-back. Only flush() makes writes durable, so the engine's
    * crash-safe order is untouched. A write-back runs on a descriptor of its own. Linux reports
