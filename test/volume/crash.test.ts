@@ -11,11 +11,10 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as os from 'node:os';
-import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CowError } from '../../src/errors.js';
 import type { VolumeStatus } from '../../src/volume/status.js';
+import { ROOT, bundleForNode } from '../support/bundle.js';
 import { FakeHypervisor } from '../support/fake-hypervisor.js';
 import { expectSameBytes, rng } from '../support/images.js';
 import { qemuCheck, qemuRaw, requireQemu } from '../support/qemu.js';
@@ -23,34 +22,18 @@ import { BASE, SNAP, VOL, VolumeFixture, type SnapName } from '../support/volume
 
 requireQemu();
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 // A SIGKILL loses nothing the kernel has accepted, so fsync plays no part in what these tests
 // can observe: run them in memory (tmpfs) where available, where an fsync costs nothing.
 const SCRATCH = fs.mkdtempSync(path.join(fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir(), 'cowchain-crash-'));
 afterAll(() => fs.rmSync(SCRATCH, { recursive: true, force: true }));
 const tmpDir = (prefix: string) => fs.mkdtempSync(path.join(SCRATCH, prefix));
 
-const CHILD_SOURCE = path.join(ROOT, 'test/volume/fixtures/driver-child.ts');
 let child = '';
 
 beforeAll(async () => {
-  // The engine finds its wasm at ../../build/cowchain.wasm from its module: give the bundle a
-  // directory two levels below a `build` link to the real one.
-  const dir = tmpDir('cowchain-crash-child-');
-  fs.symlinkSync(path.join(ROOT, 'build'), path.join(dir, 'build'));
-  child = path.join(dir, 'a', 'b', 'child.mjs');
-  await build({
-    entryPoints: [CHILD_SOURCE],
-    outfile: child,
-    bundle: true,
-    platform: 'node',
-    format: 'esm',
-    target: 'node20',
-    logLevel: 'warning',
-    // CommonJS dependencies bundled in ESM need `require` for node built-ins.
-    banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" },
-  });
+  child = await bundleForNode('test/volume/fixtures/driver-child.ts', SCRATCH, 'driver-child');
 });
+
 const SIZE = 4 << 20;
 const STEP_BYTES = 256 << 10;
 
