@@ -14,7 +14,6 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { commitImage, convertImage, openImage, rebaseImage, streamImage } from '../../src/index.js';
 import { qemuImg, requireQemu, tmpDir } from '../support/qemu.js';
@@ -22,10 +21,8 @@ import { KiB, MiB } from '../support/images.js';
 import {
   type ChainSpec, type LayerSpec, buildChain, copyDir, expectCheckClean, expectIdentical, expectNothingAllocated, expectSameChainHeaders, headerFacts,
 } from '../support/chains.js';
-import { cliProcess } from '../support/cli.js';
+import { buildCli, cliProcess, expectCliFailure } from '../support/cli.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const CLI = path.join(ROOT, 'dist/cli/main.js');
 
 interface Run {
   status: number;
@@ -51,18 +48,9 @@ function bothOk(sub: string[], ours: string, theirs: string): string {
   return a.stdout;
 }
 
-/** Exit 1 and one stderr line `cowchain: CODE: message`; nothing on stdout. Returns the message. */
+/** The error contract (exit 1, one coded stderr line) from a process run; returns the message. */
 function expectCliError(args: string[], cwd: string, code: string): string {
-  const r = cliProcess(args, cwd);
-  expect(r.status, `cowchain ${args.join(' ')}: ${r.stderr}`).toBe(1);
-  expect(r.stdout).toBe('');
-  const lines = r.stderr.split('\n');
-  expect(lines.length, `stderr: ${JSON.stringify(r.stderr)}`).toBe(2);
-  expect(lines[1]).toBe('');
-  const m = /^cowchain: (ECOW_[A-Z_0-9]+): (.+)$/.exec(lines[0]);
-  expect(m, lines[0]).not.toBeNull();
-  expect(m![1], lines[0]).toBe(code);
-  return m![2];
+  return expectCliFailure(cliProcess(args, cwd), code, `cowchain ${args.join(' ')}`);
 }
 
 /** The same failure by qemu-img (exit 1), for the arguments that make ours fail. */
@@ -108,11 +96,7 @@ function copies(): { ours: string; theirs: string; api: string } {
 
 beforeAll(() => {
   requireQemu();
-  const started = Date.now();
-  const tsc = spawnSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: ROOT, encoding: 'utf8' });
-  // Type errors elsewhere in the tree do not stop tsc from emitting; the typecheck step reports them.
-  if (tsc.status !== 0) console.warn(`tsc -p tsconfig.build.json exited ${tsc.status}:\n${tsc.stdout}${tsc.stderr}`);
-  if (!fs.existsSync(CLI) || fs.statSync(CLI).mtimeMs < started - 2000) throw new Error(`the CLI was not built (${CLI}): ${tsc.stdout}${tsc.stderr}`);
+  buildCli();
 
   root = tmpDir('cowchain-chain-cli-');
   pristine = path.join(root, 'pristine');

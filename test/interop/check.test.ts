@@ -12,7 +12,6 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openImage } from '../../src/chain/open-chain.js';
 import { Engine } from '../../src/engine/engine.js';
@@ -22,9 +21,8 @@ import {
   H, KiB, MiB, createQcow2, expectSameBytes, join, qemuIoMany, randomCommands, readBE, rng, randInt, writeBE,
   writePatternedRaw,
 } from '../support/images.js';
+import { cliProcess } from '../support/cli.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const CLI = path.join(ROOT, 'dist/cli/main.js');
 
 interface QemuRun {
   status: number;
@@ -835,11 +833,6 @@ describe('window by window: a counting window of one refcount block', () => {
 
 // ---------- the CLI ----------
 
-function cli(args: string[]): QemuRun {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', maxBuffer: 64 << 20 });
-  if (r.error) throw r.error;
-  return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
-}
 
 describe('cowchain img check (CLI) against qemu-img check', () => {
   it('human and JSON output, exit statuses 0, 2, 3, 1 and 63, repairs', () => {
@@ -859,26 +852,26 @@ describe('cowchain img check (CLI) against qemu-img check', () => {
     for (const f of [clean, leak, corrupt, lost, compressed]) {
       for (const json of [true, false]) {
         const q = qemuImg(['check', ...(json ? ['--output=json'] : []), f], { ok: [0, 1, 2, 3] });
-        const o = cli(['img', 'check', ...(json ? ['--output=json'] : []), f]);
+        const o = cliProcess(['img', 'check', ...(json ? ['--output=json'] : []), f]);
         expect(o.stdout, `${f} ${json ? 'json' : 'human'}`).toBe(q.stdout);
         expect(o.status, f).toBe(q.status);
         // Our diagnostics are qemu's stderr lines.
         expect(o.stderr, f).toBe(q.stderr);
       }
     }
-    expect(cli(['img', 'check', leak]).status).toBe(3);
-    expect(cli(['img', 'check', corrupt]).status).toBe(2);
+    expect(cliProcess(['img', 'check', leak]).status).toBe(3);
+    expect(cliProcess(['img', 'check', corrupt]).status).toBe(2);
 
     // Raw: qemu-img says the format has no checks and exits 63.
     const rq = qemuImg(['check', '-f', 'raw', raw], { ok: [63] });
-    const ro = cli(['img', 'check', '-f', 'raw', raw]);
+    const ro = cliProcess(['img', 'check', '-f', 'raw', raw]);
     expect(ro.status).toBe(rq.status);
     expect(ro.stdout).toBe('');
     expect(ro.stderr).toContain('This image format does not support checks');
 
     // -r leaks cannot fix a lost refcount: "Check failed", exit 1, nothing on stdout.
     const lq = qemuImg(['check', '-r', 'leaks', copy(lost, 'q')], { ok: [1] });
-    const lo = cli(['img', 'check', '-r', 'leaks', copy(lost, 'o')]);
+    const lo = cliProcess(['img', 'check', '-r', 'leaks', copy(lost, 'o')]);
     expect(lo.status).toBe(lq.status);
     expect(lo.stdout).toBe(lq.stdout);
     expect(lo.stderr).toContain('Check failed: Input/output error');
@@ -886,7 +879,7 @@ describe('cowchain img check (CLI) against qemu-img check', () => {
     // Repairs, human output (the "repaired" preamble included).
     for (const [f, mode] of [[leak, 'leaks'], [corrupt, 'all'], [lost, 'all']] as const) {
       const q = qemuImg(['check', '-r', mode, copy(f, `hq-${mode}`)], { ok: [0, 1, 2, 3] });
-      const o = cli(['img', 'check', '-r', mode, copy(f, `ho-${mode}`)]);
+      const o = cliProcess(['img', 'check', '-r', mode, copy(f, `ho-${mode}`)]);
       expect(o.stdout, `${f} -r ${mode}`).toBe(q.stdout);
       expect(o.status).toBe(q.status);
       expect(o.stdout).toContain('The following inconsistencies were found and repaired');

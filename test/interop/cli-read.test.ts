@@ -4,20 +4,14 @@
 //
 // Raw bases are written completely (no holes): our raw layer reports every byte as data (no
 // SEEK_DATA in Node), qemu reports holes as zero — see read-matrix.test.ts.
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { qemuImg, qemuInfo, qemuMap, qemuRaw, requireQemu, tmpDir } from '../support/qemu.js';
 import {
   H, KiB, MiB, createQcow2, expectInfoMatches, expectSameBytes, join, makeFullRaw, qemuIoMany, randomCommands,
   writeBE, writePatternedRaw,
 } from '../support/images.js';
-import { cliProcess } from '../support/cli.js';
-
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const CLI = path.join(ROOT, 'dist/cli/main.js');
+import { buildCli, cliProcess, expectCliFailure } from '../support/cli.js';
 
 function cliOk(args: string[], cwd?: string): string {
   const r = cliProcess(args, cwd);
@@ -26,18 +20,9 @@ function cliOk(args: string[], cwd?: string): string {
   return r.stdout;
 }
 
-/** Exit 1 and exactly one stderr line `cowchain: CODE: message`; returns the message. */
+/** The error contract (exit 1, one coded stderr line) from a process run; returns the message. */
 function expectCliError(args: string[], code: string, cwd?: string): string {
-  const r = cliProcess(args, cwd);
-  expect(r.status, r.stderr).toBe(1);
-  expect(r.stdout).toBe('');
-  const lines = r.stderr.split('\n');
-  expect(lines.length, `stderr: ${JSON.stringify(r.stderr)}`).toBe(2);
-  expect(lines[1]).toBe('');
-  const m = /^cowchain: (ECOW_[A-Z_0-9]+): (.+)$/.exec(lines[0]);
-  expect(m, lines[0]).not.toBeNull();
-  expect(m![1]).toBe(code);
-  return m![2];
+  return expectCliFailure(cliProcess(args, cwd), code, `cowchain ${args.join(' ')}`);
 }
 
 let dir: string;
@@ -46,17 +31,7 @@ const images: Record<string, string> = {};
 
 beforeAll(() => {
   requireQemu();
-  const started = Date.now();
-  const tsc = spawnSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], {
-    cwd: ROOT,
-    encoding: 'utf8',
-  });
-  // Type errors elsewhere in the tree do not stop tsc from emitting; the typecheck step reports
-  // them. What this file needs is a freshly emitted CLI.
-  if (tsc.status !== 0) console.warn(`tsc -p tsconfig.build.json exited ${tsc.status}:\n${tsc.stdout}${tsc.stderr}`);
-  if (!fs.existsSync(CLI) || fs.statSync(CLI).mtimeMs < started - 2000) {
-    throw new Error(`the CLI was not built (${CLI}): ${tsc.stdout}${tsc.stderr}`);
-  }
+  buildCli();
 
   dir = tmpDir('cowchain-cli-');
   const size = 4 * MiB;

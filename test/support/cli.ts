@@ -3,6 +3,7 @@
  * error contract: exit 1 with exactly one stderr line `cowchain: ECOW_…: message`.
  */
 import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { expect, vi } from 'vitest';
 import { main } from '../../src/cli/main.js';
@@ -36,18 +37,49 @@ export async function ok(...argv: string[]): Promise<string> {
   return r.stdout;
 }
 
-/** Exit 1, nothing on stdout, exactly one stderr line with `code`; returns stderr. */
+/**
+ * The error contract on a finished run: exit 1, nothing on stdout, and exactly one stderr line
+ * `cowchain: CODE: message`. Returns the message.
+ */
+export function expectCliFailure(r: CliRun, code: string, what = ''): string {
+  expect(r.status, `${what}: ${r.stderr}`).toBe(1);
+  expect(r.stdout, what).toBe('');
+  const lines = r.stderr.split('\n');
+  expect(lines.length, `stderr: ${JSON.stringify(r.stderr)}`).toBe(2);
+  expect(lines[1]).toBe('');
+  const m = /^cowchain: (ECOW_[A-Z_0-9]+): (.+)$/.exec(lines[0]);
+  expect(m, lines[0]).not.toBeNull();
+  expect(m![1], lines[0]).toBe(code);
+  return m![2];
+}
+
+/** In-process: the error contract (expectCliFailure) with `code`; returns stderr. */
 export async function fails(code: string, ...argv: string[]): Promise<string> {
   const r = await cli(...argv);
-  expect(r.status, r.stderr).toBe(1);
-  expect(r.stdout).toBe('');
-  expect(r.stderr).toMatch(new RegExp(`^cowchain: ${code}: [^\\n]+\\n$`));
+  expectCliFailure(r, code, argv.join(' '));
   return r.stderr;
 }
 
-/** The built CLI (dist/cli/main.js) as its own process, as a user runs it. */
+/** The built CLI, as `npm run build` emits it. */
+export const CLI_MAIN = path.join(ROOT, 'dist/cli/main.js');
+
+/**
+ * Emit dist/ afresh (tsc -p tsconfig.build.json) so that process runs test this tree's CLI. Type
+ * errors elsewhere do not stop tsc from emitting (the typecheck step reports them); a CLI that
+ * was not written now is an error.
+ */
+export function buildCli(): void {
+  const started = Date.now();
+  const tsc = spawnSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: ROOT, encoding: 'utf8' });
+  if (tsc.status !== 0) console.warn(`tsc -p tsconfig.build.json exited ${tsc.status}:\n${tsc.stdout}${tsc.stderr}`);
+  if (!fs.existsSync(CLI_MAIN) || fs.statSync(CLI_MAIN).mtimeMs < started - 2000) {
+    throw new Error(`the CLI was not built (${CLI_MAIN}): ${tsc.stdout}${tsc.stderr}`);
+  }
+}
+
+/** The built CLI as its own process, as a user runs it. */
 export function cliProcess(args: string[], cwd?: string): CliRun {
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'dist/cli/main.js'), ...args], { cwd, encoding: 'utf8', maxBuffer: 64 << 20 });
+  const r = spawnSync(process.execPath, [CLI_MAIN, ...args], { cwd, encoding: 'utf8', maxBuffer: 64 << 20 });
   if (r.error) throw r.error;
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
