@@ -30,6 +30,7 @@ import { commitLive } from '../../src/image/live.js';
 import { qemuCheck, qemuImg, requireQemu, tmpDir } from '../support/qemu.js';
 import { H, KiB, MiB, readBE } from '../support/images.js';
 import { type ChainSpec, type LayerSpec, buildChain, copyDir, expectNothingAllocated } from '../support/chains.js';
+import { VolatileCache } from '../support/volatile-cache.js';
 
 class InjectedFault extends Error {
   constructor(n: number) {
@@ -64,13 +65,13 @@ class FaultPlan {
 }
 
 class FaultyBackend implements Backend {
-  private pending: { off: number; data: Uint8Array; seq: number }[] = [];
-  private static seq = 0;
+  private readonly cache: VolatileCache;
 
   constructor(
     private readonly inner: FileBackend,
     private readonly plan: FaultPlan,
   ) {
+    this.cache = new VolatileCache(inner);
     plan.backends.push(this);
   }
 
@@ -79,39 +80,28 @@ class FaultyBackend implements Backend {
   }
 
   read(buf: Uint8Array, offset: number): number {
-    if (!this.volatile) return this.inner.read(buf, offset);
-    const want = Math.max(0, Math.min(offset + buf.length, this.size()) - offset);
-    const n = this.inner.read(buf, offset);
-    if (n < want) buf.fill(0, n, want);
-    for (const p of this.pending) {
-      const lo = Math.max(offset, p.off);
-      const hi = Math.min(offset + want, p.off + p.data.length);
-      if (lo < hi) buf.set(p.data.subarray(lo - p.off, hi - p.off), lo - offset);
-    }
-    return want;
+    return this.cache.read(buf, offset);
   }
 
   write(buf: Uint8Array, offset: number): void {
     this.plan.count();
-    if (this.volatile) this.pending.push({ off: offset, data: buf.slice(), seq: FaultyBackend.seq++ });
+    if (this.volatile) this.cache.hold(buf, offset);
     else this.inner.write(buf, offset);
   }
 
   size(): number {
-    let s = this.inner.size();
-    for (const p of this.pending) s = Math.max(s, p.off + p.data.length);
-    return s;
+    return this.cache.size();
   }
 
   truncate(size: number): void {
     this.plan.count(); // a truncate changes the file: it counts (and fails) as a write
-    this.apply();
+    this.cache.apply();
     this.inner.truncate(size);
   }
 
   flush(): void {
     if (this.plan.crashed && this.volatile) throw new InjectedFault(this.plan.writes);
-    this.apply();
+    this.cache.apply();
     this.inner.flush();
   }
 
@@ -119,19 +109,13 @@ class FaultyBackend implements Backend {
     this.inner.close();
   }
 
-  private apply(): void {
-    for (const p of this.pending) this.inner.write(p.data, p.off);
-    this.pending = [];
-  }
-
   newestPending(): number {
-    return this.pending.length > 0 ? this.pending[this.pending.length - 1].seq : -1;
+    return this.cache.newest();
   }
 
   /** Of the unflushed writes, only the one numbered `keep` (the chain's newest) reaches the disk. */
   powerLoss(keep: number): void {
-    for (const p of this.pending) if (p.seq === keep) this.inner.write(p.data, p.off);
-    this.pending = [];
+    this.cache.lose((w) => w.seq === keep);
   }
 }
 

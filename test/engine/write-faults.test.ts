@@ -33,6 +33,7 @@ import { Engine } from '../../src/engine/engine.js';
 import { createImage, type CreateOptions } from '../../src/image/create.js';
 import { qemuCheck, qemuImg, requireQemu, tmpDir } from '../support/qemu.js';
 import { H, join, readBE, rng, writePatternedRaw } from '../support/images.js';
+import { VolatileCache } from '../support/volatile-cache.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -53,27 +54,19 @@ class FaultyBackend implements Backend {
   writes = 0;
   flushes = 0;
   crashed = false;
-  private pending: { off: number; data: Uint8Array }[] = [];
+  private readonly cache: VolatileCache;
 
   constructor(
     private readonly inner: FileBackend,
     private readonly mode: Mode,
     private readonly failAt: number,
     private readonly seed = 1,
-  ) {}
+  ) {
+    this.cache = new VolatileCache(inner);
+  }
 
   read(buf: Uint8Array, offset: number): number {
-    if (this.mode === 'fail-after-N') return this.inner.read(buf, offset);
-    const end = Math.min(offset + buf.length, this.size());
-    const want = Math.max(0, end - offset);
-    const n = this.inner.read(buf, offset);
-    if (n < want) buf.fill(0, n, want);
-    for (const p of this.pending) {
-      const lo = Math.max(offset, p.off);
-      const hi = Math.min(offset + want, p.off + p.data.length);
-      if (lo < hi) buf.set(p.data.subarray(lo - p.off, hi - p.off), lo - offset);
-    }
-    return want;
+    return this.cache.read(buf, offset);
   }
 
   write(buf: Uint8Array, offset: number): void {
@@ -83,25 +76,23 @@ class FaultyBackend implements Backend {
       throw new InjectedFault(this.writes);
     }
     if (this.mode === 'fail-after-N') this.inner.write(buf, offset);
-    else this.pending.push({ off: offset, data: buf.slice() });
+    else this.cache.hold(buf, offset);
   }
 
   size(): number {
-    let s = this.inner.size();
-    for (const p of this.pending) s = Math.max(s, p.off + p.data.length);
-    return s;
+    return this.cache.size();
   }
 
   truncate(size: number): void {
     this.write(new Uint8Array(0), 0); // counts as a write (and fails like one)
-    this.applyAll();
+    this.cache.apply();
     this.inner.truncate(size);
   }
 
   flush(): void {
     if (this.crashed && this.mode !== 'fail-after-N') throw new InjectedFault(this.writes);
     this.flushes++;
-    this.applyAll();
+    this.cache.apply();
     this.inner.flush();
   }
 
@@ -109,22 +100,17 @@ class FaultyBackend implements Backend {
     this.inner.close();
   }
 
-  private applyAll(): void {
-    for (const p of this.pending) this.inner.write(p.data, p.off);
-    this.pending = [];
-  }
-
   /** Power loss: what was not flushed is gone — or, in crash-subset, partly made it to disk. */
   private crash(): void {
     this.crashed = true;
     if (this.mode === 'crash-subset') {
       const r = rng(this.seed * 7919 + this.failAt);
-      for (const p of this.pending) if (r() < 0.5) this.inner.write(p.data, p.off);
-    } else if (this.mode === 'crash-newest' && this.pending.length > 0) {
-      const p = this.pending[this.pending.length - 1];
-      this.inner.write(p.data, p.off);
+      this.cache.lose(() => r() < 0.5);
+    } else if (this.mode === 'crash-newest') {
+      this.cache.lose((_, i, all) => i === all.length - 1);
+    } else {
+      this.cache.lose(() => false);
     }
-    this.pending = [];
   }
 }
 
