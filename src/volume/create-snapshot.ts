@@ -67,7 +67,6 @@ export async function createSnapshot(ctx: OperationContext, snapshotId: string, 
       await hypervisor.createSnapshot(files.volumeId, snapshotId, { type: 'qcow2', new_file: file, snapshot_id: snapshotId }, { signal: ctx.signal });
       ctx.step('create:hypervisor');
     }
-    ctx.lock.assertHeld();
     await files.writeInfo(next);
     ctx.step('create:info');
   } catch (e) {

@@ -146,7 +146,6 @@ export async function finishDelete(ctx: OperationContext, journal: DeleteJournal
   const next = withoutSnapshot(info, journal.snapshot);
   if (journal.method === 'commit' && journal.higher === null) next.active = journal.base;
   for (const s of journal.remap) next[s] = journal.file;
-  ctx.lock.assertHeld();
   await files.writeInfo(next);
   ctx.step('delete:info');
   const removed = (await files.unlink(journal.unlink)) ? [journal.unlink] : [];
@@ -170,7 +169,6 @@ async function dropStale(ctx: OperationContext, snapshotId: string, info: Volume
   const { files } = ctx;
   const file = info[snapshotId];
   const next = withoutSnapshot(info, snapshotId);
-  ctx.lock.assertHeld();
   await files.writeInfo(next);
   const removed = !inUse(file, next, live) && (await files.unlink(file)) ? [file] : [];
   return { snapshotId, outcome: 'stale', info: next, removed };
@@ -185,7 +183,6 @@ async function dropMissing(ctx: OperationContext, snapshotId: string, info: Volu
     throw new CowError('ECOW_BACKING_MISSING', `snapshot ${snapshotId}: its file ${info[snapshotId]} is missing and the chain of ${info.active} does not open (${(e as Error).message}); run fsck`, { cause: e });
   }
   const next = withoutSnapshot(info, snapshotId);
-  ctx.lock.assertHeld();
   await files.writeInfo(next);
   return { snapshotId, outcome: 'stale', info: next, removed: [] };
 }

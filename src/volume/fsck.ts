@@ -262,7 +262,6 @@ export async function fsck(ctx: OperationContext, options: FsckOptions = {}): Pr
   // Headers are fixed; now the info file (the commit point), then the unlinks.
   if (!sameInfo(original, info) || (!infoExists && Object.keys(info).length > 1)) {
     if (!dryRun) {
-      ctx.lock.assertHeld();
       await files.writeInfo(info);
     }
   }

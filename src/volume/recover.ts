@@ -58,7 +58,6 @@ async function recoverCreate(ctx: OperationContext, journal: CreateJournal, stat
     if (info.active !== journal.backing || files.header(file).backing !== journal.backing) {
       throw new CowError('ECOW_INVALID_STATE', `interrupted create of snapshot ${snapshot}: ${file} holds guest data but the chain changed since (active ${info.active}); resolve by hand`);
     }
-    ctx.lock.assertHeld();
     await files.writeInfo({ ...info, active: file, [snapshot]: file });
     return done('adopted', `snapshot ${snapshot} create interrupted after the guest moved onto ${file} (it holds data): recorded it as the active file`);
   }
@@ -68,7 +67,6 @@ async function recoverCreate(ctx: OperationContext, journal: CreateJournal, stat
       `interrupted create of snapshot ${snapshot} of attached volume ${files.volumeId}: cannot tell whether the guest moved onto the empty ${file}; detach the volume and run fsck (it then removes ${file})`,
     );
   }
-  ctx.lock.assertHeld();
   await files.unlink(file);
   return done('rolled-back', `snapshot ${snapshot} create interrupted before the info file recorded it: removed ${file}`);
 }
