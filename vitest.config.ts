@@ -7,5 +7,7 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 120_000,
     pool: 'forks',
+    // The engine workers (src/worker) run from a bundle of the sources.
+    setupFiles: ['test/support/engine-worker-setup.ts'],
   },
 });

@@ -19,6 +19,7 @@ export default defineConfig({
     testTimeout: 180_000,
     hookTimeout: 120_000,
     pool: 'forks',
+    setupFiles: ['test/support/engine-worker-setup.ts'],
     // One file at a time: the files share one GlusterFS volume (and its two client processes),
     // and the race and timing-sensitive tests should not compete with each other for it.
     fileParallelism: false,

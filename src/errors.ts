@@ -32,6 +32,8 @@ export const ERROR_CODES = {
   ECOW_BAD_ARGUMENT: 'invalid argument',
   ECOW_INTERNAL: 'internal engine error (a bug)',
   ECOW_CANCELLED: 'the operation was cancelled',
+  ECOW_ENGINE_LOAD: 'the wasm engine could not be read, compiled or instantiated',
+  ECOW_WORKER_DIED: 'an engine worker thread exited or failed while it ran a job',
   // --- host: chains, volumes, Nova ---
   ECOW_NOT_FOUND: 'file or object not found',
   ECOW_EXISTS: 'target already exists',

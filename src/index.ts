@@ -10,8 +10,24 @@ export { createImage, createQcow2On, CreateOptionsSchema, type CreateOptions } f
 export { commitImage, type CommitOptions } from './image/commit.js';
 export { rebaseImage, streamImage, type RebaseOptions, type StreamOptions } from './image/rebase.js';
 export type { JobOptions, ProgressCallback } from './image/job.js';
-export { engineMemoryBytes } from './engine/engine.js';
-export { checkImage } from './image/check.js';
+export { engineMemoryBytes, setEngineSource, type EngineSource } from './engine/engine.js';
+export { checkImage, type CheckOutcome, type CheckOptions, type QemuCheckResult, type RepairMode } from './image/check.js';
+// The async API: the same jobs in worker threads (see README, "Which API").
+export {
+  commit,
+  rebase,
+  stream,
+  convert,
+  check,
+  create,
+  type AsyncJobOptions,
+  type AsyncCommitOptions,
+  type AsyncRebaseOptions,
+  type AsyncStreamOptions,
+  type AsyncConvertOptions,
+  type AsyncCheckOptions,
+} from './worker/async-jobs.js';
+export { EnginePool, defaultEnginePool, type EnginePoolOptions, type PoolJobOptions } from './worker/pool.js';
 export { streamLive, commitLive, dropCommitted } from './image/live.js';
 export {
   VolumeDriver,

@@ -57,6 +57,64 @@ export type EngineExports = Omit<RawExports, 'memory' | '__getString' | '__colle
 const WASM_URL = new URL('../../build/cowchain.wasm', import.meta.url);
 
 /**
+ * The engine as a host may supply it: the wasm bytes, or a compiled `WebAssembly.Module` (typed
+ * as `object` so that consumers' type environments need not declare WebAssembly). For bundlers,
+ * edge runtimes, Deno without read permission — anywhere the package's own file cannot be read.
+ */
+export type EngineSource = ArrayBuffer | ArrayBufferView | object;
+
+/** A compiled engine (a WebAssembly.Module, typed opaquely for the same reason as EngineSource). */
+export type CompiledEngine = object;
+
+/** The host-supplied engine (setEngineSource), or undefined: the package's build/cowchain.wasm. */
+let suppliedModule: CompiledEngine | undefined;
+
+/**
+ * A compiled engine module from a host-supplied source. Failures are ECOW_ENGINE_LOAD, never a
+ * bare CompileError.
+ */
+export function compileEngine(source: EngineSource): CompiledEngine {
+  if (source instanceof WebAssembly.Module) return source;
+  const bytes = ArrayBuffer.isView(source) ? source : source instanceof ArrayBuffer ? source : null;
+  if (!bytes) throw new CowError('ECOW_ENGINE_LOAD', `engine source is neither wasm bytes nor a WebAssembly.Module (got ${Object.prototype.toString.call(source)})`);
+  try {
+    return new WebAssembly.Module(bytes);
+  } catch (e) {
+    throw new CowError('ECOW_ENGINE_LOAD', `engine wasm (${bytes.byteLength} bytes) does not compile: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+/**
+ * The engine module to run: the host-supplied one, else the package's build/cowchain.wasm,
+ * read and compiled here (ECOW_ENGINE_LOAD when it cannot be read or does not compile).
+ */
+export function engineModule(): CompiledEngine {
+  if (suppliedModule) return suppliedModule;
+  let bytes: Uint8Array;
+  try {
+    bytes = fs.readFileSync(WASM_URL);
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    throw new CowError('ECOW_ENGINE_LOAD', `cannot read the engine ${WASM_URL.href}: ${err.code ?? err.message} (a host can supply it with setEngineSource)`, { cause: e });
+  }
+  suppliedModule = compileEngine(bytes);
+  return suppliedModule;
+}
+
+/**
+ * Run the engine from `source` (wasm bytes or a compiled WebAssembly.Module) in this thread, and
+ * in engine workers started from now on, instead of reading the package's build/cowchain.wasm.
+ * It is compiled and instantiated here, so a bad source fails now (ECOW_ENGINE_LOAD) and changes
+ * nothing. Images already open keep the engine they were opened with.
+ */
+export function setEngineSource(source: EngineSource): void {
+  const module = compileEngine(source);
+  const engine = new Engine(module);
+  suppliedModule = module;
+  Engine.replace(engine);
+}
+
+/**
  * The loaded engine: one wasm instance per process, a table of numeric handles onto Backends,
  * and the translation of engine traps and host exceptions into CowErrors.
  */
@@ -66,11 +124,17 @@ export class Engine {
   private readonly backends: (Backend | null)[] = [];
 
   static get(): Engine {
-    if (!Engine.instance) Engine.instance = new Engine(fs.readFileSync(WASM_URL));
+    if (!Engine.instance) Engine.instance = new Engine(engineModule());
     return Engine.instance;
   }
 
-  constructor(wasm: Uint8Array) {
+  /** Make `engine` the one new images open on (setEngineSource). */
+  static replace(engine: Engine): void {
+    Engine.instance = engine;
+  }
+
+  /** Instantiate the engine; a module that does not link (wrong imports or exports) is ECOW_ENGINE_LOAD. */
+  constructor(wasm: CompiledEngine) {
     const mem = () => this.raw.memory.buffer;
     const backend = (h: number): Backend => {
       const b = this.backends[h];
@@ -99,7 +163,16 @@ export class Engine {
         },
       },
     };
-    this.raw = instantiateSync<Record<string, unknown>>(wasm, imports).exports as unknown as RawExports;
+    let raw: RawExports;
+    try {
+      raw = instantiateSync<Record<string, unknown>>(wasm as WebAssembly.Module, imports).exports as unknown as RawExports;
+    } catch (e) {
+      throw new CowError('ECOW_ENGINE_LOAD', `engine wasm does not instantiate: ${(e as Error).message}`, { cause: e });
+    }
+    for (const name of ['memory', 'openQcow2', 'jobStep', 'check', '__getString'] as const) {
+      if (!raw[name]) throw new CowError('ECOW_ENGINE_LOAD', `engine wasm lacks the export ${name}: not a cowchain engine (or another version)`);
+    }
+    this.raw = raw;
   }
 
   /** Wasm linear memory, as a fresh view (memory may have grown since the last call). */

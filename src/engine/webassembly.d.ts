@@ -5,4 +5,9 @@ declare namespace WebAssembly {
     readonly buffer: ArrayBuffer;
   }
   class RuntimeError extends Error {}
+  class CompileError extends Error {}
+  class LinkError extends Error {}
+  class Module {
+    constructor(bytes: ArrayBuffer | ArrayBufferView);
+  }
 }

@@ -32,13 +32,16 @@ export function runJob(engine: Engine, start: () => number, options: JobOptions 
   try {
     const total = engine.call((e) => e.jobTotal(id));
     for (;;) {
-      if (options.signal?.aborted) throw new CowError('ECOW_CANCELLED', `operation cancelled at ${engine.call((e) => e.jobCursor(id))} of ${total} bytes`, { cause: options.signal.reason });
+      // The checkpoint first: a lost lock wins over a cancel (nothing more is written then, not
+      // even the flush a cancel does), and a checkpoint may itself cancel (the engine worker asks
+      // its host there whether to go on).
       try {
         options.checkpoint?.();
       } catch (e) {
         for (const img of writes) img.abandonWrites(e as Error);
         throw e;
       }
+      if (options.signal?.aborted) throw new CowError('ECOW_CANCELLED', `operation cancelled at ${engine.call((e) => e.jobCursor(id))} of ${total} bytes`, { cause: options.signal.reason });
       const finished = engine.call((e) => e.jobStep(id, options.stepBytes ?? DEFAULT_STEP)) === 1;
       options.onProgress?.(engine.call((e) => e.jobCursor(id)), total);
       if (finished) return;

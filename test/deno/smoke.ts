@@ -12,14 +12,19 @@
  * check failed (or the suite itself could not start), 0 otherwise.
  *
  * Sections: the engine (create, write/read, a 2-layer chain committed into its base, memory
- * backend) and the volume driver (snapshot lifecycle, both delete orders). A new section is one
- * more `check(...)` call.
+ * backend), the async API (jobs in Web Workers: commit, progress, cancel, a coded error, a
+ * host-supplied engine) and the volume driver (snapshot lifecycle, both delete orders). A new
+ * section is one more `check(...)` call.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import process from 'node:process';
 import {
+  commit,
+  check as checkAsync,
+  CowError,
+  EnginePool,
   commitImage,
   createImage,
   createQcow2On,
@@ -207,6 +212,74 @@ check('engine: errors are CowErrors with codes', () => {
     caught = e;
   }
   assert(isCowError(caught), `expected a CowError, got ${String(caught)}`);
+});
+
+// The async API (src/worker): the same jobs in Web Workers.
+
+/** A base with data and an overlay over part of it; returns what the chain reads. */
+function chainWithData(name: string, size: number): { top: string; base: string; model: Uint8Array } {
+  const base = at(`${name}-base.qcow2`);
+  const top = at(`${name}-top.qcow2`);
+  const model = new Uint8Array(size);
+  createImage(base, { format: 'qcow2', size });
+  let img = openImage(base, { writable: true });
+  try {
+    writeBoth(model, img, 0, pattern(size / 2, 40));
+  } finally {
+    img.close();
+  }
+  createImage(top, { format: 'qcow2', backingFile: `${name}-base.qcow2`, backingFormat: 'qcow2' });
+  img = openImage(top, { writable: true });
+  try {
+    for (let off = 0; off < size; off += 1 * MiB) writeBoth(model, img, off + 4096, pattern(300 * KiB, 41 + off / MiB));
+  } finally {
+    img.close();
+  }
+  return { top, base, model };
+}
+
+check('async: commit in a worker, with progress; the base reads as the chain did', async () => {
+  const { top, base, model } = chainWithData('async', 8 * MiB);
+  const seen: number[] = [];
+  await commit(top, { drop: true, stepBytes: 1 * MiB, onProgress: (done) => seen.push(done) });
+  assert(seen.length >= 4, `progress calls: ${seen.length}`);
+  assertEqual(seen[seen.length - 1], 8 * MiB, 'last progress');
+  assertBytes(readAll(base), model, 'base after the async commit');
+  const outcome = await checkAsync(base);
+  assertEqual(outcome.exitCode, 0, 'check of the committed base');
+});
+
+check('async: an AbortSignal cancels a running commit (ECOW_CANCELLED); a re-run finishes it', async () => {
+  const { top, base, model } = chainWithData('cancel', 8 * MiB);
+  const ac = new AbortController();
+  let caught: unknown;
+  try {
+    await commit(top, { drop: true, stepBytes: 1 * MiB, signal: ac.signal, onProgress: () => ac.abort() });
+  } catch (e) {
+    caught = e;
+  }
+  assert(isCowError(caught, 'ECOW_CANCELLED'), `expected ECOW_CANCELLED, got ${String(caught)}`);
+  await commit(top, { drop: true });
+  assertBytes(readAll(base), model, 'base after the re-run');
+});
+
+check('async: errors arrive as CowErrors with their codes; a host-supplied engine module runs jobs', async () => {
+  let caught: unknown;
+  try {
+    await commit(at('nothing-here.qcow2'));
+  } catch (e) {
+    caught = e;
+  }
+  assert(caught instanceof CowError && caught.code === 'ECOW_NOT_FOUND', `expected ECOW_NOT_FOUND, got ${String(caught)}`);
+  const wasm = fs.readFileSync(new URL('../../build/cowchain.wasm', import.meta.url));
+  const pool = new EnginePool({ size: 1, wasm: new WebAssembly.Module(wasm) });
+  try {
+    const { top, base, model } = chainWithData('module', 2 * MiB);
+    await commit(top, { pool, drop: true });
+    assertBytes(readAll(base), model, 'base committed by a pool with a supplied module');
+  } finally {
+    await pool.close();
+  }
 });
 
 // The volume driver (src/volume/driver.ts): Cinder snapshot semantics over the engine.

@@ -199,6 +199,7 @@ console.log(JSON.stringify({ ok: true, bytes: fs.statSync(file).size, deep, vers
   qemuStyleInfo, MemoryBackend, FileBackend, CowError, isCowError, ERROR_CODES, engineMemoryBytes,
   type Image, type CowErrorCode, type CreateOptions, type OpenOptions, type Backend, type HeaderInfo,
   type MapEntry, type QemuStyleInfo, type CommitOptions, type ProgressCallback,
+  commit as commitAsync, check, EnginePool, setEngineSource, type AsyncCommitOptions, type CheckOutcome,
 } from 'cowchain';
 
 const options: CreateOptions = { format: 'qcow2', size: 1 << 20, clusterSize: 65536 };
@@ -215,6 +216,12 @@ const onProgress: ProgressCallback = (done, total) => void [done, total];
 const commit: CommitOptions = { drop: true, onProgress };
 commitImage('b.qcow2', commit);
 void [rebaseImage, streamImage, convertImage, FileBackend, engineMemoryBytes, ERROR_CODES];
+// The async API: jobs in worker threads.
+const pool = new EnginePool({ size: 2, wasm: new Uint8Array(0) });
+const asyncCommit: AsyncCommitOptions = { drop: true, pool, signal: new AbortController().signal, onProgress };
+const done: Promise<void> = commitAsync('b.qcow2', asyncCommit);
+const outcome: Promise<CheckOutcome> = check('b.qcow2', { pool });
+void [done, outcome, setEngineSource];
 const backend: Backend = new MemoryBackend();
 createQcow2On(backend, { size: 1 << 20 });
 openImageOn(backend, { writable: true }).close();

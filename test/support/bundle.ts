@@ -3,6 +3,7 @@
  * plain node runs: started in a fraction of vite-node's time, which matters when a test starts
  * dozens of them on a loaded machine. The same approach as test/volume/crash.test.ts.
  *
+ * The engine worker is bundled beside it (the driver's jobs run in worker threads).
  * The engine finds its wasm at ../../build/cowchain.wasm from its module: the bundle is written
  * two directories below a `build` link to the real build directory.
  */
@@ -10,6 +11,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
+import { REQUIRE_BANNER, bundleEngineWorker } from './engine-worker.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -27,7 +29,9 @@ export async function bundleForNode(entry: string, dir: string, name = 'bundle')
     target: 'node20',
     logLevel: 'warning',
     // CommonJS dependencies bundled in ESM need `require` for node built-ins.
-    banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" },
+    banner: { js: REQUIRE_BANNER },
   });
+  // The engine pool loads engine-worker.js from beside its own module: beside the bundle here.
+  bundleEngineWorker(path.join(path.dirname(out), 'engine-worker.js'));
   return out;
 }

@@ -1,0 +1,106 @@
+/**
+ * An engine job as plain data: what a worker thread needs to run it on its own. Only file names
+ * and options travel between threads; the worker opens the files itself, so no image data ever
+ * crosses. The same request runs in-process (runJobRequest) or in a worker (EnginePool).
+ */
+import { z } from 'zod';
+import { openImage, type BackingResolver } from '../chain/open-chain.js';
+import { CowError } from '../errors.js';
+import { checkImage, type CheckOutcome } from '../image/check.js';
+import { commitImage } from '../image/commit.js';
+import { convertImage } from '../image/convert.js';
+import { createImage, type CreateOptions } from '../image/create.js';
+import type { JobOptions } from '../image/job.js';
+import { rebaseImage, streamImage } from '../image/rebase.js';
+import { MAX_CHAIN_DEPTH, VolumeFiles } from '../volume/volume-files.js';
+
+const Format = z.enum(['raw', 'qcow2']);
+const Path = z.string().min(1).max(4096);
+
+/**
+ * The volume driver's strict backing-name policy (VolumeFiles.resolver), named by what it is built
+ * from: a resolver function cannot cross threads, its inputs can.
+ */
+const PolicySchema = z.object({ dir: Path, volumeId: z.string().min(1).max(255) }).strict();
+export type BackingPolicy = z.infer<typeof PolicySchema>;
+
+export const JobRequestSchema = z.discriminatedUnion('op', [
+  z.object({ op: z.literal('commit'), top: Path, base: Path.optional(), drop: z.boolean().optional(), policy: PolicySchema.optional() }).strict(),
+  z
+    .object({
+      op: z.literal('rebase'),
+      file: Path,
+      newBacking: z.string().max(1023),
+      unsafe: z.boolean().optional(),
+      backingFormat: Format.optional(),
+      policy: PolicySchema.optional(),
+    })
+    .strict(),
+  z.object({ op: z.literal('stream'), file: Path, base: Path.nullable().optional(), policy: PolicySchema.optional() }).strict(),
+  z
+    .object({
+      op: z.literal('convert'),
+      src: Path,
+      dst: Path,
+      srcFormat: Format.optional(),
+      format: Format.optional(),
+      size: z.number().int().nonnegative().max(2 ** 53).optional(),
+      // Validated where they are used (createImage's schema), in the thread that runs the job.
+      create: z.record(z.string(), z.unknown()).optional(),
+      policy: PolicySchema.optional(),
+    })
+    .strict(),
+  z.object({ op: z.literal('check'), file: Path, repair: z.enum(['leaks', 'all']).optional(), format: Format.optional() }).strict(),
+  z.object({ op: z.literal('create'), file: Path, options: z.record(z.string(), z.unknown()) }).strict(),
+]);
+export type JobRequest = z.infer<typeof JobRequestSchema>;
+
+type ConvertCreate = Omit<CreateOptions, 'format' | 'size' | 'backingFile' | 'backingFormat'>;
+
+/** What a job returns: the check's outcome, nothing for the others. */
+export type JobResult = CheckOutcome | null;
+
+/** The request, validated (ECOW_BAD_ARGUMENT naming the offending field). */
+export function parseJobRequest(request: unknown): JobRequest {
+  const r = JobRequestSchema.safeParse(request);
+  if (!r.success) throw new CowError('ECOW_BAD_ARGUMENT', `invalid job: ${r.error.issues.map((i) => `${i.path.join('.') || '(job)'}: ${i.message}`).join('; ')}`);
+  return r.data;
+}
+
+function resolverOf(policy: BackingPolicy | undefined): BackingResolver | undefined {
+  return policy ? new VolumeFiles(policy.dir, policy.volumeId).resolver : undefined;
+}
+
+/**
+ * Run `request` here, synchronously, with the job hooks (progress, cancel, checkpoint). The
+ * checkpoint runs once before anything is opened for writing, and then before every engine step.
+ */
+export function runJobRequest(request: JobRequest, hooks: JobOptions = {}): JobResult {
+  hooks.checkpoint?.();
+  if (hooks.signal?.aborted) throw new CowError('ECOW_CANCELLED', `${request.op} cancelled before it started`, { cause: hooks.signal.reason });
+  switch (request.op) {
+    case 'commit':
+      commitImage(request.top, { ...hooks, base: request.base, drop: request.drop, resolveBacking: resolverOf(request.policy) });
+      return null;
+    case 'rebase':
+      rebaseImage(request.file, request.newBacking, { ...hooks, unsafe: request.unsafe, backingFormat: request.backingFormat, resolveBacking: resolverOf(request.policy) });
+      return null;
+    case 'stream':
+      streamImage(request.file, { ...hooks, base: request.base, resolveBacking: resolverOf(request.policy) });
+      return null;
+    case 'convert': {
+      const src = openImage(request.src, { format: request.srcFormat, resolveBacking: resolverOf(request.policy), maxDepth: request.policy ? MAX_CHAIN_DEPTH : undefined });
+      try {
+        convertImage(src, request.dst, { ...hooks, format: request.format, size: request.size, create: request.create as ConvertCreate });
+      } finally {
+        src.close();
+      }
+      return null;
+    }
+    case 'check':
+      return checkImage(request.file, { repair: request.repair, format: request.format });
+    case 'create':
+      createImage(request.file, request.options as CreateOptions);
+      return null;
+  }
+}
