@@ -38,6 +38,8 @@ export const ERROR_CODES = {
   ECOW_NOT_FOUND: 'file or object not found',
   ECOW_EXISTS: 'target already exists',
   ECOW_UNKNOWN_FORMAT: 'format not raw or qcow2',
+  ECOW_FORMAT_UNKNOWN: "an image's format was neither given nor recorded, and is not guessed",
+  ECOW_FORMAT_CONFLICT: 'the format given, recorded or stored in a header disagree',
   ECOW_BACKING_REJECTED: 'a backing file name failed validation',
   ECOW_BACKING_MISSING: 'a backing file does not exist',
   ECOW_CHAIN_LOOP: 'backing chain contains a loop',

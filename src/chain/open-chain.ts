@@ -12,6 +12,13 @@ import type { ImageFormat } from '../image/types.js';
  */
 export type BackingResolver = (backingName: string, childPath: string) => string;
 
+/**
+ * The format of a backing file, from its name as the child's header stores it and the format
+ * that header records (null: none). Undefined: probe it. The volume driver answers from what it
+ * was told, never from the file's bytes (a raw volume's guest can write a qcow2 header).
+ */
+export type BackingFormatPolicy = (backingName: string, recorded: ImageFormat | null) => ImageFormat | undefined;
+
 export interface OpenOptions {
   /** Open the top image for writing. */
   writable?: boolean;
@@ -22,6 +29,8 @@ export interface OpenOptions {
   /** Do not open backing files (header-only work, e.g. an unsafe rebase). */
   noBacking?: boolean;
   resolveBacking?: BackingResolver;
+  /** Formats of backing files (default: the header's backing format, else probed). */
+  formatOf?: BackingFormatPolicy;
   /** Most images in one chain (default 256). */
   maxDepth?: number;
 }
@@ -75,8 +84,10 @@ export function openImage(file: string, options: OpenOptions = {}): Image {
       if (fmt !== 'qcow2' || options.noBacking) break;
       const info = peekBacking(engine, backend);
       if (info.name === null) break;
-      filename = resolve(info.name, filename);
-      format = info.format === null ? undefined : parseFormat(info.format, filename);
+      const child = filename;
+      filename = resolve(info.name, child);
+      const recorded = info.format === null ? null : parseFormat(info.format, filename);
+      format = options.formatOf ? options.formatOf(info.name, recorded) : (recorded ?? undefined);
       writable = options.writableDepths?.includes(layers.length) ?? false;
     }
     let below: Image | null = null;

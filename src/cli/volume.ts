@@ -18,10 +18,18 @@ interface Common {
   dir: string;
   volume: string;
   output: string;
+  baseFormat?: string;
+  probeFormat?: boolean;
 }
 
 function driver(o: Common, hypervisor?: Hypervisor): VolumeDriver {
-  return new VolumeDriver({ dir: o.dir, hypervisor });
+  return new VolumeDriver({
+    dir: o.dir,
+    hypervisor,
+    baseFormat: format(o.baseFormat),
+    probeFormat: o.probeFormat ?? false,
+    onWarning: (m) => process.stderr.write(`cowchain: warning: ${m}\n`),
+  });
 }
 
 /** A driver with the Nova path the options describe, for the commands that may act on attached volumes. */
@@ -57,7 +65,9 @@ function common(cmd: Command): Command {
   return cmd
     .requiredOption('--dir <dir>', 'the volume directory (one share)')
     .requiredOption('--volume <uuid>', 'the volume id')
-    .option('--output <fmt>', 'human or json', 'human');
+    .option('--output <fmt>', 'human or json', 'human')
+    .option('--base-format <fmt>', 'format of the base image volume-<uuid> (raw or qcow2); needed when the volume has no volume-<uuid>.format record')
+    .option('--probe-format', 'guess the base image format from its bytes when nothing says it (dangerous for raw volumes)');
 }
 
 function humanFsck(r: FsckReport): string {
@@ -75,8 +85,8 @@ export function registerVolume(program: Command): void {
 
   common(volume.command('create').description('create the base image volume-<uuid>'))
     .requiredOption('--size <size>', 'virtual size (bytes, or with a k/M/G/T suffix)')
-    .option('--format <fmt>', 'raw or qcow2', 'raw')
-    .action((o: Common & { size: string; format: string }) =>
+    .option('--format <fmt>', 'raw or qcow2 (recorded in volume-<uuid>.format)')
+    .action((o: Common & { size: string; format?: string }) =>
       run(o, () => driver(o).createVolume(o.volume, parseSize(o.size, '--size'), { format: format(o.format) }), (r) => `created ${r.file} (${r.format}, ${r.size} bytes)`),
     );
 

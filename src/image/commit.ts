@@ -1,5 +1,6 @@
 import { CowError } from '../errors.js';
-import { openImage, type BackingResolver } from '../chain/open-chain.js';
+import { openImage, type BackingFormatPolicy, type BackingResolver } from '../chain/open-chain.js';
+import type { ImageFormat } from './types.js';
 import { sameFile } from '../chain/same-file.js';
 import type { JobOptions } from './job.js';
 import { commitLive } from './live.js';
@@ -10,11 +11,14 @@ export interface CommitOptions extends JobOptions {
   /** Leave the top as it is (qemu-img commit -d); otherwise it is emptied afterwards. */
   drop?: boolean;
   resolveBacking?: BackingResolver;
+  /** The top's format (default: probed) and the formats of the files below it. */
+  format?: ImageFormat;
+  formatOf?: BackingFormatPolicy;
 }
 
 /** Depth of `base` in the chain of `top` (1 = top's backing file); the default is 1. */
-function baseDepth(top: string, base: string | undefined, resolveBacking?: BackingResolver): number {
-  const chain = openImage(top, { resolveBacking });
+function baseDepth(top: string, base: string | undefined, options: CommitOptions): number {
+  const chain = openImage(top, { resolveBacking: options.resolveBacking, format: options.format, formatOf: options.formatOf });
   try {
     const images = chain.chain();
     if (images.length < 2) throw new CowError('ECOW_BAD_ARGUMENT', `${top} has no backing file to commit into`);
@@ -33,9 +37,9 @@ function baseDepth(top: string, base: string | undefined, resolveBacking?: Backi
  * base is written until it is durable; then, unless `drop`, the top is emptied.
  */
 export function commitImage(top: string, options: CommitOptions = {}): void {
-  const depth = baseDepth(top, options.base, options.resolveBacking);
+  const depth = baseDepth(top, options.base, options);
   const drop = options.drop || options.base !== undefined;
-  const img = openImage(top, { writable: !drop, writableDepths: [depth], resolveBacking: options.resolveBacking });
+  const img = openImage(top, { writable: !drop, writableDepths: [depth], resolveBacking: options.resolveBacking, format: options.format, formatOf: options.formatOf });
   try {
     commitLive(img, depth, options);
     if (!drop && img.format === 'qcow2') img.engine.call((e) => e.makeEmpty(img.id));

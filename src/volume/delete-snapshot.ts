@@ -94,6 +94,8 @@ async function moveData(ctx: OperationContext, journal: DeleteJournal, base: Cha
       ...ctx.job,
       drop: true,
       resolveBacking: files.resolver,
+      format: files.formatOf(journal.file),
+      formatOf: files.formatPolicy,
       onProgress: (done, total) => {
         ctx.job.onProgress?.(done, total);
         ctx.step('delete:commit-progress');

@@ -4,6 +4,7 @@
  * volume's lock (lock.ts) and first finishes or undoes whatever a crash interrupted (recover.ts).
  */
 import { randomUUID } from 'node:crypto';
+import * as fsSync from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { baseName, validateSnapshotId, validateVolumeId } from '../chain/names.js';
@@ -16,13 +17,14 @@ import type { DriverStep, OperationContext } from './context.js';
 import { createSnapshot, type CreateSnapshotOptions, type CreateSnapshotResult } from './create-snapshot.js';
 import { deleteSnapshot, type DeleteSnapshotOptions, type DeleteSnapshotResult } from './delete-snapshot.js';
 import { flattenSnapshot, type FlattenOptions, type FlattenResult } from './flatten.js';
+import { formatRecordName, pinBaseFormat, readFormatRecord, writeFormatRecord } from './format-record.js';
 import { fsck, type FsckOptions, type FsckReport } from './fsck.js';
 import type { Hypervisor } from './hypervisor.js';
 import { readJournal, type Journal } from './journal.js';
 import { withVolumeLock, type VolumeLockOptions } from './lock.js';
 import { recover } from './recover.js';
 import { checkSize } from './size.js';
-import { checkStatus, type VolumeStatus } from './status.js';
+import { checkStatus, isAttached, type VolumeStatus } from './status.js';
 import { VolumeFiles, type ChainLink } from './volume-files.js';
 
 export interface VolumeDriverOptions {
@@ -33,6 +35,16 @@ export interface VolumeDriverOptions {
   lock?: VolumeLockOptions;
   /** Guest bytes per engine step of long jobs (commit, convert). */
   stepBytes?: number;
+  /**
+   * The base image's format (`volume-<vol>`), as Cinder passes the format it stored. Optional
+   * when the volume was created by this driver (which records it); must agree with the record
+   * (ECOW_FORMAT_CONFLICT). Never guessed: a base nothing speaks for is ECOW_FORMAT_UNKNOWN.
+   */
+  baseFormat?: ImageFormat;
+  /** Guess the base's format from its bytes when nothing says it (dangerous for raw; opt-in). */
+  probeFormat?: boolean;
+  /** Warnings (e.g. a format about to be probed); default: none printed. */
+  onWarning?: (message: string) => void;
   /** Test hook: called at each named point of create/delete, once that point is durable. */
   onStep?: (step: DriverStep) => void;
 }
@@ -88,11 +100,12 @@ export class VolumeDriver {
     return withVolumeLock(
       this.dir,
       volumeId,
-      (lock) => {
+      async (lock) => {
         const signal = op.signal ? AbortSignal.any([lock.signal, op.signal]) : lock.signal;
         const onStep = this.options.onStep;
+        const known = pinBaseFormat(volumeId, this.options.baseFormat, await readFormatRecord(this.dir, volumeId));
         // Every change checks (and renews) the lock first; so does every step of an engine job.
-        const files = new VolumeFiles(this.dir, volumeId, lock.assertHeld);
+        const files = new VolumeFiles(this.dir, volumeId, lock.assertHeld, { known, probe: this.options.probeFormat, warn: this.options.onWarning });
         return fn({
           files,
           hypervisor: this.options.hypervisor,
@@ -106,13 +119,22 @@ export class VolumeDriver {
     );
   }
 
-  /** A new volume: `volume-<vol>`, raw (default) or qcow2, `size` bytes, reading as zeros. */
+  /**
+   * A new volume: `volume-<vol>`, raw (default) or qcow2, `size` bytes, reading as zeros; its
+   * format is recorded (`volume-<vol>.format`) so that it is never guessed later.
+   */
   async createVolume(volumeId: string, size: number, options: CreateVolumeOptions = {}): Promise<{ file: string; format: ImageFormat; size: number }> {
     checkSize(size, 'volume size');
-    const format = options.format ?? 'raw';
+    const format = options.format ?? this.options.baseFormat ?? 'raw';
     if (format !== 'raw' && format !== 'qcow2') throw new CowError('ECOW_UNKNOWN_FORMAT', `format "${String(format)}" is not raw or qcow2`);
+    if (this.options.baseFormat !== undefined && this.options.baseFormat !== format) {
+      throw new CowError('ECOW_FORMAT_CONFLICT', `volume ${volumeId}: creating it ${format}, but the driver's base format is ${this.options.baseFormat}`);
+    }
     return this.run(volumeId, {}, async ({ files }) => {
       if ((await files.readInfo()).exists) throw new CowError('ECOW_EXISTS', `volume ${volumeId} already has an info file in ${this.dir}`);
+      if (files.exists(files.base)) throw new CowError('ECOW_EXISTS', `cannot create ${files.path(files.base)}: EEXIST`);
+      // The record first: a crash before the image leaves a record that the next create replaces.
+      await writeFormatRecord(this.dir, volumeId, format, files.guard);
       await createFileAtomic(this.dir, files.base, files.newFilePrefix, (temp) => createImage(temp, { format, size }));
       return { file: files.base, format, size };
     });
@@ -157,17 +179,36 @@ export class VolumeDriver {
     return this.run(volumeId, options, async (ctx) => {
       const status = checkStatus('cloneVolume', options.status, volumeId);
       await recover(ctx, status);
+      // The temporary snapshot: through the hypervisor when attached, else as a detached volume's.
+      const tmpStatus = isAttached(status) ? 'in-use' : 'available';
+      const targetDir = options.targetDir ?? this.dir;
+      const outFile = path.join(targetDir, baseName(newVolumeId));
+      const format = options.format ?? 'raw';
+      // What can be checked before the temporary snapshot exists is checked first.
+      if (format !== 'raw' && format !== 'qcow2') throw new CowError('ECOW_UNKNOWN_FORMAT', `format "${String(format)}" is not raw or qcow2`);
+      const { info } = await ctx.files.readInfo();
+      const [top] = ctx.files.chain(info.active);
+      if (fsSync.existsSync(outFile)) throw new CowError('ECOW_EXISTS', `volume ${newVolumeId} already exists (${outFile})`);
+      if (options.size !== undefined && checkSize(options.size, 'new volume size') < top.virtualSize) {
+        throw new CowError('ECOW_BAD_ARGUMENT', `size ${options.size} is smaller than volume ${volumeId} (${top.virtualSize} bytes)`);
+      }
+      // The new volume's format record first, as createVolume does; removed again on failure.
+      await writeFormatRecord(targetDir, newVolumeId, format);
       const tmp = `tmp-snap-${randomUUID()}`;
-      await createSnapshot(ctx, tmp, { status });
-      const outFile = path.join(options.targetDir ?? this.dir, baseName(newVolumeId));
       let result: FlattenResult;
       try {
-        result = await flattenSnapshot(ctx, tmp, outFile, { format: options.format, size: options.size });
+        await createSnapshot(ctx, tmp, { status: tmpStatus });
+        try {
+          result = await flattenSnapshot(ctx, tmp, outFile, { format, size: options.size });
+        } catch (e) {
+          await deleteSnapshot(ctx, tmp, { status: tmpStatus }).catch(() => {}); // fsck deletes a leftover tmp-snap
+          throw e;
+        }
       } catch (e) {
-        await deleteSnapshot(ctx, tmp, { status }).catch(() => {}); // fsck deletes a leftover tmp-snap
+        if (!fsSync.existsSync(outFile)) await fs.unlink(path.join(targetDir, formatRecordName(newVolumeId))).catch(() => {});
         throw e;
       }
-      await deleteSnapshot(ctx, tmp, { status });
+      await deleteSnapshot(ctx, tmp, { status: tmpStatus });
       return { ...result, volumeId: newVolumeId };
     });
   }
@@ -237,7 +278,7 @@ export class VolumeDriver {
       const { chainFiles, tempFiles } = await files.list();
       const removed: string[] = [];
       // The info file goes last: until then a crash leaves a volume fsck can still describe.
-      for (const n of [...chainFiles, ...tempFiles, files.journalName, `${files.base}.info`]) {
+      for (const n of [...chainFiles, ...tempFiles, files.journalName, files.formatRecordName, `${files.base}.info`]) {
         if (await files.unlink(n)) removed.push(n);
       }
       return { removed };

@@ -135,8 +135,8 @@ export async function fsck(ctx: OperationContext, options: FsckOptions = {}): Pr
   const original = { ...info };
   const graph = new Map<string, Node>();
   const broken = new Set<string>();
-  // Formats recorded by the overlays (backing_format) win over probing: a raw base whose guest
-  // wrote a qcow2 header into sector 0 must stay raw.
+  // Formats are never probed (VolumeFiles.formatOf): a raw base whose guest wrote a qcow2
+  // header into sector 0 must stay raw.
   const names = (await files.list()).chainFiles;
   const scan = (name: string, format?: ImageFormat) => {
     try {
@@ -149,8 +149,9 @@ export async function fsck(ctx: OperationContext, options: FsckOptions = {}): Pr
   };
   for (const n of names) if (n !== files.base) scan(n);
   if (names.includes(files.base)) {
+    // Given or recorded at creation wins; else what an overlay on it records (never probed).
     const recorded = [...graph.values()].find((g) => g.backing === files.base && g.backingFormat !== null);
-    scan(files.base, recorded?.backingFormat ?? undefined);
+    scan(files.base, files.baseFormat.known ?? recorded?.backingFormat ?? undefined);
   }
   const exists = (n: string) => graph.has(n) || broken.has(n);
   const namedAsBacking = (n: string) => [...graph.values()].some((g) => g.backing === n);

@@ -69,6 +69,9 @@ export function parseInfo(bytes: Uint8Array, source: string): VolumeInfo {
   } catch (e) {
     return invalid(`not JSON (${(e as Error).message})`, e);
   }
+  if (typeof raw === 'object' && raw !== null && !Array.isArray(raw) && !Object.hasOwn(raw, 'active')) {
+    return invalid('no "active" key (the file the volume uses now)');
+  }
   const result = VolumeInfoSchema.safeParse(raw);
   if (!result.success) return invalid(describeIssues(result.error), result.error);
   return result.data;

@@ -40,7 +40,7 @@ export type VolumeStatus = z.infer<typeof VolumeStatusSchema>;
 export const ACCEPTED_STATUSES = {
   createSnapshot: ['available', 'in-use', 'backing-up'],
   deleteSnapshot: ['available', 'in-use', 'backing-up', 'deleting', 'downloading'],
-  cloneVolume: ['available', 'in-use', 'backing-up'],
+  cloneVolume: ['available', 'in-use', 'backing-up', 'downloading'],
   extendVolume: ['available', 'extending'],
   revertToSnapshot: ['available', 'reverting'],
   fsck: ['available', 'in-use', 'maintenance', 'error'],

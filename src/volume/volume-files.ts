@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { openImage, type BackingResolver } from '../chain/open-chain.js';
+import { openImage, type BackingFormatPolicy, type BackingResolver } from '../chain/open-chain.js';
 import { baseName, checkChainName, parseChainName, resolveInsideDirSync, snapshotFileName } from '../chain/names.js';
 import { CowError, isCowError } from '../errors.js';
 import { FileBackend } from '../engine/backend.js';
@@ -16,6 +16,7 @@ import { createQcow2On } from '../image/create.js';
 import type { Image } from '../image/image.js';
 import type { ImageFormat } from '../image/types.js';
 import { syncDir } from './atomic-file.js';
+import { formatRecordName, formatRecordTempPrefix } from './format-record.js';
 import { infoTempPrefix, readInfo, writeInfo, type VolumeInfo } from './info-file.js';
 
 /** Most images in one volume's chain; a deeper chain is ECOW_CHAIN_TOO_DEEP. */
@@ -30,6 +31,16 @@ export interface ChainLink {
   /** Backing file name exactly as the header stores it (already validated); null: none. */
   backing: string | null;
   backingFormat: ImageFormat | null;
+}
+
+/** What is known of the base image's format (format-record.ts), and whether guessing is allowed. */
+export interface BaseFormat {
+  /** Given by the caller or recorded at creation; undefined: neither. */
+  known?: ImageFormat;
+  /** Probe the base when nothing says its format (an explicit opt-in: see `warn`). */
+  probe?: boolean;
+  /** Told whenever the base's format is about to be guessed from its bytes. */
+  warn?: (message: string) => void;
 }
 
 export class VolumeFiles {
@@ -47,12 +58,40 @@ export class VolumeFiles {
    */
   readonly guard: () => void;
 
-  constructor(dir: string, volumeId: string, guard: () => void = () => {}) {
+  readonly baseFormat: BaseFormat;
+  /** openImage's BackingFormatPolicy for this volume (see formatOf). */
+  readonly formatPolicy: BackingFormatPolicy;
+
+  constructor(dir: string, volumeId: string, guard: () => void = () => {}, baseFormat: BaseFormat = {}) {
     this.dir = dir;
     this.volumeId = volumeId;
     this.base = baseName(volumeId); // validates the id
     this.resolver = (name) => this.resolve(name);
     this.guard = guard;
+    this.baseFormat = baseFormat;
+    this.formatPolicy = (name, recorded) => this.formatOf(name, recorded);
+  }
+
+  /**
+   * The format `name` is opened with, never guessed from its bytes: an overlay
+   * (`volume-<vol>.<snap>`) is qcow2, as every snapshot file Cinder makes; the base has the
+   * format given or recorded for the volume, else the one a child's header records (`recorded`).
+   * A header recording another format than these is ECOW_FORMAT_CONFLICT; a base nothing
+   * speaks for is ECOW_FORMAT_UNKNOWN, unless probing was asked for (undefined: probe).
+   */
+  formatOf(name: string, recorded: ImageFormat | null = null): ImageFormat | undefined {
+    const overlay = this.snapshotIdOf(name) !== null;
+    const known = overlay ? 'qcow2' : this.baseFormat.known;
+    if (known !== undefined && recorded !== null && recorded !== known) {
+      throw new CowError('ECOW_FORMAT_CONFLICT', `volume ${this.volumeId}: ${name} is ${known}, but a header records it as ${recorded}`);
+    }
+    const format = known ?? recorded ?? undefined;
+    if (format !== undefined) return format;
+    if (!this.baseFormat.probe) {
+      throw new CowError('ECOW_FORMAT_UNKNOWN', `volume ${this.volumeId}: the format of ${name} was neither given nor recorded at creation; give it (baseFormat / --base-format), or ask for probing (--probe-format)`);
+    }
+    this.baseFormat.warn?.(`the format of ${name} was not given and is probed; probing is dangerous for raw images (a guest can write a qcow2 header)`);
+    return undefined;
   }
 
   /** `volume-<vol>.<snap>` */
@@ -80,9 +119,14 @@ export class VolumeFiles {
     return `.${this.journalName}.tmp-`;
   }
 
+  /** `volume-<vol>.format`: the base's format, recorded at creation (format-record.ts). */
+  get formatRecordName(): string {
+    return formatRecordName(this.volumeId);
+  }
+
   /** Prefixes of this driver's temporary files (leftovers of a crash are fsck's to remove). */
   get tempPrefixes(): string[] {
-    return [infoTempPrefix(this.volumeId), this.newFilePrefix, this.journalTempPrefix];
+    return [infoTempPrefix(this.volumeId), this.newFilePrefix, this.journalTempPrefix, formatRecordTempPrefix(this.volumeId)];
   }
 
   /**
@@ -118,7 +162,8 @@ export class VolumeFiles {
       }
       throw e;
     }
-    return openImage(file, { ...options, resolveBacking: this.resolver, maxDepth: MAX_CHAIN_DEPTH });
+    const format = options.format ?? this.formatOf(name);
+    return openImage(file, { ...options, format, resolveBacking: this.resolver, formatOf: this.formatPolicy, maxDepth: MAX_CHAIN_DEPTH });
   }
 
   /**

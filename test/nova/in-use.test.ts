@@ -167,7 +167,7 @@ describe('attached volume: the seed, step 4, over HTTP', () => {
     expect(same(snapshotContent(rig.dir, info![AAAA]), beforeA)).toBe(true);
     for (const w of guest.expected()) expect(guest.image.read(w.offset, w.length).every((b) => b === w.pattern)).toBe(true);
     await rig.nova.detach(VOL);
-    for (const f of fs.readdirSync(rig.dir).filter((f) => f.startsWith(base) && !f.endsWith('.info') && !f.endsWith('.lock'))) {
+    for (const f of fs.readdirSync(rig.dir).filter((f) => f.startsWith(base) && !f.endsWith('.info') && !f.endsWith('.lock') && !f.endsWith('.format'))) {
       if (fs.statSync(path.join(rig.dir, f)).isFile() && f !== base) expectClean(path.join(rig.dir, f));
     }
   });

@@ -195,9 +195,13 @@ export class VolumeFixture {
     expectSameBytes(qemuRaw(this.p(this.active()), this.dir), want, 'volume content (qemu-img convert)');
   }
 
-  /** The volume's files in the directory (chain files, info, anything else). */
+  /**
+   * The volume's files in the directory (chain files, info, anything else), but not the format
+   * record `volume-<vol>.format`: written once by createVolume, it never changes afterwards
+   * (test/volume/format.test.ts checks it).
+   */
   listing(): string[] {
-    return fs.readdirSync(this.dir).sort();
+    return fs.readdirSync(this.dir).filter((n) => n !== `${this.base}.format`).sort();
   }
 
   /** qemu-img check reports no error and no leak on every qcow2 file of the volume. */

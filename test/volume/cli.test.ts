@@ -69,7 +69,7 @@ describe('cowchain volume / snapshot', () => {
     const fsck = JSON.parse(await ok('volume', 'fsck', ...at, '--output', 'json'));
     expect(fsck).toMatchObject({ volumeId: VOL, clean: true, actions: [], problems: [] });
 
-    expect(await ok('volume', 'delete', ...at)).toBe([BASE, f('bbbb'), `${BASE}.info`].map((n) => `removed ${n}\n`).join(''));
+    expect(await ok('volume', 'delete', ...at)).toBe([BASE, f('bbbb'), `${BASE}.format`, `${BASE}.info`].map((n) => `removed ${n}\n`).join(''));
     expect(await ok('volume', 'delete', ...at)).toBe('nothing to remove\n');
   });
 

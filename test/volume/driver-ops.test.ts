@@ -43,7 +43,7 @@ describe('create volume', () => {
       const dir = tmpDir('cowchain-ops-');
       const d = new VolumeDriver({ dir });
       expect(await d.createVolume(VOL, 3 * MiB, { format })).toEqual({ file: BASE, format, size: 3 * MiB });
-      expect(fs.readdirSync(dir)).toEqual([BASE]);
+      expect(fs.readdirSync(dir).sort()).toEqual([BASE, `${BASE}.format`]);
       const q = qemuInfo(path.join(dir, BASE));
       expect([q.format, q['virtual-size']]).toEqual([format, 3 * MiB]);
       expect(qemuRaw(path.join(dir, BASE), dir).equals(Buffer.alloc(3 * MiB))).toBe(true);
@@ -197,7 +197,7 @@ describe('clone', () => {
     expectSameBytes(qemuRaw(r.file, v.dir), now, 'clone');
     expect(fs.readFileSync(v.infoFile()).equals(info)).toBe(true);
     v.expectChain([f('bbbb'), f('aaaa'), BASE]);
-    expect(v.listing()).toEqual([BASE, f('aaaa'), f('bbbb'), `${BASE}.info`, `volume-${OTHER_VOL}`].sort());
+    expect(v.listing()).toEqual([BASE, f('aaaa'), f('bbbb'), `${BASE}.info`, `volume-${OTHER_VOL}`, `volume-${OTHER_VOL}.format`].sort());
     v.expectSnapshotsIntact();
     v.expectAllClean();
     // The clone is a volume of its own.
@@ -305,8 +305,8 @@ describe('delete volume', () => {
     fs.writeFileSync(v.p(`${BASE}.journal`), '{}');
     fs.writeFileSync(v.p(`.${BASE}.info.tmp-0123`), '');
     const r = await v.driver.deleteVolume(VOL);
-    expect(r.removed.sort()).toEqual([BASE, f('aaaa'), f('bbbb'), `${BASE}.info`, `${BASE}.journal`, `.${BASE}.info.tmp-0123`].sort());
-    expect(v.listing()).toEqual([`volume-${OTHER_VOL}`]);
+    expect(r.removed.sort()).toEqual([BASE, f('aaaa'), f('bbbb'), `${BASE}.format`, `${BASE}.info`, `${BASE}.journal`, `.${BASE}.info.tmp-0123`].sort());
+    expect(fs.readdirSync(v.dir).sort()).toEqual([`volume-${OTHER_VOL}`, `volume-${OTHER_VOL}.format`]);
     expect(await v.driver.deleteVolume(VOL)).toEqual({ removed: [] });
   });
 });

@@ -188,8 +188,13 @@ describe('a guest that writes a qcow2 header into its raw base', () => {
     img.write(0, fs.readFileSync(evil));
     img.close();
     opened.length = 0;
-    // No overlay yet: the top is probed, looks like qcow2, and its backing name is refused.
-    expect(await codeOf(v.driver.attachInfo(VOL))).toBe('ECOW_BACKING_REJECTED');
+    // No overlay yet: the base's format was recorded at creation and is never probed.
+    expect(await v.driver.attachInfo(VOL)).toEqual({ volumeId: VOL, activeFile: BASE, format: 'raw' });
+    // Without the record (a volume made by another tool) nothing is guessed.
+    fs.unlinkSync(v.p(`${BASE}.format`));
+    expect(await codeOf(v.driver.attachInfo(VOL))).toBe('ECOW_FORMAT_UNKNOWN');
+    // Probing, asked for, sees qcow2 and refuses its backing name.
+    expect(await codeOf(new VolumeDriver({ dir, probeFormat: true }).attachInfo(VOL))).toBe('ECOW_BACKING_REJECTED');
     // With an overlay created by the driver (backing format recorded: raw), the base stays raw.
     fs.writeFileSync(v.infoFile(), JSON.stringify({ active: BASE }));
     const overlay = new FileBackend(v.p(f('aaaa')), true, true);
