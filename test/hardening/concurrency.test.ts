@@ -298,7 +298,7 @@ async function race(name: string, nVols: number, seconds: number): Promise<RaceR
     }
     // the chain is exactly the files, every qcow2 file clean
     const files = fs.readdirSync(dir).filter((n) => n.startsWith(`volume-${v}`)).sort();
-    expect(files).toEqual([...d.chain.map((l) => l.name), `volume-${v}.info`].sort());
+    expect(files).toEqual([...d.chain.map((l) => l.name), `volume-${v}.format`, `volume-${v}.info`].sort());
     for (const l of d.chain) if (l.format === 'qcow2') expect({ file: l.name, ...qemuCheck(path.join(dir, l.name)) }).toMatchObject({ status: 0 });
   }
   expect(fs.readdirSync(dir).filter((n) => !n.startsWith('volume-') || n.endsWith('.lock') || n.includes('.journal'))).toEqual([]);
