@@ -13,31 +13,13 @@ import {
   validateSnapshotId,
   validateVolumeId,
 } from '../../src/chain/names.js';
-import { CowError, type CowErrorCode } from '../../src/errors.js';
+import { CowError } from '../../src/errors.js';
+import { codeOf, rejection } from '../support/errors.js';
 
 const VOL = '0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d';
 const OTHER = 'ffffffff-1111-4222-8333-444444444444';
 const SNAP = '12345678-9abc-4def-8123-456789abcdef';
 const SNAP2 = 'aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee';
-
-function codeOf(f: () => unknown): CowErrorCode | 'no error' | 'not a CowError' {
-  try {
-    f();
-    return 'no error';
-  } catch (e) {
-    return e instanceof CowError ? e.code : 'not a CowError';
-  }
-}
-
-async function rejectionOf(p: Promise<unknown>): Promise<CowError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(CowError);
-    return e as CowError;
-  }
-  throw new Error('expected a rejection');
-}
 
 describe('uuids and ids', () => {
   it('isUuid accepts the canonical form in either case only', () => {
@@ -197,7 +179,7 @@ describe('resolveInsideDir', () => {
     await fs.symlink('../secret', path.join(dir, `volume-${VOL}.${SNAP}`));
     await fs.symlink('/etc/passwd', path.join(dir, `volume-${VOL}.${SNAP2}`));
     for (const name of [`volume-${VOL}`, `volume-${VOL}.${SNAP}`, `volume-${VOL}.${SNAP2}`]) {
-      const err = await rejectionOf(resolveInsideDir(dir, name));
+      const err = await rejection(resolveInsideDir(dir, name));
       expect(err.code, name).toBe('ECOW_BACKING_REJECTED');
       expect(err.message).toContain(JSON.stringify(name));
       expect(err.message).toMatch(/outside/);
@@ -207,42 +189,42 @@ describe('resolveInsideDir', () => {
   it('rejects paths that climb out even without symlinks', async () => {
     await fs.writeFile(path.join(root, 'outside'), 'x');
     for (const name of ['../outside', `volume-${VOL}/../../outside`, path.join(root, 'outside')]) {
-      const err = await rejectionOf(resolveInsideDir(dir, name));
+      const err = await rejection(resolveInsideDir(dir, name));
       expect(err.code, name).toBe('ECOW_BACKING_REJECTED');
     }
   });
 
   it('rejects the directory itself, a subdirectory, a FIFO and a symlink loop', async () => {
-    expect((await rejectionOf(resolveInsideDir(dir, '.'))).code).toBe('ECOW_BACKING_REJECTED');
+    expect((await rejection(resolveInsideDir(dir, '.'))).code).toBe('ECOW_BACKING_REJECTED');
     await fs.mkdir(path.join(dir, `volume-${VOL}`));
-    expect((await rejectionOf(resolveInsideDir(dir, `volume-${VOL}`))).message).toMatch(/not a regular file/);
+    expect((await rejection(resolveInsideDir(dir, `volume-${VOL}`))).message).toMatch(/not a regular file/);
     // Opening a FIFO as an image would block forever.
     execFileSync('mkfifo', [path.join(dir, `volume-${VOL}.tmp-snap-${SNAP}`)]);
-    const fifo = await rejectionOf(resolveInsideDir(dir, `volume-${VOL}.tmp-snap-${SNAP}`));
+    const fifo = await rejection(resolveInsideDir(dir, `volume-${VOL}.tmp-snap-${SNAP}`));
     expect(fifo.code).toBe('ECOW_BACKING_REJECTED');
     expect(fifo.message).toMatch(/not a regular file/);
     await fs.symlink(`volume-${VOL}.${SNAP2}`, path.join(dir, `volume-${VOL}.${SNAP}`));
     await fs.symlink(`volume-${VOL}.${SNAP}`, path.join(dir, `volume-${VOL}.${SNAP2}`));
-    const loop = await rejectionOf(resolveInsideDir(dir, `volume-${VOL}.${SNAP}`));
+    const loop = await rejection(resolveInsideDir(dir, `volume-${VOL}.${SNAP}`));
     expect(loop.code).toBe('ECOW_BACKING_REJECTED');
     expect(loop.message).toMatch(/loop/);
   });
 
   it('reports a missing file (and a dangling symlink) as ECOW_BACKING_MISSING', async () => {
-    const missing = await rejectionOf(resolveInsideDir(dir, `volume-${VOL}`));
+    const missing = await rejection(resolveInsideDir(dir, `volume-${VOL}`));
     expect(missing.code).toBe('ECOW_BACKING_MISSING');
     expect(missing.message).toContain(`volume-${VOL}`);
     await fs.symlink(path.join(root, 'nowhere'), path.join(dir, `volume-${VOL}.${SNAP}`));
-    expect((await rejectionOf(resolveInsideDir(dir, `volume-${VOL}.${SNAP}`))).code).toBe('ECOW_BACKING_MISSING');
+    expect((await rejection(resolveInsideDir(dir, `volume-${VOL}.${SNAP}`))).code).toBe('ECOW_BACKING_MISSING');
   });
 
   it('rejects empty and NUL names without touching the file system', async () => {
-    expect((await rejectionOf(resolveInsideDir(dir, ''))).code).toBe('ECOW_BACKING_REJECTED');
-    expect((await rejectionOf(resolveInsideDir(dir, `volume-${VOL}\0`))).code).toBe('ECOW_BACKING_REJECTED');
+    expect((await rejection(resolveInsideDir(dir, ''))).code).toBe('ECOW_BACKING_REJECTED');
+    expect((await rejection(resolveInsideDir(dir, `volume-${VOL}\0`))).code).toBe('ECOW_BACKING_REJECTED');
   });
 
   it('reports a missing volume directory as ECOW_NOT_FOUND', async () => {
-    expect((await rejectionOf(resolveInsideDir(path.join(root, 'gone'), `volume-${VOL}`))).code).toBe(
+    expect((await rejection(resolveInsideDir(path.join(root, 'gone'), `volume-${VOL}`))).code).toBe(
       'ECOW_NOT_FOUND',
     );
   });

@@ -45,14 +45,41 @@ async function programTree(): Promise<Node[]> {
   return nodes;
 }
 
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+/** The built CLI as its own process, as the `cowchain` bin runs. */
+async function cliProcess(args: string[]): Promise<CliRun> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 30_000 });
+    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
     return { code: 0, stdout, stderr };
   } catch (e) {
     const err = e as { code?: number | string; stdout?: string; stderr?: string };
     return { code: typeof err.code === 'number' ? err.code : -1, stdout: err.stdout ?? '', stderr: err.stderr ?? String(e) };
   }
+}
+
+/**
+ * The built CLI's main() in this process, output captured: the same program as the bin, without
+ * starting a node process per command (dozens of them load a busy machine for many seconds).
+ */
+async function cli(args: string[]): Promise<CliRun> {
+  const { main } = (await import('../../dist/cli/main.js')) as { main: (argv: string[]) => Promise<number> };
+  let stdout = '';
+  let stderr = '';
+  const out = vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => ((stdout += String(c)), true));
+  const err = vi.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => ((stderr += String(c)), true));
+  try {
+    const code = await main(args);
+    return { code, stdout, stderr };
+  } finally {
+    out.mockRestore();
+    err.mockRestore();
+    process.exitCode = undefined;
+  }
+}
+
+interface CliRun {
+  code: number;
+  stdout: string;
+  stderr: string;
 }
 
 /** Help text wraps long descriptions: compare with whitespace collapsed. */
@@ -83,25 +110,27 @@ describe('cowchain CLI help', () => {
 
   it('`cowchain … --help` and `cowchain [group] help CMD` exit 0 with the usage and the description', async () => {
     const failures: string[] = [];
-    await Promise.all(
-      nodes.flatMap(({ path: p, command }) => {
-        const forms = [[...p, '--help']];
-        // commander's help command of the parent group: `cowchain help img`, `cowchain img help info`
-        if (p.length > 0) forms.push([...p.slice(0, -1), 'help', p[p.length - 1]]);
-        return forms.map(async (args) => {
-          const r = await cli(args);
-          const usage = `Usage: ${['cowchain', ...p].join(' ')} `;
-          const problems = [
-            r.code !== 0 && `exit ${r.code}`,
-            r.stderr !== '' && `stderr: ${r.stderr.trim()}`,
-            !r.stdout.startsWith(usage) && `stdout does not start with "${usage}"`,
-            !flat(r.stdout).includes(flat(command.description())) && 'description not shown',
-            !r.stdout.includes('-h, --help') && 'no -h, --help line',
-          ].filter(Boolean);
-          if (problems.length) failures.push(`cowchain ${args.join(' ')}: ${problems.join('; ')}\n${r.stdout}`);
-        });
-      }),
-    );
+    // In process for every command; as a process of the bin for the root, a group and a command.
+    const asProcess = new Set(['--help', 'img --help', 'help img', 'img help info']);
+    // One after another: the in-process runs share this process's stdout.
+    for (const { path: p, command } of nodes) {
+      const forms = [[...p, '--help']];
+      // commander's help command of the parent group: `cowchain help img`, `cowchain img help info`
+      if (p.length > 0) forms.push([...p.slice(0, -1), 'help', p[p.length - 1]]);
+      for (const args of forms) {
+        const r = asProcess.has(args.join(' ')) ? await cliProcess(args) : await cli(args);
+        const usage = `Usage: ${['cowchain', ...p].join(' ')} `;
+        const problems = [
+          r.code !== 0 && `exit ${r.code}`,
+          r.stderr !== '' && `stderr: ${r.stderr.trim()}`,
+          !r.stdout.startsWith(usage) && `stdout does not start with "${usage}"`,
+          !flat(r.stdout).includes(flat(command.description())) && 'description not shown',
+          !r.stdout.includes('-h, --help') && 'no -h, --help line',
+        ].filter(Boolean);
+        if (problems.length) failures.push(`cowchain ${args.join(' ')}: ${problems.join('; ')}\n${r.stdout}`);
+      }
+    }
+    for (const f of asProcess) expect(nodes.some(({ path: p }) => [[...p, '--help'], [...p.slice(0, -1), 'help', p[p.length - 1]]].some((a) => a.join(' ') === f)), f).toBe(true);
     expect(failures).toEqual([]);
   });
 

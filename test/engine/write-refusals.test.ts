@@ -12,7 +12,8 @@
 // and close() then abandons it without flushing), and reads keep working.
 import * as fs from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { isCowError, openImage, type CowErrorCode, type Image } from '../../src/index.js';
+import { openImage, type CowErrorCode, type Image } from '../../src/index.js';
+import { codeOf } from '../support/errors.js';
 import { qemuCheck, qemuImg, qemuIo, requireQemu, tmpDir } from '../support/qemu.js';
 import { H, join, readBE, writeBE } from '../support/images.js';
 
@@ -30,15 +31,6 @@ function fixture(name: string, opts = 'cluster_size=65536'): string {
   qemuImg(['create', '-q', '-f', 'qcow2', '-o', opts, f, String(4 * MiB)]);
   qemuIo(f, ['write -P 0x5a 0 1M']);
   return f;
-}
-
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    return isCowError(e) ? e.code : `not a CowError: ${String(e)}`;
-  }
-  return 'no error';
 }
 
 /** Every kind of write is refused with `code`; the file is untouched; reads still work. */

@@ -1,12 +1,11 @@
 /**
  * Shared pieces of the GlusterFS suite (npm run test:gluster): the two mounts of one GlusterFS
  * volume (COWCHAIN_GLUSTER_A / COWCHAIN_GLUSTER_B, set up by test/gluster/setup.sh), scratch
- * directories on the volume seen through both mounts, and child processes bundled with esbuild.
+ * directories on the volume seen through both mounts, and child processes bundled with esbuild (run with test/support/child.ts).
  *
  * Without the mounts the suite FAILS (it never skips): a run that silently tested nothing
  * would look like a pass.
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -101,49 +100,4 @@ export function bundleChild(source: string): Promise<string> {
   return bundleForNode(source, localDir('child'), path.basename(source, '.ts'));
 }
 
-export interface ChildResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-export interface ChildOptions {
-  env: Record<string, string>;
-  /** Wrap the run (e.g. ['strace', '-f', …]): the command and its arguments before node. */
-  wrapper?: string[];
-  /** Called with each stdout chunk and the process (to kill it at a chosen moment). */
-  onStdout?: (all: string, proc: import('node:child_process').ChildProcess) => void;
-  timeoutMs?: number;
-}
-
-/** Run a bundled child with node; resolves when it exits (any way). */
-export function runChild(bundle: string, options: ChildOptions): Promise<ChildResult> {
-  const [cmd, ...pre] = options.wrapper ?? [];
-  const argv = cmd ? [...pre, process.execPath, bundle] : [bundle];
-  return new Promise((resolve, reject) => {
-    const proc = spawn(cmd ?? process.execPath, argv, {
-      cwd: ROOT,
-      env: { ...process.env, ...options.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    const timer = options.timeoutMs
-      ? setTimeout(() => {
-          stderr += `\n[killed by the test after ${options.timeoutMs} ms]`;
-          proc.kill('SIGKILL');
-        }, options.timeoutMs)
-      : undefined;
-    proc.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-      options.onStdout?.(stdout, proc);
-    });
-    proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    proc.on('error', reject);
-    proc.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr });
-    });
-  });
-}
+export { runChild, type ChildOptions, type ChildResult } from '../support/child.js';

@@ -13,16 +13,19 @@
 //    after the journal. After each: qemu-img check finds no corruption (leaks only in the file
 //    an attached guest writes), fsck then a re-run, and on a copy the re-run alone, end exactly
 //    as the uninterrupted run; every snapshot reads as when it was taken.
-import { spawn } from 'node:child_process';
+// Every N in `npm run test:full`; in `npm test` the first and last few and a seeded sample
+// (test/support/tier.ts).
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CowError, checkImage, createImage, openImage, rebaseImage } from '../../src/index.js';
 import type { VolumeStatus } from '../../src/volume/status.js';
-import { ROOT, bundleForNode } from '../support/bundle.js';
+import { bundleForNode } from '../support/bundle.js';
+import { runDriverChild } from '../support/driver-child.js';
 import { FakeHypervisor } from '../support/fake-hypervisor.js';
 import { runWithCrashAt } from '../support/fs-faults.js';
+import { FULL, atPoint, faultPoints, sweep } from '../support/tier.js';
 import { expectSameBytes, rng } from '../support/images.js';
 import { qemuCheck, qemuImg, qemuIo, requireQemu } from '../support/qemu.js';
 import { BASE, SNAP, VOL, VolumeFixture, type SnapName } from '../support/volume.js';
@@ -110,7 +113,7 @@ describe('safe rebase, crashed before every file mutation', () => {
   });
 
   for (const op of REBASES) {
-    it(op.name, () => {
+    it(op.name, async () => {
       const guest = view(path.join(chain, op.target));
       // The uninterrupted run: how many mutations, and the result every recovery must reach.
       const twin = tmp('twin-');
@@ -121,12 +124,12 @@ describe('safe rebase, crashed before every file mutation', () => {
       expectSameBytes(view(path.join(twin, op.target)), guest, 'uninterrupted: guest view');
       expect(backingName(path.join(twin, op.target))).toBe(op.backing);
 
-      for (let n = 1; n <= probe.mutations; n++) {
+      await sweep(faultPoints(probe.mutations, `rebase: ${op.name}`), probe.mutations, (n) => {
         const d = tmp('case-');
         fs.cpSync(chain, d, { recursive: true });
         const others = [...snapshotFiles(d)].filter(([k]) => k !== op.target);
         const run = runWithCrashAt(n, () => op.run(d));
-        const where = `crash before mutation ${n} of ${probe.mutations}`;
+        const where = `crash before mutation ${atPoint(n, probe.mutations)}`;
         expect(run.crashed, where).toBe(true);
         expect(run.error, where).toBeInstanceOf(CowError);
         const file = path.join(d, op.target);
@@ -141,7 +144,7 @@ describe('safe rebase, crashed before every file mutation', () => {
         expectSameBytes(view(file), guest, `${where}, re-run: guest view`);
         expect([0, 3], `${where}, re-run: check`).toContain(checkImage(file).exitCode);
         fs.rmSync(d, { recursive: true });
-      }
+      });
     });
   }
 });
@@ -162,7 +165,7 @@ describe('overlay creation, crashed before every file mutation', () => {
   });
 
   for (const c of CREATES) {
-    it(c.name, () => {
+    it(c.name, async () => {
       const twin = tmp('twin-');
       fs.cpSync(chain, twin, { recursive: true });
       const probe = runWithCrashAt(0, () => c.run(twin));
@@ -172,12 +175,13 @@ describe('overlay creation, crashed before every file mutation', () => {
       expectSameBytes(view(path.join(twin, 'ov.qcow2')).subarray(0, below.length), below, 'uninterrupted: the overlay reads its backing file');
       expect(qemuCheck(path.join(twin, 'ov.qcow2')).status).toBe(0);
       let opened = 0;
-      for (let n = 1; n <= probe.mutations; n++) {
+      const points = faultPoints(probe.mutations, `create: ${c.name}`);
+      await sweep(points, probe.mutations, (n) => {
         const d = tmp('case-');
         fs.cpSync(chain, d, { recursive: true });
         const before = snapshotFiles(d);
         const run = runWithCrashAt(n, () => c.run(d));
-        const where = `crash before mutation ${n} of ${probe.mutations}`;
+        const where = `crash before mutation ${atPoint(n, probe.mutations)}`;
         expect(run.crashed, where).toBe(true);
         for (const [k, b] of before) expect(fs.readFileSync(path.join(d, k)).equals(b), `${where}: ${k} untouched`).toBe(true);
         // The half-made overlay is refused with a CowError; or, before its header is written,
@@ -203,8 +207,8 @@ describe('overlay creation, crashed before every file mutation', () => {
         c.run(d);
         expect(fs.readFileSync(ov).equals(want), `${where}: re-run gives the same image`).toBe(true);
         fs.rmSync(d, { recursive: true });
-      }
-      expect(opened).toBeLessThan(probe.mutations);
+      });
+      expect(opened).toBeLessThan(points.length);
     });
   }
 });
@@ -212,7 +216,7 @@ describe('overlay creation, crashed before every file mutation', () => {
 // ---------- driver level: attached create/delete, and a qcow2 base volume ----------
 
 const STEP_BYTES = 256 << 10;
-const LOCK = { staleMs: 2_000 };
+const LOCK = { staleMs: 1_000 }; // the shortest stale time: the dead child's lock goes after 1 s
 let child = '';
 
 interface DriverCase {
@@ -234,14 +238,7 @@ function template(base: 'raw' | 'qcow2'): Promise<VolumeFixture> {
   let t = templates.get(base);
   if (!t) {
     t = (async () => {
-      const v = fixture(tmp(`template-${base}-`));
-      await v.createVolume(base);
-      v.write(8);
-      await v.snap('aaaa');
-      v.write(8);
-      await v.snap('bbbb');
-      v.write(8);
-      return v;
+      return fixture(tmp(`template-${base}-`)).seedSnapshots({ format: base, writes: 8 });
     })();
     templates.set(base, t);
   }
@@ -260,35 +257,8 @@ function runOp(v: VolumeFixture, c: DriverCase) {
 }
 
 /** The driver child, killed just before its `killWrite`-th write(2) after the journal (0: never). */
-function runChild(v: VolumeFixture, c: DriverCase, killWrite: number): Promise<{ killed: boolean; writes: number }> {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, [child], {
-      cwd: ROOT,
-      env: {
-        ...process.env,
-        DIR: v.dir,
-        VOL,
-        OP: c.op,
-        SNAP: SNAP[c.snap],
-        STATUS: c.status,
-        STEP_BYTES: String(STEP_BYTES),
-        LOCK_STALE_MS: String(LOCK.staleMs),
-        ...(killWrite ? { KILL_WRITE: String(killWrite) } : {}),
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    proc.on('error', reject);
-    proc.on('exit', (code, signal) => {
-      const writes = Number(/^done (\d+)/m.exec(out)?.[1] ?? -1);
-      if (signal === 'SIGKILL') resolve({ killed: true, writes });
-      else if (code === 0) resolve({ killed: false, writes });
-      else reject(new Error(`driver child exited ${code}: ${err}`));
-    });
-  });
+function runCase(v: VolumeFixture, c: DriverCase, killWrite: number) {
+  return runDriverChild(child, { dir: v.dir, vol: VOL, op: c.op, snap: SNAP[c.snap], status: c.status, stepBytes: STEP_BYTES, staleMs: LOCK.staleMs, kill: killWrite ? { write: killWrite } : 'never' });
 }
 
 /**
@@ -328,7 +298,7 @@ async function driverCrash(c: DriverCase, n: number, twin: VolumeFixture): Promi
   const v = await copyOf(await template(c.base), 'case-');
   const now = v.content();
   const id = SNAP[c.snap];
-  const { killed } = await runChild(v, c, n);
+  const { killed } = await runCase(v, c, n);
   expect(killed, `killed before write ${n}`).toBe(true);
   // The dead child's lock: removed (takeover after staleMs is test/volume/lock.test.ts's subject).
   fs.rmSync(v.p(`${BASE}.lock`), { recursive: true, force: true });
@@ -380,20 +350,14 @@ describe.concurrent('driver: SIGKILL before every write, then fsck / re-run', ()
   for (const c of DRIVER_CASES) {
     it(`${c.status} ${c.op} ${c.snap} on a ${c.base} base volume`, async () => {
       const probe = await copyOf(await template(c.base), 'probe-');
-      const { killed, writes } = await runChild(probe, c, 0);
+      const { killed, writes } = await runCase(probe, c, 0);
       expect(killed).toBe(false);
       expect(writes).toBeGreaterThan(0);
       // the uninterrupted run in process: the state every recovery must reach
       const twin = await copyOf(await template(c.base), 'twin-');
       await runOp(twin, c);
       expectSameState(probe, twin);
-      for (let n = 1; n <= writes; n++) {
-        try {
-          await driverCrash(c, n, twin);
-        } catch (e) {
-          throw new Error(`killed before write ${n} of ${writes}: ${(e as Error).message}`, { cause: e });
-        }
-      }
+      await sweep(faultPoints(writes, `driver ${c.status} ${c.op} ${c.snap} on a ${c.base} base, killed before write`), writes, (n) => driverCrash(c, n, twin));
     });
   }
 });

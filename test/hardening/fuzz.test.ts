@@ -9,12 +9,13 @@
 // The cases run in worker threads (one per core) under a watchdog: a case that does not finish
 // within HANG_MS terminates its worker and fails the test with the case that hung.
 //
-// Counts: in `npm test`, 100 000 cases or COWCHAIN_FUZZ_SECONDS (default 40 s) of fuzzing,
-// whichever comes first: 100 000 take ~20 s on this machine's two cores when idle; at a load of
-// ~12 about 50 000 fit in the 40 s (the count is printed; at least MIN_RUNS). With COWCHAIN_FUZZ_RUNS set (`npm run fuzz`:
-// 1 000 000) exactly that many run, without a time limit. COWCHAIN_FUZZ_SEED fixes the seed
-// (default: random, printed). Every failure found is kept below in REGRESSIONS, run in this
-// process on every `npm test`.
+// Counts: in `npm test` a smoke of 10 000 cases or COWCHAIN_FUZZ_SECONDS (default 6 s); in
+// `npm run test:full` 100 000 cases or 40 s, whichever comes first (100 000 take ~20 s on this
+// machine's two cores when idle; at a load of ~12 about 50 000 fit in the 40 s; the count is
+// printed, at least MIN_RUNS). With COWCHAIN_FUZZ_RUNS set (`npm run fuzz`: 1 000 000) exactly
+// that many run, without a time limit. COWCHAIN_FUZZ_SEED fixes the seed (default: random,
+// printed). Every failure found is kept below in REGRESSIONS, run in this process on every
+// `npm test`.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -26,11 +27,12 @@ import { engineMemoryBytes } from '../../src/index.js';
 import { bundleForNode } from '../support/bundle.js';
 import { MEMORY_BOUND, caseArb, describeCase, fieldIndex, makeBases, markerOf, runCase, type BaseImage, type FuzzCase } from '../support/qcow2-fuzz.js';
 import { requireQemu } from '../support/qemu.js';
+import { byTier } from '../support/tier.js';
 
-const RUNS = Number(process.env.COWCHAIN_FUZZ_RUNS ?? 100_000);
-const TIME_LIMIT_MS = process.env.COWCHAIN_FUZZ_RUNS ? 0 : Number(process.env.COWCHAIN_FUZZ_SECONDS ?? 40) * 1000;
+const RUNS = Number(process.env.COWCHAIN_FUZZ_RUNS ?? byTier(10_000, 100_000));
+const TIME_LIMIT_MS = process.env.COWCHAIN_FUZZ_RUNS ? 0 : Number(process.env.COWCHAIN_FUZZ_SECONDS ?? byTier(6, 40)) * 1000;
 /** Fewest cases a time-limited run may end with (a machine too loaded for this fails the test). */
-const MIN_RUNS = Math.round((15_000 * TIME_LIMIT_MS) / 40_000);
+const MIN_RUNS = Math.min(RUNS, Math.round((15_000 * TIME_LIMIT_MS) / 40_000));
 const SEED = Number(process.env.COWCHAIN_FUZZ_SEED ?? Math.floor(Math.random() * 0x7fffffff));
 const WORKERS = Math.max(1, Math.min(4, os.availableParallelism()));
 /** A case that has not finished after this long is a hang (cases take well under 10 ms). */

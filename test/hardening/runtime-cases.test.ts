@@ -14,6 +14,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { CowError, checkImage, commitImage, convertImage, createImage, engineMemoryBytes, openImage, rebaseImage, streamImage } from '../../src/index.js';
+import { codeOf } from '../support/errors.js';
 import { H, createQcow2, expectSameBytes, join, readBE, writeBE } from '../support/images.js';
 import { qemuCheck, qemuImg, qemuIo, qemuRaw, requireQemu, tmpDir } from '../support/qemu.js';
 
@@ -30,16 +31,6 @@ beforeAll(() => {
   requireQemu();
   dir = tmpDir('cowchain-runtime-');
 });
-
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    expect(e, String(e)).toBeInstanceOf(CowError);
-    return (e as CowError).code;
-  }
-  return 'no error';
-}
 
 /** L1/L2 geometry of a qcow2 file with 8-byte L2 entries. */
 function geometry(f: string) {

@@ -21,7 +21,7 @@ import { KiB, MiB } from '../support/images.js';
 import {
   type ChainSpec, type LayerSpec, buildChain, copyDir, expectCheckClean, expectIdentical, expectNothingAllocated, expectSameChainHeaders, headerFacts,
 } from '../support/chains.js';
-import { buildCli, cliProcess, expectCliFailure } from '../support/cli.js';
+import { cliProcess, expectCliFailure } from '../support/cli.js';
 
 
 interface Run {
@@ -96,7 +96,6 @@ function copies(): { ours: string; theirs: string; api: string } {
 
 beforeAll(() => {
   requireQemu();
-  buildCli();
 
   root = tmpDir('cowchain-chain-cli-');
   pristine = path.join(root, 'pristine');

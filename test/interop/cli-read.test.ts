@@ -11,7 +11,7 @@ import {
   H, KiB, MiB, createQcow2, expectInfoMatches, expectSameBytes, join, makeFullRaw, qemuIoMany, randomCommands,
   writeBE, writePatternedRaw,
 } from '../support/images.js';
-import { buildCli, cliProcess, expectCliFailure } from '../support/cli.js';
+import { cliProcess, expectCliFailure } from '../support/cli.js';
 
 function cliOk(args: string[], cwd?: string): string {
   const r = cliProcess(args, cwd);
@@ -31,7 +31,6 @@ const images: Record<string, string> = {};
 
 beforeAll(() => {
   requireQemu();
-  buildCli();
 
   dir = tmpDir('cowchain-cli-');
   const size = 4 * MiB;

@@ -307,9 +307,12 @@ for (const c of CASES) {
       expect(img.virtualSize).toBe(want.length);
     });
 
-    it.runIf(c.has !== undefined)('the image has what the case is about (per qemu)', () => {
-      c.has!(qemuMap(built.file), qemuInfo(built.file));
-    });
+    const has = c.has;
+    if (has) {
+      it('the image has what the case is about (per qemu)', () => {
+        has(qemuMap(built.file), qemuInfo(built.file));
+      });
+    }
 
     it('(a) read(0, size) equals qemu-img convert -O raw', () => {
       expectSameBytes(img.read(0, img.virtualSize), want, 'guest view');

@@ -31,8 +31,11 @@ import { createImage } from '../../src/image/create.js';
 import { qemuCheck, qemuImg, qemuIo, requireQemu, tmpDir } from '../support/qemu.js';
 import { firstDiff, join, rng, writePatternedRaw } from '../support/images.js';
 import { cli } from '../support/cli.js';
+import { byTier } from '../support/tier.js';
 
 const SEED = 0x3a11c0de;
+/** Cases of the properties: a smoke in `npm test`, more in `npm run test:full`. */
+const RUNS = byTier({ engine: 25, ioWrites: 6, ioReads: 5 }, { engine: 70, ioWrites: 14, ioReads: 10 });
 const MiB = 1 << 20;
 
 interface Geometry {
@@ -312,11 +315,11 @@ describe('random write sequences through the engine, refereed by qemu', () => {
         }
         runEngineCase(g, ops);
       }),
-      { seed: SEED, numRuns: 70, endOnFailure: true },
+      { seed: SEED, numRuns: RUNS.engine, endOnFailure: true },
     );
     // The draw really covered what this file claims.
-    expect(seen.runs).toBe(70);
-    for (const [k, v] of Object.entries(seen)) expect(v, `cases with ${k}`).toBeGreaterThan(3);
+    expect(seen.runs).toBe(RUNS.engine);
+    for (const [k, v] of Object.entries(seen)) expect(v, `cases with ${k}`).toBeGreaterThan(byTier(0, 3));
   });
 
   // Fixed regressions of qemu semantics the engine once got wrong (see the discard model above).
@@ -433,9 +436,9 @@ describe('cowchain io against qemu-io', () => {
           cleanup(name);
         }
       }),
-      { seed: SEED + 1, numRuns: 14, endOnFailure: true },
+      { seed: SEED + 1, numRuns: RUNS.ioWrites, endOnFailure: true },
     );
-    expect(runs).toBe(14);
+    expect(runs).toBe(RUNS.ioWrites);
   });
 
   it('qemu-io write sequences verify with cowchain io -c "read -P", and a wrong pattern fails like qemu-io', async () => {
@@ -474,9 +477,9 @@ describe('cowchain io against qemu-io', () => {
           cleanup(name);
         }
       }),
-      { seed: SEED + 2, numRuns: 10, endOnFailure: true },
+      { seed: SEED + 2, numRuns: RUNS.ioReads, endOnFailure: true },
     );
-    expect(runs).toBe(10);
+    expect(runs).toBe(RUNS.ioReads);
   });
 
   it('io keeps earlier writes when a later command fails, and reports every failure', async () => {

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { CowError, type CowErrorCode } from '../../src/errors.js';
 import { NovaClient, type CreateInfo, type DeleteInfo, type NovaClientOptions } from '../../src/nova/index.js';
 import { closedPort, startFakeNova, type FakeNova } from './fake-nova.js';
+import { rejection } from '../support/errors.js';
 
 const VOLUME = '521752a6-acf6-4b2d-bc7a-119f9148cd8c';
 const SNAP = '421752a6-acf6-4b2d-bc7a-119f9148cd8c';
@@ -24,16 +24,6 @@ afterEach(async () => {
 
 function client(options: Partial<NovaClientOptions> = {}): NovaClient {
   return new NovaClient({ endpoint: `${nova.url}/v2.1/`, token: 'tok-1', retryDelayMs: 10, ...options });
-}
-
-async function rejection(promise: Promise<unknown>, code: CowErrorCode): Promise<CowError> {
-  const error = await promise.then(
-    () => expect.unreachable('expected a rejection'),
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(CowError);
-  expect((error as CowError).code).toBe(code);
-  return error as CowError;
 }
 
 /** `fetch` that counts attempts but still does real networking. */

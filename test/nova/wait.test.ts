@@ -1,5 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import { CowError, type CowErrorCode } from '../../src/errors.js';
 import {
   CINDER_BACKOFF,
   SnapshotStatusStore,
@@ -7,6 +6,7 @@ import {
   type Clock,
   type SnapshotStatus,
 } from '../../src/nova/index.js';
+import { rejection } from '../support/errors.js';
 
 /** A clock whose sleeps only advance `now`; `onSleep` runs after each one (Nova acting meanwhile). */
 function fakeClock(onSleep: (count: number, now: number) => void = () => {}): { clock: Clock; sleeps: number[] } {
@@ -45,16 +45,6 @@ function storeWith(status: SnapshotStatus, progress: string | null = null): Snap
   const store = new SnapshotStatusStore();
   store.set('s1', status, progress);
   return store;
-}
-
-async function rejection(promise: Promise<unknown>, code: CowErrorCode): Promise<CowError> {
-  const error = await promise.then(
-    () => expect.unreachable('expected a rejection'),
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(CowError);
-  expect((error as CowError).code).toBe(code);
-  return error as CowError;
 }
 
 describe('waitForProgress, phase create', () => {

@@ -3,7 +3,6 @@
  * error contract: exit 1 with exactly one stderr line `cowchain: ECOW_…: message`.
  */
 import { spawnSync } from 'node:child_process';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { expect, vi } from 'vitest';
 import { main } from '../../src/cli/main.js';
@@ -60,22 +59,8 @@ export async function fails(code: string, ...argv: string[]): Promise<string> {
   return r.stderr;
 }
 
-/** The built CLI, as `npm run build` emits it. */
+/** The built CLI, as `npm run build` emits it (kept fresh by test/support/global-setup.ts). */
 export const CLI_MAIN = path.join(ROOT, 'dist/cli/main.js');
-
-/**
- * Emit dist/ afresh (tsc -p tsconfig.build.json) so that process runs test this tree's CLI. Type
- * errors elsewhere do not stop tsc from emitting (the typecheck step reports them); a CLI that
- * was not written now is an error.
- */
-export function buildCli(): void {
-  const started = Date.now();
-  const tsc = spawnSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: ROOT, encoding: 'utf8' });
-  if (tsc.status !== 0) console.warn(`tsc -p tsconfig.build.json exited ${tsc.status}:\n${tsc.stdout}${tsc.stderr}`);
-  if (!fs.existsSync(CLI_MAIN) || fs.statSync(CLI_MAIN).mtimeMs < started - 2000) {
-    throw new Error(`the CLI was not built (${CLI_MAIN}): ${tsc.stdout}${tsc.stderr}`);
-  }
-}
 
 /** The built CLI as its own process, as a user runs it. */
 export function cliProcess(args: string[], cwd?: string): CliRun {

@@ -114,6 +114,20 @@ export class VolumeFixture {
     this.recorded.set(id, before);
   }
 
+  /**
+   * The seed's chain, volume <- .aaaa <- .bbbb, with data written before, between and after the
+   * two snapshots (`writes` patterns each time).
+   */
+  async seedSnapshots(options: { format?: 'raw' | 'qcow2'; status?: VolumeStatus; writes?: number } = {}): Promise<this> {
+    await this.createVolume(options.format);
+    this.write(options.writes);
+    await this.snap('aaaa', options.status);
+    this.write(options.writes);
+    await this.snap('bbbb', options.status);
+    this.write(options.writes);
+    return this;
+  }
+
   async del(s: SnapName | string, status: VolumeStatus = 'available') {
     const id = s in SNAP ? SNAP[s as SnapName] : s;
     const r = await this.driver.deleteSnapshot(this.vol, id, { status });

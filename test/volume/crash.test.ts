@@ -1,20 +1,22 @@
 // Crash safety of snapshot create and delete: a real child process runs the operation and is
 // SIGKILLed at every named point (driver steps, points of the hypervisor's live work), just
-// before every write(2) the engine makes, and at random instants. Then, on one copy, fsck and a
+// before every write(2) the engine makes (a seeded sample of them in `npm test`, all in
+// `npm run test:full`: test/support/tier.ts), and at random instants. Then, on one copy, fsck and a
 // re-run; on another, the re-run alone. Both must end exactly as an uninterrupted run (info file
 // bytes, chain, files), with every snapshot's data intact at every stage and qemu-img check clean.
 //
 // The child is test/volume/fixtures/driver-child.ts (runnable with vite-node, as lock-child.ts).
 // Here it is bundled once with esbuild (vite's own bundler) and run by plain node: the same
 // source, started in 0.4 s instead of 2.5 s, which keeps these ~70 crashes within the budget.
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as os from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CowError } from '../../src/errors.js';
 import type { VolumeStatus } from '../../src/volume/status.js';
-import { ROOT, bundleForNode } from '../support/bundle.js';
+import { bundleForNode } from '../support/bundle.js';
+import { runDriverChild, type DriverKill } from '../support/driver-child.js';
+import { FULL, atPoint, faultPoints } from '../support/tier.js';
 import { FakeHypervisor } from '../support/fake-hypervisor.js';
 import { expectSameBytes, rng } from '../support/images.js';
 import { qemuCheck, qemuRaw, requireQemu } from '../support/qemu.js';
@@ -37,7 +39,7 @@ beforeAll(async () => {
 const SIZE = 4 << 20;
 const STEP_BYTES = 256 << 10;
 
-const LOCK = { staleMs: 2_000 }; // short stale time: a dead child's lock is taken over after 2 s
+const LOCK = { staleMs: 1_000 }; // the shortest stale time: a dead child's lock is taken over after 1 s
 
 interface Case {
   op: 'create' | 'delete';
@@ -48,13 +50,13 @@ interface Case {
    * (`hv:switched|merged|done`), just before the Nth write(2) after the journal, after a delay
    * (ms) from its start, or never.
    */
-  kill: { step: string; nth?: number } | { write: number } | { delayMs: number } | 'never';
+  kill: DriverKill;
   /** After the guest switched onto the new file, it writes this many bytes there. */
   guestWrite?: number;
   /** fsck's status (default: the operation's). */
   fsckStatus?: VolumeStatus;
   /**
-   * Let fsck take the dead child's lock over once it is stale (2 s), as a real restart would;
+   * Let fsck take the dead child's lock over once it is stale (1 s), as a real restart would;
    * otherwise the lock directory is removed first (the lock's own tests cover takeover).
    */
   staleLock?: boolean;
@@ -69,14 +71,7 @@ function fixture(dir: string, recorded?: Map<string, Buffer>): VolumeFixture {
 /** volume-1234 <- .aaaa <- .bbbb, data written before, between and after: made once, copied per case. */
 let template: Promise<VolumeFixture> | undefined;
 async function makeTemplate(): Promise<VolumeFixture> {
-  const t = fixture(tmpDir('template-'));
-  await t.createVolume();
-  t.write(8);
-  await t.snap('aaaa');
-  t.write(8);
-  await t.snap('bbbb');
-  t.write(8);
-  return t;
+  return fixture(tmpDir('template-')).seedSnapshots({ writes: 8 });
 }
 async function prepare(): Promise<VolumeFixture> {
   const t = await (template ??= makeTemplate());
@@ -96,46 +91,8 @@ async function runOp(v: VolumeFixture, c: Case) {
   return c.op === 'create' ? v.driver.createSnapshot(VOL, id, { status: c.status }) : v.driver.deleteSnapshot(VOL, id, { status: c.status });
 }
 
-/** Run the child; resolves with how it ended (and, if it finished, its write count). */
-function runChild(v: VolumeFixture, c: Case): Promise<{ killed: boolean; writes: number; err: string }> {
-  const kill = c.kill;
-  return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, [child], {
-      cwd: ROOT,
-      env: {
-        ...process.env,
-        DIR: v.dir,
-        VOL,
-        OP: c.op,
-        SNAP: SNAP[c.snap],
-        STATUS: c.status,
-        STEP_BYTES: String(STEP_BYTES),
-        LOCK_STALE_MS: String(LOCK.staleMs),
-        ...(kill !== 'never' && 'step' in kill ? { KILL_AT: kill.step, KILL_NTH: String(kill.nth ?? 1) } : {}),
-        ...(kill !== 'never' && 'write' in kill ? { KILL_WRITE: String(kill.write) } : {}),
-        ...(c.guestWrite ? { GUEST_WRITE: String(c.guestWrite) } : {}),
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    let armed = false;
-    proc.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (kill !== 'never' && 'delayMs' in kill && !armed && out.startsWith('ready')) {
-        armed = true;
-        setTimeout(() => proc.kill('SIGKILL'), kill.delayMs);
-      }
-    });
-    proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    proc.on('error', reject);
-    proc.on('exit', (code, signal) => {
-      const writes = Number(/^done (\d+)/m.exec(out)?.[1] ?? -1);
-      if (signal === 'SIGKILL') resolve({ killed: true, writes, err });
-      else if (code === 0) resolve({ killed: false, writes, err });
-      else reject(new Error(`child exited ${code}: ${err}`));
-    });
-  });
+function runCase(v: VolumeFixture, c: Case) {
+  return runDriverChild(child, { dir: v.dir, vol: VOL, op: c.op, snap: SNAP[c.snap], status: c.status, stepBytes: STEP_BYTES, staleMs: LOCK.staleMs, kill: c.kill, guestWrite: c.guestWrite });
 }
 
 /**
@@ -183,7 +140,7 @@ async function crashCase(c: Case): Promise<string[]> {
   await runOp(twin, c);
   const afterB = copy(v, 'b'); // placeholder copy, replaced after the crash
 
-  const { killed, err } = await runChild(v, c);
+  const { killed, err } = await runCase(v, c);
   if (c.kill !== 'never' && !('delayMs' in c.kill)) expect(killed, `killed at ${JSON.stringify(c.kill)} (stderr: ${err})`).toBe(true);
   fs.rmSync(afterB.dir, { recursive: true });
   fs.cpSync(v.dir, afterB.dir, { recursive: true });
@@ -266,23 +223,24 @@ const stale = { staleLock: true } as const;
 describe.concurrent('SIGKILL, then fsck / re-run', () => {
   // before every write(2) the engine makes (first: the longest)
   for (const sc of WRITE_SCENARIOS) {
-    it(`${sc.status} ${sc.op} ${sc.snap}, killed before every write`, async () => {
+    it(`${sc.status} ${sc.op} ${sc.snap}, killed before ${FULL ? 'every write' : 'sampled writes'}`, async () => {
       // An uninterrupted child says how many writes there are.
       const probe = await prepare();
-      const { killed, writes } = await runChild(probe, { ...sc, kill: 'never' });
+      const { killed, writes } = await runCase(probe, { ...sc, kill: 'never' });
       expect(killed).toBe(false);
       expect(writes).toBeGreaterThan(0);
-      const all = Array.from({ length: writes }, (_, i) => i + 1);
+      const points = faultPoints(writes, `${sc.status} ${sc.op} ${sc.snap}, killed before write`);
       const details: string[] = [];
-      await pool(all, 3, async (n) => {
+      await pool(points, 3, async (n) => {
         try {
           details.push(...(await crashCase({ ...sc, kill: { write: n } })));
         } catch (e) {
-          throw new Error(`killed before write ${n} of ${writes}: ${(e as Error).message}`, { cause: e });
+          throw new Error(`killed before write ${atPoint(n, writes)}: ${(e as Error).message}`, { cause: e });
         }
       });
-      // A commit killed between allocating a cluster and referencing it leaks it; recovery frees it.
-      if (sc.snap === 'bbbb') expect(details.join('\n')).toMatch(/freed \d+ leaked cluster/);
+      // A commit killed between allocating a cluster and referencing it leaks it; recovery frees
+      // it. (A full sweep passes such a point for certain; a sample may not.)
+      if (sc.snap === 'bbbb' && FULL) expect(details.join('\n')).toMatch(/freed \d+ leaked cluster/);
     });
   }
 

@@ -2,7 +2,7 @@
 // through a fake in-process hypervisor that does libvirt's file work with our engine.
 import * as fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { CowError } from '../../src/errors.js';
+import { rejection } from '../support/errors.js';
 import { FakeHypervisor } from '../support/fake-hypervisor.js';
 import { requireQemu, tmpDir } from '../support/qemu.js';
 import { BASE, SNAP, VOL, VolumeFixture, f, infoOf } from '../support/volume.js';
@@ -12,24 +12,8 @@ requireQemu();
 async function seedVolume(options: { hypervisor?: boolean } = {}) {
   const dir = tmpDir('cowchain-attached-');
   const hv = new FakeHypervisor(dir);
-  const v = new VolumeFixture(dir, undefined, options.hypervisor === false ? {} : { hypervisor: hv });
-  await v.createVolume();
-  v.write();
-  await v.snap('aaaa', 'in-use');
-  v.write();
-  await v.snap('bbbb', 'in-use');
-  v.write();
+  const v = await new VolumeFixture(dir, undefined, options.hypervisor === false ? {} : { hypervisor: hv }).seedSnapshots({ status: 'in-use' });
   return { v, hv };
-}
-
-async function rejection(p: Promise<unknown>): Promise<CowError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(CowError);
-    return e as CowError;
-  }
-  throw new Error('expected a rejection');
 }
 
 describe('attached create', () => {

@@ -1,13 +1,13 @@
-// The other volume operations on chains (cinder-semantics.md): create, from snapshot, clone,
+// The other volume operations on chains (docs/volume-semantics.md, "Other operations"): create, from snapshot, clone,
 // extend, revert, delete volume, attach/info; stale and unknown snapshots; statuses.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { openImage } from '../../src/chain/open-chain.js';
-import { CowError } from '../../src/errors.js';
 import { createImage } from '../../src/image/create.js';
 import { VolumeDriver } from '../../src/volume/driver.js';
+import { rejection } from '../support/errors.js';
 import { FakeHypervisor } from '../support/fake-hypervisor.js';
 import { expectSameBytes } from '../support/images.js';
 import { qemuInfo, qemuRaw, requireQemu, tmpDir } from '../support/qemu.js';
@@ -15,26 +15,9 @@ import { BASE, MiB, OTHER_VOL, SNAP, VOL, VolumeFixture, f, infoOf } from '../su
 
 requireQemu();
 
-async function rejection(p: Promise<unknown>): Promise<CowError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(CowError);
-    return e as CowError;
-  }
-  throw new Error('expected a rejection');
-}
-
 /** volume-1234 <- .aaaa <- .bbbb with writes before, between and after. */
 async function twoSnapshots(options: ConstructorParameters<typeof VolumeFixture>[2] = {}, dir = tmpDir('cowchain-ops-')) {
-  const v = new VolumeFixture(dir, 4 * MiB, options);
-  await v.createVolume();
-  v.write();
-  await v.snap('aaaa');
-  v.write();
-  await v.snap('bbbb');
-  v.write();
-  return v;
+  return new VolumeFixture(dir, 4 * MiB, options).seedSnapshots();
 }
 
 describe('create volume', () => {

@@ -7,10 +7,11 @@ import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { openImage } from '../../src/chain/open-chain.js';
 import { FileBackend } from '../../src/engine/backend.js';
-import { CowError, type CowErrorCode } from '../../src/errors.js';
+import { type CowErrorCode } from '../../src/errors.js';
 import { createQcow2On } from '../../src/image/create.js';
 import { rebaseImage } from '../../src/image/rebase.js';
 import { VolumeDriver } from '../../src/volume/driver.js';
+import { rejectionCode } from '../support/errors.js';
 import { requireQemu, tmpDir } from '../support/qemu.js';
 import { BASE, MiB, OTHER_VOL, SNAP, VOL, VolumeFixture, f } from '../support/volume.js';
 
@@ -45,16 +46,6 @@ afterEach(() => {
   expect(leaked, 'files opened outside the volume directory').toEqual([]);
 });
 
-async function codeOf(p: Promise<unknown>): Promise<CowErrorCode | 'ok'> {
-  try {
-    await p;
-    return 'ok';
-  } catch (e) {
-    if (!(e instanceof CowError)) throw e;
-    return e.code;
-  }
-}
-
 /** volume-1234 <- .aaaa (active) in root/share, then `forge` on it; returns the fixture. */
 async function volumeWith(forge: (v: VolumeFixture) => void): Promise<VolumeFixture> {
   const dir = path.join(root, 'share');
@@ -77,14 +68,14 @@ function setBacking(v: VolumeFixture, file: string, name: string): void {
 async function expectRefused(v: VolumeFixture, code: CowErrorCode): Promise<void> {
   const before = v.listing();
   const d = v.driver;
-  expect(await codeOf(d.volumeInfo(VOL)), 'volumeInfo').toBe(code);
-  expect(await codeOf(d.attachInfo(VOL)), 'attachInfo').toBe(code);
-  expect(await codeOf(d.createSnapshot(VOL, SNAP.bbbb, { status: 'available' })), 'createSnapshot').toBe(code);
-  expect(await codeOf(d.deleteSnapshot(VOL, SNAP.aaaa, { status: 'available' })), 'deleteSnapshot').toBe(code);
-  expect(await codeOf(d.createVolumeFromSnapshot(VOL, SNAP.aaaa, v.p('out'))), 'createVolumeFromSnapshot').toBe(code);
-  expect(await codeOf(d.cloneVolume(VOL, OTHER_VOL, { status: 'available' })), 'cloneVolume').toBe(code);
-  expect(await codeOf(d.extendVolume(VOL, 2 * MiB, { status: 'available' })), 'extendVolume').toBe(code);
-  expect(await codeOf(d.revertToSnapshot(VOL, SNAP.aaaa, { status: 'available' })), 'revertToSnapshot').toBe(code);
+  expect(await rejectionCode(d.volumeInfo(VOL)), 'volumeInfo').toBe(code);
+  expect(await rejectionCode(d.attachInfo(VOL)), 'attachInfo').toBe(code);
+  expect(await rejectionCode(d.createSnapshot(VOL, SNAP.bbbb, { status: 'available' })), 'createSnapshot').toBe(code);
+  expect(await rejectionCode(d.deleteSnapshot(VOL, SNAP.aaaa, { status: 'available' })), 'deleteSnapshot').toBe(code);
+  expect(await rejectionCode(d.createVolumeFromSnapshot(VOL, SNAP.aaaa, v.p('out'))), 'createVolumeFromSnapshot').toBe(code);
+  expect(await rejectionCode(d.cloneVolume(VOL, OTHER_VOL, { status: 'available' })), 'cloneVolume').toBe(code);
+  expect(await rejectionCode(d.extendVolume(VOL, 2 * MiB, { status: 'available' })), 'extendVolume').toBe(code);
+  expect(await rejectionCode(d.revertToSnapshot(VOL, SNAP.aaaa, { status: 'available' })), 'revertToSnapshot').toBe(code);
   const report = await d.fsck(VOL);
   expect(report.problems.join('\n'), 'fsck reports it').toContain(code);
   expect(report.actions, 'fsck repairs nothing it cannot trust').toEqual([]);
@@ -132,11 +123,11 @@ describe('hostile backing names in a header', () => {
       fs.symlinkSync(path.join(outside, BASE), v.p(f('cccc')));
       fs.writeFileSync(v.infoFile(), JSON.stringify({ active: f('cccc'), [SNAP.aaaa]: f('aaaa') }));
     });
-    expect(await codeOf(v.driver.attachInfo(VOL))).toBe('ECOW_BACKING_REJECTED');
+    expect(await rejectionCode(v.driver.attachInfo(VOL))).toBe('ECOW_BACKING_REJECTED');
     fs.writeFileSync(v.infoFile(), JSON.stringify({ active: `volume-${OTHER_VOL}` }));
-    expect(await codeOf(v.driver.attachInfo(VOL))).toBe('ECOW_BACKING_REJECTED');
+    expect(await rejectionCode(v.driver.attachInfo(VOL))).toBe('ECOW_BACKING_REJECTED');
     fs.writeFileSync(v.infoFile(), JSON.stringify({ active: '../outside/x' }));
-    expect(await codeOf(v.driver.attachInfo(VOL))).toBe('ECOW_INFO_INVALID');
+    expect(await rejectionCode(v.driver.attachInfo(VOL))).toBe('ECOW_INFO_INVALID');
   });
 
   it('a loop: ECOW_CHAIN_LOOP', async () => {
@@ -165,11 +156,11 @@ describe('hostile backing names in a header', () => {
     }
     fs.writeFileSync(v.infoFile(), JSON.stringify({ active: below, [ids[999]]: below }));
     opened.length = 0;
-    expect(await codeOf(v.driver.attachInfo(VOL))).toBe('ECOW_CHAIN_TOO_DEEP');
+    expect(await rejectionCode(v.driver.attachInfo(VOL))).toBe('ECOW_CHAIN_TOO_DEEP');
     expect(opened.length).toBeGreaterThan(0); // the spy sees the driver's opens
     expect(opened.length).toBeLessThanOrEqual(64);
-    expect(await codeOf(v.driver.createSnapshot(VOL, SNAP.aaaa, { status: 'available' }))).toBe('ECOW_CHAIN_TOO_DEEP');
-    expect(await codeOf(v.driver.deleteSnapshot(VOL, ids[999], { status: 'available' }))).toBe('ECOW_CHAIN_TOO_DEEP');
+    expect(await rejectionCode(v.driver.createSnapshot(VOL, SNAP.aaaa, { status: 'available' }))).toBe('ECOW_CHAIN_TOO_DEEP');
+    expect(await rejectionCode(v.driver.deleteSnapshot(VOL, ids[999], { status: 'available' }))).toBe('ECOW_CHAIN_TOO_DEEP');
   });
 });
 
@@ -192,9 +183,9 @@ describe('a guest that writes a qcow2 header into its raw base', () => {
     expect(await v.driver.attachInfo(VOL)).toEqual({ volumeId: VOL, activeFile: BASE, format: 'raw' });
     // Without the record (a volume made by another tool) nothing is guessed.
     fs.unlinkSync(v.p(`${BASE}.format`));
-    expect(await codeOf(v.driver.attachInfo(VOL))).toBe('ECOW_FORMAT_UNKNOWN');
+    expect(await rejectionCode(v.driver.attachInfo(VOL))).toBe('ECOW_FORMAT_UNKNOWN');
     // Probing, asked for, sees qcow2 and refuses its backing name.
-    expect(await codeOf(new VolumeDriver({ dir, probeFormat: true }).attachInfo(VOL))).toBe('ECOW_BACKING_REJECTED');
+    expect(await rejectionCode(new VolumeDriver({ dir, probeFormat: true }).attachInfo(VOL))).toBe('ECOW_BACKING_REJECTED');
     // With an overlay created by the driver (backing format recorded: raw), the base stays raw.
     fs.writeFileSync(v.infoFile(), JSON.stringify({ active: BASE }));
     const overlay = new FileBackend(v.p(f('aaaa')), true, true);

@@ -4,7 +4,6 @@ import os from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { CowError } from '../../src/errors.js';
 import {
   VolumeInfoSchema,
   infoPath,
@@ -15,6 +14,7 @@ import {
   writeInfo,
   type VolumeInfo,
 } from '../../src/volume/info-file.js';
+import { rejection } from '../support/errors.js';
 
 const VOL = '0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d';
 const SNAP = '12345678-9abc-4def-8123-456789abcdef';
@@ -46,16 +46,6 @@ async function pythonDump(tmp: string, infos: Record<string, string>[]): Promise
   const r = spawnSync('python3', ['-c', script, input, tmp], { encoding: 'utf8' });
   expect(r.status, r.stderr).toBe(0);
   return Promise.all(infos.map((_, i) => fs.readFile(path.join(tmp, `py-${i}`))));
-}
-
-async function rejectionOf(p: Promise<unknown>): Promise<CowError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(CowError);
-    return e as CowError;
-  }
-  throw new Error('expected a rejection');
 }
 
 let tmp: string;
@@ -187,7 +177,7 @@ describe('readInfo', () => {
   ];
   it.each(invalid)('rejects %s with ECOW_INFO_INVALID naming the path and the reason', async (_, content, reason) => {
     await fs.writeFile(infoPath(tmp, VOL), content);
-    const err = await rejectionOf(readInfo(tmp, VOL));
+    const err = await rejection(readInfo(tmp, VOL));
     expect(err.code).toBe('ECOW_INFO_INVALID');
     expect(err.message).toContain(infoPath(tmp, VOL));
     expect(err.message).toMatch(reason);
@@ -195,7 +185,7 @@ describe('readInfo', () => {
 
   it('reports an unreadable info file (a directory at its name) as ECOW_INFO_INVALID', async () => {
     await fs.mkdir(infoPath(tmp, VOL));
-    const err = await rejectionOf(readInfo(tmp, VOL));
+    const err = await rejection(readInfo(tmp, VOL));
     expect(err.code).toBe('ECOW_INFO_INVALID');
     expect(err.message).toMatch(/unreadable \(EISDIR\)/);
   });
@@ -249,7 +239,7 @@ describe('writeInfo', () => {
     await writeInfo(tmp, VOL, info1);
     const before = await fs.readFile(infoPath(tmp, VOL));
     vi.spyOn(fs, 'rename').mockRejectedValueOnce(Object.assign(new Error('injected'), { code: 'EIO' }));
-    const err = await rejectionOf(writeInfo(tmp, VOL, info2));
+    const err = await rejection(writeInfo(tmp, VOL, info2));
     expect(err.code).toBe('ECOW_IO');
     expect(err.message).toContain(infoPath(tmp, VOL));
     expect(err.message).toContain('EIO');
@@ -266,7 +256,7 @@ describe('writeInfo', () => {
     await fs.unlink(path.join(tmp, 'probe'));
     const rename = vi.spyOn(fs, 'rename');
     vi.spyOn(fileHandleProto, 'sync').mockRejectedValueOnce(Object.assign(new Error('injected'), { code: 'ENOSPC' }));
-    const err = await rejectionOf(writeInfo(tmp, VOL, info2));
+    const err = await rejection(writeInfo(tmp, VOL, info2));
     expect(err.code).toBe('ECOW_IO');
     expect(err.message).toContain('ENOSPC');
     expect(rename).not.toHaveBeenCalled();
@@ -277,20 +267,20 @@ describe('writeInfo', () => {
   it('fails cleanly on a real rename error (a non-empty directory at the info path)', async () => {
     await fs.mkdir(infoPath(tmp, VOL));
     await fs.writeFile(path.join(infoPath(tmp, VOL), 'keep'), 'x');
-    const err = await rejectionOf(writeInfo(tmp, VOL, info1));
+    const err = await rejection(writeInfo(tmp, VOL, info1));
     expect(err.code).toBe('ECOW_IO');
     expect(await fs.readFile(path.join(infoPath(tmp, VOL), 'keep'), 'utf8')).toBe('x');
     expect(await tempFiles(tmp)).toEqual([]);
   });
 
   it('validates before touching the disk', async () => {
-    const err = await rejectionOf(writeInfo(tmp, VOL, { active: '../escape' }));
+    const err = await rejection(writeInfo(tmp, VOL, { active: '../escape' }));
     expect(err.code).toBe('ECOW_BAD_ARGUMENT');
     expect(await fs.readdir(tmp)).toEqual([]);
   });
 
   it('fails with ECOW_IO when the directory does not exist', async () => {
-    const err = await rejectionOf(writeInfo(path.join(tmp, 'missing'), VOL, info1));
+    const err = await rejection(writeInfo(path.join(tmp, 'missing'), VOL, info1));
     expect(err.code).toBe('ECOW_IO');
     expect(err.message).toContain('ENOENT');
   });

@@ -2,10 +2,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { CowError } from '../../src/errors.js';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { lockFilePath, withVolumeLock, type VolumeLockHandle } from '../../src/volume/lock.js';
+import { bundleForNode } from '../support/bundle.js';
+import { rejection } from '../support/errors.js';
+import { byTier } from '../support/tier.js';
 
 const VOL = '0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d';
 const VOL2 = 'ffffffff-1111-4222-8333-444444444444';
@@ -22,16 +23,6 @@ function deferred<T = void>() {
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, sleep(ms).then(() => Promise.reject(new Error(`timed out: ${what}`)))]);
-}
-
-async function rejectionOf(p: Promise<unknown>): Promise<CowError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(CowError);
-    return e as CowError;
-  }
-  throw new Error('expected a rejection');
 }
 
 const exists = (p: string) =>
@@ -131,7 +122,7 @@ describe('withVolumeLock in one process', () => {
     });
     await entered.promise;
     const t0 = Date.now();
-    const err = await rejectionOf(withVolumeLock(tmp, VOL, () => 'never', { acquireTimeoutMs: 300 }));
+    const err = await rejection(withVolumeLock(tmp, VOL, () => 'never', { acquireTimeoutMs: 300 }));
     const waited = Date.now() - t0;
     expect(err.code).toBe('ECOW_LOCKED');
     expect(err.message).toContain(VOL);
@@ -154,7 +145,7 @@ describe('withVolumeLock in one process', () => {
     const ac = new AbortController();
     setTimeout(() => ac.abort(), 100);
     const t0 = Date.now();
-    const err = await rejectionOf(withVolumeLock(tmp, VOL, () => 'never', { signal: ac.signal }));
+    const err = await rejection(withVolumeLock(tmp, VOL, () => 'never', { signal: ac.signal }));
     expect(err.code).toBe('ECOW_CANCELLED');
     expect(Date.now() - t0).toBeLessThan(2_000);
     release.resolve();
@@ -164,7 +155,7 @@ describe('withVolumeLock in one process', () => {
   it('assertHeld fails at once, synchronously, when the lock directory is no longer the one it renewed', async () => {
     const lockDir = lockFilePath(tmp, VOL);
     let thrown: unknown;
-    const err = await rejectionOf(
+    const err = await rejection(
       withVolumeLock(tmp, VOL, async (lock) => {
         lock.assertHeld(); // ours: renews, no throw
         // Another holder took it over: a new directory with its own mtime.
@@ -198,15 +189,15 @@ describe('withVolumeLock in one process', () => {
   });
 
   it('rejects a stale time under 1 s with ECOW_BAD_ARGUMENT', async () => {
-    const err = await rejectionOf(withVolumeLock(tmp, VOL, () => 1, { staleMs: 500 }));
+    const err = await rejection(withVolumeLock(tmp, VOL, () => 1, { staleMs: 500 }));
     expect(err.code).toBe('ECOW_BAD_ARGUMENT');
     expect(err.message).toContain('500');
     expect(await fs.readdir(tmp)).toEqual([]);
   });
 
   it('rejects a bad volume id and a missing directory', async () => {
-    expect((await rejectionOf(withVolumeLock(tmp, '../x', () => 1))).code).toBe('ECOW_BAD_ARGUMENT');
-    expect((await rejectionOf(withVolumeLock(path.join(tmp, 'nope'), VOL, () => 1))).code).toBe('ECOW_NOT_FOUND');
+    expect((await rejection(withVolumeLock(tmp, '../x', () => 1))).code).toBe('ECOW_BAD_ARGUMENT');
+    expect((await rejection(withVolumeLock(path.join(tmp, 'nope'), VOL, () => 1))).code).toBe('ECOW_NOT_FOUND');
   });
 });
 
@@ -223,7 +214,7 @@ describe('a lock lost while held', () => {
   it('fails the operation with ECOW_LOCK_LOST (not a crash) when the lock directory disappears', async () => {
     let reason: unknown;
     let assertHeldError: unknown;
-    const err = await rejectionOf(
+    const err = await rejection(
       withVolumeLock(
         tmp,
         VOL,
@@ -249,7 +240,7 @@ describe('a lock lost while held', () => {
 
   it('does not remove a lock directory that someone else has taken over', async () => {
     const lockDir = lockFilePath(tmp, VOL);
-    const err = await rejectionOf(
+    const err = await rejection(
       withVolumeLock(
         tmp,
         VOL,
@@ -268,13 +259,18 @@ describe('a lock lost while held', () => {
 });
 
 describe('withVolumeLock across processes', () => {
-  // The children run the real src/volume/lock.ts through vite-node (installed with vitest), so
-  // both sides use the same code and options; no copy of the lock protocol in a plain .mjs.
-  const viteNode = fileURLToPath(new URL('../../node_modules/vite-node/vite-node.mjs', import.meta.url));
-  const fixture = fileURLToPath(new URL('./fixtures/lock-child.ts', import.meta.url));
+  // The children run the real src/volume/lock.ts (fixtures/lock-child.ts, bundled once for plain
+  // node), so both sides use the same code and options; no copy of the lock protocol.
+  let fixture = '';
+  let scratch = '';
+  beforeAll(async () => {
+    scratch = await fs.mkdtemp(path.join(os.tmpdir(), 'cowchain-lock-child-'));
+    fixture = await bundleForNode('test/volume/fixtures/lock-child.ts', scratch, 'lock-child');
+  });
+  afterAll(() => fs.rm(scratch, { recursive: true, force: true }));
 
   function startChild(env: Record<string, string>): { child: ChildProcess; lines: AsyncIterator<string> } {
-    const child = spawn(process.execPath, [viteNode, fixture], {
+    const child = spawn(process.execPath, [fixture], {
       env: { ...process.env, LOCK_DIR: tmp, LOCK_VOL: VOL, LOCK_STALE_MS: '2000', ...env },
       stdio: ['pipe', 'pipe', 'inherit'],
     });
@@ -310,7 +306,7 @@ describe('withVolumeLock across processes', () => {
             waiter = r;
             flush();
           }),
-          20_000,
+          120_000,
           'child output',
         ),
     };
@@ -367,7 +363,7 @@ describe('withVolumeLock across processes', () => {
   it('a stale lock found by several waiters at once goes to one of them only', async () => {
     // With "stale → rmdir → mkdir", the second waiter removes the first one's fresh lock and
     // both hold it; the takeover by rename-and-verify lets exactly one through.
-    for (let round = 0; round < 3; round++) {
+    for (let round = 0; round < byTier(1, 3); round++) {
       const log = path.join(tmp, `log-${round}`);
       const holder = startChild({ MODE: 'hold', CHILD_ID: 'holder' });
       expect((await holder.lines.next()).value).toBe(`locked ${holder.child.pid}`);
@@ -424,7 +420,7 @@ describe('withVolumeLock across processes', () => {
     const { child, lines } = startChild({ MODE: 'hold', CHILD_ID: 'holder' });
     expect((await lines.next()).value).toBe(`locked ${child.pid}`);
     // While the holder lives, the lock is not available.
-    const busy = await rejectionOf(withVolumeLock(tmp, VOL, () => 'no', { ...SHORT, acquireTimeoutMs: 300 }));
+    const busy = await rejection(withVolumeLock(tmp, VOL, () => 'no', { ...SHORT, acquireTimeoutMs: 300 }));
     expect(busy.code).toBe('ECOW_LOCKED');
 
     child.kill('SIGKILL');

@@ -1,0 +1,53 @@
+/**
+ * A test's child process: a bundled entry (test/support/bundle.ts) run by plain node, its output
+ * collected, resolved however it ends (exit code or signal) — the test judges that.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { ROOT } from './bundle.js';
+
+export interface ChildResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+export interface ChildOptions {
+  env: Record<string, string>;
+  /** Wrap the run (e.g. ['strace', '-f', …]): the command and its arguments before node. */
+  wrapper?: string[];
+  /** Called with each stdout chunk and the process (to kill it at a chosen moment). */
+  onStdout?: (all: string, proc: ChildProcess) => void;
+  timeoutMs?: number;
+}
+
+/** Run a bundled child with node; resolves when it exits (any way). */
+export function runChild(bundle: string, options: ChildOptions): Promise<ChildResult> {
+  const [cmd, ...pre] = options.wrapper ?? [];
+  const argv = cmd ? [...pre, process.execPath, bundle] : [bundle];
+  return new Promise((resolve, reject) => {
+    const proc = spawn(cmd ?? process.execPath, argv, {
+      cwd: ROOT,
+      env: { ...process.env, ...options.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    const timer = options.timeoutMs
+      ? setTimeout(() => {
+          stderr += `\n[killed by the test after ${options.timeoutMs} ms]`;
+          proc.kill('SIGKILL');
+        }, options.timeoutMs)
+      : undefined;
+    proc.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      options.onStdout?.(stdout, proc);
+    });
+    proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    proc.on('error', reject);
+    proc.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+}

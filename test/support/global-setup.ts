@@ -1,0 +1,46 @@
+/**
+ * vitest globalSetup: runs once, before any test file. It makes sure the engine
+ * (build/cowchain.wasm, from assembly/) and the built CLI and package (dist/, from src/) are those
+ * of this tree, building what is older than its sources, so that every test that runs
+ * `node dist/cli/main.js` or loads the wasm tests this tree — also when a single file is run with
+ * `npx vitest run test/…`. After `npm run build` (as `npm test` does first) nothing is rebuilt.
+ */
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+/** The newest modification time of the files under `dir` (0 if none). */
+function newest(dir: string): number {
+  let t = 0;
+  for (const e of fs.readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    if (e.isFile()) t = Math.max(t, fs.statSync(path.join(e.parentPath, e.name)).mtimeMs);
+  }
+  return t;
+}
+
+const mtime = (file: string): number => (fs.existsSync(file) ? fs.statSync(file).mtimeMs : 0);
+
+function run(what: string, args: string[]): void {
+  const r = spawnSync(process.execPath, args, { cwd: ROOT, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${what} failed (exit ${r.status}):\n${r.stdout}${r.stderr}`);
+}
+
+export default function setup(): void {
+  const wasm = path.join(ROOT, 'build/cowchain.wasm');
+  if (mtime(wasm) < newest(path.join(ROOT, 'assembly'))) {
+    console.log('global setup: building the engine (build/cowchain.wasm)');
+    run('asc assembly/index.ts --target release', [path.join(ROOT, 'node_modules/assemblyscript/bin/asc.js'), 'assembly/index.ts', '--target', 'release']);
+  }
+  // tsc rewrites every output: one output older than the newest source means a stale build.
+  // Type errors do not stop tsc from emitting (the typecheck step reports them).
+  const cli = path.join(ROOT, 'dist/cli/main.js');
+  if (mtime(cli) < newest(path.join(ROOT, 'src'))) {
+    console.log('global setup: building dist/ (tsc -p tsconfig.build.json)');
+    const started = Date.now();
+    spawnSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: ROOT, encoding: 'utf8' });
+    if (mtime(cli) < started - 2000) throw new Error(`global setup: the CLI was not built (${cli})`);
+  }
+}

@@ -1,0 +1,66 @@
+/**
+ * The two test tiers (test/README.md). `npm test` runs the quick tier: every behaviour, with
+ * sweeps sampled and fuzz/soak as short smokes. `npm run test:full` (COWCHAIN_TEST_TIER=full)
+ * runs every fault point and the long fuzz and soak.
+ *
+ * A sampled sweep draws its points from one seed per test process, printed with the points it
+ * picked and named in every failure: `COWCHAIN_TEST_SEED=<seed> npx vitest run <file>` replays
+ * exactly that run.
+ */
+import { rng } from './images.js';
+
+export const FULL = process.env.COWCHAIN_TEST_TIER === 'full';
+
+/** The seed of this test process's samples: COWCHAIN_TEST_SEED, or a fresh one. */
+export const TEST_SEED = Number(process.env.COWCHAIN_TEST_SEED ?? Math.floor(Math.random() * 0x7fffffff));
+
+/** `quick` in `npm test`, `full` in `npm run test:full`. */
+export function byTier<T>(quick: T, full: T): T {
+  return FULL ? full : quick;
+}
+
+/**
+ * The fault points 1..total a sweep visits: all of them in the full tier; in the quick tier the
+ * first and last `edge` (where an operation starts and publishes) and `sample` more drawn from
+ * TEST_SEED. Sorted; printed with the seed under `label`.
+ */
+export function faultPoints(total: number, label: string, { edge = 3, sample = 8 }: { edge?: number; sample?: number } = {}): number[] {
+  const all = Array.from({ length: total }, (_, i) => i + 1);
+  if (FULL || total <= 2 * edge + sample) return all;
+  const picked = new Set([...all.slice(0, edge), ...all.slice(total - edge)]);
+  // The seed is mixed with the label so that each sweep of a file draws its own points.
+  let h = TEST_SEED >>> 0;
+  for (const ch of label) h = Math.imul(h ^ ch.charCodeAt(0), 0x01000193) >>> 0;
+  const middle = all.slice(edge, total - edge);
+  const r = rng(h);
+  for (let k = 0; k < sample && middle.length > 0; k++) picked.add(middle.splice(Math.floor(r() * middle.length), 1)[0]);
+  const points = [...picked].sort((a, b) => a - b);
+  console.log(`${label}: ${points.length} of ${total} fault points (COWCHAIN_TEST_SEED=${TEST_SEED}; all: npm run test:full): ${points.join(' ')}`);
+  return points;
+}
+
+/** How a failure at a sampled point names it, with what replays it. */
+export function atPoint(n: number, total: number): string {
+  return `fault point ${n} of ${total}${FULL ? '' : ` (COWCHAIN_TEST_SEED=${TEST_SEED})`}`;
+}
+
+/**
+ * Let the test runner's messages through. A test process whose event loop is held for long
+ * cannot answer the runner's RPC (vitest: `Timeout calling "onTaskUpdate"`): loops of synchronous
+ * work await this between steps.
+ */
+export function yieldToRunner(): Promise<void> {
+  return new Promise((r) => setImmediate(r));
+}
+
+/** Run `fn` at each point in turn, yielding to the runner between points; failures name the point. */
+export async function sweep(points: number[], total: number, fn: (n: number) => unknown): Promise<void> {
+  for (const n of points) {
+    try {
+      await fn(n);
+    } catch (e) {
+      throw new Error(`${atPoint(n, total)}: ${(e as Error).message}`, { cause: e });
+    }
+    await yieldToRunner();
+  }
+}
