@@ -1,6 +1,7 @@
 // Engine errors. AssemblyScript has no exceptions, so an error records its code and message in
 // globals and traps; the host catches the trap, reads both through `lastErrorCode/Message`, and
-// throws a CowError. The codes are mirrored by src/errors.ts.
+// throws a CowError. The codes are mirrored by src/errors.ts (test/engine/boundary.test.ts fails
+// when an engine code is missing there).
 
 export const E_BAD_MAGIC = "ECOW_BAD_MAGIC";
 export const E_BAD_VERSION = "ECOW_BAD_VERSION";

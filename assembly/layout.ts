@@ -29,7 +29,8 @@ export function kindHasHost(k: i32): bool {
 export function csizeShift(clusterBits: u32): u32 { return 62 - (clusterBits - 8); }
 export function csizeMask(clusterBits: u32): u64 { return (<u64>1 << (clusterBits - 8)) - 1; }
 
-// Block-status flags reported for one layer (qemu's BDRV_BLOCK_*), used by `map`.
+// Block-status flags reported for one layer (qemu's BDRV_BLOCK_*), used by `map`. The host's copy is
+// src/engine/block-status.ts (test/engine/boundary.test.ts fails when they differ).
 export const ST_DATA: i32 = 1;
 export const ST_ZERO: i32 = 2;
 export const ST_OFFSET_VALID: i32 = 4;

@@ -4,7 +4,10 @@ import { CowError, ERROR_CODES, type CowErrorCode } from '../errors.js';
 import type { Backend } from './backend.js';
 import { inflateCluster } from './decompress.js';
 
-/** The raw wasm exports (numbers only; strings come back as pointers read with __getString). */
+/**
+ * The raw wasm exports (numbers only; strings come back as pointers read with __getString).
+ * test/engine/boundary.test.ts holds this list against build/cowchain.wasm: names and arities.
+ */
 interface RawExports {
   /**
    * The linear memory (a WebAssembly.Memory): typed structurally because this interface reaches

@@ -1,13 +1,10 @@
 import { Engine } from '../engine/engine.js';
 import type { Backend } from '../engine/backend.js';
+import { BLOCK_STATUS } from '../engine/block-status.js';
 import { CowError } from '../errors.js';
 import type { HeaderInfo, ImageFormat, MapEntry } from './types.js';
 
-// Engine block-status flags (assembly/layout.ts).
-const ST_DATA = 1;
-const ST_ZERO = 2;
-const ST_OFFSET_VALID = 4;
-const ST_ALLOCATED = 8;
+const { DATA: ST_DATA, ZERO: ST_ZERO, OFFSET_VALID: ST_OFFSET_VALID, ALLOCATED: ST_ALLOCATED } = BLOCK_STATUS;
 
 /** Largest single transfer through wasm memory for `read`. */
 const READ_CHUNK = 4 << 20;
