@@ -1,5 +1,5 @@
 /**
- * Create snapshot S (cinder-semantics.md "Create snapshot"): a new qcow2 overlay
+ * Create snapshot S (docs/volume-semantics.md, "Create a snapshot S"): a new qcow2 overlay
  * `volume-<vol>.<S>` on the active file A (bare name, A's format, the volume's size); when
  * attached, the hypervisor moves the guest onto it; then the info file maps S and `active` to it.
  *

@@ -1,5 +1,5 @@
 /**
- * Delete snapshot S (cinder-semantics.md "Delete snapshot"). F = info[S], B = F's backing file,
+ * Delete snapshot S (docs/volume-semantics.md, "Delete a snapshot S"). F = info[S], B = F's backing file,
  * H = the file backed by F (none when F is active).
  *
  *  detached, F active:      commit F into B; info: -S, active = B; unlink F
@@ -8,7 +8,7 @@
  *                           info: -S, snapshots of B -> F; unlink B
  *  attached, F not active:  hypervisor commits F into B (H then backed by B); info: -S; unlink F
  *
- * Order for crash safety (design.md): the data move first (the base is durable before anything
+ * Order for crash safety (docs/volume-semantics.md): the data move first (the base is durable before anything
  * else changes), then H's header, then the info file (atomic), then the unlink — so at every
  * instant the chain opens and the info file names files that exist. A journal written before
  * the first change tells recovery which delete it was (journal.ts); recovery then either finishes

@@ -1,5 +1,5 @@
 /**
- * The volume driver: Cinder's remotefs snapshot semantics (docs cinder-semantics.md) on one
+ * The volume driver: Cinder's remotefs snapshot semantics (docs/volume-semantics.md) on one
  * volume directory, with qcow2 work done in-process by the engine. Every operation holds the
  * volume's lock (lock.ts) and first finishes or undoes whatever a crash interrupted (recover.ts).
  */

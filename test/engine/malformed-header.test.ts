@@ -1,4 +1,4 @@
-// qemu's open-time checks, ported (qcow2-notes.md, "What qemu rejects"): for each class, a
+// qemu's open-time checks, ported (docs/qcow2-rules.md, "The header"): for each class, a
 // qemu-created image with patched header bytes must be refused by openImage with that class's
 // CowError code and a message naming the offending value — and qemu-img must refuse it too, so we
 // hold the same bar. Then run-time corruptions (bad L1/L2 entries) must fail the affected read with

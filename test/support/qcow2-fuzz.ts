@@ -351,7 +351,7 @@ interface Field {
 const MAX = (w: number) => (1n << BigInt(8 * w)) - 1n;
 const big = (n: number | bigint) => BigInt(n);
 
-/** Every field of qcow2-notes.md's header table, with its boundary values. */
+/** Every header field (docs/qcow2-rules.md, "The header"), with its boundary values. */
 export const FIELDS: Field[] = [
   { name: 'magic', off: 0, width: 4, values: () => [0x514649fbn, 0x514649fcn, 0n, MAX(4)] },
   { name: 'version', off: 4, width: 4, values: () => [0n, 1n, 2n, 3n, 4n, MAX(4)] },
@@ -407,7 +407,7 @@ export const FIELDS: Field[] = [
   { name: 'unknown field past 112', off: 112, width: 8, values: () => [0n, 1n, MAX(8)] },
 ];
 
-/** Index of a header field in FIELDS, by its name in qcow2-notes.md's table. */
+/** Index of a header field in FIELDS, by its name. */
 export function fieldIndex(name: string): number {
   const i = FIELDS.findIndex((f) => f.name === name);
   if (i < 0) throw new Error(`no header field ${name}`);
