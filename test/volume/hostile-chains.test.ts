@@ -3,8 +3,10 @@
 // directory after symlinks, no loops, bounded depth. Each hostile chain is refused by every
 // operation with its code, and no file outside the volume directory is ever opened.
 import * as fs from 'node:fs';
+import nodeFs from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import * as path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { openImage } from '../../src/chain/open-chain.js';
 import { FileBackend } from '../../src/engine/backend.js';
 import { type CowErrorCode } from '../../src/errors.js';
@@ -15,15 +17,21 @@ import { rejectionCode } from '../support/errors.js';
 import { requireQemu, tmpDir } from '../support/qemu.js';
 import { BASE, MiB, OTHER_VOL, SNAP, VOL, VolumeFixture, f } from '../support/volume.js';
 
-// Every file the code under test opens through node:fs (FileBackend, createImage, …).
-const opened = vi.hoisted(() => [] as string[]);
-vi.mock('node:fs', async (importOriginal) => {
-  const mod = await importOriginal<typeof import('node:fs')>();
-  const openSync = ((p: fs.PathLike, ...rest: unknown[]) => {
+// Every file the code under test opens through node:fs (FileBackend, createImage, …): openSync
+// is wrapped and the ESM bindings resynced (syncBuiltinESMExports), so modules loaded before
+// this file — by a vitest setup file — see the wrapper too (a vi.mock of node:fs would not).
+const opened: string[] = [];
+const realOpenSync = fs.openSync;
+beforeAll(() => {
+  nodeFs.openSync = ((p: fs.PathLike, ...rest: unknown[]) => {
     opened.push(String(p));
-    return (mod.openSync as (...a: unknown[]) => number)(p, ...rest);
-  }) as typeof mod.openSync;
-  return { ...mod, openSync, default: { ...mod, openSync } };
+    return (realOpenSync as (...a: unknown[]) => number)(p, ...rest);
+  }) as typeof fs.openSync;
+  syncBuiltinESMExports();
+});
+afterAll(() => {
+  nodeFs.openSync = realOpenSync;
+  syncBuiltinESMExports();
 });
 
 requireQemu();
