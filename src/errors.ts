@@ -53,6 +53,8 @@ export const ERROR_CODES = {
   ECOW_NOVA_UNAVAILABLE: 'Nova could not be reached or failed',
   ECOW_NOVA_STATUS: 'Nova reported an error status for the snapshot',
   ECOW_NOVA_TIMEOUT: 'Nova did not report progress in time',
+  ECOW_STATUS_REJECTED: "the status endpoint refused Nova's progress report (token, URL or body)",
+  ECOW_NEEDS_FSCK: 'Nova accepted the request but its outcome is unknown; nothing was undone: run fsck',
   ECOW_CONCURRENT_REQUEST: 'the snapshot was changed by a concurrent request',
   ECOW_BAD_STATUS_UPDATE: 'invalid snapshot status transition',
   ECOW_UNAUTHORIZED: 'token rejected',

@@ -17,6 +17,8 @@ export const STATUS_TOKEN_ENV = 'COWCHAIN_STATUS_TOKEN';
 export interface NovaCliOptions {
   novaEndpoint?: string;
   statusListen?: string;
+  novaCreateTimeout?: string;
+  novaDeleteTimeout?: string;
 }
 
 /** Add the Nova options to a command that may act on an attached volume. */
@@ -26,7 +28,18 @@ export function novaOptions(cmd: Command): Command {
     .option(
       '--status-listen <host:port>',
       `serve Cinder's os-update_snapshot_status here while the command runs; Nova's Cinder endpoint must point at it (token Nova sends: $${STATUS_TOKEN_ENV})`,
-    );
+    )
+    .option('--nova-create-timeout <seconds>', "how long to wait for Nova's report on a snapshot create (Cinder: 600)")
+    .option('--nova-delete-timeout <seconds>', "how long to wait for Nova's report on a snapshot delete (Cinder: 7200)");
+}
+
+/** Seconds (decimal, > 0) as milliseconds; undefined keeps Cinder's default. */
+function timeoutMs(text: string | undefined, option: string): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^\d+(\.\d+)?$/.test(text) || !(Number(text) > 0)) {
+    throw new CowError('ECOW_BAD_ARGUMENT', `${option} ${JSON.stringify(text)}: expected a number of seconds above 0`);
+  }
+  return Math.round(Number(text) * 1000);
 }
 
 const listenSchema = z
@@ -49,6 +62,8 @@ function tokenFrom(env: string, what: string): string {
  * endpoint listens for exactly as long as `fn` runs.
  */
 export async function withHypervisor<T>(o: NovaCliOptions, fn: (hypervisor: Hypervisor | undefined) => Promise<T>): Promise<T> {
+  const createTimeoutMs = timeoutMs(o.novaCreateTimeout, '--nova-create-timeout');
+  const deleteTimeoutMs = timeoutMs(o.novaDeleteTimeout, '--nova-delete-timeout');
   if (o.novaEndpoint === undefined && o.statusListen === undefined) return fn(undefined);
   if (o.novaEndpoint === undefined || o.statusListen === undefined) {
     throw new CowError('ECOW_BAD_ARGUMENT', '--nova-endpoint and --status-listen go together: Nova is asked to act, then reports its progress to the status endpoint');
@@ -59,14 +74,21 @@ export async function withHypervisor<T>(o: NovaCliOptions, fn: (hypervisor: Hype
   const store = new SnapshotStatusStore();
   let server: StatusServer;
   try {
-    server = await startStatusServer({ store, token: tokenFrom(STATUS_TOKEN_ENV, '--status-listen'), host: listen.data.host, port: listen.data.port });
+    server = await startStatusServer({
+      store,
+      token: tokenFrom(STATUS_TOKEN_ENV, '--status-listen'),
+      host: listen.data.host,
+      port: listen.data.port,
+      // The waiting command fails with ECOW_STATUS_REJECTED too; this line says what came in.
+      onRejected: (r) => process.stderr.write(`cowchain: warning: refused a status report: ${r.method} ${r.url}: HTTP ${r.httpStatus} ${r.message}\n`),
+    });
   } catch (e) {
     if (e instanceof CowError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
     throw new CowError('ECOW_IO', `--status-listen ${o.statusListen}: cannot listen (${code ?? String(e)})`, { cause: e });
   }
   try {
-    return await fn(new NovaHypervisor({ client, store }));
+    return await fn(new NovaHypervisor({ client, store, createTimeoutMs, deleteTimeoutMs }));
   } finally {
     await server.close();
   }

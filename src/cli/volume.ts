@@ -58,6 +58,11 @@ function format(f: string | undefined): 'raw' | 'qcow2' | undefined {
   throw new CowError('ECOW_UNKNOWN_FORMAT', `format "${f}" is not raw or qcow2`);
 }
 
+function novaOutcome(s: string | undefined): 'done' | 'failed' | undefined {
+  if (s === undefined || s === 'done' || s === 'failed') return s;
+  throw new CowError('ECOW_BAD_ARGUMENT', `--nova-outcome must be done or failed, not "${s}"`);
+}
+
 const size = (s: string | undefined, what: string) => (s === undefined ? undefined : parseSize(s, what));
 
 /** The options every command has. */
@@ -145,8 +150,9 @@ export function registerVolume(program: Command): void {
   novaOptions(common(volume.command('fsck').description('reconcile the info file with the chain on disk after a crash')))
     .option('--status <status>', "the volume's status: in-use never touches the file the guest writes", 'available')
     .option('--dry-run', 'report what would be done, change nothing')
-    .action((o: Common & NovaCliOptions & { status: string; dryRun?: boolean }) =>
-      run(o, withDriver(o, (d) => d.fsck(o.volume, { status: o.status as VolumeStatus, dryRun: o.dryRun ?? false })), humanFsck, (r) => {
+    .option('--nova-outcome <outcome>', 'what Nova did with a request it accepted and never reported on, when the files cannot tell: done or failed')
+    .action((o: Common & NovaCliOptions & { status: string; dryRun?: boolean; novaOutcome?: string }) =>
+      run(o, withDriver(o, (d) => d.fsck(o.volume, { status: o.status as VolumeStatus, dryRun: o.dryRun ?? false, novaOutcome: novaOutcome(o.novaOutcome) })), humanFsck, (r) => {
         // the report is printed either way; what is left for a human makes it fail
         if (r.problems.length) process.exitCode = 1;
       }),

@@ -20,12 +20,16 @@ export interface NovaHypervisorOptions {
  * request, then wait (Cinder's back-off) until Nova reports progress 90% for the snapshot.
  */
 export class NovaHypervisor implements Hypervisor {
+  /** Nova answers 2xx when it accepted the work; the outcome comes later, as a status report. */
+  readonly reportsAcceptance = true;
+
   constructor(private readonly options: NovaHypervisorOptions) {}
 
   async createSnapshot(volumeId: string, snapshotId: string, createInfo: CreateInfo, call?: HypervisorCallOptions): Promise<void> {
     const { client, store } = this.options;
     store.set(snapshotId, 'creating');
     await client.createSnapshot(volumeId, createInfo);
+    await call?.onAccepted?.();
     await waitForProgress(store, snapshotId, { phase: 'create', clock: this.options.clock, intervals: this.options.intervals, timeoutMs: this.options.createTimeoutMs, signal: call?.signal });
   }
 
@@ -33,6 +37,7 @@ export class NovaHypervisor implements Hypervisor {
     const { client, store } = this.options;
     store.set(snapshotId, 'deleting');
     await client.deleteSnapshot(snapshotId, deleteInfo);
+    await call?.onAccepted?.();
     await waitForProgress(store, snapshotId, { phase: 'delete', clock: this.options.clock, intervals: this.options.intervals, timeoutMs: this.options.deleteTimeoutMs, signal: call?.signal });
   }
 }

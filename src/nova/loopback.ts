@@ -25,6 +25,10 @@ export interface LoopbackFaults {
   neverReport?: boolean;
   /** Answer 401 to every request. */
   rejectToken?: boolean;
+  /** Accept create and delete requests (2xx), then neither act nor report: a silent Nova. */
+  acceptOnly?: boolean;
+  /** The guest does not write right after a switch (the new overlay stays empty). */
+  quietGuest?: boolean;
 }
 
 export interface LoopbackNovaOptions {
@@ -175,6 +179,7 @@ export class LoopbackNova {
     const guest = this.guests.get(volumeId);
     if (!guest) return reply(res, 400, { badRequest: { code: 400, message: `volume ${volumeId} is not attached to any instance` } });
     reply(res, 200, { snapshot: { id: null, volumeId } });
+    if (this.faults.acceptOnly) return;
     // Like Nova's compute manager: the switch happens after the API answered (an RPC cast).
     this.background(async () => {
       try {
@@ -188,7 +193,7 @@ export class LoopbackNova {
           throw new Error(`${info.new_file} is not backed by the active file ${expectedBacking}`);
         }
         guest.image = overlay;
-        guest.write();
+        if (!this.faults.quietGuest) guest.write();
         await this.report(info.snapshot_id, 'creating', '90%');
       } catch {
         await this.report(info.snapshot_id, 'error', null);
@@ -209,6 +214,7 @@ export class LoopbackNova {
     const guest = this.guests.get(info.data.volume_id);
     if (!guest) return reply(res, 400, { badRequest: { code: 400, message: `volume ${info.data.volume_id} is not attached` } });
     res.writeHead(204).end();
+    if (this.faults.acceptOnly) return;
     this.background(async () => {
       try {
         this.merge(guest, info.data.file_to_merge, info.data.merge_target_file);

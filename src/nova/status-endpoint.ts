@@ -1,14 +1,16 @@
 /**
  * The part of Cinder's API that Nova calls back: `POST /v3/{project_id}/snapshots/{id}/action`
- * with `{"os-update_snapshot_status": {...}}`, applied to a `SnapshotStatusStore` with Cinder's
- * rules and answers (202 on success, OpenStack fault bodies otherwise).
+ * (or, from API 3.67 on, `/v3/snapshots/{id}/action` without the project) with
+ * `{"os-update_snapshot_status": {...}}`, applied to a `SnapshotStatusStore` with Cinder's rules
+ * and answers (202 on success, OpenStack fault bodies otherwise). A refused report is also passed
+ * to the store (the waiting operation fails instead of timing out) and to `onRejected` (a log).
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type RequestListener, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { CowError, isCowError } from '../errors.js';
 import { updateSnapshotStatusSchema } from './schemas.js';
-import type { SnapshotStatusStore } from './status-store.js';
+import type { SnapshotStatusStore, StatusRejection } from './status-store.js';
 
 export interface StatusHandlerOptions {
   store: SnapshotStatusStore;
@@ -16,6 +18,8 @@ export interface StatusHandlerOptions {
   token: string;
   /** Larger request bodies get 413; default 64 KiB. A real update is well under 100 bytes. */
   maxBodyBytes?: number;
+  /** Every refused request, e.g. to log it. */
+  onRejected?: (rejection: StatusRejection & { method: string; url: string }) => void;
 }
 
 export interface StatusServerOptions extends StatusHandlerOptions {
@@ -31,7 +35,9 @@ export interface StatusServer {
   close(): Promise<void>;
 }
 
-const ACTION_PATH = /^\/v3\/([^/]+)\/snapshots\/([^/]+)\/action$/;
+const ACTION_PATH = /^\/v3\/(?:([^/]+)\/)?snapshots\/([^/]+)\/action$/;
+/** A snapshot id anywhere in a path, to tell a waiter that its report was refused. */
+const ANY_SNAPSHOT = /\/snapshots\/([^/]+)/;
 
 /** Cinder's fault names (`cinder/api/openstack/wsgi.py`), used as the key of error bodies. */
 const FAULT_NAMES: Readonly<Record<number, string>> = {
@@ -59,10 +65,17 @@ export function createStatusHandler(options: StatusHandlerOptions): RequestListe
   const expectedToken = digest(options.token);
 
   return (req, res) => {
-    handle(req, res).catch((error: unknown) => {
-      if (!res.headersSent) fault(res, 500, `status update failed: ${String(error)}`);
-      else res.destroy();
-    });
+    handle(req, res)
+      .catch((error: unknown) => {
+        if (!res.headersSent) fault(res, 500, `status update failed: ${String(error)}`);
+        else res.destroy();
+      })
+      .finally(() => {
+        if (res.statusCode < 400) return;
+        const r = { httpStatus: res.statusCode, message: faultMessages.get(res) ?? `HTTP ${res.statusCode}`, snapshotId: snapshotIn(req.url) };
+        store.rejected(r);
+        options.onRejected?.({ ...r, method: req.method ?? '', url: req.url ?? '' });
+      });
   };
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -152,8 +165,12 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefin
   });
 }
 
+/** The message of each fault answered, for the rejection report. */
+const faultMessages = new WeakMap<ServerResponse, string>();
+
 /** Answer with an OpenStack fault body; closes the connection when the body was left unread. */
 function fault(res: ServerResponse, status: number, message: string): void {
+  faultMessages.set(res, message);
   const body = JSON.stringify({ [FAULT_NAMES[status]]: { message, code: status } });
   const headers: Record<string, string> = {
     'Content-Type': 'application/json',
@@ -161,6 +178,16 @@ function fault(res: ServerResponse, status: number, message: string): void {
   };
   if (!res.req.readableEnded) headers.Connection = 'close';
   res.writeHead(status, headers).end(body);
+}
+
+function snapshotIn(url: string | undefined): string | null {
+  const m = ANY_SNAPSHOT.exec(new URL(url ?? '/', 'http://localhost').pathname);
+  if (!m) return null;
+  try {
+    return decodeURIComponent(m[1]);
+  } catch {
+    return null;
+  }
 }
 
 /** Fixed-length digests, so `timingSafeEqual` compares tokens of any length. */

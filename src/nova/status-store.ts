@@ -12,6 +12,18 @@ export interface SnapshotStatusRecord {
   readonly progress: string | null;
 }
 
+/**
+ * A status report the endpoint refused (wrong token, unknown URL or snapshot, bad body): Nova
+ * believes it reported, so whoever waits for that report must hear of it instead of timing out.
+ */
+export interface StatusRejection {
+  /** The HTTP status answered (401, 404, 400, ...). */
+  readonly httpStatus: number;
+  readonly message: string;
+  /** The snapshot named in the URL, when one could be read from it. */
+  readonly snapshotId: string | null;
+}
+
 /** Called after every change of one snapshot's record; `undefined` once it was removed. */
 export type StatusListener = (record: SnapshotStatusRecord | undefined) => void;
 
@@ -24,6 +36,31 @@ const ALLOWED_UPDATES: ReadonlyMap<SnapshotStatus, readonly SnapshotStatus[]> = 
 export class SnapshotStatusStore {
   private readonly records = new Map<string, SnapshotStatusRecord>();
   private readonly listeners = new Map<string, Set<StatusListener>>();
+  private readonly rejectionListeners = new Set<(r: StatusRejection) => void>();
+  /** The last refused report per snapshot ('' : naming none), until the driver's next `set`. */
+  private readonly rejections = new Map<string, StatusRejection>();
+
+  /**
+   * Tell the waiters that a report was refused (see StatusRejection). It is kept too: a report
+   * can arrive before its waiter starts (Nova may report before its API call has returned).
+   */
+  rejected(rejection: StatusRejection): void {
+    this.rejections.set(rejection.snapshotId ?? '', rejection);
+    for (const listener of [...this.rejectionListeners]) listener(rejection);
+  }
+
+  /** A refused report naming `snapshotId`, or naming no snapshot, since the last `set`. */
+  rejectionFor(snapshotId: string): StatusRejection | undefined {
+    return this.rejections.get(snapshotId) ?? this.rejections.get('');
+  }
+
+  /** Listen to refused reports; returns the function that stops listening. */
+  subscribeRejections(listener: (r: StatusRejection) => void): () => void {
+    this.rejectionListeners.add(listener);
+    return () => {
+      this.rejectionListeners.delete(listener);
+    };
+  }
 
   get(snapshotId: string): SnapshotStatusRecord | undefined {
     return this.records.get(snapshotId);
@@ -37,6 +74,9 @@ export class SnapshotStatusStore {
   set(snapshotId: string, status: SnapshotStatus, progress: string | null = null): SnapshotStatusRecord {
     const record = { status, progress };
     this.records.set(snapshotId, record);
+    // A new request: what was refused before concerns an earlier one.
+    this.rejections.delete(snapshotId);
+    this.rejections.delete('');
     this.notify(snapshotId, record);
     return record;
   }

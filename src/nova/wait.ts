@@ -5,7 +5,7 @@
  */
 import { setTimeout as sleepFor } from 'node:timers/promises';
 import { CowError } from '../errors.js';
-import type { SnapshotStatusRecord, SnapshotStatusStore } from './status-store.js';
+import type { SnapshotStatusRecord, SnapshotStatusStore, StatusRejection } from './status-store.js';
 
 /** Time source of the waiter; tests inject one whose `sleep` only advances `now`. */
 export interface Clock {
@@ -61,7 +61,9 @@ export interface WaitOptions {
  * @returns the record that signalled success.
  * @throws CowError ECOW_NOVA_STATUS on `error` (create) or any status but `deleting` (delete);
  *   ECOW_CONCURRENT_REQUEST when a create finds the snapshot `deleting`/`error_deleting`;
- *   ECOW_NOT_FOUND when the snapshot is not (or no longer) tracked; ECOW_NOVA_TIMEOUT once
+ *   ECOW_NOT_FOUND when the snapshot is not (or no longer) tracked; ECOW_STATUS_REJECTED when
+ *   the endpoint refused a report for this snapshot (or one naming none): Nova then believes it
+ *   reported, and waiting on would only end in the time-out; ECOW_NOVA_TIMEOUT once
  *   more than `timeoutMs` elapsed; ECOW_BAD_ARGUMENT for an invalid schedule or time-out.
  */
 export async function waitForProgress(
@@ -74,7 +76,13 @@ export async function waitForProgress(
   validateSchedule(intervals, timeoutMs);
 
   let wake = new AbortController();
+  let rejected: StatusRejection | undefined = store.rejectionFor(snapshotId);
   const unsubscribe = store.subscribe(snapshotId, () => wake.abort());
+  const unsubscribeRejections = store.subscribeRejections((r) => {
+    if (r.snapshotId !== null && r.snapshotId !== snapshotId) return;
+    rejected ??= r;
+    wake.abort();
+  });
   try {
     const start = clock.now();
     for (;;) {
@@ -88,6 +96,12 @@ export async function waitForProgress(
         throw new CowError('ECOW_NOT_FOUND', `snapshot ${snapshotId} is not tracked while waiting for Nova to ${phase} it`);
       }
       if (isDone(snapshotId, record, phase)) return record;
+      if (rejected) {
+        throw new CowError(
+          'ECOW_STATUS_REJECTED',
+          `the status endpoint refused a progress report while waiting for Nova to ${phase} snapshot ${snapshotId}: HTTP ${rejected.httpStatus} ${rejected.message} (check Nova's token and its Cinder endpoint URL)`,
+        );
+      }
 
       const elapsed = clock.now() - start;
       if (elapsed > timeoutMs) {
@@ -100,6 +114,7 @@ export async function waitForProgress(
     }
   } finally {
     unsubscribe();
+    unsubscribeRejections();
   }
 }
 

@@ -13,6 +13,7 @@ import type { VolumeFiles } from './volume-files.js';
 export type DriverStep =
   | 'create:journal'
   | 'create:overlay'
+  | 'create:accepted'
   | 'create:hypervisor'
   | 'create:info'
   | 'create:done'
@@ -20,6 +21,7 @@ export type DriverStep =
   | 'delete:commit-progress'
   | 'delete:commit'
   | 'delete:rebase'
+  | 'delete:accepted'
   | 'delete:hypervisor'
   | 'delete:info'
   | 'delete:unlink'
@@ -39,7 +41,7 @@ export interface OperationContext {
 /** The hypervisor, or ECOW_HYPERVISOR_UNAVAILABLE (checked before anything changes). */
 export function needHypervisor(ctx: OperationContext, what: string): Hypervisor {
   if (!ctx.hypervisor) {
-    throw new CowError('ECOW_HYPERVISOR_UNAVAILABLE', `${what} of attached volume ${ctx.files.volumeId} needs a hypervisor (Nova) client; none is configured`);
+    throw new CowError('ECOW_HYPERVISOR_UNAVAILABLE', `${what} of attached volume ${ctx.files.volumeId} needs a hypervisor (Nova) client; none is configured (CLI: --nova-endpoint and --status-listen)`);
   }
   return ctx.hypervisor;
 }

@@ -16,6 +16,7 @@ import { CowError } from '../errors.js';
 import type { VolumeInfo } from './info-file.js';
 import { clearJournal, writeJournal } from './journal.js';
 import { needHypervisor, type OperationContext } from './context.js';
+import { needsFsck, provesFailure } from './hypervisor-outcome.js';
 import { checkSize } from './size.js';
 import { checkStatus, isAttached, type VolumeStatus } from './status.js';
 
@@ -58,18 +59,26 @@ export async function createSnapshot(ctx: OperationContext, snapshotId: string, 
   await writeJournal(files, { version: 1, op: 'create-snapshot', snapshot: snapshotId, file, backing, phase: 'overlay' });
   ctx.step('create:journal');
   const next: VolumeInfo = { ...info, active: file, [snapshotId]: file };
+  let accepted = false;
   try {
     await files.createOverlay(file, { size, backing, backingFormat: top.format });
     ctx.step('create:overlay');
     if (hypervisor) {
       // From here on the guest may move onto the overlay at any moment: recovery must know.
       await writeJournal(files, { version: 1, op: 'create-snapshot', snapshot: snapshotId, file, backing, phase: 'hypervisor' });
-      await hypervisor.createSnapshot(files.volumeId, snapshotId, { type: 'qcow2', new_file: file, snapshot_id: snapshotId }, { signal: ctx.signal });
+      const onAccepted = async () => {
+        accepted = true;
+        await writeJournal(files, { version: 1, op: 'create-snapshot', snapshot: snapshotId, file, backing, phase: 'hypervisor', accepted: true });
+        ctx.step('create:accepted');
+      };
+      await hypervisor.createSnapshot(files.volumeId, snapshotId, { type: 'qcow2', new_file: file, snapshot_id: snapshotId }, { signal: ctx.signal, onAccepted });
       ctx.step('create:hypervisor');
     }
     await files.writeInfo(next);
     ctx.step('create:info');
   } catch (e) {
+    // Accepted and not proven failed: the guest may be on the overlay; fsck decides.
+    if (accepted && !provesFailure(e)) throw needsFsck(ctx, `snapshot create ${snapshotId}`, e);
     await undoCreate(ctx, snapshotId, file);
     throw e;
   }

@@ -22,6 +22,7 @@ import { rebaseImage } from '../image/rebase.js';
 import type { VolumeInfo } from './info-file.js';
 import { clearJournal, writeJournal, type DeleteJournal } from './journal.js';
 import { needHypervisor, type OperationContext } from './context.js';
+import { needsFsck, provesFailure } from './hypervisor-outcome.js';
 import { checkStatus, isAttached, type VolumeStatus } from './status.js';
 import { snapshotsMapping, withoutSnapshot, type ChainLink } from './volume-files.js';
 
@@ -114,9 +115,17 @@ async function moveData(ctx: OperationContext, journal: DeleteJournal, base: Cha
     journal.method === 'hypervisor-pull'
       ? { type: 'qcow2' as const, file_to_merge: journal.newBase, merge_target_file: null, volume_id: files.volumeId }
       : { type: 'qcow2' as const, file_to_merge: journal.file, merge_target_file: journal.base, volume_id: files.volumeId };
+  let accepted = false;
+  const onAccepted = async () => {
+    accepted = true;
+    await writeJournal(files, { ...journal, accepted: true });
+    ctx.step('delete:accepted');
+  };
   try {
-    await hypervisor.deleteSnapshot(files.volumeId, journal.snapshot, deleteInfo, { signal: ctx.signal });
+    await hypervisor.deleteSnapshot(files.volumeId, journal.snapshot, deleteInfo, { signal: ctx.signal, onAccepted });
   } catch (e) {
+    // Accepted and not proven failed: the merge may still run; fsck decides.
+    if (accepted && !provesFailure(e)) throw needsFsck(ctx, `snapshot delete ${journal.snapshot}`, e);
     try {
       ctx.lock.assertHeld();
       if (!dataMoved(ctx, journal)) await clearJournal(files);

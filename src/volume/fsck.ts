@@ -26,7 +26,7 @@ import type { OperationContext } from './context.js';
 import { deleteSnapshot } from './delete-snapshot.js';
 import type { VolumeInfo } from './info-file.js';
 import { readJournal } from './journal.js';
-import { recover } from './recover.js';
+import { recover, type NovaOutcome } from './recover.js';
 import { isAttached, type VolumeStatus } from './status.js';
 import { MAX_CHAIN_DEPTH, snapshotsMapping, withoutSnapshot } from './volume-files.js';
 
@@ -35,6 +35,11 @@ export interface FsckOptions {
   status?: VolumeStatus;
   /** Report what would be done, change nothing. */
   dryRun?: boolean;
+  /**
+   * What Nova did with a request it accepted and never reported on (recover.ts), when the
+   * chain cannot tell: `done` (the guest is on the new overlay / the merge finished) or `failed`.
+   */
+  novaOutcome?: NovaOutcome;
 }
 
 export type FsckActionKind =
@@ -108,12 +113,12 @@ export async function fsck(ctx: OperationContext, options: FsckOptions = {}): Pr
       const j = await readJournal(files);
       if (j) {
         // What follows depends on the recovery's outcome: stop here.
-        act('recovered', [], `would recover an interrupted ${j.op} of snapshot ${j.snapshot}`);
+        act('recovered', [], `would recover an interrupted ${j.op} of snapshot ${j.snapshot}${j.accepted ? ' (Nova accepted it and never reported its outcome)' : ''}`);
         return report();
       }
     } else {
       const temps: string[] = [];
-      const r = await recover(ctx, status, temps).finally(() => {
+      const r = await recover(ctx, status, temps, options.novaOutcome).finally(() => {
         for (const t of temps) act('removed-temp-file', [t], 'leftover of an interrupted atomic write');
       });
       if (r) act('recovered', [], `${r.action}: ${r.detail}`);

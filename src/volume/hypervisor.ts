@@ -5,8 +5,14 @@
  *
  * The Nova implementation sends `create_info` / `delete_info` to `os-assisted-volume-snapshots`
  * exactly as given and waits (with Cinder's back-off) until the snapshot reports progress 90%;
- * any other outcome — an error status, a time-out, a refused request — rejects, and the driver
- * then deletes nothing and leaves the info file unchanged.
+ * any other outcome — an error status, a time-out, a refused request — rejects.
+ *
+ * What the driver may undo after a rejection depends on whether the hypervisor had accepted the
+ * request: before that, nothing happened; after it, only an error status Nova reported
+ * (ECOW_NOVA_STATUS) says the work failed. Any other failure — a time-out, a refused progress
+ * report, a cancel — leaves the outcome unknown: the guest may already run on the new overlay,
+ * or a merge may still be running. The driver then keeps every file and the journal and fails
+ * with ECOW_NEEDS_FSCK; fsck decides from what the chain shows, or from `novaOutcome`.
  */
 import type { CreateInfo, DeleteInfo } from '../nova/schemas.js';
 
@@ -15,9 +21,19 @@ export type { CreateInfo, DeleteInfo };
 export interface HypervisorCallOptions {
   /** Aborted when the operation must stop (cancelled, or the volume lock was lost). */
   signal?: AbortSignal;
+  /**
+   * Called (and awaited) once the hypervisor has accepted the request, before waiting for its
+   * outcome: the driver records it (journal `accepted`), durably.
+   */
+  onAccepted?: () => Promise<void>;
 }
 
 export interface Hypervisor {
+  /**
+   * Whether this hypervisor calls `onAccepted`. Without it the driver cannot tell a refused
+   * request from one that is running, and trusts a rejection to mean "nothing happened".
+   */
+  readonly reportsAcceptance?: boolean;
   /**
    * Move the guest onto `createInfo.new_file` (already created by the driver: qcow2, backed by
    * the current active file). Resolves once the switch is done (progress 90%).

@@ -34,6 +34,8 @@ export const CreateJournalSchema = z.strictObject({
    * still on `backing`. `hypervisor`: it has been asked to move the guest onto `file`.
    */
   phase: z.enum(['overlay', 'hypervisor']),
+  /** The hypervisor accepted the request (its outcome was not seen yet): nothing may be undone. */
+  accepted: z.boolean().optional(),
 });
 
 /**
@@ -54,6 +56,8 @@ export const DeleteJournalSchema = z.strictObject({
   newBase: Name.nullable(),
   remap: z.array(Name),
   unlink: Name,
+  /** The hypervisor accepted the merge (its outcome was not seen yet): nothing may be undone. */
+  accepted: z.boolean().optional(),
 });
 
 export const JournalSchema = z.discriminatedUnion('op', [CreateJournalSchema, DeleteJournalSchema]);

@@ -13,12 +13,20 @@
  * Delete: the info file no longer maps S to F → only the unlink was left. The data had moved
  * (headers say so) → write the info file and unlink. Otherwise run the delete again from the
  * current chain, through the hypervisor if the volume is attached now.
+ *
+ * A request the hypervisor accepted (journal `accepted`) and never reported on is never undone or
+ * rerun while the volume is attached: the guest may be on the new overlay, a merge may be
+ * running. Only fsck decides it, from the chain (data in the overlay, moved headers) or from
+ * `novaOutcome`, what Nova did as the operator found out (its logs, the domain's disks).
  */
 import { CowError } from '../errors.js';
 import type { OperationContext } from './context.js';
 import { dataMoved, deleteSnapshot, finishDelete, inUse } from './delete-snapshot.js';
 import { clearJournal, readJournal, type CreateJournal, type DeleteJournal, type Journal } from './journal.js';
 import { isAttached, type VolumeStatus } from './status.js';
+
+/** What Nova did with an accepted request that never reported, as the operator knows it. */
+export type NovaOutcome = 'done' | 'failed';
 
 export interface Recovery {
   journal: Journal;
@@ -36,14 +44,14 @@ export interface Recovery {
  * the lock nobody else is writing them), then recover the journaled operation, if any.
  * `status`: the volume's status now. `removed` collects the temp files removed.
  */
-export async function recover(ctx: OperationContext, status: VolumeStatus, removed: string[] = []): Promise<Recovery | null> {
+export async function recover(ctx: OperationContext, status: VolumeStatus, removed: string[] = [], novaOutcome?: NovaOutcome): Promise<Recovery | null> {
   for (const t of (await ctx.files.list()).tempFiles) if (await ctx.files.unlink(t)) removed.push(t);
   const journal = await readJournal(ctx.files);
   if (!journal) return null;
-  return journal.op === 'create-snapshot' ? recoverCreate(ctx, journal, status) : recoverDelete(ctx, journal, status);
+  return journal.op === 'create-snapshot' ? recoverCreate(ctx, journal, status, novaOutcome) : recoverDelete(ctx, journal, status, novaOutcome);
 }
 
-async function recoverCreate(ctx: OperationContext, journal: CreateJournal, status: VolumeStatus): Promise<Recovery> {
+async function recoverCreate(ctx: OperationContext, journal: CreateJournal, status: VolumeStatus, novaOutcome?: NovaOutcome): Promise<Recovery> {
   const { files } = ctx;
   const { info } = await files.readInfo();
   const { snapshot, file } = journal;
@@ -53,18 +61,25 @@ async function recoverCreate(ctx: OperationContext, journal: CreateJournal, stat
   };
   if (info[snapshot] === file) return done('completed', `snapshot ${snapshot} create had completed (${file})`);
   if (!files.exists(file)) return done('rolled-back', `snapshot ${snapshot} create interrupted before ${file} existed`);
-  if (journal.phase === 'hypervisor' && safeHoldsData(ctx, file)) {
-    // The guest wrote into the overlay: it is the guest's active disk now. Record it.
+  const hypervisor = journal.phase === 'hypervisor';
+  const data = hypervisor && safeHoldsData(ctx, file);
+  const accepted = journal.accepted ? 'Nova accepted the request and never reported its outcome' : 'Nova was asked to move the guest';
+  if (data && novaOutcome === 'failed') {
+    throw new CowError('ECOW_INVALID_STATE', `interrupted create of snapshot ${snapshot}: --nova-outcome failed, but ${file} holds data: the guest wrote to it, so it runs on it; nothing changed`);
+  }
+  if (data || (hypervisor && novaOutcome === 'done')) {
+    // The guest is on the overlay (it wrote into it, or Nova did switch): record it as active.
     if (info.active !== journal.backing || files.header(file).backing !== journal.backing) {
-      throw new CowError('ECOW_INVALID_STATE', `interrupted create of snapshot ${snapshot}: ${file} holds guest data but the chain changed since (active ${info.active}); resolve by hand`);
+      throw new CowError('ECOW_INVALID_STATE', `interrupted create of snapshot ${snapshot}: the guest is on ${file} but the chain changed since (active ${info.active}); resolve by hand`);
     }
     await files.writeInfo({ ...info, active: file, [snapshot]: file });
-    return done('adopted', `snapshot ${snapshot} create interrupted after the guest moved onto ${file} (it holds data): recorded it as the active file`);
+    const why = data ? 'it holds data' : 'Nova did the switch (--nova-outcome done)';
+    return done('adopted', `snapshot ${snapshot} create interrupted after the guest moved onto ${file} (${why}): recorded it as the active file`);
   }
-  if (journal.phase === 'hypervisor' && isAttached(status)) {
+  if (hypervisor && isAttached(status) && novaOutcome !== 'failed') {
     throw new CowError(
-      'ECOW_INVALID_STATE',
-      `interrupted create of snapshot ${snapshot} of attached volume ${files.volumeId}: cannot tell whether the guest moved onto the empty ${file}; detach the volume and run fsck (it then removes ${file})`,
+      'ECOW_NEEDS_FSCK',
+      `interrupted create of snapshot ${snapshot} of attached volume ${files.volumeId}: ${accepted}; ${file} holds no data and the info file's active is still ${info.active}, so whether the guest moved onto ${file} cannot be told from the files. Run fsck with --nova-outcome done (the guest is on ${file}) or failed (it is not: ${file} is removed), or detach the volume and run fsck`,
     );
   }
   await files.unlink(file);
@@ -80,7 +95,7 @@ function safeHoldsData(ctx: OperationContext, file: string): boolean {
   }
 }
 
-async function recoverDelete(ctx: OperationContext, journal: DeleteJournal, status: VolumeStatus): Promise<Recovery> {
+async function recoverDelete(ctx: OperationContext, journal: DeleteJournal, status: VolumeStatus, novaOutcome?: NovaOutcome): Promise<Recovery> {
   const { files } = ctx;
   const { info } = await files.readInfo();
   const { snapshot } = journal;
@@ -92,6 +107,21 @@ async function recoverDelete(ctx: OperationContext, journal: DeleteJournal, stat
     await clearJournal(files);
     return { journal, action: 'completed', detail: `snapshot ${snapshot} delete had written the info file; removed ${journal.unlink}` };
   }
+  const moved = dataMoved(ctx, journal);
+  const running = journal.accepted === true && !moved && isAttached(status);
+  if (running && novaOutcome === undefined) {
+    throw new CowError(
+      'ECOW_NEEDS_FSCK',
+      `interrupted delete of snapshot ${snapshot} (${journal.method}) of attached volume ${files.volumeId}: Nova accepted the merge and never reported its outcome, and the headers do not show it done (${journal.method === 'hypervisor-pull' ? `${journal.file} is not backed by ${journal.newBase ?? 'nothing'}` : `${journal.higher} is not backed by ${journal.base}`}); it may still be running. Run fsck with --nova-outcome failed once Nova's job is gone (the snapshot is kept), or detach the volume and run fsck`,
+    );
+  }
+  if (!moved && novaOutcome === 'done') {
+    throw new CowError('ECOW_INVALID_STATE', `interrupted delete of snapshot ${snapshot}: --nova-outcome done, but the headers do not show the merge done; nothing changed`);
+  }
+  if (!moved && journal.accepted && novaOutcome === 'failed') {
+    await clearJournal(files);
+    return { journal, action: 'rolled-back', detail: `snapshot ${snapshot} delete (${journal.method}): Nova's merge failed (--nova-outcome failed) and nothing had moved; the snapshot is kept` };
+  }
   // A commit killed mid-way leaves allocated but unreferenced clusters in its target; free them
   // (never in a file a guest may be writing: the active file of an attached volume).
   let leaks = '';
@@ -99,7 +129,7 @@ async function recoverDelete(ctx: OperationContext, journal: DeleteJournal, stat
     const { leaksFixed } = files.checkLeaks(journal.base, true);
     if (leaksFixed > 0) leaks = `; freed ${leaksFixed} leaked cluster(s) in ${journal.base}`;
   }
-  if (dataMoved(ctx, journal)) {
+  if (moved) {
     await finishDelete(ctx, journal, info);
     return { journal, action: 'finished', detail: `snapshot ${snapshot} delete (${journal.method}) had moved the data; wrote the info file and removed ${journal.unlink}${leaks}` };
   }

@@ -210,14 +210,16 @@ describe('attached volume: Nova failures change nothing', () => {
     expect(guest.chainNames()).toEqual([fileB, fileA, base]);
   });
 
-  it('Nova never reports: ECOW_NOVA_TIMEOUT through the injected clock, nothing deleted, info unchanged', async () => {
+  it('Nova never reports: ECOW_NEEDS_FSCK (a time-out through the injected clock), nothing deleted, info unchanged', async () => {
     await rig.nova.stop();
     await rig.status.close();
     rig = await makeRig(instantClock());
     const { info, files } = await withTwoSnapshots();
     rig.nova.faults.neverReport = true;
     const started = Date.now();
-    await expect(rig.driver.deleteSnapshot(VOL, BBBB, { status: 'in-use' })).rejects.toSatisfy((e) => isCowError(e, 'ECOW_NOVA_TIMEOUT'));
+    await expect(rig.driver.deleteSnapshot(VOL, BBBB, { status: 'in-use' })).rejects.toSatisfy(
+      (e) => isCowError(e, 'ECOW_NEEDS_FSCK') && isCowError((e as Error).cause, 'ECOW_NOVA_TIMEOUT'),
+    );
     expect(Date.now() - started).toBeLessThan(30_000);
     expect(await readInfo(rig.dir, VOL)).toEqual(info);
     // Nova did move the data (it only failed to say so): nothing is deleted, and a journal of the

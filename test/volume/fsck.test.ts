@@ -134,11 +134,11 @@ describe('interrupted creates', () => {
     const v = await interruptedCreate('hypervisor', false);
     const before = v.listing();
     const r = await v.driver.fsck(VOL, { status: 'in-use' });
-    expect(r.problems.join()).toMatch(/cannot tell whether the guest moved onto the empty/);
+    expect(r.problems.join()).toMatch(/ECOW_NEEDS_FSCK: .* holds no data .* whether the guest moved onto \S+ cannot be told from the files/);
     expect(r.actions).toEqual([]);
     expect(v.listing()).toEqual(before);
     const code = await v.driver.createSnapshot(VOL, SNAP.dddd, { status: 'in-use' }).catch((e: CowError) => e.code);
-    expect(code).toBe('ECOW_INVALID_STATE');
+    expect(code).toBe('ECOW_NEEDS_FSCK');
     const r2 = await v.driver.fsck(VOL);
     expect(r2.actions.map((a) => a.detail)).toEqual([expect.stringMatching(/^rolled-back: .*removed .*cccc/)]);
     expect(r2.problems).toEqual([]);
