@@ -3,7 +3,7 @@ export { CowError, isCowError, ERROR_CODES, type CowErrorCode } from './errors.j
 export { type Backend, FileBackend, MemoryBackend } from './engine/backend.js';
 export { Image } from './image/image.js';
 export type { HeaderInfo, ImageFormat, MapEntry } from './image/types.js';
-export { openImage, openImageOn, defaultResolveBacking, type OpenOptions, type BackingResolver } from './chain/open-chain.js';
+export { openImage, openImageOn, defaultResolveBacking, type OpenOptions, type BackingResolver } from './image/open-chain.js';
 export { qemuStyleInfo, type QemuStyleInfo } from './image/info.js';
 export { convertImage, convertToRaw, type ConvertOptions } from './image/convert.js';
 export { createImage, createQcow2On, CreateOptionsSchema, type CreateOptions } from './image/create.js';

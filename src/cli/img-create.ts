@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
-import { openImage } from '../chain/open-chain.js';
+import { openImage } from '../image/open-chain.js';
 import { createImage, type CreateOptions } from '../image/create.js';
 import { CowError } from '../errors.js';
 import { collect, mergeOptionLists, parseBool, parseCount, parseSize, parseSizeBig } from './args.js';

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { openImage } from '../chain/open-chain.js';
+import { openImage } from '../image/open-chain.js';
 import { convertImage, type ConvertOptions } from '../image/convert.js';
 import { qemuStyleInfo } from '../image/info.js';
 import type { Image } from '../image/image.js';

@@ -14,7 +14,7 @@
 // command failed the exit status is 1 with one stderr line `cowchain: CODE: summary` (the code of
 // the first failure; ECOW_IO for a pattern mismatch).
 import type { Command } from 'commander';
-import { openImage } from '../chain/open-chain.js';
+import { openImage } from '../image/open-chain.js';
 import type { Image } from '../image/image.js';
 import { CowError, isCowError, type CowErrorCode } from '../errors.js';
 import { collect, humanBytes, parsePatternByte, parseSize, splitWords } from './args.js';

@@ -9,7 +9,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { openImage } from '../chain/open-chain.js';
+import { openImage } from '../image/open-chain.js';
 import { VolumeDriver } from '../volume/driver.js';
 import { serializeInfo, readInfo } from '../volume/info-file.js';
 import { NovaClient } from '../nova/client.js';

@@ -1,7 +1,7 @@
 // `qemu-img check [-r leaks|all]`: the engine walks the image (assembly/check.ts) and classifies
 // what it finds exactly as qemu 7.2 does; this module opens the image, turns the engine's counters
 // into qemu-img's JSON object (same field names, same omissions, same key order) and its exit code.
-import { openImage } from '../chain/open-chain.js';
+import { openImage } from './open-chain.js';
 import { CowError } from '../errors.js';
 import type { Image } from './image.js';
 import type { ImageFormat } from './types.js';

@@ -1,7 +1,7 @@
 import { CowError } from '../errors.js';
-import { openImage, type BackingFormatPolicy, type BackingResolver } from '../chain/open-chain.js';
+import { openImage, type BackingFormatPolicy, type BackingResolver } from './open-chain.js';
 import type { ImageFormat } from './types.js';
-import { sameFile } from '../chain/same-file.js';
+import { sameFile } from './same-file.js';
 import type { JobOptions } from './job.js';
 import { commitLive } from './live.js';
 

@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import { CowError } from '../errors.js';
-import { openImage } from '../chain/open-chain.js';
+import { openImage } from './open-chain.js';
 import type { Image } from './image.js';
 import { createImage, type CreateOptions } from './create.js';
 import { runJob, type JobOptions, type ProgressCallback } from './job.js';

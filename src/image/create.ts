@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { Engine } from '../engine/engine.js';
 import { FileBackend, type Backend } from '../engine/backend.js';
 import { CowError } from '../errors.js';
-import { openImage, defaultResolveBacking } from '../chain/open-chain.js';
+import { openImage, defaultResolveBacking } from './open-chain.js';
 
 /** Options of `createImage`, qemu-img's names in camelCase; validated at the boundary. */
 export const CreateOptionsSchema = z

@@ -1,5 +1,5 @@
 import * as fs from 'node:fs';
-import { fullBackingFilename } from '../chain/open-chain.js';
+import { fullBackingFilename } from './open-chain.js';
 import type { Image } from './image.js';
 
 /** `qemu-img info --output=json` for one image, field for field where we know the value. */

@@ -1,8 +1,8 @@
 import { CowError } from '../errors.js';
-import { openImage, defaultResolveBacking, type BackingResolver } from '../chain/open-chain.js';
+import { openImage, defaultResolveBacking, type BackingResolver } from './open-chain.js';
 import type { Image } from './image.js';
 import type { ImageFormat } from './types.js';
-import { sameFile } from '../chain/same-file.js';
+import { sameFile } from './same-file.js';
 import { runJob, type JobOptions } from './job.js';
 import { streamLive } from './live.js';
 

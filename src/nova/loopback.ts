@@ -7,7 +7,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { z } from 'zod';
-import { openImage, openImageOn } from '../chain/open-chain.js';
+import { openImage, openImageOn } from '../image/open-chain.js';
 import { FileBackend } from '../engine/backend.js';
 import type { Image } from '../image/image.js';
 import { commitLive, dropCommitted, streamLive } from '../image/live.js';

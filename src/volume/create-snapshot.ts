@@ -11,7 +11,7 @@
  * A failure (not a crash) before the info file removes the overlay and leaves the info file as
  * it was.
  */
-import { validateSnapshotId } from '../chain/names.js';
+import { validateSnapshotId } from './names.js';
 import { CowError } from '../errors.js';
 import type { VolumeInfo } from './info-file.js';
 import { clearJournal, writeJournal } from './journal.js';

@@ -15,7 +15,7 @@
  * the bookkeeping (the data had moved) or runs the delete again from the current state (every
  * state before the move is a normal chain in which the move is idempotent).
  */
-import { validateSnapshotId } from '../chain/names.js';
+import { validateSnapshotId } from './names.js';
 import { CowError } from '../errors.js';
 import { commitImage } from '../image/commit.js';
 import { rebaseImage } from '../image/rebase.js';

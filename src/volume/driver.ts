@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import * as fsSync from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { baseName, validateSnapshotId, validateVolumeId } from '../chain/names.js';
+import { baseName, validateSnapshotId, validateVolumeId } from './names.js';
 import { CowError } from '../errors.js';
 import { createImage } from '../image/create.js';
 import type { ProgressCallback } from '../image/job.js';

@@ -7,7 +7,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
-import { baseName } from '../chain/names.js';
+import { baseName } from './names.js';
 import { CowError } from '../errors.js';
 import type { ImageFormat } from '../image/types.js';
 import { writeFileAtomic } from './atomic-file.js';

@@ -28,7 +28,7 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { baseName } from '../chain/names.js';
+import { baseName } from './names.js';
 import { CowError } from '../errors.js';
 
 export interface VolumeLockOptions {

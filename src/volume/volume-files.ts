@@ -7,8 +7,8 @@
 import * as fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { openImage, type BackingFormatPolicy, type BackingResolver } from '../chain/open-chain.js';
-import { baseName, checkChainName, parseChainName, resolveInsideDirSync, snapshotFileName } from '../chain/names.js';
+import { openImage, type BackingFormatPolicy, type BackingResolver } from '../image/open-chain.js';
+import { baseName, checkChainName, parseChainName, resolveInsideDirSync, snapshotFileName } from './names.js';
 import { CowError, isCowError } from '../errors.js';
 import { FileBackend } from '../engine/backend.js';
 import { checkOpenImage } from '../image/check.js';

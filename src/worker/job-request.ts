@@ -4,7 +4,7 @@
  * crosses. The same request runs in-process (runJobRequest) or in a worker (EnginePool).
  */
 import { z } from 'zod';
-import { openImage, type BackingResolver } from '../chain/open-chain.js';
+import { openImage, type BackingResolver } from '../image/open-chain.js';
 import { CowError } from '../errors.js';
 import { checkImage, type CheckOutcome } from '../image/check.js';
 import { commitImage } from '../image/commit.js';

@@ -13,7 +13,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { beforeAll, expect, it } from 'vitest';
-import { openImage } from '../../src/chain/open-chain.js';
+import { openImage } from '../../src/image/open-chain.js';
 import { VolumeDriver } from '../../src/volume/driver.js';
 import { qemuCheck, qemuImg, requireQemu } from '../support/qemu.js';
 import { bundleChild, glusterMounts, localDir, runChild, sharedDir } from './support.js';

@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { beforeAll, expect, it } from 'vitest';
-import { openImage } from '../../src/chain/open-chain.js';
+import { openImage } from '../../src/image/open-chain.js';
 import { parseInfo } from '../../src/volume/info-file.js';
 import { VolumeDriver } from '../../src/volume/driver.js';
 import { qemuCheck, qemuImg, requireQemu } from '../support/qemu.js';

@@ -16,7 +16,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openImage } from '../../src/chain/open-chain.js';
+import { openImage } from '../../src/image/open-chain.js';
 import { parseInfo } from '../../src/volume/info-file.js';
 import { lockFilePath } from '../../src/volume/lock.js';
 import { VolumeDriver } from '../../src/volume/driver.js';

@@ -13,7 +13,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openImage } from '../../src/chain/open-chain.js';
+import { openImage } from '../../src/image/open-chain.js';
 import { Engine } from '../../src/engine/engine.js';
 import { checkImage, formatCheckHuman, formatCheckJson, type CheckOutcome, type RepairMode } from '../../src/image/check.js';
 import { qemuImg, qemuIo, qemuRaw, requireQemu, tmpDir } from '../support/qemu.js';

@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { VolumeDriver } from '../../src/volume/driver.js';
 import { readInfo } from '../../src/volume/info-file.js';
-import { openImage } from '../../src/chain/open-chain.js';
+import { openImage } from '../../src/image/open-chain.js';
 import { NovaClient } from '../../src/nova/client.js';
 import { NovaHypervisor } from '../../src/nova/hypervisor.js';
 import { SnapshotStatusStore } from '../../src/nova/status-store.js';

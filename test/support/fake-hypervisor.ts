@@ -6,7 +6,7 @@
  * records every call. The guest's disk is the volume's active file when a call arrives.
  */
 import * as path from 'node:path';
-import { openImage } from '../../src/chain/open-chain.js';
+import { openImage } from '../../src/image/open-chain.js';
 import { commitImage } from '../../src/image/commit.js';
 import { rebaseImage, streamImage } from '../../src/image/rebase.js';
 import { createInfoSchema, deleteInfoSchema, type CreateInfo, type DeleteInfo } from '../../src/nova/schemas.js';

@@ -35,11 +35,13 @@ export default function setup(): void {
     run('asc assembly/index.ts --target release', [path.join(ROOT, 'node_modules/assemblyscript/bin/asc.js'), 'assembly/index.ts', '--target', 'release']);
   }
   // tsc rewrites every output: one output older than the newest source means a stale build.
-  // Type errors do not stop tsc from emitting (the typecheck step reports them).
+  // As `npm run build:ts`, dist/ starts empty (a moved source leaves no stale output). Type
+  // errors do not stop tsc from emitting (the typecheck step reports them).
   const cli = path.join(ROOT, 'dist/cli/main.js');
   if (mtime(cli) < newest(path.join(ROOT, 'src'))) {
     console.log('global setup: building dist/ (tsc -p tsconfig.build.json)');
     const started = Date.now();
+    fs.rmSync(path.join(ROOT, 'dist'), { recursive: true, force: true });
     spawnSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: ROOT, encoding: 'utf8' });
     if (mtime(cli) < started - 2000) throw new Error(`global setup: the CLI was not built (${cli})`);
   }

@@ -8,7 +8,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { expect } from 'vitest';
-import { openImage } from '../../src/chain/open-chain.js';
+import { openImage } from '../../src/image/open-chain.js';
 import { serializeInfo, type VolumeInfo } from '../../src/volume/info-file.js';
 import { VolumeDriver, type VolumeDriverOptions } from '../../src/volume/driver.js';
 import type { VolumeStatus } from '../../src/volume/status.js';

@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { openImage } from '../../src/chain/open-chain.js';
+import { openImage } from '../../src/image/open-chain.js';
 import { createImage } from '../../src/image/create.js';
 import { VolumeDriver } from '../../src/volume/driver.js';
 import { rejection } from '../support/errors.js';

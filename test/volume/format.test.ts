@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { FileBackend } from '../../src/engine/backend.js';
 import { isCowError } from '../../src/errors.js';
-import { openImage } from '../../src/chain/open-chain.js';
+import { openImage } from '../../src/image/open-chain.js';
 import { createQcow2On } from '../../src/image/create.js';
 import { VolumeDriver } from '../../src/volume/driver.js';
 import { cli, expectCliFailure, fails, ok } from '../support/cli.js';

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { CowError } from '../../src/errors.js';
 import { commitImage } from '../../src/image/commit.js';
 import { rebaseImage } from '../../src/image/rebase.js';
-import { openImage } from '../../src/chain/open-chain.js';
+import { openImage } from '../../src/image/open-chain.js';
 import { serializeInfo } from '../../src/volume/info-file.js';
 import { writeJournal } from '../../src/volume/journal.js';
 import { VolumeFiles } from '../../src/volume/volume-files.js';

@@ -7,7 +7,7 @@ import nodeFs from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
 import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { openImage } from '../../src/chain/open-chain.js';
+import { openImage } from '../../src/image/open-chain.js';
 import { FileBackend } from '../../src/engine/backend.js';
 import { type CowErrorCode } from '../../src/errors.js';
 import { createQcow2On } from '../../src/image/create.js';

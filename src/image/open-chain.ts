@@ -3,8 +3,8 @@ import * as path from 'node:path';
 import { Engine } from '../engine/engine.js';
 import { FileBackend, type Backend } from '../engine/backend.js';
 import { CowError } from '../errors.js';
-import { Image } from '../image/image.js';
-import type { ImageFormat } from '../image/types.js';
+import { Image } from './image.js';
+import type { ImageFormat } from './types.js';
 
 /**
  * Decides where a backing name read from a header leads. Returns the path to open, or throws

@@ -12,7 +12,7 @@ import {
   snapshotFileName,
   validateSnapshotId,
   validateVolumeId,
-} from '../../src/chain/names.js';
+} from '../../src/volume/names.js';
 import { CowError } from '../../src/errors.js';
 import { codeOf, rejection } from '../support/errors.js';
 
