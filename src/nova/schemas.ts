@@ -5,16 +5,21 @@
  * (unknown keys → 400), so the request shapes here are strict too.
  */
 import { z } from 'zod';
+import type { CreateInfo, DeleteInfo } from '../volume/hypervisor.js';
+
+export type { CreateInfo, DeleteInfo };
 
 const nonEmpty = z.string().min(1);
 
-/** `create_info` of `POST /os-assisted-volume-snapshots`: switch the guest onto `new_file`. */
+/**
+ * `create_info` of `POST /os-assisted-volume-snapshots`: switch the guest onto `new_file`. The
+ * type is the volume layer's (src/volume/hypervisor.ts); the schema must produce exactly it.
+ */
 export const createInfoSchema = z.strictObject({
   type: z.literal('qcow2'),
   new_file: nonEmpty,
   snapshot_id: nonEmpty,
-});
-export type CreateInfo = z.infer<typeof createInfoSchema>;
+}) satisfies z.ZodType<CreateInfo>;
 
 /**
  * `delete_info` of `DELETE /os-assisted-volume-snapshots/{id}`. `merge_target_file: null` asks
@@ -27,8 +32,7 @@ export const deleteInfoSchema = z.strictObject({
   file_to_merge: nonEmpty.nullable(),
   merge_target_file: nonEmpty.nullable(),
   volume_id: nonEmpty,
-});
-export type DeleteInfo = z.infer<typeof deleteInfoSchema>;
+}) satisfies z.ZodType<DeleteInfo>;
 
 /**
  * Nova's answer to a create. `id` echoes `create_info.id`, which we never send, so Nova

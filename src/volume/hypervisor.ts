@@ -3,7 +3,8 @@
  * snapshots. The driver creates and deletes files and keeps the info file; the hypervisor moves
  * the running guest between files and moves data between them while the guest runs.
  *
- * The Nova implementation sends `create_info` / `delete_info` to `os-assisted-volume-snapshots`
+ * The volume layer owns this interface and its types; src/nova implements it. The Nova
+ * implementation (NovaHypervisor) sends `create_info` / `delete_info` to `os-assisted-volume-snapshots`
  * exactly as given and waits (with Cinder's back-off) until the snapshot reports progress 90%;
  * any other outcome — an error status, a time-out, a refused request — rejects.
  *
@@ -14,9 +15,25 @@
  * or a merge may still be running. The driver then keeps every file and the journal and fails
  * with ECOW_NEEDS_FSCK; fsck decides from what the chain shows, or from `novaOutcome`.
  */
-import type { CreateInfo, DeleteInfo } from '../nova/schemas.js';
 
-export type { CreateInfo, DeleteInfo };
+/** `create_info`: move the guest onto `new_file`, the overlay made for `snapshot_id`. */
+export interface CreateInfo {
+  type: 'qcow2';
+  new_file: string;
+  snapshot_id: string;
+}
+
+/**
+ * `delete_info`: `merge_target_file: null` asks for a blockRebase (pull `file_to_merge`'s data
+ * into the active file; `file_to_merge: null` pulls everything and drops the backing file); a
+ * non-null target asks for a blockCommit of `file_to_merge` into it.
+ */
+export interface DeleteInfo {
+  type: 'qcow2';
+  file_to_merge: string | null;
+  merge_target_file: string | null;
+  volume_id: string;
+}
 
 export interface HypervisorCallOptions {
   /** Aborted when the operation must stop (cancelled, or the volume lock was lost). */
