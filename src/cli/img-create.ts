@@ -5,6 +5,7 @@ import { createImage, type CreateOptions } from '../image/create.js';
 import { CowError } from '../errors.js';
 import { collect, mergeOptionLists, parseBool, parseCount, parseSize, parseSizeBig } from './args.js';
 import { print } from './output.js';
+import { imageFormatSchema, parseImageFormat } from '../image/format.js';
 
 /** Largest virtual size we accept: offsets cross the engine boundary as exact doubles. */
 const MAX_SIZE = 2n ** 53n;
@@ -13,7 +14,7 @@ const MAX_SIZE = 2n ** 53n;
 const QCOW2_KEYS = ['size', 'backing_file', 'backing_fmt', 'cluster_size', 'compat', 'refcount_bits', 'extended_l2'] as const;
 const RAW_KEYS = ['size'] as const;
 
-const Format = z.enum(['raw', 'qcow2']);
+const Format = imageFormatSchema;
 
 /** The command line after the strings were parsed: the rules between options live here. */
 const CreateCommandSchema = z
@@ -71,11 +72,6 @@ export interface CreateCliOptions {
   q?: boolean;
 }
 
-function formatName(name: string, what: string): 'raw' | 'qcow2' {
-  if (name === 'raw' || name === 'qcow2') return name;
-  throw new CowError('ECOW_UNKNOWN_FORMAT', `${what} "${name}" is not raw or qcow2`);
-}
-
 function sizeArgument(text: string, what: string): number {
   const v = parseSizeBig(text, what);
   if (v > MAX_SIZE) throw new CowError('ECOW_BAD_SIZE', `${what} ${v} is too large (more than 2^53 bytes)`);
@@ -84,7 +80,7 @@ function sizeArgument(text: string, what: string): number {
 
 /** qemu-img create's arguments → validated options (no file is touched). */
 export function parseCreateCommand(file: string, sizeText: string | undefined, o: CreateCliOptions): CreateCommand {
-  const format = formatName(o.f ?? 'raw', 'format');
+  const format = parseImageFormat(o.f ?? 'raw', 'format');
   const opts = mergeOptionLists(o.o ?? []);
   const allowed: readonly string[] = format === 'qcow2' ? QCOW2_KEYS : RAW_KEYS;
   for (const k of opts.keys()) {
@@ -101,7 +97,7 @@ export function parseCreateCommand(file: string, sizeText: string | undefined, o
   const backingFile = o.b ?? opts.get('backing_file');
   if (backingFile !== undefined) raw.backingFile = backingFile;
   const backingFormat = o.F ?? opts.get('backing_fmt');
-  if (backingFormat !== undefined) raw.backingFormat = formatName(backingFormat, 'backing format');
+  if (backingFormat !== undefined) raw.backingFormat = parseImageFormat(backingFormat, 'backing format');
   const cs = opts.get('cluster_size');
   if (cs !== undefined) raw.clusterSize = parseSize(cs, 'cluster_size');
   const rb = opts.get('refcount_bits');

@@ -8,6 +8,7 @@ import { parseFormatOption, print } from './output.js';
 import { collect, mergeOptionLists } from './args.js';
 import { parseCreateCommand } from './img-create.js';
 import { progressBar } from './progress.js';
+import { parseImageFormat } from '../image/format.js';
 
 /** Open FILE (and its chain) for the duration of `fn`. */
 export function withImage<T>(file: string, format: string | undefined, fn: (img: Image) => T, writable = false): T {
@@ -106,8 +107,7 @@ export function registerImgRead(img: Command): void {
  */
 export function convertTarget(dst: string, format: string, options: string[] | undefined): Pick<ConvertOptions, 'format' | 'create'> {
   // An output format we cannot write is a bad argument (qemu-img knows more formats than we do).
-  if (format !== 'raw' && format !== 'qcow2') throw new CowError('ECOW_BAD_ARGUMENT', `output format "${format}" is not supported (raw or qcow2)`);
-  const fmt: 'raw' | 'qcow2' = format;
+  const fmt = parseImageFormat(format, 'output format', 'ECOW_BAD_ARGUMENT');
   const keys = mergeOptionLists(options ?? []);
   for (const k of ['backing_file', 'backing_fmt']) {
     if (keys.has(k)) throw new CowError('ECOW_BAD_ARGUMENT', `invalid parameter '${k}' for convert: a target with a backing file is not supported`);

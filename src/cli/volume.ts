@@ -13,6 +13,7 @@ import type { VolumeStatus } from '../volume/status.js';
 import { parseSize } from './args.js';
 import { novaOptions, withHypervisor, type NovaCliOptions } from './nova-options.js';
 import { print } from './output.js';
+import { parseImageFormat, type ImageFormat } from '../image/format.js';
 
 interface Common {
   dir: string;
@@ -53,9 +54,8 @@ async function run<T>(o: Common, op: () => Promise<T>, human: (r: T) => string, 
   after?.(result);
 }
 
-function format(f: string | undefined): 'raw' | 'qcow2' | undefined {
-  if (f === undefined || f === 'raw' || f === 'qcow2') return f;
-  throw new CowError('ECOW_UNKNOWN_FORMAT', `format "${f}" is not raw or qcow2`);
+function format(f: string | undefined): ImageFormat | undefined {
+  return f === undefined ? undefined : parseImageFormat(f, 'format');
 }
 
 function novaOutcome(s: string | undefined): 'done' | 'failed' | undefined {

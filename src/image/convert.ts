@@ -3,11 +3,12 @@ import { CowError } from '../errors.js';
 import { openImage } from './open-chain.js';
 import type { Image } from './image.js';
 import { createImage, type CreateOptions } from './create.js';
+import type { ImageFormat } from './format.js';
 import { runJob, type JobOptions, type ProgressCallback } from './job.js';
 
 export interface ConvertOptions extends JobOptions {
   /** Output format (default raw). */
-  format?: 'raw' | 'qcow2';
+  format?: ImageFormat;
   /** qcow2 layout options of the new image (cluster size, refcount bits, compat, extended L2). */
   create?: Omit<CreateOptions, 'format' | 'size' | 'backingFile' | 'backingFormat'>;
   /** Virtual size of the new image; at least the source's (default: the source's). */

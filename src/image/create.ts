@@ -3,17 +3,18 @@ import { z } from 'zod';
 import { Engine } from '../engine/engine.js';
 import { FileBackend, type Backend } from '../engine/backend.js';
 import { CowError } from '../errors.js';
+import { imageFormatSchema } from './format.js';
 import { openImage, defaultResolveBacking } from './open-chain.js';
 
 /** Options of `createImage`, qemu-img's names in camelCase; validated at the boundary. */
 export const CreateOptionsSchema = z
   .object({
-    format: z.enum(['raw', 'qcow2']).default('qcow2'),
+    format: imageFormatSchema.default('qcow2'),
     /** Virtual size in bytes; defaults to the backing file's size. */
     size: z.number().int().nonnegative().max(2 ** 53).optional(),
     /** Backing file name exactly as it will be stored in the header (relative or absolute). */
     backingFile: z.string().min(1).max(1023).optional(),
-    backingFormat: z.enum(['raw', 'qcow2']).optional(),
+    backingFormat: imageFormatSchema.optional(),
     clusterSize: z.number().int().refine((v) => v >= 512 && v <= 2 << 20 && (v & (v - 1)) === 0, 'a power of two between 512 and 2097152').default(65536),
     refcountBits: z.number().int().refine((v) => [1, 2, 4, 8, 16, 32, 64].includes(v), 'a power of two between 1 and 64').default(16),
     compat: z.enum(['0.10', '1.1']).default('1.1'),

@@ -4,6 +4,7 @@ import { Engine } from '../engine/engine.js';
 import { FileBackend, type Backend } from '../engine/backend.js';
 import { CowError } from '../errors.js';
 import { Image } from './image.js';
+import { parseImageFormat } from './format.js';
 import type { ImageFormat } from './types.js';
 
 /**
@@ -46,11 +47,6 @@ export function fullBackingFilename(childFilename: string, backingName: string):
   return slash < 0 ? backingName : childFilename.slice(0, slash + 1) + backingName;
 }
 
-function parseFormat(name: string, where: string): ImageFormat {
-  if (name === 'raw' || name === 'qcow2') return name;
-  throw new CowError('ECOW_UNKNOWN_FORMAT', `format "${name}" of ${where} is not raw or qcow2`);
-}
-
 function probeFormat(engine: Engine, backend: Backend): ImageFormat {
   const handle = engine.addBackend(backend);
   try {
@@ -86,7 +82,7 @@ export function openImage(file: string, options: OpenOptions = {}): Image {
       if (info.name === null) break;
       const child = filename;
       filename = resolve(info.name, child);
-      const recorded = info.format === null ? null : parseFormat(info.format, filename);
+      const recorded = info.format === null ? null : parseImageFormat(info.format, `the backing format recorded in ${filename}`);
       format = options.formatOf ? options.formatOf(info.name, recorded) : (recorded ?? undefined);
       writable = options.writableDepths?.includes(layers.length) ?? false;
     }

@@ -1,5 +1,6 @@
-/** Image formats the engine reads and writes. */
-export type ImageFormat = 'raw' | 'qcow2';
+import type { ImageFormat } from './format.js';
+
+export type { ImageFormat };
 
 /** Header facts the engine reports for one image (qcow2 fields are absent for raw). */
 export interface HeaderInfo {

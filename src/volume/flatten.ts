@@ -5,6 +5,7 @@
 import path from 'node:path';
 import { CowError } from '../errors.js';
 import { convertImage } from '../image/convert.js';
+import type { ImageFormat } from '../image/format.js';
 import { createFileAtomic } from './atomic-file.js';
 import type { OperationContext } from './context.js';
 import { checkSize } from './size.js';
@@ -12,14 +13,14 @@ import { newFilePrefix } from './volume-files.js';
 
 export interface FlattenOptions {
   /** Format of the new image (default raw). */
-  format?: 'raw' | 'qcow2';
+  format?: ImageFormat;
   /** Virtual size (bytes); default and minimum: the snapshot's size. */
   size?: number;
 }
 
 export interface FlattenResult {
   file: string;
-  format: 'raw' | 'qcow2';
+  format: ImageFormat;
   size: number;
 }
 

@@ -11,10 +11,11 @@ import { baseName } from './names.js';
 import { CowError } from '../errors.js';
 import type { ImageFormat } from '../image/types.js';
 import { writeFileAtomic } from './atomic-file.js';
+import { imageFormatSchema } from '../image/format.js';
 
 export const FormatRecordSchema = z.strictObject({
   version: z.literal(1),
-  format: z.enum(['raw', 'qcow2']),
+  format: imageFormatSchema,
 });
 
 export function formatRecordName(volumeId: string): string {

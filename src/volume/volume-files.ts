@@ -18,6 +18,7 @@ import type { ImageFormat } from '../image/types.js';
 import { syncDir } from './atomic-file.js';
 import { formatRecordName, formatRecordTempPrefix } from './format-record.js';
 import { infoTempPrefix, readInfo, writeInfo, type VolumeInfo } from './info-file.js';
+import { isImageFormat } from '../image/format.js';
 
 /** Most images in one volume's chain; a deeper chain is ECOW_CHAIN_TOO_DEEP. */
 export const MAX_CHAIN_DEPTH = 64;
@@ -199,7 +200,7 @@ export class VolumeFiles {
       const backing = h.backingFile ?? null;
       if (backing !== null) checkChainName(this.volumeId, backing);
       const bf = h.backingFormat ?? null;
-      const backingFormat = bf === 'raw' || bf === 'qcow2' ? bf : null;
+      const backingFormat = isImageFormat(bf) ? bf : null;
       return { name, format: img.format, virtualSize: img.virtualSize, backing, backingFormat };
     } finally {
       img.close();

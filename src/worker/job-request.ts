@@ -11,10 +11,11 @@ import { commitImage } from '../image/commit.js';
 import { convertImage } from '../image/convert.js';
 import { createImage, type CreateOptions } from '../image/create.js';
 import type { JobOptions } from '../image/job.js';
+import { imageFormatSchema } from '../image/format.js';
 import { rebaseImage, streamImage } from '../image/rebase.js';
 import { MAX_CHAIN_DEPTH, VolumeFiles } from '../volume/volume-files.js';
 
-const Format = z.enum(['raw', 'qcow2']);
+const Format = imageFormatSchema;
 const Path = z.string().min(1).max(4096);
 
 /**

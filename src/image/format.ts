@@ -1,0 +1,26 @@
+/**
+ * The image formats the engine reads and writes, and the one place a format name from outside
+ * (an option, a header's backing format, a request, a record) becomes an `ImageFormat`.
+ */
+import { z } from 'zod';
+import { CowError, type CowErrorCode } from '../errors.js';
+
+export const IMAGE_FORMATS = ['raw', 'qcow2'] as const;
+
+export type ImageFormat = (typeof IMAGE_FORMATS)[number];
+
+/** A format field of validated input (zod). */
+export const imageFormatSchema = z.enum(IMAGE_FORMATS);
+
+export function isImageFormat(value: unknown): value is ImageFormat {
+  return value === 'raw' || value === 'qcow2';
+}
+
+/**
+ * `name` as an ImageFormat; anything else fails with `code` (default ECOW_UNKNOWN_FORMAT) and a
+ * message naming `what` and the value.
+ */
+export function parseImageFormat(name: string, what: string, code: CowErrorCode = 'ECOW_UNKNOWN_FORMAT'): ImageFormat {
+  if (isImageFormat(name)) return name;
+  throw new CowError(code, `${what} "${name}" is not raw or qcow2`);
+}
