@@ -30,7 +30,8 @@ export function describeImage(img: Image): string {
   parts.push(field("virtualSize", h.size.toString()));
   parts.push(field("clusterBits", h.clusterBits.toString()));
   parts.push(field("clusterSize", h.clusterSize.toString()));
-  parts.push(field("backingFile", h.backingOffset != 0 ? jsonString(h.backingName) : "null"));
+  // An empty name (length 0, or a NUL first) is no backing file, as in qemu.
+  parts.push(field("backingFile", h.backingName.length > 0 ? jsonString(h.backingName) : "null"));
   parts.push(field("backingFormat", h.backingFormat.length > 0 ? jsonString(h.backingFormat) : "null"));
   parts.push(field("cryptMethod", h.cryptMethod.toString()));
   parts.push(field("l1Size", h.l1Size.toString()));

@@ -4,7 +4,7 @@ import { getU8, getU32, getU64, putU8, putU32, putU64 } from "./be";
 import {
   fail, hex, E_BAD_MAGIC, E_BAD_VERSION, E_BAD_CLUSTER_BITS, E_BAD_HEADER_LENGTH, E_BAD_BACKING_NAME,
   E_UNSUPPORTED_FEATURE, E_BAD_COMPRESSION, E_BAD_REFCOUNT_ORDER, E_BAD_REFCOUNT_TABLE, E_BAD_L1_TABLE,
-  E_BAD_SIZE, E_BAD_SNAPSHOT_TABLE, E_BAD_CRYPT_METHOD, E_BAD_EXTENSION, E_ENCRYPTED, E_INTERNAL,
+  E_BAD_SIZE, E_BAD_SNAPSHOT_TABLE, E_BAD_CRYPT_METHOD, E_BAD_EXTENSION, E_ENCRYPTED, E_INTERNAL, E_BAD_BITMAPS,
 } from "./errors";
 import { fileSize, readZeroFill, writeAt } from "./io";
 
@@ -37,6 +37,8 @@ const MAX_REFTABLE_BYTES: u64 = 8 << 20;
 const MAX_SNAPSHOTS: u32 = 65536;
 const SNAPSHOT_HEADER_SIZE: u64 = 40;
 const MAX_BACKING_NAME: u32 = 1023;
+const MAX_BITMAPS: u32 = 65535;
+const MAX_BITMAP_DIRECTORY_SIZE: u64 = 64 << 20;
 const INT64_MAX: u64 = 0x7fffffffffffffff;
 /** Largest offset the host boundary carries exactly (offsets cross it as f64). */
 export const MAX_HOST_OFFSET: u64 = 1 << 53;
@@ -69,6 +71,10 @@ export class Header {
   unknownFields: StaticArray<u8> = new StaticArray<u8>(0);
   backingName: string = "";
   backingFormat: string = "";
+  /** The bitmaps extension, when the bitmaps autoclear bit makes it valid (else nbBitmaps 0). */
+  nbBitmaps: u32 = 0;
+  bitmapDirSize: u64 = 0;
+  bitmapDirOffset: u64 = 0;
   /** Extensions other than backing format and feature table, in the order found. */
   extensions: Array<Extension> = new Array<Extension>();
 
@@ -93,11 +99,18 @@ export function l1EntriesFor(size: u64, clusterBits: u32, l2Bits: u32): u64 {
   return (size >> shift) + ((size & ((<u64>1 << shift) - 1)) != 0 ? 1 : 0);
 }
 
+/** A header string: qemu copies it into a C string, so it ends at the first NUL byte. */
 function decodeString(p: usize, len: u32): string {
-  return String.UTF8.decodeUnsafe(p, <usize>len);
+  let n: u32 = 0;
+  while (n < len && load<u8>(p + <usize>n) != 0) n++;
+  return String.UTF8.decodeUnsafe(p, <usize>n);
 }
 
-export function parseHeader(handle: i32): Header {
+/**
+ * Parse and validate the header. `forCheck` opens the way `qemu-img check` does (qemu's
+ * BDRV_O_CHECK): the snapshot table's offset and count are left for the check to judge.
+ */
+export function parseHeader(handle: i32, forCheck: bool = false): Header {
   const h = new Header();
   const fsize = fileSize(handle);
   const head = heap.alloc(112);
@@ -138,9 +151,9 @@ export function parseHeader(handle: i32): Header {
     fail(E_BAD_CLUSTER_BITS, "cluster_bits " + h.clusterBits.toString() + " outside 9..21");
   }
   const cs = h.clusterSize;
-  if (fsize < (h.version == 2 ? <u64>72 : <u64>104)) {
-    fail(E_BAD_HEADER_LENGTH, "file of " + fsize.toString() + " bytes is shorter than a qcow2 header");
-  }
+  // A file that ends inside the header reads as zeros from there, as qemu reads it: the zeros
+  // then fail the checks below (a v3 header_length of 0, no refcount table) or describe an empty
+  // image, which is what qemu shows too.
   if (h.version == 3) {
     if (h.headerLength < 104) fail(E_BAD_HEADER_LENGTH, "header_length " + h.headerLength.toString() + " shorter than 104");
     if (<u64>h.headerLength > cs) {
@@ -184,6 +197,13 @@ export function parseHeader(handle: i32): Header {
     fail(E_UNSUPPORTED_FEATURE, "external data files (incompatible feature bit 2) are not supported");
   }
   if (unknown != 0) fail(E_UNSUPPORTED_FEATURE, "unsupported incompatible feature bits " + hex(unknown));
+  // Extended L2 splits a cluster into 32 subclusters, which qemu wants no smaller than 512 bytes.
+  if (h.extendedL2 && h.clusterBits < 14) {
+    fail(E_BAD_CLUSTER_BITS, "extended L2 entries with cluster_bits " + h.clusterBits.toString() + ": subclusters of " + ((<u32>1 << h.clusterBits) >> 5).toString() + " bytes (qemu's minimum is 512)");
+  }
+  if ((h.autoclear & AUTOCLEAR_DATA_FILE_RAW) != 0) {
+    fail(E_UNSUPPORTED_FEATURE, "autoclear bit 1 (data-file-raw) set in an image without an external data file (autoclear " + hex(h.autoclear) + ")");
+  }
 
   if (h.compressionType > COMPRESSION_ZSTD) {
     fail(E_BAD_COMPRESSION, "unknown compression type " + h.compressionType.toString());
@@ -205,9 +225,11 @@ export function parseHeader(handle: i32): Header {
     fail(E_BAD_REFCOUNT_TABLE, "invalid refcount table offset " + hex(h.rtOffset));
   }
 
-  if (h.nbSnapshots > MAX_SNAPSHOTS) fail(E_BAD_SNAPSHOT_TABLE, "too many internal snapshots: " + h.nbSnapshots.toString());
-  if (!tableOk(h.snapshotsOffset, h.nbSnapshots, SNAPSHOT_HEADER_SIZE, cs)) {
-    fail(E_BAD_SNAPSHOT_TABLE, "invalid snapshot table offset " + hex(h.snapshotsOffset));
+  if (!forCheck) {
+    if (h.nbSnapshots > MAX_SNAPSHOTS) fail(E_BAD_SNAPSHOT_TABLE, "too many internal snapshots: " + h.nbSnapshots.toString());
+    if (!tableOk(h.snapshotsOffset, h.nbSnapshots, SNAPSHOT_HEADER_SIZE, cs)) {
+      fail(E_BAD_SNAPSHOT_TABLE, "invalid snapshot table offset " + hex(h.snapshotsOffset));
+    }
   }
 
   if (<u64>h.l1Size > MAX_L1_BYTES / 8) fail(E_BAD_L1_TABLE, "L1 table of " + h.l1Size.toString() + " entries exceeds 32 MiB");
@@ -223,7 +245,35 @@ export function parseHeader(handle: i32): Header {
 
   if (h.cryptMethod > 2) fail(E_BAD_CRYPT_METHOD, "unknown encryption method " + h.cryptMethod.toString());
   if (h.cryptMethod != 0) fail(E_ENCRYPTED, "encrypted images (method " + h.cryptMethod.toString() + ") are not supported");
+  if ((h.autoclear & AUTOCLEAR_BITMAPS) != 0) validateBitmapsExtension(h);
+  // The block layer counts whole 512-byte sectors (qemu's total_sectors): a guest never sees
+  // the bytes of a partial last sector, and qemu writes the rounded size back with the header.
+  h.size = h.size & ~(<u64>511);
   return h;
+}
+
+/**
+ * The bitmaps extension's own fields, as qemu checks them when the bitmaps autoclear bit says
+ * the bitmaps are valid (without the bit, qemu ignores the extension, and so do we).
+ */
+function validateBitmapsExtension(h: Header): void {
+  for (let i = 0; i < h.extensions.length; i++) {
+    const e = h.extensions[i];
+    if (e.magic != EXT_BITMAPS) continue;
+    const p = changetype<usize>(e.data);
+    const nb = getU32(p);
+    const reserved = getU32(p + 4);
+    const dirSize = getU64(p + 8);
+    const dirOffset = getU64(p + 16);
+    if (reserved != 0) fail(E_BAD_BITMAPS, "bitmaps extension: reserved field is " + hex(reserved) + ", not 0");
+    if (nb > MAX_BITMAPS) fail(E_BAD_BITMAPS, "bitmaps extension: " + nb.toString() + " bitmaps exceed qemu's maximum of 65535");
+    if (nb == 0) fail(E_BAD_BITMAPS, "bitmaps extension with zero bitmaps");
+    if ((dirOffset & (h.clusterSize - 1)) != 0) fail(E_BAD_BITMAPS, "bitmaps extension: directory offset " + hex(dirOffset) + " is not cluster-aligned");
+    if (dirSize > MAX_BITMAP_DIRECTORY_SIZE) fail(E_BAD_BITMAPS, "bitmaps extension: directory size " + dirSize.toString() + " exceeds 64 MiB");
+    h.nbBitmaps = nb;
+    h.bitmapDirSize = dirSize;
+    h.bitmapDirOffset = dirOffset;
+  }
 }
 
 /** fail() after freeing a native buffer: an engine error unwinds without running any cleanup. */

@@ -48,8 +48,9 @@ export function probe(handle: i32): i32 {
   return r;
 }
 
-export function openQcow2(handle: i32, writable: bool): i32 {
-  return register(new Qcow2Image(handle, writable));
+/** Open a qcow2 image; `flags`: 1 writable, 2 opened for a check (qemu's BDRV_O_CHECK). */
+export function openQcow2(handle: i32, flags: i32): i32 {
+  return register(new Qcow2Image(handle, flags));
 }
 
 /** Lay out a new, empty qcow2 image on `handle` (existing content is discarded). */

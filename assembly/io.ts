@@ -34,12 +34,30 @@ export function readExact(handle: i32, ptr: usize, len: i32, offset: u64, what: 
   if (n != len) fail(E_CORRUPT, what + " at " + hex(offset) + " lies past the end of the file");
 }
 
+/**
+ * Read a metadata table. One that starts past the end of the file is corruption (qemu-img check:
+ * "exceeding the end of the file"); one the end of the file cuts off reads as zeros from there,
+ * as qemu reads it.
+ */
+export function readTable(handle: i32, ptr: usize, len: i32, offset: u64, what: string): void {
+  if (offset >= fileEnd(handle)) fail(E_CORRUPT, what + " at " + hex(offset) + " lies past the end of the file");
+  readZeroFill(handle, ptr, len, offset);
+}
+
 export function writeAt(handle: i32, ptr: usize, len: i32, offset: u64): void {
   hostWrite(handle, ptr, len, <f64>offset);
 }
 
 export function fileSize(handle: i32): u64 {
   return <u64>hostSize(handle);
+}
+
+/**
+ * The end of the file as qemu's block layer sees it: whole 512-byte sectors (the partial last
+ * sector reads as zeros). What counts as "past the end of the file" is measured from here.
+ */
+export function fileEnd(handle: i32): u64 {
+  return (fileSize(handle) + 511) & ~(<u64>511);
 }
 
 export function truncateTo(handle: i32, size: u64): void {

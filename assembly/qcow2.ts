@@ -3,12 +3,14 @@
 import { Image, st } from "./image";
 import { Header, parseHeader, writeHeader, l1EntriesFor, MAX_HOST_OFFSET, INCOMPAT_DIRTY, INCOMPAT_CORRUPT } from "./header";
 import { getU64, putU64 } from "./be";
-import { readExact, readZeroFill, decompress, fileSize, flush, writeAt } from "./io";
+import { readTable, readZeroFill, decompress, fileSize, fileEnd, flush, writeAt } from "./io";
+import { readSnapshotTable } from "./snapshots";
+import { checkBitmaps } from "./bitmaps";
 import { TableCache } from "./tablecache";
 import { Refcounts } from "./refcount";
 import { Writer } from "./write";
 import {
-  fail, hex, E_CORRUPT, E_DECOMPRESS, E_READ_ONLY, E_INTERNAL_SNAPSHOTS, E_MARKED_CORRUPT, E_DIRTY, E_BAD_SIZE,
+  fail, hex, E_CORRUPT, E_DECOMPRESS, E_READ_ONLY, E_INTERNAL_SNAPSHOTS, E_MARKED_CORRUPT, E_DIRTY, E_BAD_SIZE, E_BAD_ARGUMENT,
 } from "./errors";
 import {
   L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_ZERO, L2_BITMAP_ALL_ALLOC,
@@ -57,9 +59,18 @@ export class Qcow2Image extends Image {
   /** Host clusters holding L2 tables (for the metadata overlap check), built by prepareWrite. */
   l2Clusters: Set<u64> = new Set<u64>();
 
-  constructor(handle: i32, writable: bool) {
-    super(handle, writable);
-    const h = parseHeader(handle);
+  /** Open flags (see openQcow2): writable; forCheck opens as `qemu-img check` does. */
+  static readonly WRITABLE: i32 = 1;
+  static readonly FOR_CHECK: i32 = 2;
+
+  constructor(handle: i32, flags: i32) {
+    super(handle, (flags & Qcow2Image.WRITABLE) != 0);
+    const forCheck = (flags & Qcow2Image.FOR_CHECK) != 0;
+    const h = parseHeader(handle, forCheck);
+    // qemu reads the snapshot table on open, except in check mode (the check judges it), and the
+    // bitmaps whenever the autoclear bit says they are valid.
+    if (!forCheck) readSnapshotTable(handle, h);
+    checkBitmaps(handle, h, h.size);
     const cs = h.clusterSize;
     this.h = h;
     this.clusterBits = h.clusterBits;
@@ -72,14 +83,18 @@ export class Qcow2Image extends Image {
     // Checked before anything is allocated: an engine error unwinds without freeing, so a failed
     // open must not own native memory yet.
     const n = <usize>h.l1Size;
-    if (n > 0 && h.l1Offset + <u64>n * 8 > fileSize(handle)) {
+    // qemu reads what lies past the end of the file as zeros. An L1 table reaching past it by a
+    // cluster or more is what qemu-img check calls corrupt ("exceeding the end of the file by
+    // one cluster or more"), and we refuse it (qemu would allocate all of it, up to 32 MiB);
+    // less than that is a last cluster the file only partly holds, read as qemu reads it.
+    if (n > 0 && h.l1Offset + <u64>n * 8 >= fileEnd(handle) + cs) {
       fail(E_CORRUPT, "L1 table at " + hex(h.l1Offset) + " lies past the end of the file");
     }
     this.l2 = new TableCache(<usize>cs, L2_CACHE_BYTES, 2, 1024);
     const l1 = heap.alloc(n > 0 ? n * 8 : 8);
     this.l1 = l1;
     if (n > 0) {
-      readExact(handle, l1, <i32>(n * 8), h.l1Offset, "L1 table");
+      readZeroFill(handle, l1, <i32>(n * 8), h.l1Offset);
       for (let i: usize = 0; i < n; i++) store<u64>(l1 + i * 8, bswap<u64>(load<u64>(l1 + i * 8)));
     }
   }
@@ -100,7 +115,7 @@ export class Qcow2Image extends Image {
     slot = c.victim();
     this.evictL2(slot);
     const p = c.ptr(slot);
-    readExact(this.handle, p, <i32>this.cs, off, "L2 table");
+    readTable(this.handle, p, <i32>this.cs, off, "L2 table");
     c.assign(slot, off);
     return p;
   }
@@ -388,7 +403,7 @@ export class Qcow2Image extends Image {
   private checkInFile(host: u64, n: u64, guestOff: u64): void {
     const last = (host + n - 1) & ~(this.cs - 1);
     if (last < this.knownEnd) return;
-    this.knownEnd = fileSize(this.handle);
+    this.knownEnd = fileEnd(this.handle);
     if (last >= this.knownEnd) {
       fail(E_CORRUPT, "data cluster at " + hex(last) + " for guest offset " + guestOff.toString() + " lies past the end of the file (" + this.knownEnd.toString() + " bytes)");
     }
@@ -449,6 +464,8 @@ export class Qcow2Image extends Image {
    */
   grow(size: u64): void {
     const h = this.h;
+    // qemu's qcow2 truncate refuses a partial sector: the guest only ever sees whole sectors.
+    if ((size & 511) != 0) fail(E_BAD_ARGUMENT, "new size " + size.toString() + " is not a multiple of 512");
     if (size <= h.size) return;
     this.prepareWrite();
     if (size > MAX_HOST_OFFSET) fail(E_BAD_SIZE, "virtual size " + size.toString() + " exceeds 2^53 bytes");

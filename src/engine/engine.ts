@@ -23,7 +23,8 @@ interface RawExports {
   alloc(size: number): number;
   free(ptr: number): void;
   probe(handle: number): number;
-  openQcow2(handle: number, writable: number): number;
+  /** flags: 1 writable, 2 opened for a check (see src/image/image.ts OPEN_*). */
+  openQcow2(handle: number, flags: number): number;
   openRaw(handle: number, writable: number): number;
   create(handle: number, size: number, clusterBits: number, refcountOrder: number, version: number, extendedL2: number, backingName: number, backingFormat: number): void;
   setBacking(id: number, backingId: number): void;

@@ -118,7 +118,7 @@ export function checkOpenImage(img: Image, repair?: RepairMode, filename = img.f
  * An image that cannot be opened throws a CowError.
  */
 export function checkImage(file: string, options: CheckOptions = {}): CheckOutcome {
-  const img = openImage(file, { format: options.format, writable: options.repair !== undefined });
+  const img = openImage(file, { format: options.format, writable: options.repair !== undefined, forCheck: true });
   try {
     return checkOpenImage(img, options.repair, file);
   } finally {

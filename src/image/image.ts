@@ -6,6 +6,10 @@ import type { HeaderInfo, ImageFormat, MapEntry } from './types.js';
 
 const { DATA: ST_DATA, ZERO: ST_ZERO, OFFSET_VALID: ST_OFFSET_VALID, ALLOCATED: ST_ALLOCATED } = BLOCK_STATUS;
 
+// Engine open flags (assembly/index.ts openQcow2).
+export const OPEN_WRITABLE = 1;
+export const OPEN_FOR_CHECK = 2;
+
 /** Largest single transfer through wasm memory for `read`. */
 const READ_CHUNK = 4 << 20;
 
@@ -27,7 +31,11 @@ export class Image {
   private closed = false;
   private failed: Error | undefined;
 
-  constructor(engine: Engine, backend: Backend, filename: string, format: ImageFormat, writable: boolean, backing: Image | null) {
+  /**
+   * `forCheck` opens a qcow2 image as `qemu-img check` does: the internal snapshot table is left
+   * for the check to judge instead of refusing the open.
+   */
+  constructor(engine: Engine, backend: Backend, filename: string, format: ImageFormat, writable: boolean, backing: Image | null, forCheck = false) {
     this.engine = engine;
     this.backend = backend;
     this.filename = filename;
@@ -35,7 +43,8 @@ export class Image {
     this.writable = writable;
     this.handle = engine.addBackend(backend);
     try {
-      this.id = engine.call((e) => (format === 'qcow2' ? e.openQcow2(this.handle, writable ? 1 : 0) : e.openRaw(this.handle, writable ? 1 : 0)));
+      const flags = (writable ? OPEN_WRITABLE : 0) | (forCheck ? OPEN_FOR_CHECK : 0);
+      this.id = engine.call((e) => (format === 'qcow2' ? e.openQcow2(this.handle, flags) : e.openRaw(this.handle, writable ? 1 : 0)));
       if (backing) engine.call((e) => e.setBacking(this.id, backing.id));
     } catch (err) {
       engine.removeBackend(this.handle);

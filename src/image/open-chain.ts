@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { Engine } from '../engine/engine.js';
 import { FileBackend, type Backend } from '../engine/backend.js';
 import { CowError } from '../errors.js';
-import { Image } from './image.js';
+import { Image, OPEN_FOR_CHECK } from './image.js';
 import { parseImageFormat } from './format.js';
 import type { ImageFormat } from './types.js';
 
@@ -34,6 +34,11 @@ export interface OpenOptions {
   formatOf?: BackingFormatPolicy;
   /** Most images in one chain (default 256). */
   maxDepth?: number;
+  /**
+   * Open the top image as `qemu-img check` does: its internal snapshot table is left for the
+   * check to judge (a normal open refuses a table qemu cannot read).
+   */
+  forCheck?: boolean;
 }
 
 /** qemu's rule: a relative backing name is relative to the directory of the image naming it. */
@@ -78,7 +83,7 @@ export function openImage(file: string, options: OpenOptions = {}): Image {
       const fmt = format ?? probeFormat(engine, backend);
       layers.push({ backend, filename, format: fmt, writable });
       if (fmt !== 'qcow2' || options.noBacking) break;
-      const info = peekBacking(engine, backend);
+      const info = peekBacking(engine, backend, layers.length === 1 && options.forCheck === true);
       if (info.name === null) break;
       const child = filename;
       filename = resolve(info.name, child);
@@ -89,7 +94,7 @@ export function openImage(file: string, options: OpenOptions = {}): Image {
     let below: Image | null = null;
     for (let i = layers.length - 1; i >= 0; i--) {
       const l = layers[i];
-      below = new Image(engine, l.backend, l.filename, l.format, l.writable, below);
+      below = new Image(engine, l.backend, l.filename, l.format, l.writable, below, i === 0 && options.forCheck === true);
       opened.push(below);
     }
     return below!;
@@ -115,11 +120,11 @@ function realpathOrThrow(filename: string, child: string | undefined): string {
 }
 
 /** Backing name and format from a qcow2 header, without linking a chain. */
-function peekBacking(engine: Engine, backend: Backend): { name: string | null; format: string | null } {
+function peekBacking(engine: Engine, backend: Backend, forCheck: boolean): { name: string | null; format: string | null } {
   const handle = engine.addBackend(backend);
   let id = -1;
   try {
-    id = engine.call((e) => e.openQcow2(handle, 0));
+    id = engine.call((e) => e.openQcow2(handle, forCheck ? OPEN_FOR_CHECK : 0));
     const d = JSON.parse(engine.call((e) => engine.string(e.describe(id)))) as { backingFile: string | null; backingFormat: string | null };
     return { name: d.backingFile, format: d.backingFormat };
   } finally {

@@ -104,13 +104,14 @@ const CASES: HeaderCase[] = [
   { name: 'header_length beyond the cluster (65544)', code: 'ECOW_BAD_HEADER_LENGTH', qemu: 'info', make: patch({}, 'headerLength', 4, 65544) },
   { name: 'header_length beyond a 4K cluster (4100)', code: 'ECOW_BAD_HEADER_LENGTH', qemu: 'info', make: patch({ cluster_size: 4096 }, 'headerLength', 4, 4100) },
   {
+    // The missing bytes read as zeros, as in qemu: header_length 0.
     name: 'file cut inside the header (50 bytes)',
     code: 'ECOW_BAD_HEADER_LENGTH',
     qemu: 'info',
     make() {
       const file = fresh();
       fs.truncateSync(file, 50);
-      return { file, value: 50 };
+      return { file, value: 0 };
     },
   },
   // --- backing file name ---
@@ -140,6 +141,18 @@ const CASES: HeaderCase[] = [
       const file = fresh();
       writeBE(file, H.incompat, 8, 4);
       return { file, value: 2 }; // named as "bit 2"
+    },
+  },
+  // Issue 20: qemu opens it for info only ("data-file-raw requires a data file" on read).
+  { name: 'autoclear data-file-raw (bit 1) without an external data file', code: 'ECOW_UNSUPPORTED_FEATURE', qemu: 'read', make: patch({}, 'autoclear', 8, 2) },
+  {
+    name: 'extended L2 with 8K clusters (256-byte subclusters)',
+    code: 'ECOW_BAD_CLUSTER_BITS',
+    qemu: 'info',
+    make() {
+      const file = fresh({ extended_l2: 'on', cluster_size: 16 * KiB });
+      writeBE(file, H.clusterBits, 4, 13);
+      return { file, value: 13 };
     },
   },
   // --- compression type ---
@@ -216,6 +229,19 @@ const CASES: HeaderCase[] = [
       return { file, value: INT64_MAX - 0xffffn };
     },
   },
+  // Issue 20: one snapshot whose table is the header itself; its extra_data_size is the header's
+  // l1_size (2000), over qemu's 1024 ("Too much extra metadata in snapshot table entry 0").
+  {
+    name: 'snapshot table at offset 0 (the header) with too much extra data',
+    code: 'ECOW_BAD_SNAPSHOT_TABLE',
+    qemu: 'info',
+    make() {
+      const file = fresh();
+      writeBE(file, H.nbSnapshots, 4, 1);
+      writeBE(file, H.l1Size, 4, 2000);
+      return { file, value: 2000 };
+    },
+  },
   // --- encryption ---
   { name: 'crypt_method 3', code: 'ECOW_BAD_CRYPT_METHOD', qemu: 'info', make: patch({}, 'cryptMethod', 4, 3) },
   { name: 'crypt_method 0xffffffff', code: 'ECOW_BAD_CRYPT_METHOD', qemu: 'info', make: patch({}, 'cryptMethod', 4, 0xffffffff) },
@@ -265,6 +291,46 @@ const CASES: HeaderCase[] = [
       const file = fresh();
       extensions(file, [{ magic: 0x23852875, data: new Uint8Array(16) }]);
       return { file, value: 16 };
+    },
+  },
+  // Issue 20: with the bitmaps autoclear bit set, qemu validates the extension's fields.
+  {
+    name: 'bitmaps extension with a non-zero reserved field (autoclear bit 0 set)',
+    code: 'ECOW_BAD_BITMAPS',
+    qemu: 'info',
+    make() {
+      const file = fresh();
+      const data = Buffer.alloc(24);
+      data.writeUInt32BE(1, 0);
+      data.writeUInt32BE(7, 4);
+      data.writeUInt32BE(64, 12);
+      data.writeUInt32BE(0x50000, 20);
+      extensions(file, [{ magic: 0x23852875, data }]);
+      writeBE(file, H.autoclear, 8, 1);
+      return { file, value: 7 };
+    },
+  },
+  {
+    name: 'bitmap directory entry with granularity bits 8 (autoclear bit 0 set)',
+    code: 'ECOW_BAD_BITMAPS',
+    qemu: 'info',
+    make() {
+      const file = fresh();
+      const data = Buffer.alloc(24);
+      data.writeUInt32BE(1, 0);
+      data.writeUInt32BE(32, 12); // directory size
+      data.writeUInt32BE(0x100000, 20); // directory offset
+      extensions(file, [{ magic: 0x23852875, data }]);
+      const entry = Buffer.alloc(32);
+      entry.writeUInt32BE(0x110000, 4); // table offset
+      entry.writeUInt32BE(1, 8); // table size
+      entry[16] = 1; // type
+      entry[17] = 8; // granularity bits
+      entry.writeUInt16BE(2, 18);
+      entry.write('b0', 24);
+      writeBytes(file, 0x100000, entry);
+      writeBE(file, H.autoclear, 8, 1);
+      return { file, value: 8 };
     },
   },
   {
@@ -321,10 +387,44 @@ describe("qemu's open-time checks", () => {
       'ECOW_BAD_MAGIC', 'ECOW_BAD_VERSION', 'ECOW_BAD_CLUSTER_BITS', 'ECOW_BAD_HEADER_LENGTH', 'ECOW_BAD_BACKING_NAME',
       'ECOW_UNSUPPORTED_FEATURE', 'ECOW_BAD_COMPRESSION', 'ECOW_BAD_REFCOUNT_ORDER', 'ECOW_BAD_REFCOUNT_TABLE',
       'ECOW_BAD_L1_TABLE', 'ECOW_BAD_SIZE', 'ECOW_BAD_SNAPSHOT_TABLE', 'ECOW_BAD_CRYPT_METHOD', 'ECOW_ENCRYPTED',
-      'ECOW_BAD_EXTENSION',
+      'ECOW_BAD_EXTENSION', 'ECOW_BAD_BITMAPS',
     ] as CowErrorCode[]) {
       expect(covered.has(code), code).toBe(true);
     }
+  });
+
+  // Issue 20: qemu's block layer counts whole sectors; a guest never sees a partial last one.
+  it('a virtual size that is not a multiple of 512 reads as its whole sectors, as qemu shows it', () => {
+    const file = fresh({}, 64 * MiB);
+    writeBE(file, H.size, 8, 0x4000001);
+    const img = openImage(file);
+    try {
+      expect(img.virtualSize).toBe(0x4000000);
+      expect(img.headerInfo().virtualSize).toBe(0x4000000);
+      expect(Array.from(img.read(0, 4))).toEqual([0x3c, 0x3c, 0x3c, 0x3c]);
+    } finally {
+      img.close();
+    }
+    expect(JSON.parse(qemuImg(['info', '--output=json', file]).stdout)['virtual-size']).toBe(0x4000000);
+  });
+
+  // Issue 20: qemu copies the name into a C string, so it ends at the first NUL.
+  it('a backing file name followed by NUL bytes names the file before the first NUL', () => {
+    fs.copyFileSync(fresh(), join(dir, 'nul-base.qcow2'));
+    const file = fresh();
+    const name = Buffer.from('nul-base.qcow2\0\0\0junk');
+    writeBytes(file, 0x1000, name);
+    writeBE(file, H.backingOffset, 8, 0x1000);
+    writeBE(file, H.backingSize, 4, name.length);
+    const img = openImage(file);
+    try {
+      expect(img.backing?.filename).toBe(join(dir, 'nul-base.qcow2'));
+      expect(img.headerInfo().backingFile).toBe('nul-base.qcow2');
+    } finally {
+      img.close();
+    }
+    expect(JSON.parse(qemuImg(['info', '--output=json', file]).stdout)['backing-filename']).toBe('nul-base.qcow2');
+    expect(qemuVerdict(file)).toEqual({ info: 0, convert: 0 });
   });
 
   it('a bad magic without a forced format is probed as raw, as qemu-img does', () => {
