@@ -14,7 +14,8 @@
 import { validateSnapshotId } from './names.js';
 import { CowError } from '../errors.js';
 import type { VolumeInfo } from './info-file.js';
-import { clearJournal, writeJournal } from './journal.js';
+import { clearJournal, writeJournal, type CreateJournal } from './journal.js';
+import type { NovaOutcome, Recovery } from './recovery.js';
 import { needHypervisor, type OperationContext } from './context.js';
 import { needsFsck, provesFailure } from './hypervisor-outcome.js';
 import { checkSize } from './size.js';
@@ -103,5 +104,57 @@ async function undoCreate(ctx: OperationContext, snapshotId: string, file: strin
     await clearJournal(files);
   } catch {
     // recovery (the next operation, or fsck) finishes the cleanup from the journal
+  }
+}
+
+/**
+ * Recovery of an interrupted create (the journal names S, its overlay and the phase). The info
+ * file records S → done. Otherwise the overlay goes, unless the hypervisor was asked to move the
+ * guest onto it and it may be there: data in the overlay prove the guest wrote to it (kept and
+ * recorded as the active file, "adopted"); an empty overlay of a detached volume can go; an empty
+ * overlay of an attached volume is undecidable without the hypervisor's word (ECOW_NEEDS_FSCK,
+ * nothing changed) — fsck's `novaOutcome` gives it.
+ */
+export async function recoverCreateSnapshot(ctx: OperationContext, journal: CreateJournal, status: VolumeStatus, novaOutcome?: NovaOutcome): Promise<Recovery> {
+  const { files } = ctx;
+  const { info } = await files.readInfo();
+  const { snapshot, file } = journal;
+  const done = async (action: Recovery['action'], detail: string): Promise<Recovery> => {
+    await clearJournal(files);
+    return { journal, action, detail };
+  };
+  if (info[snapshot] === file) return done('completed', `snapshot ${snapshot} create had completed (${file})`);
+  if (!files.exists(file)) return done('rolled-back', `snapshot ${snapshot} create interrupted before ${file} existed`);
+  const hypervisor = journal.phase === 'hypervisor';
+  const data = hypervisor && safeHoldsData(ctx, file);
+  const accepted = journal.accepted ? 'Nova accepted the request and never reported its outcome' : 'Nova was asked to move the guest';
+  if (data && novaOutcome === 'failed') {
+    throw new CowError('ECOW_INVALID_STATE', `interrupted create of snapshot ${snapshot}: --nova-outcome failed, but ${file} holds data: the guest wrote to it, so it runs on it; nothing changed`);
+  }
+  if (data || (hypervisor && novaOutcome === 'done')) {
+    // The guest is on the overlay (it wrote into it, or Nova did switch): record it as active.
+    if (info.active !== journal.backing || files.header(file).backing !== journal.backing) {
+      throw new CowError('ECOW_INVALID_STATE', `interrupted create of snapshot ${snapshot}: the guest is on ${file} but the chain changed since (active ${info.active}); resolve by hand`);
+    }
+    await files.writeInfo({ ...info, active: file, [snapshot]: file });
+    const why = data ? 'it holds data' : 'Nova did the switch (--nova-outcome done)';
+    return done('adopted', `snapshot ${snapshot} create interrupted after the guest moved onto ${file} (${why}): recorded it as the active file`);
+  }
+  if (hypervisor && isAttached(status) && novaOutcome !== 'failed') {
+    throw new CowError(
+      'ECOW_NEEDS_FSCK',
+      `interrupted create of snapshot ${snapshot} of attached volume ${files.volumeId}: ${accepted}; ${file} holds no data and the info file's active is still ${info.active}, so whether the guest moved onto ${file} cannot be told from the files. Run fsck with --nova-outcome done (the guest is on ${file}) or failed (it is not: ${file} is removed), or detach the volume and run fsck`,
+    );
+  }
+  await files.unlink(file);
+  return done('rolled-back', `snapshot ${snapshot} create interrupted before the info file recorded it: removed ${file}`);
+}
+
+/** An overlay that does not even open (a partial header) holds nothing. */
+function safeHoldsData(ctx: OperationContext, file: string): boolean {
+  try {
+    return ctx.files.holdsData(file);
+  } catch {
+    return false;
   }
 }

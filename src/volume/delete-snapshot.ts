@@ -21,6 +21,7 @@ import { commitImage } from '../image/commit.js';
 import { rebaseImage } from '../image/rebase.js';
 import type { VolumeInfo } from './info-file.js';
 import { clearJournal, writeJournal, type DeleteJournal } from './journal.js';
+import type { NovaOutcome, Recovery } from './recovery.js';
 import { needHypervisor, type OperationContext } from './context.js';
 import { needsFsck, provesFailure } from './hypervisor-outcome.js';
 import { checkStatus, isAttached, type VolumeStatus } from './status.js';
@@ -142,7 +143,7 @@ async function moveData(ctx: OperationContext, journal: DeleteJournal, base: Cha
  * H backed by B (commits), F backed by B's old backing file (pull). A detached delete of the
  * active file changes no header: it counts as not moved, and its commit simply runs again.
  */
-export function dataMoved(ctx: OperationContext, journal: DeleteJournal): boolean {
+function dataMoved(ctx: OperationContext, journal: DeleteJournal): boolean {
   const { files } = ctx;
   if (journal.method === 'hypervisor-pull') {
     return files.exists(journal.file) && files.header(journal.file).backing === journal.newBase;
@@ -152,7 +153,7 @@ export function dataMoved(ctx: OperationContext, journal: DeleteJournal): boolea
 }
 
 /** After the move: info file (S gone; active / remapped snapshots as the method says), then unlink. */
-export async function finishDelete(ctx: OperationContext, journal: DeleteJournal, info: VolumeInfo): Promise<DeleteSnapshotResult> {
+async function finishDelete(ctx: OperationContext, journal: DeleteJournal, info: VolumeInfo): Promise<DeleteSnapshotResult> {
   const { files } = ctx;
   const next = withoutSnapshot(info, journal.snapshot);
   if (journal.method === 'commit' && journal.higher === null) next.active = journal.base;
@@ -167,7 +168,7 @@ export async function finishDelete(ctx: OperationContext, journal: DeleteJournal
 }
 
 /** Whether `name` is used: the active file, mapped by a snapshot, or in the live chain. */
-export function inUse(name: string, info: VolumeInfo, live: readonly ChainLink[]): boolean {
+function inUse(name: string, info: VolumeInfo, live: readonly ChainLink[]): boolean {
   return name === info.active || Object.values(info).includes(name) || live.some((l) => l.name === name || l.backing === name);
 }
 
@@ -196,4 +197,53 @@ async function dropMissing(ctx: OperationContext, snapshotId: string, info: Volu
   const next = withoutSnapshot(info, snapshotId);
   await files.writeInfo(next);
   return { snapshotId, outcome: 'stale', info: next, removed: [] };
+}
+
+/**
+ * Recovery of an interrupted delete. The info file no longer maps S to F → only the unlink was
+ * left. The data had moved (headers say so) → write the info file and unlink. Otherwise run the
+ * delete again from the current chain, through the hypervisor if the volume is attached now —
+ * unless Nova accepted a merge that never reported and the volume is still attached: then only
+ * fsck decides, from the chain or from `novaOutcome`.
+ */
+export async function recoverDeleteSnapshot(ctx: OperationContext, journal: DeleteJournal, status: VolumeStatus, novaOutcome?: NovaOutcome): Promise<Recovery> {
+  const { files } = ctx;
+  const { info } = await files.readInfo();
+  const { snapshot } = journal;
+  if (info[snapshot] !== journal.file) {
+    // The info file was written: only the unlink (and the journal) were left. Unlink only what
+    // nothing uses (the chain must open to tell).
+    const live = files.chain(info.active);
+    if (!inUse(journal.unlink, info, live)) await files.unlink(journal.unlink);
+    await clearJournal(files);
+    return { journal, action: 'completed', detail: `snapshot ${snapshot} delete had written the info file; removed ${journal.unlink}` };
+  }
+  const moved = dataMoved(ctx, journal);
+  const running = journal.accepted === true && !moved && isAttached(status);
+  if (running && novaOutcome === undefined) {
+    throw new CowError(
+      'ECOW_NEEDS_FSCK',
+      `interrupted delete of snapshot ${snapshot} (${journal.method}) of attached volume ${files.volumeId}: Nova accepted the merge and never reported its outcome, and the headers do not show it done (${journal.method === 'hypervisor-pull' ? `${journal.file} is not backed by ${journal.newBase ?? 'nothing'}` : `${journal.higher} is not backed by ${journal.base}`}); it may still be running. Run fsck with --nova-outcome failed once Nova's job is gone (the snapshot is kept), or detach the volume and run fsck`,
+    );
+  }
+  if (!moved && novaOutcome === 'done') {
+    throw new CowError('ECOW_INVALID_STATE', `interrupted delete of snapshot ${snapshot}: --nova-outcome done, but the headers do not show the merge done; nothing changed`);
+  }
+  if (!moved && journal.accepted && novaOutcome === 'failed') {
+    await clearJournal(files);
+    return { journal, action: 'rolled-back', detail: `snapshot ${snapshot} delete (${journal.method}): Nova's merge failed (--nova-outcome failed) and nothing had moved; the snapshot is kept` };
+  }
+  // A commit killed mid-way leaves allocated but unreferenced clusters in its target; free them
+  // (never in a file a guest may be writing: the active file of an attached volume).
+  let leaks = '';
+  if (files.exists(journal.base) && (!isAttached(status) || journal.base !== info.active)) {
+    const { leaksFixed } = files.checkLeaks(journal.base, true);
+    if (leaksFixed > 0) leaks = `; freed ${leaksFixed} leaked cluster(s) in ${journal.base}`;
+  }
+  if (moved) {
+    await finishDelete(ctx, journal, info);
+    return { journal, action: 'finished', detail: `snapshot ${snapshot} delete (${journal.method}) had moved the data; wrote the info file and removed ${journal.unlink}${leaks}` };
+  }
+  await deleteSnapshot(ctx, snapshot, { status: isAttached(status) ? 'in-use' : 'available' });
+  return { journal, action: 'rerun', detail: `snapshot ${snapshot} delete (${journal.method}) interrupted before the data moved: ran it again (volume ${status})${leaks}` };
 }
