@@ -28,6 +28,7 @@ export {
   type AsyncCheckOptions,
 } from './worker/async-jobs.js';
 export { EnginePool, defaultEnginePool, type EnginePoolOptions, type PoolJobOptions } from './worker/pool.js';
+export type { JobRequest, JobResult, JobHooks, JobRunner } from './volume/job-request.js';
 export { streamLive, commitLive, dropCommitted } from './image/live.js';
 export {
   VolumeDriver,

@@ -1,6 +1,7 @@
 /** What every driver operation runs with, once it holds the volume's lock. */
 import { CowError } from '../errors.js';
-import type { JobOptions } from '../image/job.js';
+import type { JobOptions, ProgressCallback } from '../image/job.js';
+import type { JobRequest, JobResult } from './job-request.js';
 import type { Hypervisor } from './hypervisor.js';
 import type { VolumeLockHandle } from './lock.js';
 import type { VolumeFiles } from './volume-files.js';
@@ -33,8 +34,14 @@ export interface OperationContext {
   lock: VolumeLockHandle;
   /** Aborted when the caller cancels or the lock is lost. */
   signal: AbortSignal;
-  /** Options for engine jobs (commit, convert): progress, step size, the signal above. */
+  /** Options for engine jobs (commit, convert): progress, step size, the signal above, the lock check. */
   job: JobOptions;
+  /**
+   * Run an engine job with `job`'s options (`onProgress` replaces the operation's own): in this
+   * thread, or in an engine worker when the driver was given a `jobs` runner — then the host's
+   * event loop, and with it the lock's renewal, runs on while the job copies.
+   */
+  runJob(request: JobRequest, options?: { onProgress?: ProgressCallback }): Promise<JobResult>;
   step(step: DriverStep): void;
 }
 

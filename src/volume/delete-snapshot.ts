@@ -17,7 +17,6 @@
  */
 import { validateSnapshotId } from './names.js';
 import { CowError } from '../errors.js';
-import { commitImage } from '../image/commit.js';
 import { rebaseImage } from '../image/rebase.js';
 import type { VolumeInfo } from './info-file.js';
 import { clearJournal, writeJournal, type DeleteJournal } from './journal.js';
@@ -92,17 +91,15 @@ async function moveData(ctx: OperationContext, journal: DeleteJournal, base: Cha
   if (journal.method === 'commit') {
     // drop: F stays as it is until it is unlinked, so until then H -> F -> B reads the same
     // whether or not the commit finished.
-    commitImage(files.resolve(journal.file), {
-      ...ctx.job,
-      drop: true,
-      resolveBacking: files.resolver,
-      format: files.formatOf(journal.file),
-      formatOf: files.formatPolicy,
-      onProgress: (done, total) => {
-        ctx.job.onProgress?.(done, total);
-        ctx.step('delete:commit-progress');
+    await ctx.runJob(
+      { op: 'commit', top: files.resolve(journal.file), format: files.formatOf(journal.file), drop: true, policy: files.policy },
+      {
+        onProgress: (done, total) => {
+          ctx.job.onProgress?.(done, total);
+          ctx.step('delete:commit-progress');
+        },
       },
-    });
+    );
     ctx.step('delete:commit');
     if (journal.higher !== null) {
       files.guard();

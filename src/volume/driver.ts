@@ -9,7 +9,6 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { baseName, validateSnapshotId, validateVolumeId } from './names.js';
 import { CowError } from '../errors.js';
-import { createImage } from '../image/create.js';
 import type { ProgressCallback } from '../image/job.js';
 import type { ImageFormat } from '../image/types.js';
 import { createFileAtomic, syncDir } from './atomic-file.js';
@@ -23,6 +22,7 @@ import type { Hypervisor } from './hypervisor.js';
 import { readJournal, type Journal } from './journal.js';
 import { withVolumeLock, type VolumeLockOptions } from './lock.js';
 import { recover } from './recover.js';
+import { runJobRequest, type JobRunner } from './job-request.js';
 import { checkSize } from './size.js';
 import { checkStatus, isAttached, type VolumeStatus } from './status.js';
 import { VolumeFiles, type ChainLink } from './volume-files.js';
@@ -45,6 +45,13 @@ export interface VolumeDriverOptions {
   probeFormat?: boolean;
   /** Warnings (e.g. a format about to be probed); default: none printed. */
   onWarning?: (message: string) => void;
+  /**
+   * Where engine jobs (commit, convert, image creation) run. Default: in this thread,
+   * synchronously (scripts, the CLI: no thread to start). A service passes an engine pool
+   * (`defaultEnginePool()` or its own EnginePool): its jobs then run in worker threads, the
+   * host's event loop stays free, and the lock is renewed while a job copies.
+   */
+  jobs?: JobRunner;
   /** Test hook: called at each named point of create/delete, once that point is durable. */
   onStep?: (step: DriverStep) => void;
 }
@@ -106,12 +113,17 @@ export class VolumeDriver {
         const known = pinBaseFormat(volumeId, this.options.baseFormat, await readFormatRecord(this.dir, volumeId));
         // Every change checks (and renews) the lock first; so does every step of an engine job.
         const files = new VolumeFiles(this.dir, volumeId, lock.assertHeld, { known, probe: this.options.probeFormat, warn: this.options.onWarning });
+        const job = { signal, onProgress: op.onProgress, stepBytes: this.options.stepBytes, checkpoint: lock.assertHeld };
         return fn({
           files,
           hypervisor: this.options.hypervisor,
           lock,
           signal,
-          job: { signal, onProgress: op.onProgress, stepBytes: this.options.stepBytes, checkpoint: lock.assertHeld },
+          job,
+          runJob: async (request, options = {}) => {
+            const hooks = { ...job, ...options };
+            return this.options.jobs ? this.options.jobs.run(request, hooks) : runJobRequest(request, hooks);
+          },
           step: onStep ? (s) => onStep(s) : () => {},
         });
       },
@@ -130,12 +142,14 @@ export class VolumeDriver {
     if (this.options.baseFormat !== undefined && this.options.baseFormat !== format) {
       throw new CowError('ECOW_FORMAT_CONFLICT', `volume ${volumeId}: creating it ${format}, but the driver's base format is ${this.options.baseFormat}`);
     }
-    return this.run(volumeId, {}, async ({ files }) => {
+    return this.run(volumeId, {}, async ({ files, runJob }) => {
       if ((await files.readInfo()).exists) throw new CowError('ECOW_EXISTS', `volume ${volumeId} already has an info file in ${this.dir}`);
       if (files.exists(files.base)) throw new CowError('ECOW_EXISTS', `cannot create ${files.path(files.base)}: EEXIST`);
       // The record first: a crash before the image leaves a record that the next create replaces.
       await writeFormatRecord(this.dir, volumeId, format, files.guard);
-      await createFileAtomic(this.dir, files.base, files.newFilePrefix, (temp) => createImage(temp, { format, size }));
+      await createFileAtomic(this.dir, files.base, files.newFilePrefix, async (temp) => {
+        await runJob({ op: 'create', file: temp, options: { format, size } });
+      });
       return { file: files.base, format, size };
     });
   }

@@ -4,7 +4,6 @@
  */
 import path from 'node:path';
 import { CowError } from '../errors.js';
-import { convertImage } from '../image/convert.js';
 import type { ImageFormat } from '../image/format.js';
 import { createFileAtomic } from './atomic-file.js';
 import type { OperationContext } from './context.js';
@@ -40,17 +39,16 @@ export async function flattenSnapshot(ctx: OperationContext, snapshotId: string,
   }
   const format = options.format ?? 'raw';
   if (format !== 'raw' && format !== 'qcow2') throw new CowError('ECOW_UNKNOWN_FORMAT', `format "${String(format)}" is not raw or qcow2`);
-  const src = files.open(backing);
-  try {
-    const size = options.size === undefined ? src.virtualSize : checkSize(options.size, 'new volume size');
-    if (size < src.virtualSize) {
-      throw new CowError('ECOW_BAD_ARGUMENT', `size ${size} is smaller than snapshot ${snapshotId} (${src.virtualSize} bytes)`);
-    }
-    const dir = path.dirname(outFile);
-    const name = path.basename(outFile);
-    await createFileAtomic(dir, name, newFilePrefix(name), (temp) => convertImage(src, temp, { ...ctx.job, format, size }));
-    return { file: outFile, format, size };
-  } finally {
-    src.close();
+  // The whole chain is validated here (policy, depth, loops) before the job opens it again.
+  const [top] = files.chain(backing);
+  const size = options.size === undefined ? top.virtualSize : checkSize(options.size, 'new volume size');
+  if (size < top.virtualSize) {
+    throw new CowError('ECOW_BAD_ARGUMENT', `size ${size} is smaller than snapshot ${snapshotId} (${top.virtualSize} bytes)`);
   }
+  const dir = path.dirname(outFile);
+  const name = path.basename(outFile);
+  await createFileAtomic(dir, name, newFilePrefix(name), async (temp) => {
+    await ctx.runJob({ op: 'convert', src: files.resolve(backing), srcFormat: top.format, dst: temp, format, size, policy: files.policy });
+  });
+  return { file: outFile, format, size };
 }

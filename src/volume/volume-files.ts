@@ -95,6 +95,14 @@ export class VolumeFiles {
     return undefined;
   }
 
+  /**
+   * The backing-name and format policy as data, for an engine worker to rebuild `resolver` and
+   * `formatPolicy` from (its warnings stay here: the host opened the chain first).
+   */
+  get policy(): { dir: string; volumeId: string; baseFormat?: ImageFormat; probeFormat?: boolean } {
+    return { dir: this.dir, volumeId: this.volumeId, baseFormat: this.baseFormat.known, probeFormat: this.baseFormat.probe };
+  }
+
   /** `volume-<vol>.<snap>` */
   snapshotFile(snapshotId: string): string {
     return snapshotFileName(this.volumeId, snapshotId);

@@ -7,7 +7,7 @@
 import type { CheckOutcome, RepairMode } from '../image/check.js';
 import type { CreateOptions } from '../image/create.js';
 import type { ImageFormat } from '../image/types.js';
-import type { JobRequest } from './job-request.js';
+import type { JobRequest } from '../volume/job-request.js';
 import { defaultEnginePool, type EnginePool, type PoolJobOptions } from './pool.js';
 
 export interface AsyncJobOptions extends PoolJobOptions {

@@ -6,7 +6,7 @@
 import { parentPort } from 'node:worker_threads';
 import { setEngineSource, type EngineSource } from '../engine/engine.js';
 import { CowError } from '../errors.js';
-import { runJobRequest } from './job-request.js';
+import { runJobRequest } from '../volume/job-request.js';
 import { VERDICT, serializeError, type HostMessage, type WorkerMessage } from './protocol.js';
 
 interface Port {

@@ -5,10 +5,10 @@
 import * as os from 'node:os';
 import { compileEngine, engineModule, type EngineSource } from '../engine/engine.js';
 import { CowError } from '../errors.js';
-import type { JobOptions } from '../image/job.js';
-import { parseJobRequest, type JobRequest, type JobResult } from './job-request.js';
+import { parseJobRequest, type JobHooks, type JobRequest, type JobResult, type JobRunner } from '../volume/job-request.js';
 import { VERDICT, deserializeError, type WorkerMessage } from './protocol.js';
 import { startThread, type EngineThread } from './thread.js';
+import { engineWorkerScript } from './worker-script.js';
 
 export interface EnginePoolOptions {
   /** Most worker threads (default: the number of cores). Each runs one job at a time. */
@@ -23,23 +23,11 @@ export interface EnginePoolOptions {
   idleMs?: number;
 }
 
-/** Hooks of a job run in a worker; they run on the host's thread. */
-export type PoolJobOptions = Pick<JobOptions, 'signal' | 'onProgress' | 'stepBytes' | 'checkpoint'>;
-
-let workerScript = new URL('./engine-worker.js', import.meta.url);
-
 /**
- * Where new worker threads load their script from (default: engine-worker.js beside this module).
- * For running from sources, where the worker must first be bundled.
+ * Hooks of a job run in a worker; they run on the host's thread. The checkpoint may return a
+ * promise: the worker waits, writing nothing, until it settles.
  */
-export function setEngineWorkerScript(url: URL): void {
-  workerScript = url;
-}
-
-/** The script new worker threads load. */
-export function engineWorkerScript(): URL {
-  return workerScript;
-}
+export type PoolJobOptions = JobHooks;
 
 interface Job {
   id: number;
@@ -68,7 +56,7 @@ function defaultSize(): number {
   return Math.max(1, n || 1);
 }
 
-export class EnginePool {
+export class EnginePool implements JobRunner {
   readonly size: number;
   private readonly source: EngineSource | undefined;
   private readonly idleMs: number;
@@ -166,7 +154,7 @@ export class EnginePool {
 
   private spawn(): Slot {
     const slot: Slot = { thread: null as unknown as EngineThread, job: null };
-    slot.thread = startThread(workerScript, {
+    slot.thread = startThread(engineWorkerScript(), {
       message: (m) => this.onMessage(slot, m),
       exit: (why) => this.onExit(slot, why),
     });
@@ -205,16 +193,24 @@ export class EnginePool {
         }
         return;
       case 'checkpoint': {
-        let verdict: number = VERDICT.go;
-        try {
-          job.options.checkpoint?.();
-          if (job.cancelAtNext || job.options.signal?.aborted) verdict = VERDICT.cancel;
-        } catch (e) {
+        const answer = (verdict: number) => {
+          Atomics.store(job.control!, 0, verdict);
+          Atomics.notify(job.control!, 0);
+        };
+        const stop = (e: unknown) => {
           job.hostError ??= e;
-          verdict = VERDICT.stop;
+          answer(VERDICT.stop);
+        };
+        const goOn = () => answer(job.cancelAtNext || job.options.signal?.aborted ? VERDICT.cancel : VERDICT.go);
+        let pending: void | Promise<void>;
+        try {
+          pending = job.options.checkpoint?.();
+        } catch (e) {
+          stop(e);
+          return;
         }
-        Atomics.store(job.control!, 0, verdict);
-        Atomics.notify(job.control!, 0);
+        if (pending) pending.then(goOn, stop);
+        else goOn();
         return;
       }
       case 'done':

@@ -9,7 +9,7 @@
  * at the same places as in-process — and the worker never starts a step the host did not allow.
  */
 import { CowError, ERROR_CODES, type CowErrorCode } from '../errors.js';
-import type { JobRequest, JobResult } from './job-request.js';
+import type { JobRequest, JobResult } from '../volume/job-request.js';
 
 /** Control-word values: what the host answers at a checkpoint (0: no answer yet). */
 export const VERDICT = {

@@ -25,6 +25,7 @@ import {
   check as checkAsync,
   CowError,
   EnginePool,
+  defaultEnginePool,
   commitImage,
   createImage,
   createQcow2On,
@@ -296,7 +297,7 @@ const VOLUME_SIZE = 4 * MiB;
  */
 async function volumeWithTwoSnapshots(dir: string, volumeId: string) {
   fs.mkdirSync(dir, { recursive: true });
-  const driver = new VolumeDriver({ dir });
+  const driver = new VolumeDriver({ dir, jobs: defaultEnginePool() }); // its commits and flattens in Web Workers
   await driver.createVolume(volumeId, VOLUME_SIZE, { format: 'raw' });
   const model = new Uint8Array(VOLUME_SIZE);
   const writeActive = async (seed: number, off: number, len: number) => {

@@ -20,6 +20,8 @@ export interface DriverChildRun {
   kill: DriverKill;
   /** After the guest switched onto the new file, it writes this many bytes there. */
   guestWrite?: number;
+  /** Where the driver runs its engine jobs (default inline: write(2) is counted in the child's own thread). */
+  engine?: 'inline' | 'worker';
 }
 
 /** Run the child; resolves with how it ended and, if it finished, its write count. */
@@ -38,6 +40,7 @@ export async function runDriverChild(bundle: string, run: DriverChildRun): Promi
       ...(kill !== 'never' && 'step' in kill ? { KILL_AT: kill.step, KILL_NTH: String(kill.nth ?? 1) } : {}),
       ...(kill !== 'never' && 'write' in kill ? { KILL_WRITE: String(kill.write) } : {}),
       ...(run.guestWrite ? { GUEST_WRITE: String(run.guestWrite) } : {}),
+      ...(run.engine ? { ENGINE: run.engine } : {}),
     },
     onStdout: (out, proc) => {
       if (kill !== 'never' && 'delayMs' in kill && !armed && out.startsWith('ready')) {

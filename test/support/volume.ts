@@ -12,6 +12,7 @@ import { openImage } from '../../src/image/open-chain.js';
 import { serializeInfo, type VolumeInfo } from '../../src/volume/info-file.js';
 import { VolumeDriver, type VolumeDriverOptions } from '../../src/volume/driver.js';
 import type { VolumeStatus } from '../../src/volume/status.js';
+import { defaultEnginePool } from '../../src/worker/pool.js';
 import { expectSameBytes, rng } from './images.js';
 import { qemuCheck, qemuImg, qemuRaw } from './qemu.js';
 
@@ -51,7 +52,8 @@ export class VolumeFixture {
     options: Partial<VolumeDriverOptions> = {},
     readonly vol = VOL,
   ) {
-    this.driver = new VolumeDriver({ dir, ...options });
+    // Engine jobs in worker threads, as a service runs them (pass `jobs: undefined` for in-process).
+    this.driver = new VolumeDriver({ dir, jobs: defaultEnginePool(), ...options });
     this.seed = 7;
   }
 

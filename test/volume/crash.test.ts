@@ -1,8 +1,9 @@
 // Crash safety of snapshot create and delete: a real child process runs the operation and is
 // SIGKILLed at every named point (driver steps, points of the hypervisor's live work), just
 // before every write(2) the engine makes (a seeded sample of them in `npm test`, all in
-// `npm run test:full`: test/support/tier.ts), and at random instants. Then, on one copy, fsck and a
-// re-run; on another, the re-run alone. Both must end exactly as an uninterrupted run (info file
+// `npm run test:full`: test/support/tier.ts; the engine in-process, as the child counts write(2)
+// in its own thread), and at random instants (the engine in a worker thread, the driver's
+// default). Then, on one copy, fsck and a re-run; on another, the re-run alone. Both must end exactly as an uninterrupted run (info file
 // bytes, chain, files), with every snapshot's data intact at every stage and qemu-img check clean.
 //
 // The child is test/volume/fixtures/driver-child.ts (runnable with vite-node, as lock-child.ts).
@@ -53,6 +54,11 @@ interface Case {
   kill: DriverKill;
   /** After the guest switched onto the new file, it writes this many bytes there. */
   guestWrite?: number;
+  /**
+   * Where the child runs its engine jobs (default: a worker thread, the driver's default). The
+   * write kills run inline: the child counts write(2) in its own thread.
+   */
+  engine?: 'inline' | 'worker';
   /** fsck's status (default: the operation's). */
   fsckStatus?: VolumeStatus;
   /**
@@ -92,7 +98,7 @@ async function runOp(v: VolumeFixture, c: Case) {
 }
 
 function runCase(v: VolumeFixture, c: Case) {
-  return runDriverChild(child, { dir: v.dir, vol: VOL, op: c.op, snap: SNAP[c.snap], status: c.status, stepBytes: STEP_BYTES, staleMs: LOCK.staleMs, kill: c.kill, guestWrite: c.guestWrite });
+  return runDriverChild(child, { dir: v.dir, vol: VOL, op: c.op, snap: SNAP[c.snap], status: c.status, stepBytes: STEP_BYTES, staleMs: LOCK.staleMs, kill: c.kill, guestWrite: c.guestWrite, engine: c.engine ?? 'worker' });
 }
 
 /**
@@ -226,14 +232,14 @@ describe.concurrent('SIGKILL, then fsck / re-run', () => {
     it(`${sc.status} ${sc.op} ${sc.snap}, killed before ${FULL ? 'every write' : 'sampled writes'}`, async () => {
       // An uninterrupted child says how many writes there are.
       const probe = await prepare();
-      const { killed, writes } = await runCase(probe, { ...sc, kill: 'never' });
+      const { killed, writes } = await runCase(probe, { ...sc, kill: 'never', engine: 'inline' });
       expect(killed).toBe(false);
       expect(writes).toBeGreaterThan(0);
       const points = faultPoints(writes, `${sc.status} ${sc.op} ${sc.snap}, killed before write`);
       const details: string[] = [];
       await pool(points, 3, async (n) => {
         try {
-          details.push(...(await crashCase({ ...sc, kill: { write: n } })));
+          details.push(...(await crashCase({ ...sc, kill: { write: n }, engine: 'inline' })));
         } catch (e) {
           throw new Error(`killed before write ${atPoint(n, writes)}: ${(e as Error).message}`, { cause: e });
         }
@@ -256,6 +262,11 @@ describe.concurrent('SIGKILL, then fsck / re-run', () => {
   }
   it('attached create, the guest wrote to the new file, killed before the info file', () =>
     crashCase({ ...stale, op: 'create', snap: 'cccc', status: 'in-use', kill: step('create:hypervisor'), guestWrite: 70_000 }));
+  // The commit in its engine worker, the process killed at its 2nd step (the random kills below hit it mid-step).
+  for (const snap of ['aaaa', 'bbbb'] as const) {
+    it(`detached delete ${snap}, killed between steps of the commit in the engine worker`, () =>
+      crashCase({ ...stale, op: 'delete', snap, status: 'available', kill: { step: 'delete:commit-progress', nth: 2 } }));
+  }
   for (const kill of ['delete:info', 'delete:unlink']) {
     it(`detached delete aaaa (commit + rebase), killed at ${kill}`, () => crashCase({ ...stale, op: 'delete', snap: 'aaaa', status: 'available', kill: step(kill) }));
   }

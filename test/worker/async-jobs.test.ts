@@ -22,6 +22,7 @@ import {
   streamImage,
 } from '../../src/index.js';
 import { copyDir, expectCheckClean, expectIdentical, expectNoCorruption } from '../support/chains.js';
+import { rejectionCode } from '../support/errors.js';
 import { MiB } from '../support/images.js';
 import { qemuImg, qemuIo, requireQemu, tmpDir } from '../support/qemu.js';
 
@@ -49,16 +50,6 @@ beforeAll(() => {
 
 let n = 0;
 const fresh = (label: string) => copyDir(template, path.join(root, `${label}-${n++}`));
-const codeOf = async (p: Promise<unknown>): Promise<string> => {
-  try {
-    await p;
-  } catch (e) {
-    expect(e, String(e)).toBeInstanceOf(CowError);
-    return (e as CowError).code;
-  }
-  return 'resolved';
-};
-
 describe('jobs in worker threads give what the synchronous jobs give', () => {
   it('commit (default, -d, -b BASE): qemu-img compare equal to commitImage on a copy, images clean, progress reported', async () => {
     for (const variant of [{}, { drop: true }, { base: 'base.qcow2' }] as const) {
@@ -127,12 +118,12 @@ describe('jobs in worker threads give what the synchronous jobs give', () => {
 describe('errors, cancellation, a host stop and a dying worker', () => {
   it('errors arrive as CowErrors with their codes', async () => {
     const d = fresh('errors');
-    expect(await codeOf(commit(path.join(d, 'missing.qcow2'), { pool }))).toBe('ECOW_NOT_FOUND');
-    expect(await codeOf(commit(path.join(d, 'base.qcow2'), { pool }))).toBe('ECOW_BAD_ARGUMENT');
+    expect(await rejectionCode(commit(path.join(d, 'missing.qcow2'), { pool }))).toBe('ECOW_NOT_FOUND');
+    expect(await rejectionCode(commit(path.join(d, 'base.qcow2'), { pool }))).toBe('ECOW_BAD_ARGUMENT');
     fs.writeFileSync(path.join(d, 'bad.qcow2'), Buffer.concat([Buffer.from('QFI\xfb', 'latin1'), Buffer.alloc(508)]));
-    expect(await codeOf(check(path.join(d, 'bad.qcow2'), { pool, format: 'qcow2' }))).toBe('ECOW_BAD_VERSION');
-    expect(await codeOf(create(path.join(d, 'x.qcow2'), { pool, size: 1 << 20, clusterSize: 3000 }))).toBe('ECOW_BAD_ARGUMENT');
-    expect(await codeOf(commit('', { pool }))).toBe('ECOW_BAD_ARGUMENT');
+    expect(await rejectionCode(check(path.join(d, 'bad.qcow2'), { pool, format: 'qcow2' }))).toBe('ECOW_BAD_VERSION');
+    expect(await rejectionCode(create(path.join(d, 'x.qcow2'), { pool, size: 1 << 20, clusterSize: 3000 }))).toBe('ECOW_BAD_ARGUMENT');
+    expect(await rejectionCode(commit('', { pool }))).toBe('ECOW_BAD_ARGUMENT');
     const err = await commit(path.join(d, 'missing.qcow2'), { pool }).catch((e: unknown) => e);
     expect((err as Error).message).toContain('missing.qcow2');
   });
@@ -170,7 +161,7 @@ describe('errors, cancellation, a host stop and a dying worker', () => {
     const before = fs.readFileSync(path.join(d, 'base.qcow2'));
     const ac = new AbortController();
     ac.abort();
-    expect(await codeOf(commit(path.join(d, 'top.qcow2'), { pool, signal: ac.signal }))).toBe('ECOW_CANCELLED');
+    expect(await rejectionCode(commit(path.join(d, 'top.qcow2'), { pool, signal: ac.signal }))).toBe('ECOW_CANCELLED');
     expect(fs.readFileSync(path.join(d, 'base.qcow2')).equals(before)).toBe(true);
   });
 
@@ -204,6 +195,28 @@ describe('errors, cancellation, a host stop and a dying worker', () => {
       },
     }).catch((e: unknown) => e);
     expect(err2).toBe(thrown);
+  });
+
+  it('a checkpoint may return a promise: the worker writes nothing until it settles', async () => {
+    const d = fresh('async-checkpoint');
+    const ref = fresh('async-checkpoint-ref');
+    commitImage(path.join(ref, 'top.qcow2'), { drop: true });
+    let calls = 0;
+    let unchangedWhileHeld = false;
+    await commit(path.join(d, 'top.qcow2'), {
+      pool,
+      drop: true,
+      stepBytes: MiB,
+      checkpoint: async () => {
+        if (++calls !== 3) return;
+        const before = fs.readFileSync(path.join(d, 'base.qcow2'));
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        unchangedWhileHeld = fs.readFileSync(path.join(d, 'base.qcow2')).equals(before);
+      },
+    });
+    expect(calls).toBeGreaterThan(3);
+    expect(unchangedWhileHeld, 'the base did not change while the checkpoint was pending').toBe(true);
+    expectIdentical(path.join(d, 'base.qcow2'), path.join(ref, 'base.qcow2'), 'the commit then finished');
   });
 
   it('a worker killed mid-job: ECOW_WORKER_DIED, never a hang; the images pass qemu-img check; the pool runs the re-run', async () => {
@@ -242,7 +255,7 @@ describe('errors, cancellation, a host stop and a dying worker', () => {
       const second = commit(path.join(d, 'top.qcow2'), { pool: own, drop: true, signal: ac.signal });
       expect(own.queued).toBe(1);
       ac.abort();
-      expect(await codeOf(second)).toBe('ECOW_CANCELLED');
+      expect(await rejectionCode(second)).toBe('ECOW_CANCELLED');
       await first;
       expect(own.queued).toBe(0);
     } finally {

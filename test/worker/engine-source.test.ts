@@ -9,7 +9,7 @@ import { pathToFileURL } from 'node:url';
 import { buildSync } from 'esbuild';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CowError, EnginePool, commit, createImage, openImage, setEngineSource } from '../../src/index.js';
-import { engineWorkerScript, setEngineWorkerScript } from '../../src/worker/pool.js';
+import { engineWorkerScript, setEngineWorkerScript } from '../../src/worker/worker-script.js';
 import { REQUIRE_BANNER, ROOT } from '../support/engine-worker.js';
 import { tmpDir } from '../support/qemu.js';
 

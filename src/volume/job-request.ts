@@ -1,10 +1,12 @@
 /**
  * An engine job as plain data: what a worker thread needs to run it on its own. Only file names
  * and options travel between threads; the worker opens the files itself, so no image data ever
- * crosses. The same request runs in-process (runJobRequest) or in a worker (EnginePool).
+ * crosses. The same request runs in-process (runJobRequest) or in an engine worker (a JobRunner:
+ * src/worker's EnginePool). It lives here, below the workers, because the volume driver's jobs
+ * carry its backing-name and format policy, which the worker rebuilds from VolumeFiles.
  */
 import { z } from 'zod';
-import { openImage, type BackingResolver } from '../image/open-chain.js';
+import { openImage, type BackingFormatPolicy, type BackingResolver } from '../image/open-chain.js';
 import { CowError } from '../errors.js';
 import { checkImage, type CheckOutcome } from '../image/check.js';
 import { commitImage } from '../image/commit.js';
@@ -13,7 +15,7 @@ import { createImage, type CreateOptions } from '../image/create.js';
 import type { JobOptions } from '../image/job.js';
 import { imageFormatSchema } from '../image/format.js';
 import { rebaseImage, streamImage } from '../image/rebase.js';
-import { MAX_CHAIN_DEPTH, VolumeFiles } from '../volume/volume-files.js';
+import { MAX_CHAIN_DEPTH, VolumeFiles } from './volume-files.js';
 
 const Format = imageFormatSchema;
 const Path = z.string().min(1).max(4096);
@@ -22,11 +24,15 @@ const Path = z.string().min(1).max(4096);
  * The volume driver's strict backing-name policy (VolumeFiles.resolver), named by what it is built
  * from: a resolver function cannot cross threads, its inputs can.
  */
-const PolicySchema = z.object({ dir: Path, volumeId: z.string().min(1).max(255) }).strict();
+const PolicySchema = z
+  .object({ dir: Path, volumeId: z.string().min(1).max(255), baseFormat: Format.optional(), probeFormat: z.boolean().optional() })
+  .strict();
 export type BackingPolicy = z.infer<typeof PolicySchema>;
 
 export const JobRequestSchema = z.discriminatedUnion('op', [
-  z.object({ op: z.literal('commit'), top: Path, base: Path.optional(), drop: z.boolean().optional(), policy: PolicySchema.optional() }).strict(),
+  z
+    .object({ op: z.literal('commit'), top: Path, format: Format.optional(), base: Path.optional(), drop: z.boolean().optional(), policy: PolicySchema.optional() })
+    .strict(),
   z
     .object({
       op: z.literal('rebase'),
@@ -61,6 +67,20 @@ type ConvertCreate = Omit<CreateOptions, 'format' | 'size' | 'backingFile' | 'ba
 /** What a job returns: the check's outcome, nothing for the others. */
 export type JobResult = CheckOutcome | null;
 
+/** Hooks of a job; they run on the caller's thread wherever the job itself runs. */
+export interface JobHooks extends Pick<JobOptions, 'signal' | 'onProgress' | 'stepBytes'> {
+  /**
+   * Called before every step, as JobOptions.checkpoint (throwing stops the job without writing
+   * anything more). A runner in another thread may let it return a promise and wait for it.
+   */
+  checkpoint?: () => void | Promise<void>;
+}
+
+/** Runs jobs somewhere else than the caller's thread: an EnginePool. */
+export interface JobRunner {
+  run(request: JobRequest, hooks?: JobHooks): Promise<JobResult>;
+}
+
 /** The request, validated (ECOW_BAD_ARGUMENT naming the offending field). */
 export function parseJobRequest(request: unknown): JobRequest {
   const r = JobRequestSchema.safeParse(request);
@@ -68,8 +88,11 @@ export function parseJobRequest(request: unknown): JobRequest {
   return r.data;
 }
 
-function resolverOf(policy: BackingPolicy | undefined): BackingResolver | undefined {
-  return policy ? new VolumeFiles(policy.dir, policy.volumeId).resolver : undefined;
+/** The volume's resolver and format policy, rebuilt from their inputs (none: the defaults). */
+function volumePolicy(policy: BackingPolicy | undefined): { resolveBacking?: BackingResolver; formatOf?: BackingFormatPolicy } {
+  if (!policy) return {};
+  const files = new VolumeFiles(policy.dir, policy.volumeId, undefined, { known: policy.baseFormat, probe: policy.probeFormat });
+  return { resolveBacking: files.resolver, formatOf: files.formatPolicy };
 }
 
 /**
@@ -81,16 +104,16 @@ export function runJobRequest(request: JobRequest, hooks: JobOptions = {}): JobR
   if (hooks.signal?.aborted) throw new CowError('ECOW_CANCELLED', `${request.op} cancelled before it started`, { cause: hooks.signal.reason });
   switch (request.op) {
     case 'commit':
-      commitImage(request.top, { ...hooks, base: request.base, drop: request.drop, resolveBacking: resolverOf(request.policy) });
+      commitImage(request.top, { ...hooks, base: request.base, drop: request.drop, format: request.format, ...volumePolicy(request.policy) });
       return null;
     case 'rebase':
-      rebaseImage(request.file, request.newBacking, { ...hooks, unsafe: request.unsafe, backingFormat: request.backingFormat, resolveBacking: resolverOf(request.policy) });
+      rebaseImage(request.file, request.newBacking, { ...hooks, unsafe: request.unsafe, backingFormat: request.backingFormat, resolveBacking: volumePolicy(request.policy).resolveBacking });
       return null;
     case 'stream':
-      streamImage(request.file, { ...hooks, base: request.base, resolveBacking: resolverOf(request.policy) });
+      streamImage(request.file, { ...hooks, base: request.base, resolveBacking: volumePolicy(request.policy).resolveBacking });
       return null;
     case 'convert': {
-      const src = openImage(request.src, { format: request.srcFormat, resolveBacking: resolverOf(request.policy), maxDepth: request.policy ? MAX_CHAIN_DEPTH : undefined });
+      const src = openImage(request.src, { format: request.srcFormat, ...volumePolicy(request.policy), maxDepth: request.policy ? MAX_CHAIN_DEPTH : undefined });
       try {
         convertImage(src, request.dst, { ...hooks, format: request.format, size: request.size, create: request.create as ConvertCreate });
       } finally {
