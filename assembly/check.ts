@@ -46,16 +46,13 @@ import { readZeroFill, writeAt, fileSize, flush, truncateTo } from "./io";
 import { readEntry, writeEntry } from "./refcount";
 import { TableCache } from "./tablecache";
 import { cachedTable, writeBackSlot } from "./cached-table";
-import { csizeShift, csizeMask, L1E_OFFSET_MASK, L2E_OFFSET_MASK, REFT_OFFSET_MASK, OFLAG_COPIED, OFLAG_COMPRESSED, OFLAG_ZERO } from "./layout";
+import { csizeShift, csizeMask, L1E_OFFSET_MASK, L1E_RESERVED, L2E_OFFSET_MASK, L2E_RESERVED, L2_BITMAP_ALL_ALLOC, REFT_OFFSET_MASK, OFLAG_COPIED, OFLAG_COMPRESSED, OFLAG_ZERO } from "./layout";
 
 export const FIX_LEAKS: i32 = 1;
 export const FIX_ERRORS: i32 = 2;
 
-// qemu's block/qcow2.h masks (L1E_RESERVED_MASK includes bit 0).
-const L1E_RESERVED_MASK: u64 = 0x7f000000000001ff;
-const L2E_STD_RESERVED_MASK: u64 = 0x3f000000000001fe;
+// qemu's block/qcow2.h masks (the L1 and L2 ones, and the all-allocated bitmap, are layout.ts's).
 const REFT_RESERVED_MASK: u64 = 0x1ff;
-const L2_BITMAP_ALL_ALLOC: u64 = 0xffffffff;
 const L2_BITMAP_ALL_ZEROES: u64 = 0xffffffff00000000;
 const MAX_L1_ENTRIES: u64 = (32 << 20) / 8;
 const MAX_REFTABLE_BYTES: u64 = 8 << 20;
@@ -512,7 +509,7 @@ class Checker {
       let e = getU64(p);
       const bm: u64 = this.ext ? getU64(p + 8) : 0;
       const type = this.clusterType(e);
-      if (type != T_COMPRESSED && (e & L2E_STD_RESERVED_MASK) != 0) {
+      if (type != T_COMPRESSED && (e & L2E_RESERVED) != 0) {
         this.corrupt(this.mute() ? "" : "ERROR found l2 entry with reserved bits set: " + e.toString(16));
       }
       if (type == T_COMPRESSED) {
@@ -575,7 +572,7 @@ class Checker {
       for (let j: u64 = 0; j < n; j++) {
         const e = getU64(this.l1buf + <usize>(j * 8));
         if (e == 0) continue;
-        if ((e & L1E_RESERVED_MASK) != 0) {
+        if ((e & L1E_RESERVED) != 0) {
           this.corrupt(this.mute() ? "" : "ERROR found L1 entry with reserved bits set: " + e.toString(16));
         }
         const l2Off = e & L1E_OFFSET_MASK;

@@ -6,12 +6,11 @@ export const REFT_OFFSET_MASK: u64 = 0xfffffffffffffe00;
 export const OFLAG_COPIED: u64 = 1 << 63;
 export const OFLAG_COMPRESSED: u64 = 1 << 62;
 export const OFLAG_ZERO: u64 = 1;
-/** Reserved bits of an L1 entry: 0..8 and 56..62 (qemu L1E_RESERVED_MASK). */
+/** Reserved bits of an L1 entry: 0..8 and 56..62 (qemu L1E_RESERVED_MASK, with bit 0). */
 export const L1E_RESERVED: u64 = 0x7f000000000001ff;
 /** Reserved bits of a standard L2 entry: 1..8 and 56..61. */
 export const L2E_RESERVED: u64 = 0x3f000000000001fe;
 export const L2_BITMAP_ALL_ALLOC: u64 = 0xffffffff;
-export const SUBCLUSTERS: u32 = 32;
 
 export const K_UNALLOC_PLAIN: i32 = 0;  // read the backing file
 export const K_UNALLOC_ALLOC: i32 = 1;  // extended L2: host cluster exists, this subcluster reads the backing
