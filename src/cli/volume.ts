@@ -7,6 +7,7 @@
 import type { Command } from 'commander';
 import { CowError } from '../errors.js';
 import { VolumeDriver } from '../volume/driver.js';
+import { parseSecureFilePermissions } from '../volume/file-modes.js';
 import type { FsckReport } from '../volume/fsck.js';
 import type { Hypervisor } from '../volume/hypervisor.js';
 import type { VolumeStatus } from '../volume/status.js';
@@ -21,6 +22,7 @@ interface Common {
   output: string;
   baseFormat?: string;
   probeFormat?: boolean;
+  secureFilePermissions?: string;
 }
 
 function driver(o: Common, hypervisor?: Hypervisor): VolumeDriver {
@@ -29,6 +31,7 @@ function driver(o: Common, hypervisor?: Hypervisor): VolumeDriver {
     hypervisor,
     baseFormat: format(o.baseFormat),
     probeFormat: o.probeFormat ?? false,
+    secureFilePermissions: parseSecureFilePermissions(o.secureFilePermissions ?? 'auto'),
     onWarning: (m) => process.stderr.write(`cowchain: warning: ${m}\n`),
   });
 }
@@ -72,7 +75,12 @@ function common(cmd: Command): Command {
     .requiredOption('--volume <uuid>', 'the volume id')
     .option('--output <fmt>', 'human or json', 'human')
     .option('--base-format <fmt>', 'format of the base image volume-<uuid> (raw or qcow2); needed when the volume has no volume-<uuid>.format record')
-    .option('--probe-format', 'guess the base image format from its bytes when nothing says it (dangerous for raw volumes)');
+    .option('--probe-format', 'guess the base image format from its bytes when nothing says it (dangerous for raw volumes)')
+    .option(
+      '--secure-file-permissions <mode>',
+      "Cinder's nas_secure_file_permissions: true (new files 660, a new overlay owned like its backing file), false (666), auto (secure on a new share, marked by .cinderSecureEnvIndicator)",
+      'auto',
+    );
 }
 
 function humanFsck(r: FsckReport): string {

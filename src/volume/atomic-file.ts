@@ -29,7 +29,8 @@ export async function syncDir(dir: string): Promise<void> {
  * directory: rename is only atomic within one file system); on failure before the rename it is
  * removed and the old file is untouched. `what` names the file in error messages. `beforeRename`
  * runs right before the rename, after the slow part (a lock check: nothing is published by a
- * holder that lost its lock meanwhile); what it throws is passed on after the cleanup.
+ * holder that lost its lock meanwhile); what it throws is passed on after the cleanup. `mode`:
+ * the new file's mode (default 0o666 less the umask).
  */
 export async function writeFileAtomic(
   dir: string,
@@ -38,6 +39,7 @@ export async function writeFileAtomic(
   content: string,
   what: string,
   beforeRename?: () => void,
+  mode?: number,
 ): Promise<void> {
   const target = path.join(dir, name);
   // Random suffix: concurrent writers (or a leftover from a crash) never share a temp file.
@@ -46,6 +48,7 @@ export async function writeFileAtomic(
   let fh: fs.FileHandle | undefined;
   try {
     fh = await fs.open(temp, 'wx', 0o666);
+    if (mode !== undefined) await fh.chmod(mode); // chmod, not open's mode: the umask does not apply
     await fh.writeFile(content, 'utf8');
     // fsync before rename: otherwise a crash can leave the rename durable but the data not,
     // i.e. an empty or partial file under the real name.
@@ -78,13 +81,20 @@ export async function writeFileAtomic(
  * Create `dir/name` whole or not at all, never replacing anything: `make` writes a temp file
  * `dir/<tempPrefix><random>` (and makes it durable), which is then hard-linked to `name` (EEXIST
  * → ECOW_EXISTS: link(2) never clobbers) and unlinked. A failure removes the temp file; a crash
- * can leave one behind (its prefix says whose it is).
+ * can leave one behind (its prefix says whose it is). `mode`: the new file's mode.
  */
-export async function createFileAtomic(dir: string, name: string, tempPrefix: string, make: (tempPath: string) => void | Promise<void>): Promise<string> {
+export async function createFileAtomic(
+  dir: string,
+  name: string,
+  tempPrefix: string,
+  make: (tempPath: string) => void | Promise<void>,
+  mode?: number,
+): Promise<string> {
   const target = path.join(dir, name);
   const temp = path.join(dir, `${tempPrefix}${randomBytes(8).toString('hex')}`);
   try {
     await make(temp);
+    if (mode !== undefined) await fs.chmod(temp, mode);
     try {
       await fs.link(temp, target);
     } catch (e) {

@@ -16,6 +16,7 @@ import type { DriverStep, OperationContext } from './context.js';
 import { createSnapshot, type CreateSnapshotOptions, type CreateSnapshotResult } from './create-snapshot.js';
 import { deleteSnapshot, type DeleteSnapshotOptions, type DeleteSnapshotResult } from './delete-snapshot.js';
 import { flattenSnapshot, type FlattenOptions, type FlattenResult } from './flatten.js';
+import { resolveFileModes, type FileModes, type SecureFilePermissions } from './file-modes.js';
 import { formatRecordName, pinBaseFormat, readFormatRecord, writeFormatRecord } from './format-record.js';
 import { fsck, type FsckOptions, type FsckReport } from './fsck.js';
 import type { Hypervisor } from './hypervisor.js';
@@ -43,6 +44,12 @@ export interface VolumeDriverOptions {
   baseFormat?: ImageFormat;
   /** Guess the base's format from its bytes when nothing says it (dangerous for raw; opt-in). */
   probeFormat?: boolean;
+  /**
+   * Cinder's `nas_secure_file_permissions`: new files get mode 660 (and a new overlay its backing
+   * file's owner and group) when true, 666 when false; `auto` (default) decides per share as
+   * Cinder does (file-modes.ts).
+   */
+  secureFilePermissions?: SecureFilePermissions;
   /** Warnings (e.g. a format about to be probed); default: none printed. */
   onWarning?: (message: string) => void;
   /**
@@ -96,10 +103,17 @@ export interface AttachInfo {
 export class VolumeDriver {
   readonly dir: string;
   private readonly options: VolumeDriverOptions;
+  /** Decided once per driver, at first use (Cinder decides at start-up). */
+  private modes: Promise<FileModes> | undefined;
 
   constructor(options: VolumeDriverOptions) {
     this.options = options;
     this.dir = options.dir;
+  }
+
+  private fileModes(): Promise<FileModes> {
+    this.modes ??= resolveFileModes(this.dir, this.options.secureFilePermissions ?? 'auto');
+    return this.modes;
   }
 
   /** Run `fn` holding `volumeId`'s lock, with an operation context. */
@@ -112,7 +126,7 @@ export class VolumeDriver {
         const onStep = this.options.onStep;
         const known = pinBaseFormat(volumeId, this.options.baseFormat, await readFormatRecord(this.dir, volumeId));
         // Every change checks (and renews) the lock first; so does every step of an engine job.
-        const files = new VolumeFiles(this.dir, volumeId, lock.assertHeld, { known, probe: this.options.probeFormat, warn: this.options.onWarning });
+        const files = new VolumeFiles(this.dir, volumeId, lock.assertHeld, { known, probe: this.options.probeFormat, warn: this.options.onWarning }, () => this.fileModes());
         const job = { signal, onProgress: op.onProgress, stepBytes: this.options.stepBytes, checkpoint: lock.assertHeld };
         return fn({
           files,
@@ -146,10 +160,17 @@ export class VolumeDriver {
       if ((await files.readInfo()).exists) throw new CowError('ECOW_EXISTS', `volume ${volumeId} already has an info file in ${this.dir}`);
       if (files.exists(files.base)) throw new CowError('ECOW_EXISTS', `cannot create ${files.path(files.base)}: EEXIST`);
       // The record first: a crash before the image leaves a record that the next create replaces.
-      await writeFormatRecord(this.dir, volumeId, format, files.guard);
-      await createFileAtomic(this.dir, files.base, files.newFilePrefix, async (temp) => {
-        await runJob({ op: 'create', file: temp, options: { format, size } });
-      });
+      const { mode } = await files.fileModes();
+      await writeFormatRecord(this.dir, volumeId, format, files.guard, mode);
+      await createFileAtomic(
+        this.dir,
+        files.base,
+        files.newFilePrefix,
+        async (temp) => {
+          await runJob({ op: 'create', file: temp, options: { format, size } });
+        },
+        mode,
+      );
       return { file: files.base, format, size };
     });
   }
@@ -207,7 +228,7 @@ export class VolumeDriver {
         throw new CowError('ECOW_BAD_ARGUMENT', `size ${options.size} is smaller than volume ${volumeId} (${top.virtualSize} bytes)`);
       }
       // The new volume's format record first, as createVolume does; removed again on failure.
-      await writeFormatRecord(targetDir, newVolumeId, format);
+      await writeFormatRecord(targetDir, newVolumeId, format, undefined, (await ctx.files.fileModes()).mode);
       const tmp = `tmp-snap-${randomUUID()}`;
       let result: FlattenResult;
       try {

@@ -47,8 +47,15 @@ export async function flattenSnapshot(ctx: OperationContext, snapshotId: string,
   }
   const dir = path.dirname(outFile);
   const name = path.basename(outFile);
-  await createFileAtomic(dir, name, newFilePrefix(name), async (temp) => {
-    await ctx.runJob({ op: 'convert', src: files.resolve(backing), srcFormat: top.format, dst: temp, format, size, policy: files.policy });
-  });
+  const { mode } = await files.fileModes();
+  await createFileAtomic(
+    dir,
+    name,
+    newFilePrefix(name),
+    async (temp) => {
+      await ctx.runJob({ op: 'convert', src: files.resolve(backing), srcFormat: top.format, dst: temp, format, size, policy: files.policy });
+    },
+    mode,
+  );
   return { file: outFile, format, size };
 }

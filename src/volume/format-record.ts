@@ -45,9 +45,9 @@ export async function readFormatRecord(dir: string, volumeId: string): Promise<I
   }
 }
 
-export async function writeFormatRecord(dir: string, volumeId: string, format: ImageFormat, beforeRename?: () => void): Promise<void> {
+export async function writeFormatRecord(dir: string, volumeId: string, format: ImageFormat, beforeRename?: () => void, mode?: number): Promise<void> {
   const content = JSON.stringify(FormatRecordSchema.parse({ version: 1, format }));
-  await writeFileAtomic(dir, formatRecordName(volumeId), formatRecordTempPrefix(volumeId), content, 'format record', beforeRename);
+  await writeFileAtomic(dir, formatRecordName(volumeId), formatRecordTempPrefix(volumeId), content, 'format record', beforeRename, mode);
 }
 
 /**

@@ -160,7 +160,7 @@ export function serializeInfo(info: VolumeInfo): string {
  * old file or the new one, complete. On failure before the rename the temp file is removed and
  * the old file is untouched.
  */
-export async function writeInfo(dir: string, volumeId: string, info: VolumeInfo, beforeRename?: () => void): Promise<void> {
+export async function writeInfo(dir: string, volumeId: string, info: VolumeInfo, beforeRename?: () => void, mode?: number): Promise<void> {
   const content = serializeInfo(info); // validate before touching the disk
-  await writeFileAtomic(dir, path.basename(infoPath(dir, volumeId)), infoTempPrefix(volumeId), content, 'info file', beforeRename);
+  await writeFileAtomic(dir, path.basename(infoPath(dir, volumeId)), infoTempPrefix(volumeId), content, 'info file', beforeRename, mode);
 }

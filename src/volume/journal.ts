@@ -94,7 +94,8 @@ export async function readJournal(files: VolumeFiles): Promise<Journal | null> {
 
 /** Record an operation before its first change; durable when this returns. */
 export async function writeJournal(files: VolumeFiles, journal: Journal): Promise<void> {
-  await writeFileAtomic(files.dir, files.journalName, files.journalTempPrefix, JSON.stringify(JournalSchema.parse(journal), null, 1), 'journal', files.guard);
+  const { mode } = await files.fileModes();
+  await writeFileAtomic(files.dir, files.journalName, files.journalTempPrefix, JSON.stringify(JournalSchema.parse(journal), null, 1), 'journal', files.guard, mode);
 }
 
 /** The operation is over (done or undone): drop its record, durably. */

@@ -16,6 +16,7 @@ import { createQcow2On } from '../image/create.js';
 import type { Image } from '../image/image.js';
 import type { ImageFormat } from '../image/types.js';
 import { syncDir } from './atomic-file.js';
+import { applyFileModes, resolveFileModes, type FileModes } from './file-modes.js';
 import { formatRecordName, formatRecordTempPrefix } from './format-record.js';
 import { infoTempPrefix, readInfo, writeInfo, type VolumeInfo } from './info-file.js';
 import { isImageFormat } from '../image/format.js';
@@ -63,7 +64,12 @@ export class VolumeFiles {
   /** openImage's BackingFormatPolicy for this volume (see formatOf). */
   readonly formatPolicy: BackingFormatPolicy;
 
-  constructor(dir: string, volumeId: string, guard: () => void = () => {}, baseFormat: BaseFormat = {}) {
+  /** Modes of the files created (file-modes.ts); default: Cinder's `auto` for this directory. */
+  readonly fileModes: () => Promise<FileModes>;
+
+  constructor(dir: string, volumeId: string, guard: () => void = () => {}, baseFormat: BaseFormat = {}, fileModes?: () => Promise<FileModes>) {
+    let modes: Promise<FileModes> | undefined;
+    this.fileModes = fileModes ?? (() => (modes ??= resolveFileModes(dir, 'auto')));
     this.dir = dir;
     this.volumeId = volumeId;
     this.base = baseName(volumeId); // validates the id
@@ -222,6 +228,7 @@ export class VolumeFiles {
    * neither opened nor followed here (the caller validated the chain it heads).
    */
   async createOverlay(name: string, options: { size: number; backing: string; backingFormat: ImageFormat }): Promise<void> {
+    const modes = await this.fileModes();
     this.guard();
     const file = this.path(name);
     try {
@@ -230,6 +237,9 @@ export class VolumeFiles {
       const code = (e as NodeJS.ErrnoException).code;
       throw new CowError(code === 'EEXIST' ? 'ECOW_EXISTS' : 'ECOW_IO', `cannot create ${file}: ${code ?? String(e)}`, { cause: e });
     }
+    // The hypervisor's user must be able to write it (the guest moves onto it): Cinder's modes,
+    // and in secure mode the backing file's owner and group.
+    applyFileModes(file, modes, this.path(options.backing));
     const backend = new FileBackend(file, true, true);
     try {
       createQcow2On(backend, { format: 'qcow2', size: options.size, backingFile: options.backing, backingFormat: options.backingFormat });
@@ -283,8 +293,9 @@ export class VolumeFiles {
     return { info, exists: true };
   }
 
-  writeInfo(info: VolumeInfo): Promise<void> {
-    return writeInfo(this.dir, this.volumeId, info, this.guard);
+  async writeInfo(info: VolumeInfo): Promise<void> {
+    const { mode } = await this.fileModes();
+    return writeInfo(this.dir, this.volumeId, info, this.guard, mode);
   }
 
   /**

@@ -126,5 +126,5 @@ it('fsync of files and of the directory after every rename/link/unlink, all succ
     const fmt = JSON.parse(qemuImg(['info', '--output=json', path.join(d.b, f)]).stdout).format;
     if (fmt === 'qcow2') expect(qemuCheck(path.join(d.b, f)).status, f).toBe(0);
   }
-  expect(fs.readdirSync(d.b).sort()).toEqual([`volume-${CLONE}`, `volume-${CLONE}.format`, `volume-${VOL}`, `volume-${VOL}.format`, `volume-${VOL}.info`].sort());
+  expect(fs.readdirSync(d.b).sort()).toEqual(['.cinderSecureEnvIndicator', `volume-${CLONE}`, `volume-${CLONE}.format`, `volume-${VOL}`, `volume-${VOL}.format`, `volume-${VOL}.info`].sort());
 });

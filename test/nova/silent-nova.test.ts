@@ -240,7 +240,7 @@ describe('CLI', () => {
     expect(await fails('ECOW_BAD_ARGUMENT', 'snapshot', 'delete', ...at, '--snapshot', AAAA, '--nova-delete-timeout', '10m')).toMatch(/--nova-delete-timeout "10m"/);
     expect(await fails('ECOW_BAD_ARGUMENT', 'volume', 'fsck', ...at, '--nova-outcome', 'maybe')).toMatch(/--nova-outcome must be done or failed/);
     expect(await fails('ECOW_HYPERVISOR_UNAVAILABLE', 'snapshot', 'create', ...at, '--snapshot', AAAA, '--status', 'in-use')).toMatch(/--nova-endpoint and --status-listen/);
-    expect(listingOf(dir)).toEqual([base, `${base}.format`]);
+    expect(listingOf(dir)).toEqual(['.cinderSecureEnvIndicator', base, `${base}.format`]);
   });
 });
 

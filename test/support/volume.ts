@@ -213,11 +213,12 @@ export class VolumeFixture {
 
   /**
    * The volume's files in the directory (chain files, info, anything else), but not the format
-   * record `volume-<vol>.format`: written once by createVolume, it never changes afterwards
-   * (test/volume/format.test.ts checks it).
+   * record `volume-<vol>.format` nor the share's `.cinderSecureEnvIndicator`: each is written once
+   * (by createVolume / the first file created on a new share) and never changes afterwards
+   * (test/volume/format.test.ts and file-modes.test.ts check them).
    */
   listing(): string[] {
-    return fs.readdirSync(this.dir).filter((n) => n !== `${this.base}.format`).sort();
+    return fs.readdirSync(this.dir).filter((n) => n !== `${this.base}.format` && n !== '.cinderSecureEnvIndicator').sort();
   }
 
   /** qemu-img check reports no error and no leak on every qcow2 file of the volume. */

@@ -26,7 +26,7 @@ describe('create volume', () => {
       const dir = tmpDir('cowchain-ops-');
       const d = new VolumeDriver({ dir });
       expect(await d.createVolume(VOL, 3 * MiB, { format })).toEqual({ file: BASE, format, size: 3 * MiB });
-      expect(fs.readdirSync(dir).sort()).toEqual([BASE, `${BASE}.format`]);
+      expect(fs.readdirSync(dir).sort()).toEqual(['.cinderSecureEnvIndicator', BASE, `${BASE}.format`]);
       const q = qemuInfo(path.join(dir, BASE));
       expect([q.format, q['virtual-size']]).toEqual([format, 3 * MiB]);
       expect(qemuRaw(path.join(dir, BASE), dir).equals(Buffer.alloc(3 * MiB))).toBe(true);
@@ -289,7 +289,7 @@ describe('delete volume', () => {
     fs.writeFileSync(v.p(`.${BASE}.info.tmp-0123`), '');
     const r = await v.driver.deleteVolume(VOL);
     expect(r.removed.sort()).toEqual([BASE, f('aaaa'), f('bbbb'), `${BASE}.format`, `${BASE}.info`, `${BASE}.journal`, `.${BASE}.info.tmp-0123`].sort());
-    expect(fs.readdirSync(v.dir).sort()).toEqual([`volume-${OTHER_VOL}`, `volume-${OTHER_VOL}.format`]);
+    expect(fs.readdirSync(v.dir).sort()).toEqual(['.cinderSecureEnvIndicator', `volume-${OTHER_VOL}`, `volume-${OTHER_VOL}.format`]);
     expect(await v.driver.deleteVolume(VOL)).toEqual({ removed: [] });
   });
 });
