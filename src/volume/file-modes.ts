@@ -12,7 +12,7 @@
 import * as fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { parseChainName } from '../chain/names.js';
+import { parseChainName } from './names.js';
 import { CowError } from '../errors.js';
 
 export type SecureFilePermissions = 'auto' | boolean;
