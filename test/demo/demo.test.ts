@@ -1,10 +1,10 @@
 // `npm start` must keep working: the demo replays the seed and exits 0 only if every check passed.
-import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { expect, it } from 'vitest';
+import { runProcess } from '../support/child.js';
 
-it('the demo (npm start) runs the seed lifecycle detached and attached and passes every check', () => {
-  const r = spawnSync(process.execPath, [path.resolve('dist/demo/main.js')], { encoding: 'utf8', timeout: 110_000 });
+it('the demo (npm start) runs the seed lifecycle detached and attached and passes every check', async () => {
+  const r = await runProcess(process.execPath, [path.resolve('dist/demo/main.js')], { timeoutMs: 600_000 });
   expect(r.stderr).toBe('');
   expect(r.status).toBe(0);
   expect(r.stdout).toMatch(/verdict: all \d+ checks passed/);

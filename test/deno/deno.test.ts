@@ -6,12 +6,13 @@
 // to node_modules/deno/deno) may not run — npm 11 holds back install scripts that were not
 // approved — so we call the platform package's binary directly, then fall back to
 // node_modules/deno/deno and last to `node node_modules/deno/bin.cjs` (which installs on first use).
-import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { runProcess, type ProcessResult } from '../support/child.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const SMOKE = path.join(ROOT, 'test/deno/smoke.ts');
@@ -56,16 +57,12 @@ function findDeno(): { cmd: DenoCommand | null; version: string | null; tried: s
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'cowchain-deno-test-'));
 afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
 
-function runSmoke(cmd: DenoCommand, env: Record<string, string> = {}): SpawnSyncReturns<string> {
-  return spawnSync(cmd.file, [...cmd.prefix, ...DENO_ARGS, SMOKE, work], {
-    cwd: ROOT,
-    encoding: 'utf8',
-    timeout: 60_000,
-    env: { ...process.env, NO_COLOR: '1', ...env },
-  });
+/** The smoke suite under Deno, run without holding this process's event loop. */
+function runSmoke(cmd: DenoCommand, env: Record<string, string> = {}): Promise<ProcessResult> {
+  return runProcess(cmd.file, [...cmd.prefix, ...DENO_ARGS, SMOKE, work], { cwd: ROOT, timeoutMs: 600_000, env: { ...process.env, NO_COLOR: '1', ...env } });
 }
 
-function explain(r: SpawnSyncReturns<string>): string {
+function explain(r: ProcessResult): string {
   return `exit ${r.status}${r.signal ? ` (signal ${r.signal})` : ''}${r.error ? ` (${r.error.message})` : ''}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`;
 }
 
@@ -83,9 +80,9 @@ describe('Deno 2 runs the built package', () => {
     }
   });
 
-  it('smoke suite passes under Deno (engine and volume driver)', () => {
+  it('smoke suite passes under Deno (engine and volume driver)', async () => {
     expect(deno.cmd, 'Deno not found (see the first test)').not.toBeNull();
-    const r = runSmoke(deno.cmd!);
+    const r = await runSmoke(deno.cmd!);
     expect(r.status, explain(r)).toBe(0);
     const summary = /^(\d+) passed, (\d+) failed$/m.exec(r.stdout);
     expect(summary, explain(r)).not.toBeNull();
@@ -97,9 +94,9 @@ describe('Deno 2 runs the built package', () => {
     }
   });
 
-  it('a failing check makes the suite exit non-zero', () => {
+  it('a failing check makes the suite exit non-zero', async () => {
     expect(deno.cmd, 'Deno not found (see the first test)').not.toBeNull();
-    const r = runSmoke(deno.cmd!, { COWCHAIN_SMOKE_SELF_TEST: 'fail' });
+    const r = await runSmoke(deno.cmd!, { COWCHAIN_SMOKE_SELF_TEST: 'fail' });
     expect(r.status, explain(r)).toBe(1);
     expect(r.stdout).toContain('FAIL harness self-test');
     expect(r.stdout).toMatch(/^\d+ passed, 1 failed$/m);

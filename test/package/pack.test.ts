@@ -15,12 +15,12 @@
 // rebuild, under the other tests' feet); `npm test` builds first. npm is spawned without the
 // npm_* variables of an enclosing `npm test` (npm_config_local_prefix would point the scratch
 // install at this repo).
-import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runProcess, type ProcessResult } from '../support/child.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const PKG = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as {
@@ -42,13 +42,14 @@ function cleanEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
-function run(cmd: string, args: string[], cwd: string, timeout = 120_000): SpawnSyncReturns<string> {
-  const r = spawnSync(cmd, args, { cwd, env: cleanEnv(), encoding: 'utf8', timeout, maxBuffer: 64 << 20 });
+/** Run to the end without holding the event loop (npm and tsc take long on a loaded machine). */
+async function run(cmd: string, args: string[], cwd: string, timeoutMs = 600_000): Promise<ProcessResult> {
+  const r = await runProcess(cmd, args, { cwd, env: cleanEnv(), timeoutMs });
   if (r.error) throw r.error;
   return r;
 }
 
-function ok(r: SpawnSyncReturns<string>, what: string): string {
+function ok(r: ProcessResult, what: string): string {
   if (r.status !== 0) throw new Error(`${what} exited ${r.status}${r.signal ? ` (${r.signal})` : ''}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`);
   return r.stdout;
 }
@@ -77,8 +78,8 @@ describe('npm pack --dry-run', () => {
   let pack: PackResult;
   let files: Map<string, number>;
 
-  beforeAll(() => {
-    const out = ok(run(NPM, ['pack', '--dry-run', '--json', '--ignore-scripts'], ROOT), 'npm pack --dry-run');
+  beforeAll(async () => {
+    const out = ok(await run(NPM, ['pack', '--dry-run', '--json', '--ignore-scripts'], ROOT), 'npm pack --dry-run');
     pack = (JSON.parse(out) as PackResult[])[0];
     files = new Map(pack.files.map((f) => [f.path, f.size]));
   });
@@ -134,14 +135,14 @@ describe('the tarball, installed into a scratch project', () => {
   const project = path.join(scratch, 'consumer');
   const installed = path.join(project, 'node_modules', PKG.name);
 
-  beforeAll(() => {
-    const out = ok(run(NPM, ['pack', '--json', '--ignore-scripts', '--pack-destination', scratch], ROOT), 'npm pack');
+  beforeAll(async () => {
+    const out = ok(await run(NPM, ['pack', '--json', '--ignore-scripts', '--pack-destination', scratch], ROOT), 'npm pack');
     const tarball = path.join(scratch, (JSON.parse(out) as PackResult[])[0].filename);
     expect(fs.existsSync(tarball)).toBe(true);
     fs.mkdirSync(project);
     fs.writeFileSync(path.join(project, 'package.json'), JSON.stringify({ name: 'cowchain-consumer', version: '0.0.0', private: true, type: 'module' }, null, 2));
     // Dependencies come from npm's cache when it has them, else from the registry.
-    ok(run(NPM, ['install', '--no-audit', '--no-fund', '--ignore-scripts', '--prefer-offline', '--no-package-lock', tarball], project, 170_000), 'npm install <tarball>');
+    ok(await run(NPM, ['install', '--no-audit', '--no-fund', '--ignore-scripts', '--prefer-offline', '--no-package-lock', tarball], project, 600_000), 'npm install <tarball>');
   }, 180_000);
 
   afterAll(() => fs.rmSync(scratch, { recursive: true, force: true }));
@@ -154,7 +155,7 @@ describe('the tarball, installed into a scratch project', () => {
     }
   });
 
-  it("plain ESM: import { createImage, openImage } from 'cowchain' creates an image and reads it back", () => {
+  it("plain ESM: import { createImage, openImage } from 'cowchain' creates an image and reads it back", async () => {
     fs.writeFileSync(
       path.join(project, 'use.mjs'),
       `import { createImage, openImage, openImageOn, createQcow2On, MemoryBackend, isCowError } from 'cowchain';
@@ -184,14 +185,14 @@ const version = createRequire(import.meta.url)('cowchain/package.json').version;
 console.log(JSON.stringify({ ok: true, bytes: fs.statSync(file).size, deep, version }));
 `,
     );
-    const out = JSON.parse(ok(run(process.execPath, ['use.mjs'], project), 'node use.mjs').trim()) as { ok: boolean; bytes: number; deep: string; version: string };
+    const out = JSON.parse(ok(await run(process.execPath, ['use.mjs'], project), 'node use.mjs').trim()) as { ok: boolean; bytes: number; deep: string; version: string };
     expect(out.ok).toBe(true);
     expect(out.bytes).toBeGreaterThan(0);
     expect(out.deep, 'internals must not be reachable by deep imports').toBe('ERR_PACKAGE_PATH_NOT_EXPORTED');
     expect(out.version).toBe(PKG.version);
   });
 
-  it('the published types type-check in a strict NodeNext consumer (skipLibCheck off)', () => {
+  it('the published types type-check in a strict NodeNext consumer (skipLibCheck off)', async () => {
     fs.writeFileSync(
       path.join(project, 'consumer.ts'),
       `import {
@@ -262,15 +263,15 @@ void [size, bytes, header, map, info, wrong];
       ),
     );
     const tsc = path.join(ROOT, 'node_modules/typescript/bin/tsc');
-    ok(run(process.execPath, [tsc, '--noEmit', '-p', 'tsconfig.json'], project), 'tsc --noEmit (consumer)');
+    ok(await run(process.execPath, [tsc, '--noEmit', '-p', 'tsconfig.json'], project), 'tsc --noEmit (consumer)');
   });
 
-  it('the bin runs through npx: cowchain img info', () => {
+  it('the bin runs through npx: cowchain img info', async () => {
     const file = path.join(project, 'for-cli.qcow2');
-    ok(run(NPX, ['--no-install', 'cowchain', 'img', 'create', '-f', 'qcow2', file, '2M'], project), 'npx cowchain img create');
-    const info = JSON.parse(ok(run(NPX, ['--no-install', 'cowchain', 'img', 'info', '--output=json', file], project), 'npx cowchain img info')) as Record<string, unknown>;
+    ok(await run(NPX, ['--no-install', 'cowchain', 'img', 'create', '-f', 'qcow2', file, '2M'], project), 'npx cowchain img create');
+    const info = JSON.parse(ok(await run(NPX, ['--no-install', 'cowchain', 'img', 'info', '--output=json', file], project), 'npx cowchain img info')) as Record<string, unknown>;
     expect(info['virtual-size']).toBe(2 << 20);
     expect(info.format).toBe('qcow2');
-    expect(ok(run(NPX, ['--no-install', 'cowchain', '--help'], project), 'npx cowchain --help')).toContain('Usage: cowchain');
+    expect(ok(await run(NPX, ['--no-install', 'cowchain', '--help'], project), 'npx cowchain --help')).toContain('Usage: cowchain');
   });
 });
