@@ -14,6 +14,7 @@ import { Job } from "./job";
 import { CommitJob, emptyImage } from "./commit";
 import { RebaseJob, StreamJob, setBackingFile as setBackingHeader } from "./rebase";
 import { ConvertJob } from "./convert";
+import { engineCacheBytes } from "./tablecache";
 
 const images = new Array<Image | null>();
 
@@ -231,4 +232,9 @@ export function check(id: i32, repair: i32): string {
 /** Test hook: clusters per reference-counting window of `check` (default 8 Mi). */
 export function checkWindow(clusters: f64): void {
   setWindowMax(<u64>clusters);
+}
+
+/** Table-cache memory held by all open images together (bounded by ENGINE_CACHE_BUDGET past each cache's minimum). */
+export function cacheBytes(): f64 {
+  return <f64>engineCacheBytes();
 }

@@ -1,11 +1,30 @@
-// A fixed number of table-sized slots (L2 tables, refcount blocks), least-recently-used eviction.
+// A bounded number of table-sized slots (L2 tables, refcount blocks), least-recently-used eviction.
 // Memory does not grow with the image: the slot count is fixed when the cache is made. The cache
 // does no I/O; the image decides when a dirty table may be written (durability order).
+//
+// Slot memory is taken lazily, when a slot is first needed, and all caches of the engine share
+// one budget (ENGINE_CACHE_BUDGET): past it, a cache that already has its minimum number of
+// slots reuses its own least recently used one instead of growing. So a backing chain of
+// hundreds of images costs each layer only the tables it actually touched (a read through the
+// chain touches one table per layer), not a full cache per layer.
+
+/** Table memory of all caches together beyond which no cache grows past its minimum. */
+export const ENGINE_CACHE_BUDGET: usize = 32 << 20;
+/** Table memory held by all live caches (read by the host for memory reports). */
+let cacheBytesInUse: usize = 0;
+
+export function engineCacheBytes(): usize {
+  return cacheBytesInUse;
+}
 
 export class TableCache {
   readonly slots: i32;
   readonly tableSize: usize;
-  private mem: usize;
+  readonly minSlots: i32;
+  /** Memory of each slot; 0 until the slot is first used. */
+  private mem: StaticArray<usize>;
+  /** Slots [0, allocated) have memory. */
+  private allocated: i32 = 0;
   private keys: StaticArray<u64>;
   private stamps: StaticArray<u64>;
   private dirtyFlags: StaticArray<bool>;
@@ -17,8 +36,9 @@ export class TableCache {
     if (n < minSlots) n = minSlots;
     if (n > maxSlots) n = maxSlots;
     this.slots = n;
+    this.minSlots = minSlots < n ? minSlots : n;
     this.tableSize = tableSize;
-    this.mem = heap.alloc(<usize>n * tableSize);
+    this.mem = new StaticArray<usize>(n);
     this.keys = new StaticArray<u64>(n);
     this.stamps = new StaticArray<u64>(n);
     this.dirtyFlags = new StaticArray<bool>(n);
@@ -33,7 +53,7 @@ export class TableCache {
       unchecked(this.stamps[last] = ++this.clock);
       return last;
     }
-    for (let i = 0; i < this.slots; i++) {
+    for (let i = 0; i < this.allocated; i++) {
       if (unchecked(this.keys[i]) == key) {
         unchecked(this.stamps[i] = ++this.clock);
         this.lastSlot = i;
@@ -43,19 +63,29 @@ export class TableCache {
     return -1;
   }
 
-  /** The slot to reuse next: a free one, else the least recently used. The caller writes it back if dirty. */
+  /**
+   * The slot to reuse next: a free one with memory, else a new one while the cache and the
+   * engine-wide budget allow, else the least recently used. The caller writes it back if dirty.
+   */
   victim(): i32 {
+    for (let i = 0; i < this.allocated; i++) if (unchecked(this.keys[i]) == 0) return i;
+    const n = this.allocated;
+    if (n < this.slots && (n < this.minSlots || cacheBytesInUse + this.tableSize <= ENGINE_CACHE_BUDGET)) {
+      unchecked(this.mem[n] = heap.alloc(this.tableSize));
+      cacheBytesInUse += this.tableSize;
+      this.allocated = n + 1;
+      return n;
+    }
     let best = 0;
     let bestStamp: u64 = u64.MAX_VALUE;
-    for (let i = 0; i < this.slots; i++) {
-      if (unchecked(this.keys[i]) == 0) return i;
+    for (let i = 0; i < n; i++) {
       const s = unchecked(this.stamps[i]);
       if (s < bestStamp) { bestStamp = s; best = i; }
     }
     return best;
   }
 
-  /** Claim slot `i` for `key`; its memory is left for the caller to fill. */
+  /** Claim slot `i` (from victim()) for `key`; its memory is left for the caller to fill. */
   assign(i: i32, key: u64): usize {
     unchecked(this.keys[i] = key);
     unchecked(this.stamps[i] = ++this.clock);
@@ -64,7 +94,7 @@ export class TableCache {
     return this.ptr(i);
   }
 
-  ptr(i: i32): usize { return this.mem + <usize>i * this.tableSize; }
+  ptr(i: i32): usize { return unchecked(this.mem[i]); }
   key(i: i32): u64 { return unchecked(this.keys[i]); }
   isDirty(i: i32): bool { return unchecked(this.dirtyFlags[i]); }
   markDirty(i: i32): void { unchecked(this.dirtyFlags[i] = true); }
@@ -81,7 +111,12 @@ export class TableCache {
   }
 
   dispose(): void {
-    heap.free(this.mem);
-    this.mem = 0;
+    for (let i = 0; i < this.allocated; i++) {
+      heap.free(unchecked(this.mem[i]));
+      unchecked(this.mem[i] = 0);
+    }
+    cacheBytesInUse -= <usize>this.allocated * this.tableSize;
+    this.allocated = 0;
+    for (let i = 0; i < this.slots; i++) unchecked(this.keys[i] = 0);
   }
 }

@@ -46,7 +46,7 @@ export type { FlattenOptions, FlattenResult } from './volume/flatten.js';
 export type { FsckOptions, FsckReport, FsckAction, FsckActionKind } from './volume/fsck.js';
 export type { DriverStep } from './volume/context.js';
 export type { Journal } from './volume/journal.js';
-export { MAX_CHAIN_DEPTH, type ChainLink } from './volume/volume-files.js';
+export { MAX_ATTACHED_CHAIN_DEPTH, MAX_CHAIN_DEPTH, MAX_SNAPSHOT_CHAIN_DEPTH, type ChainLink } from './volume/volume-files.js';
 export { VOLUME_STATUSES, VolumeStatusSchema, ACCEPTED_STATUSES, type VolumeStatus } from './volume/status.js';
 export { withVolumeLock, type VolumeLockOptions, type VolumeLockHandle } from './volume/lock.js';
 export { readInfo, writeInfo, serializeInfo, VolumeInfoSchema, type VolumeInfo } from './volume/info-file.js';

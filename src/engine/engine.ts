@@ -54,6 +54,8 @@ interface RawExports {
   /** qemu-img check; repair 0 none, 1 leaks, 2 all; returns a JSON string pointer (assembly/check.ts). */
   check(id: number, repair: number): number;
   checkWindow(clusters: number): void;
+  /** Table-cache bytes held by all open images (assembly/tablecache.ts). */
+  cacheBytes(): number;
 }
 
 export type EngineExports = Omit<RawExports, 'memory' | '__getString' | '__collect' | '__newString'>;
@@ -187,6 +189,11 @@ export class Engine {
   /** Size of the wasm linear memory in bytes (it only grows); for memory-bound checks. */
   memoryBytes(): number {
     return this.raw.memory.buffer.byteLength;
+  }
+
+  /** Bytes of L2 / refcount-block caches held by all open images together. */
+  cacheBytes(): number {
+    return this.raw.cacheBytes();
   }
 
   string(ptr: number): string {

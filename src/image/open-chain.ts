@@ -32,7 +32,7 @@ export interface OpenOptions {
   resolveBacking?: BackingResolver;
   /** Formats of backing files (default: the header's backing format, else probed). */
   formatOf?: BackingFormatPolicy;
-  /** Most images in one chain (default 256). */
+  /** Most images in one chain (default DEFAULT_MAX_CHAIN_DEPTH). */
   maxDepth?: number;
   /**
    * Open the top image as `qemu-img check` does: its internal snapshot table is left for the
@@ -40,6 +40,13 @@ export interface OpenOptions {
    */
   forCheck?: boolean;
 }
+
+/**
+ * Most images openImage opens in one chain unless told otherwise. The engine's table caches
+ * share one memory budget, so a chain this deep is read within a bounded heap (a 1000-deep chain
+ * with data in every layer: 64 MiB of engine memory).
+ */
+export const DEFAULT_MAX_CHAIN_DEPTH = 1000;
 
 /** qemu's rule: a relative backing name is relative to the directory of the image naming it. */
 export const defaultResolveBacking: BackingResolver = (name, childPath) =>
@@ -65,7 +72,7 @@ function probeFormat(engine: Engine, backend: Backend): ImageFormat {
 export function openImage(file: string, options: OpenOptions = {}): Image {
   const engine = Engine.get();
   const resolve = options.resolveBacking ?? defaultResolveBacking;
-  const maxDepth = options.maxDepth ?? 256;
+  const maxDepth = options.maxDepth ?? DEFAULT_MAX_CHAIN_DEPTH;
   // Open from the top down to learn the names, then link from the bottom up.
   const layers: { backend: FileBackend; filename: string; format: ImageFormat; writable: boolean }[] = [];
   const seen = new Set<string>();

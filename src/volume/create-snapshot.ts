@@ -19,6 +19,7 @@ import type { NovaOutcome, Recovery } from './recovery.js';
 import { needHypervisor, type OperationContext } from './context.js';
 import { needsFsck, provesFailure } from './hypervisor-outcome.js';
 import { checkSize } from './size.js';
+import { MAX_ATTACHED_CHAIN_DEPTH, MAX_SNAPSHOT_CHAIN_DEPTH } from './volume-files.js';
 import { checkStatus, isAttached, type VolumeStatus } from './status.js';
 
 export interface CreateSnapshotOptions {
@@ -51,7 +52,18 @@ export async function createSnapshot(ctx: OperationContext, snapshotId: string, 
     throw new CowError('ECOW_EXISTS', `${files.path(file)} exists but the info file does not record snapshot ${snapshotId}; run fsck`);
   }
   const backing = info.active;
-  const [top] = files.chain(backing); // the whole chain below the new overlay, validated
+  const chain = files.chain(backing); // the whole chain below the new overlay, validated
+  const [top] = chain;
+  // Never build a chain the driver (or the hypervisor) then refuses to open: a clone's temporary
+  // snapshot may go one deeper than a snapshot the user asks for.
+  const temporary = snapshotId.startsWith('tmp-snap-');
+  const limit = (hypervisor ? MAX_ATTACHED_CHAIN_DEPTH : MAX_SNAPSHOT_CHAIN_DEPTH) + (temporary ? 1 : 0);
+  if (chain.length + 1 > limit) {
+    throw new CowError(
+      'ECOW_CHAIN_TOO_DEEP',
+      `snapshot ${snapshotId} would make the chain of volume ${files.volumeId} ${chain.length + 1} images deep; the limit${hypervisor ? ' while attached' : ''} is ${limit}: delete snapshots first`,
+    );
+  }
   const size = options.size === undefined ? top.virtualSize : checkSize(options.size, 'snapshot size');
   if (size < top.virtualSize) {
     throw new CowError('ECOW_BAD_ARGUMENT', `snapshot size ${size} is smaller than the active image ${backing} (${top.virtualSize} bytes)`);

@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { openImage, type BackingFormatPolicy, type BackingResolver } from '../image/open-chain.js';
+import { DEFAULT_MAX_CHAIN_DEPTH, openImage, type BackingFormatPolicy, type BackingResolver } from '../image/open-chain.js';
 import { baseName, checkChainName, parseChainName, resolveInsideDirSync, snapshotFileName } from './names.js';
 import { CowError, isCowError } from '../errors.js';
 import { FileBackend } from '../engine/backend.js';
@@ -21,8 +21,25 @@ import { formatRecordName, formatRecordTempPrefix } from './format-record.js';
 import { infoTempPrefix, readInfo, writeInfo, type VolumeInfo } from './info-file.js';
 import { isImageFormat } from '../image/format.js';
 
-/** Most images in one volume's chain; a deeper chain is ECOW_CHAIN_TOO_DEEP. */
-export const MAX_CHAIN_DEPTH = 64;
+/**
+ * Most images in one volume's chain the driver opens; a deeper chain is ECOW_CHAIN_TOO_DEEP.
+ * The engine's table caches share one budget (assembly/tablecache.ts), so depth costs each
+ * layer only the tables a read touches: a 1000-deep chain whose layers all hold data was read
+ * through within 64 MiB of engine memory (35 MiB of it table cache).
+ */
+export const MAX_CHAIN_DEPTH = DEFAULT_MAX_CHAIN_DEPTH;
+
+/**
+ * Deepest chain a snapshot create builds: one below MAX_CHAIN_DEPTH, leaving room for a
+ * clone's temporary snapshot, so every chain the driver builds can still be cloned and deleted.
+ */
+export const MAX_SNAPSHOT_CHAIN_DEPTH = MAX_CHAIN_DEPTH - 1;
+
+/**
+ * Deepest chain a snapshot create builds while the volume is attached: libvirt refuses to start
+ * a guest on a backing chain deeper than 200 images; one is kept for a clone's temporary snapshot.
+ */
+export const MAX_ATTACHED_CHAIN_DEPTH = 199;
 
 /** One image of a chain, as its own header and its child's header describe it. */
 export interface ChainLink {

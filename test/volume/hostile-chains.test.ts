@@ -14,6 +14,7 @@ import { createQcow2On } from '../../src/image/create.js';
 import { rebaseImage } from '../../src/image/rebase.js';
 import { VolumeDriver } from '../../src/volume/driver.js';
 import { rejectionCode } from '../support/errors.js';
+import { MAX_CHAIN_DEPTH } from '../../src/volume/volume-files.js';
 import { requireQemu, tmpDir } from '../support/qemu.js';
 import { BASE, MiB, OTHER_VOL, SNAP, VOL, VolumeFixture, f } from '../support/volume.js';
 
@@ -145,15 +146,16 @@ describe('hostile backing names in a header', () => {
     await expectRefused(v, 'ECOW_CHAIN_LOOP');
   });
 
-  it('a 1000-deep chain: ECOW_CHAIN_TOO_DEEP after opening at most 64 images', async () => {
+  it('a chain deeper than MAX_CHAIN_DEPTH: ECOW_CHAIN_TOO_DEEP after opening at most MAX_CHAIN_DEPTH images', async () => {
     const dir = path.join(root, 'share');
     fs.mkdirSync(dir);
     const v = new VolumeFixture(dir, MiB);
     await v.createVolume('qcow2');
-    // 1000 tiny overlays (512-byte clusters), each on the previous one.
+    // MAX_CHAIN_DEPTH tiny overlays (512-byte clusters), each on the previous one: with the base,
+    // one image too many.
     let below = BASE;
     const ids: string[] = [];
-    for (let i = 0; i < 1000; i++) {
+    for (let i = 0; i < MAX_CHAIN_DEPTH; i++) {
       const id = `${i.toString(16).padStart(8, '0')}-0000-4000-8000-000000000000`;
       const name = `${BASE}.${id}`;
       const b = new FileBackend(v.p(name), true, true);
@@ -162,13 +164,14 @@ describe('hostile backing names in a header', () => {
       ids.push(id);
       below = name;
     }
-    fs.writeFileSync(v.infoFile(), JSON.stringify({ active: below, [ids[999]]: below }));
+    const last = ids[MAX_CHAIN_DEPTH - 1];
+    fs.writeFileSync(v.infoFile(), JSON.stringify({ active: below, [last]: below }));
     opened.length = 0;
     expect(await rejectionCode(v.driver.attachInfo(VOL))).toBe('ECOW_CHAIN_TOO_DEEP');
     expect(opened.length).toBeGreaterThan(0); // the spy sees the driver's opens
-    expect(opened.length).toBeLessThanOrEqual(64);
+    expect(opened.length).toBeLessThanOrEqual(MAX_CHAIN_DEPTH);
     expect(await rejectionCode(v.driver.createSnapshot(VOL, SNAP.aaaa, { status: 'available' }))).toBe('ECOW_CHAIN_TOO_DEEP');
-    expect(await rejectionCode(v.driver.deleteSnapshot(VOL, ids[999], { status: 'available' }))).toBe('ECOW_CHAIN_TOO_DEEP');
+    expect(await rejectionCode(v.driver.deleteSnapshot(VOL, last, { status: 'available' }))).toBe('ECOW_CHAIN_TOO_DEEP');
   });
 });
 
