@@ -25,12 +25,22 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
     if (e instanceof CowError) {
-      process.stderr.write(`cowchain: ${e.message}\n`);
+      process.stderr.write(`cowchain: ${oneLine(e.message)}\n`);
       return 1;
     }
     process.stderr.write(`cowchain: ECOW_INTERNAL: ${(e as Error)?.stack ?? String(e)}\n`);
     return 1;
   }
+}
+
+/** Longest error message printed: values from hostile files are quoted and cut, but never trust that alone. */
+const MAX_ERROR_CHARS = 2000;
+
+/** An error message as one bounded line: control characters escaped, cut at MAX_ERROR_CHARS. */
+export function oneLine(message: string): string {
+  // eslint-disable-next-line no-control-regex
+  const flat = message.replace(/[\u0000-\u001f\u007f\u2028\u2029]/g, (c) => (c === '\n' ? ' | ' : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`));
+  return flat.length > MAX_ERROR_CHARS ? `${flat.slice(0, MAX_ERROR_CHARS)}… (${flat.length - MAX_ERROR_CHARS} more characters)` : flat;
 }
 
 /** Run when executed (directly, through npm's bin link, or any symlink), not when imported. */

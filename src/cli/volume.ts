@@ -159,8 +159,9 @@ export function registerVolume(program: Command): void {
     .option('--status <status>', "the volume's status: in-use never touches the file the guest writes", 'available')
     .option('--dry-run', 'report what would be done, change nothing')
     .option('--nova-outcome <outcome>', 'what Nova did with a request it accepted and never reported on, when the files cannot tell: done or failed')
-    .action((o: Common & NovaCliOptions & { status: string; dryRun?: boolean; novaOutcome?: string }) =>
-      run(o, withDriver(o, (d) => d.fsck(o.volume, { status: o.status as VolumeStatus, dryRun: o.dryRun ?? false, novaOutcome: novaOutcome(o.novaOutcome) })), humanFsck, (r) => {
+    .option('--discard-journal', "drop an interrupted operation's journal unrecovered (after looking at it), then reconcile")
+    .action((o: Common & NovaCliOptions & { status: string; dryRun?: boolean; novaOutcome?: string; discardJournal?: boolean }) =>
+      run(o, withDriver(o, (d) => d.fsck(o.volume, { status: o.status as VolumeStatus, dryRun: o.dryRun ?? false, novaOutcome: novaOutcome(o.novaOutcome), discardJournal: o.discardJournal ?? false })), humanFsck, (r) => {
         // the report is printed either way; what is left for a human makes it fail
         if (r.problems.length) process.exitCode = 1;
       }),

@@ -27,6 +27,8 @@ import type { OperationContext } from './context.js';
 import { deleteSnapshot } from './delete-snapshot.js';
 import type { VolumeInfo } from './info-file.js';
 import { readJournal } from './journal.js';
+import { isSnapshotId } from './names.js';
+import { quoteBounded } from './small-file.js';
 import { recover, type NovaOutcome } from './recover.js';
 import { isAttached, type VolumeStatus } from './status.js';
 import { MAX_CHAIN_DEPTH, snapshotsMapping, withoutSnapshot } from './volume-files.js';
@@ -41,10 +43,17 @@ export interface FsckOptions {
    * chain cannot tell: `done` (the guest is on the new overlay / the merge finished) or `failed`.
    */
   novaOutcome?: NovaOutcome;
+  /**
+   * Drop the journal unrecovered, then reconcile as if there had been none: the way out of a
+   * journal nothing can finish (invalid, or naming files that are gone), after a human has
+   * looked at it.
+   */
+  discardJournal?: boolean;
 }
 
 export type FsckActionKind =
   | 'removed-temp-file'
+  | 'discarded-journal'
   | 'recovered'
   | 'set-active'
   | 'bridged-missing-file'
@@ -143,6 +152,7 @@ export async function fsck(ctx: OperationContext, options: FsckOptions = {}): Pr
   if (!(await recoverJournal(run))) return run.report();
   const scan = await scanChain(run);
   if (!scan) return run.report();
+  if (!checkInfoMap(run, scan.info)) return run.report();
   const live = repairActiveChain(run, scan);
   if (!live) return run.report();
   dropMissingEntries(run, scan);
@@ -170,10 +180,14 @@ async function requireVolume({ files }: FsckRun): Promise<void> {
 /** 2. Temp files and the journal (recover() removes the temp files first). False: stop here. */
 async function recoverJournal(run: FsckRun): Promise<boolean> {
   const { files } = run;
+  if (run.options.discardJournal && files.exists(files.journalName)) {
+    if (!run.dryRun) await files.unlink(files.journalName);
+    run.act('discarded-journal', [files.journalName], 'dropped unrecovered, as asked (--discard-journal)');
+  }
   try {
     if (run.dryRun) {
       for (const t of (await files.list()).tempFiles) run.act('removed-temp-file', [t], 'leftover of an interrupted atomic write');
-      const j = await readJournal(files);
+      const j = run.options.discardJournal ? null : await readJournal(files);
       if (j) {
         // What follows depends on the recovery's outcome: stop here.
         run.act('recovered', [], `would recover an interrupted ${j.op} of snapshot ${j.snapshot}${j.accepted ? ' (Nova accepted it and never reported its outcome)' : ''}`);
@@ -191,6 +205,24 @@ async function recoverJournal(run: FsckRun): Promise<boolean> {
     run.problems.push(`interrupted operation not recovered: ${(e as Error).message}`);
     return false;
   }
+}
+
+/**
+ * 3a. The info file's map itself: every key a snapshot id (a uuid or tmp-snap-<uuid>), and no two
+ * snapshots on one file — deleting either would take the other's data with it. Reported, never
+ * guessed at. False: stop here.
+ */
+function checkInfoMap(run: FsckRun, info: VolumeInfo): boolean {
+  const before = run.problems.length;
+  const owner = new Map<string, string>();
+  for (const [id, file] of Object.entries(info)) {
+    if (id === 'active') continue;
+    if (!isSnapshotId(id)) run.problems.push(`info file key ${quoteBounded(id)} is not a snapshot id (a uuid or tmp-snap-<uuid>)`);
+    const other = owner.get(file);
+    if (other !== undefined) run.problems.push(`snapshots ${other} and ${quoteBounded(id)} both map to ${file}: each snapshot needs a file of its own`);
+    else owner.set(file, id);
+  }
+  return run.problems.length === before;
 }
 
 /** 3. Every file of the volume, headers only, into a graph. Null: the info file is unreadable. */

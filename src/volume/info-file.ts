@@ -5,12 +5,12 @@
  * writes and write exactly the bytes Cinder writes: Python's
  * `json.dump(info, f, indent=1, sort_keys=True)`.
  */
-import fs from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { baseName } from './names.js';
 import { CowError } from '../errors.js';
 import { writeFileAtomic } from './atomic-file.js';
+import { quoteBounded, readSmallFile } from './small-file.js';
 
 /** A bare file name: never a path, never `.`/`..`, never empty, no NUL. */
 const BareFileName = z
@@ -33,6 +33,12 @@ export const VolumeInfoSchema = z
 
 export type VolumeInfo = z.infer<typeof VolumeInfoSchema>;
 
+/**
+ * Largest info file read: about 8 000 snapshots of 120-byte entries. A bigger one is not an
+ * info file this driver or Cinder wrote, and is refused before it is read into memory.
+ */
+export const MAX_INFO_BYTES = 1 << 20;
+
 /** `<dir>/volume-<vol>.info` */
 export function infoPath(dir: string, volumeId: string): string {
   return path.join(dir, `${baseName(volumeId)}.info`);
@@ -43,10 +49,13 @@ export function infoTempPrefix(volumeId: string): string {
   return `.${baseName(volumeId)}.info.tmp-`;
 }
 
-function describeIssues(error: z.ZodError): string {
-  return error.issues
-    .map((i) => (i.path.length ? `${i.path.map(String).join('.')}: ${i.message}` : i.message))
+/** zod's issues on one bounded line: the first three, keys quoted (they come from the file). */
+export function describeIssues(error: z.ZodError): string {
+  const shown = error.issues
+    .slice(0, 3)
+    .map((i) => (i.path.length ? `${i.path.map((k) => quoteBounded(String(k), 60)).join('.')}: ${i.message}` : i.message))
     .join('; ');
+  return error.issues.length > 3 ? `${shown}; and ${error.issues.length - 3} more` : shown;
 }
 
 /**
@@ -84,17 +93,8 @@ export function parseInfo(bytes: Uint8Array, source: string): VolumeInfo {
  */
 export async function readInfo(dir: string, volumeId: string): Promise<VolumeInfo | null> {
   const file = infoPath(dir, volumeId);
-  let bytes: Buffer;
-  try {
-    bytes = await fs.readFile(file);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return null;
-    throw new CowError('ECOW_INFO_INVALID', `info file ${file}: unreadable (${code ?? String(e)})`, {
-      cause: e,
-    });
-  }
-  return parseInfo(bytes, file);
+  const bytes = readSmallFile(file, MAX_INFO_BYTES, 'info file');
+  return bytes === null ? null : parseInfo(bytes, file);
 }
 
 /** Python's str ordering: by code point (JS sort compares UTF-16 units, which differs above U+FFFF). */

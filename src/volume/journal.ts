@@ -13,11 +13,12 @@
  * (the base still holds aaaa's content). Guessing wrong silently gives a surviving snapshot the
  * wrong data; the journal says which it was. Cinder ignores the file.
  */
-import fs from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { CowError } from '../errors.js';
 import { writeFileAtomic } from './atomic-file.js';
+import { describeIssues } from './info-file.js';
+import { readSmallFile } from './small-file.js';
 import type { VolumeFiles } from './volume-files.js';
 
 const Name = z.string().min(1);
@@ -65,6 +66,12 @@ export type Journal = z.infer<typeof JournalSchema>;
 export type CreateJournal = z.infer<typeof CreateJournalSchema>;
 export type DeleteJournal = z.infer<typeof DeleteJournalSchema>;
 
+/** Largest journal read; ours are a few hundred bytes. */
+export const MAX_JOURNAL_BYTES = 64 << 10;
+
+/** What a human can do about a journal nothing can finish (said in every such error). */
+const DISCARD_HINT = "look at it, then `cowchain volume fsck --discard-journal` drops it";
+
 function journalPath(files: VolumeFiles): string {
   return path.join(files.dir, files.journalName);
 }
@@ -72,20 +79,20 @@ function journalPath(files: VolumeFiles): string {
 /** The journal, or null when no operation is in progress. Invalid → ECOW_INFO_INVALID. */
 export async function readJournal(files: VolumeFiles): Promise<Journal | null> {
   const file = journalPath(files);
-  let text: string;
+  const bytes = readSmallFile(file, MAX_JOURNAL_BYTES, 'journal');
+  if (bytes === null) return null;
+  const invalid = (why: string, cause: unknown): never => {
+    throw new CowError('ECOW_INFO_INVALID', `journal ${file} is invalid: ${why}; ${DISCARD_HINT}`, { cause });
+  };
+  let raw: unknown;
   try {
-    text = await fs.readFile(file, 'utf8');
+    raw = JSON.parse(bytes.toString('utf8'));
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return null;
-    throw new CowError('ECOW_INFO_INVALID', `journal ${file}: unreadable (${code ?? String(e)})`, { cause: e });
+    return invalid(`not JSON (${(e as Error).message})`, e);
   }
-  let journal: Journal;
-  try {
-    journal = JournalSchema.parse(JSON.parse(text));
-  } catch (e) {
-    throw new CowError('ECOW_INFO_INVALID', `journal ${file} is invalid: ${(e as Error).message}`, { cause: e });
-  }
+  const parsed = JournalSchema.safeParse(raw);
+  if (!parsed.success) return invalid(describeIssues(parsed.error), parsed.error);
+  const journal = parsed.data;
   // Its names are about to be opened and unlinked: this volume's chain names only.
   const names = journal.op === 'create-snapshot' ? [journal.file, journal.backing] : [journal.file, journal.base, journal.higher, journal.newBase, journal.unlink];
   for (const n of names) if (n !== null) files.snapshotIdOf(n);

@@ -26,6 +26,11 @@ function show(value: unknown): string {
   return typeof value === 'string' ? JSON.stringify(value) : String(value);
 }
 
+/** A snapshot id: a uuid, or tmp-snap-<uuid> (a clone's temporary snapshot). */
+export function isSnapshotId(value: unknown): value is string {
+  return typeof value === 'string' && SNAPSHOT_ID_RE.test(value);
+}
+
 /** Canonical 8-4-4-4-12 hex form, either case. */
 export function isUuid(value: unknown): value is string {
   return typeof value === 'string' && UUID_RE.test(value);
