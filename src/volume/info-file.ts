@@ -49,11 +49,14 @@ export function infoTempPrefix(volumeId: string): string {
   return `.${baseName(volumeId)}.info.tmp-`;
 }
 
+/** A key from the file as printed: bare when plainly harmless, else quoted and cut. */
+const safeKey = (k: string): string => (/^[\w.-]{1,80}$/.test(k) ? k : quoteBounded(k, 60));
+
 /** zod's issues on one bounded line: the first three, keys quoted (they come from the file). */
 export function describeIssues(error: z.ZodError): string {
   const shown = error.issues
     .slice(0, 3)
-    .map((i) => (i.path.length ? `${i.path.map((k) => quoteBounded(String(k), 60)).join('.')}: ${i.message}` : i.message))
+    .map((i) => (i.path.length ? `${i.path.map((k) => safeKey(String(k))).join('.')}: ${i.message}` : i.message))
     .join('; ');
   return error.issues.length > 3 ? `${shown}; and ${error.issues.length - 3} more` : shown;
 }

@@ -187,7 +187,7 @@ describe('readInfo', () => {
     await fs.mkdir(infoPath(tmp, VOL));
     const err = await rejection(readInfo(tmp, VOL));
     expect(err.code).toBe('ECOW_INFO_INVALID');
-    expect(err.message).toMatch(/unreadable \(EISDIR\)/);
+    expect(err.message).toMatch(/is not a regular file \(a directory\)/);
   });
 });
 
