@@ -137,6 +137,36 @@ const REGRESSIONS: Regression[] = [
     mutant: { mutations: [field('backing_file_size', 0n)], regions: [], truncate: null },
     expect: (j) => expect(j.verdict).toBe('same'),
   },
+  // Found by the fuzz while it was being written:
+  {
+    // The file ends 0x220 bytes before the end of the L1 table (512-byte clusters). qemu counts
+    // the file in whole sectors (0x600), so the table overshoots it by less than a cluster: qemu
+    // reads zeros and qemu-img check finds nothing wrong. We refused the open.
+    name: 'an L1 table cut off by the end of the file by less than a cluster reads as zeros',
+    base: 'v3 512B refcount_bits=1',
+    mutant: { mutations: [], regions: [], truncate: 5203 },
+    expect: (j) => expect(j.verdict).toBe('same'),
+  },
+  {
+    // backing_file_offset set, backing_file_size 0: qemu sees no backing file. We looked for a
+    // backing file named "" (the image's own directory) and failed with EISDIR.
+    name: 'a backing file name of length 0 is no backing file',
+    base: 'v3 4K refcount_bits=64',
+    mutant: { mutations: [field('backing_file_offset', 0x800n)], regions: [], truncate: null },
+    expect: (j) => expect(j.verdict).toBe('same'),
+  },
+  {
+    // 70 bytes of a version 2 image: qemu reads the rest of the header as zeros and opens it
+    // (qemu-img check calls it corrupt). We refused it as too short for a header, which is not a
+    // listed strictness; now the zeros are read and the L1 table past the end is what we refuse.
+    name: 'a file that ends inside the header reads as zeros from there',
+    base: 'deflate 64K v2 (convert -c)',
+    mutant: { mutations: [], regions: [], truncate: 8 },
+    expect: (j) => {
+      expect(j.verdict).toBe('allowed-stricter');
+      expect(j.ours).toBe('open: ECOW_CORRUPT');
+    },
+  },
 ];
 
 describe('differential regressions', () => {
