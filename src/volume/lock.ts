@@ -3,10 +3,12 @@
  * hosts sharing the volume directory over NFS/GlusterFS.
  *
  * The lock is the directory `<dir>/volume-<vol>.lock`, taken with mkdir (atomic on local file
- * systems and on NFS, unlike O_EXCL on old NFS clients). It is a lease: the holder sets the
- * directory's mtime to "now" at least every `updateMs`, and a lock whose mtime is older than
- * `staleMs` belongs to a dead holder (crash, SIGKILL, lost host) and may be taken over. Across
- * hosts this relies on clocks agreeing to well within `staleMs`.
+ * systems and on NFS, unlike O_EXCL on old NFS clients). It is a lease: the holder moves the
+ * directory's mtime forward at least every `updateMs`, and a lock whose mtime a waiter has seen
+ * standing still for `staleMs` (by the waiter's own monotonic clock) belongs to a dead or frozen
+ * holder (crash, SIGKILL, lost host, SIGSTOP) and may be taken over. No two clocks are ever
+ * compared, so a host whose clock runs ahead cannot take a live lease; the price is that a lock
+ * left by a crash is taken over `staleMs` after a waiter first sees it, however old it is.
  *
  * Two races a plain "stale → rmdir → mkdir" takeover loses, and how this one avoids them:
  *  - Two waiters find the same stale lock. The second one's rmdir would remove the first one's
@@ -102,16 +104,42 @@ function statOrNull(p: string): fs.Stats | null {
   }
 }
 
-const isStale = (st: fs.Stats, staleMs: number): boolean => Date.now() - st.mtimeMs > staleMs;
+/**
+ * Staleness as this waiter itself saw it: a directory is stale once its identity and mtime have
+ * not changed for `staleMs` of this process's monotonic clock. The mtime is compared only with
+ * itself, never with our wall clock, so a host whose clock runs ahead (or behind) neither takes a
+ * live lease early nor waits forever; a lock left by a crash is taken over `staleMs` after the
+ * waiter first saw it.
+ */
+class StalenessObserver {
+  private readonly seen = new Map<string, { ino: number; dev: number; mtimeMs: number; since: number }>();
+  constructor(readonly staleMs: number) {}
+
+  isStale(p: string, st: fs.Stats): boolean {
+    const now = performance.now();
+    const s = this.seen.get(p);
+    if (!s || s.ino !== st.ino || s.dev !== st.dev || s.mtimeMs !== st.mtimeMs) {
+      this.seen.set(p, { ino: st.ino, dev: st.dev, mtimeMs: st.mtimeMs, since: now });
+      return false;
+    }
+    return now - s.since > this.staleMs;
+  }
+
+  /** Milliseconds `p` has looked unchanged (0 when not seen yet). */
+  unchangedFor(p: string): number {
+    const s = this.seen.get(p);
+    return s ? performance.now() - s.since : 0;
+  }
+}
 
 /** One attempt: the lock, or null when someone else holds it. Takes a stale lock over safely. */
-function tryAcquire(lockPath: string, staleMs: number): Identity | null {
+function tryAcquire(lockPath: string, observer: StalenessObserver): Identity | null {
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
       fs.mkdirSync(lockPath);
     } catch (e) {
       if (errno(e) !== 'EEXIST') throw e;
-      if (!removeIfStale(lockPath, staleMs)) return null;
+      if (!removeIfStale(lockPath, observer)) return null;
       continue; // gone: compete for it
     }
     const st = statOrNull(lockPath);
@@ -126,10 +154,10 @@ function tryAcquire(lockPath: string, staleMs: number): Identity | null {
  * under it, so it never removes the fresh lock that the waiter before it has just made.
  * Returns whether the lock is gone (the caller then competes for it with mkdir).
  */
-function removeIfStale(lockPath: string, staleMs: number): boolean {
+function removeIfStale(lockPath: string, observer: StalenessObserver): boolean {
   const seen = statOrNull(lockPath);
   if (seen === null) return true;
-  if (!isStale(seen, staleMs)) return false;
+  if (!observer.isStale(lockPath, seen)) return false;
   const takeover = `${lockPath}.takeover`;
   try {
     fs.mkdirSync(takeover);
@@ -137,13 +165,13 @@ function removeIfStale(lockPath: string, staleMs: number): boolean {
     if (errno(e) !== 'EEXIST') throw e;
     // Another waiter is taking it over right now, or died doing so long ago.
     const t = statOrNull(takeover);
-    if (t && isStale(t, staleMs)) fs.rmSync(takeover, { recursive: true, force: true });
+    if (t && observer.isStale(takeover, t)) fs.rmSync(takeover, { recursive: true, force: true });
     return false;
   }
   try {
     const now = statOrNull(lockPath);
     if (now === null) return true;
-    if (now.ino !== seen.ino || now.dev !== seen.dev || !isStale(now, staleMs)) return false;
+    if (now.ino !== seen.ino || now.dev !== seen.dev || now.mtimeMs !== seen.mtimeMs) return false;
     fs.rmSync(lockPath, { recursive: true, force: true });
     return true;
   } finally {
@@ -186,6 +214,7 @@ export async function withVolumeLock<T>(
   }
   const lockPath = path.join(realDir, `${base}.lock`);
 
+  const observer = new StalenessObserver(staleMs);
   const deadline = Date.now() + acquireTimeoutMs;
   let delay = minDelay;
   let mine: Identity;
@@ -197,7 +226,7 @@ export async function withVolumeLock<T>(
     }
     let got: Identity | null;
     try {
-      got = tryAcquire(lockPath, staleMs);
+      got = tryAcquire(lockPath, observer);
     } catch (e) {
       throw new CowError('ECOW_IO', `cannot take lock ${lockPath} of volume ${volumeId}: ${errno(e) ?? String(e)}`, { cause: e });
     }
@@ -219,7 +248,7 @@ export async function withVolumeLock<T>(
 
   const controller = new AbortController();
   let lost: CowError | undefined;
-  let renewedAt = Date.now();
+  let renewedAt = performance.now();
   const loseLock = (why: string, cause?: unknown): CowError => {
     if (!lost) {
       lost = new CowError('ECOW_LOCK_LOST', `lock ${lockPath} of volume ${volumeId} was lost while held: ${why}`, { cause });
@@ -234,17 +263,19 @@ export async function withVolumeLock<T>(
     try {
       st = statOrNull(lockPath);
       if (st && st.ino === mine.ino && st.dev === mine.dev && st.mtimeMs === mine.mtimeMs) {
-        const now = new Date();
+        // Always forward, even when our clock stepped back: a waiter judges the lease by whether
+        // the mtime moves at all.
+        const now = new Date(Math.max(Date.now(), mine.mtimeMs + 1));
         fs.utimesSync(lockPath, now, now);
         st = fs.statSync(lockPath); // what the file system kept (its mtime precision)
         mine = { ino: st.ino, dev: st.dev, mtimeMs: st.mtimeMs };
-        renewedAt = now.getTime();
+        renewedAt = performance.now();
         return;
       }
     } catch (e) {
       // A transient error (ESTALE, EIO on a network mount): the lease holds until it is stale.
-      if (Date.now() - renewedAt <= staleMs) return;
-      throw loseLock(`not renewed for ${Date.now() - renewedAt} ms (${errno(e) ?? String(e)})`, e);
+      if (performance.now() - renewedAt <= staleMs) return;
+      throw loseLock(`not renewed for ${Math.round(performance.now() - renewedAt)} ms (${errno(e) ?? String(e)})`, e);
     }
     throw loseLock(st === null ? 'the lock directory was removed' : 'another holder took it over (the lock directory is not the one this holder renewed)');
   };

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { lockFilePath, withVolumeLock, type VolumeLockHandle } from '../../src/volume/lock.js';
 import { bundleForNode } from '../support/bundle.js';
 import { rejection } from '../support/errors.js';
@@ -435,5 +435,40 @@ describe('withVolumeLock across processes', () => {
     // ...and not long after (refresh every 1 s, stale 2 s, retry back-off at most 1 s).
     expect(acquiredAt - killedAt).toBeLessThan(4_500);
     expect(await exists(lockDir)).toBe(false);
+  });
+
+  it('a waiter whose clock runs 40 s ahead does not take a live lease (staleness is its own monotonic observation)', async () => {
+    const { child, lines } = startChild({ MODE: 'hold', CHILD_ID: 'holder' });
+    expect((await lines.next()).value).toBe(`locked ${child.pid}`);
+    const realNow = Date.now.bind(Date);
+    const skew = vi.spyOn(Date, 'now').mockImplementation(() => realNow() + 40_000);
+    try {
+      // 3 s of trying (stale time 2 s): the holder renews every 500 ms, so it is never stale.
+      const busy = await rejection(withVolumeLock(tmp, VOL, () => 'taken', { ...SHORT, acquireTimeoutMs: 3_000, maxRetryDelayMs: 100 }));
+      expect(busy.code).toBe('ECOW_LOCKED');
+    } finally {
+      skew.mockRestore();
+    }
+    expect(child.exitCode).toBeNull();
+  });
+
+  it('a holder stopped with SIGSTOP past the stale time is taken over; resumed, it learns it at its next check', async () => {
+    const lockDir = lockFilePath(tmp, VOL);
+    const { child, lines } = startChild({ MODE: 'stall', CHILD_ID: 'staller', STALL_MS: '1000' });
+    expect((await lines.next()).value).toBe(`locked ${child.pid}`);
+    child.kill('SIGSTOP');
+    await withVolumeLock(
+      tmp,
+      VOL,
+      async (lock) => {
+        child.kill('SIGCONT');
+        expect((await lines.next()).value).toBe('lost ECOW_LOCK_LOST');
+        expect((await lines.next()).value).toBe('result ECOW_LOCK_LOST');
+        expect(await exited(child)).toEqual({ code: 0, signal: null });
+        expect(await exists(lockDir)).toBe(true);
+        lock.assertHeld(); // still ours
+      },
+      { ...SHORT, acquireTimeoutMs: 20_000, maxRetryDelayMs: 200 },
+    );
   });
 });
