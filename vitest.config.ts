@@ -13,9 +13,10 @@ export default defineConfig({
     teardownTimeout: 120_000,
     pool: 'forks',
     // The engine workers (src/worker) run from a bundle of the sources.
-    setupFiles: ['test/support/engine-worker-setup.ts'],
-    // Three test files at a time (vitest's default on two cores is one): many tests wait on child
-    // processes, qemu and timers rather than compute.
-    maxWorkers: 3,
+    setupFiles: ['test/support/engine-worker-setup.ts', 'test/support/event-loop-watch.ts'],
+    // Two test files at a time (vitest's default on two cores is one): many tests wait on child
+    // processes, qemu and timers rather than compute. (Three were no faster on an idle machine and
+    // heavier on a shared one.)
+    maxWorkers: 2,
   },
 });

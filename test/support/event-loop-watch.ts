@@ -1,0 +1,40 @@
+/**
+ * vitest setup file: reports where a test file held its event loop for long. A test process that
+ * runs synchronous work for a minute cannot answer vitest's runner, and the run ends in
+ * `Timeout calling "onTaskUpdate"` although every test passed (test/README.md). Blocks over
+ * BLOCK_MS are printed, with the test (or hook) that was running, when the file ends.
+ */
+import { afterAll, afterEach, beforeEach } from 'vitest';
+
+const TICK_MS = 250;
+/** A quarter of vitest's RPC time-out (60 s): worth knowing well before it bites. */
+const BLOCK_MS = 15_000;
+
+let current = '(collection or a beforeAll hook)';
+const blocks: { ms: number; where: string }[] = [];
+let last = Date.now();
+/** Called on every tick and around every test: how long since the loop last turned. */
+function check(): void {
+  const now = Date.now();
+  const held = now - last - TICK_MS;
+  if (held > BLOCK_MS) blocks.push({ ms: held, where: current });
+  last = now;
+}
+const timer = setInterval(check, TICK_MS);
+timer.unref();
+
+beforeEach((ctx) => {
+  check();
+  current = ctx.task.name;
+});
+
+afterEach(() => {
+  check();
+  current = '(between tests, or an afterAll hook)';
+});
+
+afterAll(() => {
+  check();
+  clearInterval(timer);
+  for (const b of blocks) console.warn(`event loop held for ${(b.ms / 1000).toFixed(1)} s in: ${b.where}`);
+});
