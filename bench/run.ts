@@ -5,8 +5,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Bench, type Task } from 'tinybench';
-import { commitImage, createImage, openImage, engineMemoryBytes } from 'cowchain';
+import { EnginePool, commit, commitImage, createImage, openImage, engineMemoryBytes } from 'cowchain';
 import { WORKLOADS, template, freshCopy } from './workloads.js';
+import { benchLag, benchParallel } from './workers.js';
 
 const ROOT = process.env.COWCHAIN_BENCH_DIR ?? path.join(os.tmpdir(), 'cowchain-bench');
 const ITERATIONS = Number(process.env.COWCHAIN_BENCH_ITERATIONS ?? 5);
@@ -37,12 +38,19 @@ interface Row {
   workload: string;
   mib: number;
   cowchainMs: number;
+  workerMs: number;
   cliMs: number;
   qemuMs: number;
 }
 
 async function benchCommit(): Promise<Row[]> {
   const rows: Row[] = [];
+  // One worker, started before the timings (a service keeps its pool).
+  const pool = new EnginePool({ size: 1 });
+  const warm = path.join(ROOT, 'warm');
+  freshCopy(template(ROOT, WORKLOADS[0], 0), warm);
+  await commit(path.join(warm, 'top.qcow2'), { pool, drop: true });
+  fs.rmSync(warm, { recursive: true, force: true });
   for (const [i, w] of WORKLOADS.entries()) {
     const tpl = template(ROOT, w, i);
     const work = path.join(ROOT, `work-${i}`);
@@ -58,6 +66,7 @@ async function benchCommit(): Promise<Row[]> {
     };
     bench
       .add('cowchain (in-process)', () => commitImage(path.join(work, 'top.qcow2'), { drop: true }), prepare)
+      .add('cowchain (worker)', () => commit(path.join(work, 'top.qcow2'), { pool, drop: true }), prepare)
       .add('cowchain img commit (process)', () => run('node', [CLI, 'img', 'commit', '-d', 'top.qcow2'], work), prepare)
       .add('qemu-img commit (process)', () => run('qemu-img', ['commit', '-q', '-d', 'top.qcow2'], work), prepare);
     await bench.run();
@@ -65,6 +74,7 @@ async function benchCommit(): Promise<Row[]> {
       workload: w.name,
       mib: bytes / 2 ** 20,
       cowchainMs: median(bench.getTask('cowchain (in-process)')),
+      workerMs: median(bench.getTask('cowchain (worker)')),
       cliMs: median(bench.getTask('cowchain img commit (process)')),
       qemuMs: median(bench.getTask('qemu-img commit (process)')),
     };
@@ -72,6 +82,7 @@ async function benchCommit(): Promise<Row[]> {
     fs.rmSync(work, { recursive: true, force: true });
     console.error(`done: ${w.name}`);
   }
+  await pool.close();
   return rows;
 }
 
@@ -96,13 +107,37 @@ async function main(): Promise<void> {
   fs.mkdirSync(ROOT, { recursive: true });
   const version = spawnSync('qemu-img', ['--version'], { encoding: 'utf8' }).stdout.split('\n')[0];
   console.log(`cowchain commit vs ${version}; median of ${ITERATIONS} runs each, files under ${ROOT}; ${os.cpus().length} CPUs`);
-  const rows = await benchCommit();
-  console.log('\n| workload | data | cowchain in-process | cowchain CLI | qemu-img commit | ratio (in-process) | ratio (CLI) |');
-  console.log('|---|---:|---:|---:|---:|---:|---:|');
+  // COWCHAIN_BENCH_PART=workers: only the worker tables (parallel commits, event-loop lag).
+  const part = process.env.COWCHAIN_BENCH_PART ?? 'all';
+  const rows = part === 'workers' ? [] : await benchCommit();
+  if (rows.length) console.log('\n| workload | data | cowchain in-process | cowchain worker | cowchain CLI | qemu-img commit | ratio (in-process) | ratio (worker) | worker / in-process | ratio (CLI) |');
+  if (rows.length) console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of rows) {
     const mbps = (ms: number) => `${fmt(r.mib / (ms / 1000))} MiB/s (${fmt(ms)} ms)`;
-    console.log(`| ${r.workload} | ${fmt(r.mib)} MiB | ${mbps(r.cowchainMs)} | ${mbps(r.cliMs)} | ${mbps(r.qemuMs)} | ${(r.qemuMs / r.cowchainMs).toFixed(2)}× | ${(r.qemuMs / r.cliMs).toFixed(2)}× |`);
+    console.log(
+      `| ${r.workload} | ${fmt(r.mib)} MiB | ${mbps(r.cowchainMs)} | ${mbps(r.workerMs)} | ${mbps(r.cliMs)} | ${mbps(r.qemuMs)} | ` +
+        `${(r.qemuMs / r.cowchainMs).toFixed(2)}× | ${(r.qemuMs / r.workerMs).toFixed(2)}× | ${(r.workerMs / r.cowchainMs).toFixed(2)} | ${(r.qemuMs / r.cliMs).toFixed(2)}× |`,
+    );
   }
+
+  const par = await benchParallel(template(ROOT, WORKLOADS[0], 0), ROOT, ITERATIONS);
+  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const seq = med(par.sequentialMs);
+  const both = med(par.parallelMs);
+  console.log(`\n| two commits of ${WORKLOADS[0].name} on two volumes | median of ${ITERATIONS} | target |`);
+  console.log('|---|---:|---:|');
+  console.log(`| one after the other | ${fmt(seq)} ms | |`);
+  console.log(`| both at once (pool of 2) | ${fmt(both)} ms | |`);
+  console.log(`| at once / one after the other | ${(both / seq).toFixed(2)} | ≤ 0.60 |`);
+
+  const lag = await benchLag(ROOT, Math.max(3, Math.min(ITERATIONS, 5)));
+  const worst = (k: 'maxLagMs' | 'maxTimerLateMs' | 'deleteMs') => Math.max(...lag.worker.map((r) => r[k]));
+  console.log(`\n| event loop while the driver deletes a snapshot holding 1 GiB | engine in a worker (worst of ${lag.worker.length}) | engine in-process | no job (as long) | target |`);
+  console.log('|---|---:|---:|---:|---:|');
+  console.log(`| max event-loop delay (monitorEventLoopDelay) | ${fmt(worst('maxLagMs'), 1)} ms | ${fmt(lag.inline.maxLagMs, 1)} ms | ${fmt(lag.idle.maxLagMs, 1)} ms | ≤ 20 ms |`);
+  console.log(`| max lateness of a 5 ms interval timer | ${fmt(worst('maxTimerLateMs'), 1)} ms | ${fmt(lag.inline.maxTimerLateMs, 1)} ms | ${fmt(lag.idle.maxTimerLateMs, 1)} ms | |`);
+  console.log(`| delete duration | ${fmt(worst('deleteMs'))} ms | ${fmt(lag.inline.deleteMs)} ms | | |`);
+  if (part === 'workers') return;
   const c = await benchCreate();
   console.log(`\noverlay create: in-process ${c.inProcessMs.toFixed(2)} ms, qemu-img create ${c.qemuMs.toFixed(2)} ms (${(c.qemuMs / c.inProcessMs).toFixed(1)}×)`);
   console.log(`engine memory (wasm linear memory after all runs): ${(engineMemoryBytes() / 2 ** 20).toFixed(1)} MiB`);

@@ -17,7 +17,6 @@
  */
 import { validateSnapshotId } from './names.js';
 import { CowError } from '../errors.js';
-import { rebaseImage } from '../image/rebase.js';
 import type { VolumeInfo } from './info-file.js';
 import { clearJournal, writeJournal, type DeleteJournal } from './journal.js';
 import type { NovaOutcome, Recovery } from './recovery.js';
@@ -103,7 +102,8 @@ async function moveData(ctx: OperationContext, journal: DeleteJournal, base: Cha
     ctx.step('delete:commit');
     if (journal.higher !== null) {
       files.guard();
-      rebaseImage(files.resolve(journal.higher), journal.base, { unsafe: true, backingFormat: base.format });
+      // A header write and its flush: in the worker too, as a flush can wait long on a busy disk.
+      await ctx.runJob({ op: 'rebase', file: files.resolve(journal.higher), newBacking: journal.base, unsafe: true, backingFormat: base.format, policy: files.policy });
       ctx.step('delete:rebase');
     }
     return;

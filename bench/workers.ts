@@ -1,0 +1,128 @@
+// Engine jobs in worker threads (issue 13): event-loop lag while the driver deletes a snapshot
+// holding 1 GiB, and two commits on two volumes at once against the same two one after the other.
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { EnginePool, VolumeDriver, commit } from 'cowchain';
+import { freshCopy } from './workloads.js';
+
+const VOL = '12341234-1234-4234-8234-123412341234';
+const SNAP_A = 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa';
+const SNAP_B = 'bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb';
+const GiB = 2 ** 30;
+
+function sh(cmd: string, args: string[], cwd: string): void {
+  const r = spawnSync(cmd, args, { cwd, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stderr}`);
+}
+
+/** A raw 2 GiB volume whose snapshot A holds 1 GiB of its own (written by qemu-io), B above it. */
+async function lagTemplate(root: string): Promise<string> {
+  const dir = path.join(root, 'lag-template');
+  if (fs.existsSync(path.join(dir, '.done'))) return dir;
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true });
+  const driver = new VolumeDriver({ dir });
+  await driver.createVolume(VOL, 2 * GiB, { format: 'raw' });
+  const a = await driver.createSnapshot(VOL, SNAP_A, { status: 'available' });
+  sh('qemu-io', ['-c', `write -P 0x5a 0 ${GiB}`, a.file], dir);
+  await driver.createSnapshot(VOL, SNAP_B, { status: 'available' });
+  fs.writeFileSync(path.join(dir, '.done'), '');
+  return dir;
+}
+
+export interface LagResult {
+  /** Largest event-loop delay seen (monitorEventLoopDelay, 1 ms resolution), ms. */
+  maxLagMs: number;
+  /** Largest gap between two ticks of a 5 ms interval timer, beyond its 5 ms, ms. */
+  maxTimerLateMs: number;
+  deleteMs: number;
+}
+
+/** Delete snapshot A (commit of 1 GiB) through the driver, measuring the host's event loop. */
+async function measureDelete(template: string, work: string, engine: 'worker' | 'inline', pool: EnginePool): Promise<LagResult> {
+  freshCopy(template, work);
+  const driver = new VolumeDriver({ dir: work, jobs: engine === 'worker' ? pool : undefined });
+  const histogram = monitorEventLoopDelay({ resolution: 1 });
+  let last = performance.now();
+  let late = 0;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    late = Math.max(late, now - last - 5);
+    last = now;
+  }, 5);
+  histogram.enable();
+  const t0 = performance.now();
+  const r = await driver.deleteSnapshot(VOL, SNAP_A, { status: 'available' });
+  const deleteMs = performance.now() - t0;
+  histogram.disable();
+  clearInterval(timer);
+  if (r.outcome !== 'deleted') throw new Error(`delete: ${r.outcome}`);
+  return { maxLagMs: histogram.max / 1e6, maxTimerLateMs: late, deleteMs };
+}
+
+/** The same measurement over `ms` with nothing running: what the machine itself adds. */
+async function measureIdle(ms: number): Promise<LagResult> {
+  const histogram = monitorEventLoopDelay({ resolution: 1 });
+  let last = performance.now();
+  let late = 0;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    late = Math.max(late, now - last - 5);
+    last = now;
+  }, 5);
+  histogram.enable();
+  await new Promise((resolve) => setTimeout(resolve, ms));
+  histogram.disable();
+  clearInterval(timer);
+  return { maxLagMs: histogram.max / 1e6, maxTimerLateMs: late, deleteMs: ms };
+}
+
+export async function benchLag(root: string, runs: number): Promise<{ worker: LagResult[]; inline: LagResult; idle: LagResult }> {
+  const template = await lagTemplate(root);
+  const work = path.join(root, 'lag-work');
+  const pool = new EnginePool({ size: 1 });
+  try {
+    const worker: LagResult[] = [];
+    await measureDelete(template, work, 'worker', pool); // warm-up: the worker thread starts
+    for (let i = 0; i < runs; i++) worker.push(await measureDelete(template, work, 'worker', pool));
+    const inline = await measureDelete(template, work, 'inline', pool);
+    const idle = await measureIdle(Math.max(...worker.map((r) => r.deleteMs)));
+    return { worker, inline, idle };
+  } finally {
+    await pool.close();
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/** Two commits of one workload on two copies: one after the other, then both at once (pool of 2). */
+export async function benchParallel(template: string, root: string, runs: number): Promise<{ sequentialMs: number[]; parallelMs: number[] }> {
+  const pool = new EnginePool({ size: 2 });
+  const dirs = [path.join(root, 'par-1'), path.join(root, 'par-2')];
+  const sequentialMs: number[] = [];
+  const parallelMs: number[] = [];
+  const fresh = async () => {
+    for (const d of dirs) freshCopy(template, d);
+    await new Promise((resolve) => setImmediate(resolve));
+  };
+  try {
+    // Warm-up: both worker threads started.
+    await fresh();
+    await Promise.all(dirs.map((d) => commit(path.join(d, 'top.qcow2'), { pool, drop: true })));
+    for (let i = 0; i < runs; i++) {
+      await fresh();
+      let t0 = performance.now();
+      for (const d of dirs) await commit(path.join(d, 'top.qcow2'), { pool, drop: true });
+      sequentialMs.push(performance.now() - t0);
+      await fresh();
+      t0 = performance.now();
+      await Promise.all(dirs.map((d) => commit(path.join(d, 'top.qcow2'), { pool, drop: true })));
+      parallelMs.push(performance.now() - t0);
+    }
+    return { sequentialMs, parallelMs };
+  } finally {
+    await pool.close();
+    for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+  }
+}
