@@ -168,8 +168,10 @@ describe('hostile backing names in a header', () => {
     fs.writeFileSync(v.infoFile(), JSON.stringify({ active: below, [last]: below }));
     opened.length = 0;
     expect(await rejectionCode(v.driver.attachInfo(VOL))).toBe('ECOW_CHAIN_TOO_DEEP');
-    expect(opened.length).toBeGreaterThan(0); // the spy sees the driver's opens
-    expect(opened.length).toBeLessThanOrEqual(MAX_CHAIN_DEPTH);
+    // Images only: the info file is opened too.
+    const images = opened.filter((p) => !p.endsWith('.info'));
+    expect(images.length).toBeGreaterThan(0); // the spy sees the driver's opens
+    expect(images.length).toBeLessThanOrEqual(MAX_CHAIN_DEPTH);
     expect(await rejectionCode(v.driver.createSnapshot(VOL, SNAP.aaaa, { status: 'available' }))).toBe('ECOW_CHAIN_TOO_DEEP');
     expect(await rejectionCode(v.driver.deleteSnapshot(VOL, last, { status: 'available' }))).toBe('ECOW_CHAIN_TOO_DEEP');
   });
