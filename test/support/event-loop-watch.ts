@@ -4,6 +4,7 @@
  * `Timeout calling "onTaskUpdate"` although every test passed (test/README.md). Blocks over
  * BLOCK_MS are printed, with the test (or hook) that was running, when the file ends.
  */
+import { performance } from 'node:perf_hooks';
 import { afterAll, afterEach, beforeEach } from 'vitest';
 
 const TICK_MS = 250;
@@ -12,10 +13,12 @@ const BLOCK_MS = 15_000;
 
 let current = '(collection or a beforeAll hook)';
 const blocks: { ms: number; where: string }[] = [];
-let last = Date.now();
+// A monotonic clock (tests mock Date.now).
+const clock = () => performance.now();
+let last = clock();
 /** Called on every tick and around every test: how long since the loop last turned. */
 function check(): void {
-  const now = Date.now();
+  const now = clock();
   const held = now - last - TICK_MS;
   if (held > BLOCK_MS) blocks.push({ ms: held, where: current });
   last = now;
