@@ -47,6 +47,7 @@ export const ERROR_CODES = {
   ECOW_CHAIN_TOO_DEEP: 'backing chain deeper than the limit',
   ECOW_INFO_INVALID: 'volume info file unreadable or invalid',
   ECOW_LOCKED: 'volume lock could not be acquired',
+  ECOW_IMAGE_LOCKED: 'another process holds a qemu image lock that conflicts (qemu, qemu-img, or another cowchain writer)',
   ECOW_LOCK_LOST: 'volume lock was lost while held (another process may have taken it over)',
   ECOW_INVALID_STATE: 'operation not allowed in the volume or snapshot state',
   ECOW_HYPERVISOR_UNAVAILABLE: 'attached-volume operation needs a hypervisor (Nova) client',

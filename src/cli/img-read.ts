@@ -10,9 +10,12 @@ import { parseCreateCommand } from './img-create.js';
 import { progressBar } from './progress.js';
 import { parseImageFormat } from '../image/format.js';
 
-/** Open FILE (and its chain) for the duration of `fn`. */
-export function withImage<T>(file: string, format: string | undefined, fn: (img: Image) => T, writable = false): T {
-  const img = openImage(file, { format: parseFormatOption(format), writable });
+/**
+ * Open FILE (and its chain) for the duration of `fn`, with qemu's image locks: reading is refused
+ * while another process writes an image of the chain unless `forceShare` (-U), as in qemu-img.
+ */
+export function withImage<T>(file: string, format: string | undefined, fn: (img: Image) => T, writable = false, forceShare = false): T {
+  const img = openImage(file, { format: parseFormatOption(format), writable, readLocks: !forceShare });
   try {
     return fn(img);
   } finally {
@@ -49,12 +52,19 @@ export function registerImgRead(img: Command): void {
     .option('-f <format>', 'format of FILE (raw|qcow2); probed when absent')
     .option('--output <fmt>', 'human or json', 'human')
     .option('--backing-chain', 'describe every image of the chain')
-    .action((file: string, o: { f?: string; output: string; backingChain?: boolean }) =>
-      withImage(file, o.f, (image) => {
-        const infos = (o.backingChain ? image.chain() : [image]).map(qemuStyleInfo);
-        if (o.output === 'json') print(JSON.stringify(o.backingChain ? infos : infos[0], null, 4));
-        else print(infos.map(humanInfo).join('\n\n'));
-      }),
+    .option('-U, --force-share', 'read even while another process (qemu) writes the image, as qemu-img -U')
+    .action((file: string, o: { f?: string; output: string; backingChain?: boolean; forceShare?: boolean }) =>
+      withImage(
+        file,
+        o.f,
+        (image) => {
+          const infos = (o.backingChain ? image.chain() : [image]).map(qemuStyleInfo);
+          if (o.output === 'json') print(JSON.stringify(o.backingChain ? infos : infos[0], null, 4));
+          else print(infos.map(humanInfo).join('\n\n'));
+        },
+        false,
+        o.forceShare,
+      ),
     );
 
   img
@@ -63,7 +73,8 @@ export function registerImgRead(img: Command): void {
     .argument('<file>')
     .option('-f <format>', 'format of FILE (raw|qcow2); probed when absent')
     .option('--output <fmt>', 'human or json', 'human')
-    .action((file: string, o: { f?: string; output: string }) =>
+    .option('-U, --force-share', 'read even while another process (qemu) writes the image, as qemu-img -U')
+    .action((file: string, o: { f?: string; output: string; forceShare?: boolean }) =>
       withImage(file, o.f, (image) => {
         const entries = image.map();
         if (o.output === 'json') {
@@ -73,7 +84,7 @@ export function registerImgRead(img: Command): void {
             entries.filter((e) => e.data).map((e) => `0x${e.start.toString(16).padEnd(14)} 0x${e.length.toString(16).padEnd(14)} ${e.offset !== undefined ? '0x' + e.offset.toString(16).padEnd(14) : '-'.padEnd(16)} ${e.depth}`),
           ).join('\n'));
         }
-      }),
+      }, false, o.forceShare),
     );
 
   img
@@ -86,7 +97,8 @@ export function registerImgRead(img: Command): void {
     .option('-o <options>', 'qcow2 target: cluster_size=…,compat=0.10|1.1,refcount_bits=…,extended_l2=on|off (repeatable)', collect)
     .option('-p', 'show a progress bar (on a terminal)')
     .option('-q', 'quiet')
-    .action((src: string, dst: string, o: { f?: string; O: string; o?: string[]; p?: boolean; q?: boolean }) => {
+    .option('-U, --force-share', 'read even while another process (qemu) writes the image, as qemu-img -U')
+    .action((src: string, dst: string, o: { f?: string; O: string; o?: string[]; p?: boolean; q?: boolean; forceShare?: boolean }) => {
       const target = convertTarget(dst, o.O, o.o);
       withImage(src, o.f, (image) => {
         const bar = progressBar(!!o.p && !o.q, 'convert');
@@ -95,7 +107,7 @@ export function registerImgRead(img: Command): void {
         } finally {
           bar.stop();
         }
-      });
+      }, false, o.forceShare);
     });
 }
 

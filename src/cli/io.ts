@@ -170,6 +170,8 @@ export interface IoOptions {
   format?: string;
   /** Open read-only even when a command writes (the writes then fail with ECOW_READ_ONLY). */
   readOnly?: boolean;
+  /** Read while another process writes (-U): no image locks; refused with writes. */
+  forceShare?: boolean;
   /** No report lines (failures are still printed). */
   quiet?: boolean;
   /** Called with each stdout line as soon as it is known (default: collected only). */
@@ -201,7 +203,9 @@ export function runIo(file: string, commands: readonly string[], options: IoOpti
     }
   });
   const writes = parsed.some((p) => p.cmd && p.cmd.op !== 'read');
-  const img = openImage(file, { format: parseFormatOption(options.format), writable: writes && !options.readOnly });
+  const writable = writes && !options.readOnly;
+  if (writable && options.forceShare) throw new CowError('ECOW_BAD_ARGUMENT', `-U (force-share) can only be used with read-only images: add -r, or drop the writes`);
+  const img = openImage(file, { format: parseFormatOption(options.format), writable, readLocks: !options.forceShare });
   try {
     for (const p of parsed) {
       if (!p.cmd) {
@@ -249,8 +253,9 @@ export function registerIo(program: Command): void {
     .option('-f <format>', 'format of FILE (raw|qcow2); probed when absent')
     .option('-r', 'open read-only')
     .option('-q', 'quiet: no report lines')
-    .action((file: string, o: { c: string[]; f?: string; r?: boolean; q?: boolean }) => {
-      const result = runIo(file, o.c, { format: o.f, readOnly: o.r, quiet: o.q, onLine: (l) => process.stdout.write(l + '\n') });
+    .option('-U, --force-share', 'read even while another process (qemu) writes the image (read-only only), as qemu-io -U')
+    .action((file: string, o: { c: string[]; f?: string; r?: boolean; q?: boolean; forceShare?: boolean }) => {
+      const result = runIo(file, o.c, { format: o.f, readOnly: o.r, quiet: o.q, forceShare: o.forceShare, onLine: (l) => process.stdout.write(l + '\n') });
       if (result.failures.length > 0) {
         const first = result.failures[0];
         throw new CowError(first.code, `${result.failures.length} of ${o.c.length} commands failed; first: "${first.command}": ${first.message}`);

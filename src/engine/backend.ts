@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import { CowError } from '../errors.js';
+import { lockImage, type LockMode } from './image-lock.js';
 
 /**
  * Where an image's bytes live. The engine sees only numeric handles; each handle is one Backend.
@@ -39,14 +40,26 @@ export class FileBackend implements Backend {
   private writeBacks = 0;
   private closeAfterWriteBacks = false;
 
-  /** `create`: make the file (or empty an existing one), like qemu-img create. */
-  constructor(path: string, writable: boolean, create = false) {
+  /**
+   * `create`: make the file (or empty an existing one), like qemu-img create. `lock`: qemu's
+   * image locks (image-lock.ts) — a writable file always gets the writer's (ECOW_IMAGE_LOCKED when
+   * another process holds it), a read-only one the reader's when asked (default none).
+   */
+  constructor(path: string, writable: boolean, create = false, lock: LockMode = 'none') {
     this.path = path;
     try {
-      this.fd = fs.openSync(path, create ? 'w+' : writable ? 'r+' : 'r');
+      // A new file is locked before it is emptied: 'w+' would truncate what someone else holds.
+      this.fd = fs.openSync(path, create ? fs.constants.O_RDWR | fs.constants.O_CREAT : writable ? 'r+' : 'r', 0o666);
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
       throw new CowError(err.code === 'ENOENT' ? 'ECOW_NOT_FOUND' : 'ECOW_IO', `cannot open ${path}: ${err.message}`, { cause: e });
+    }
+    try {
+      lockImage(this.fd, path, writable || create ? 'write' : lock);
+      if (create) fs.ftruncateSync(this.fd, 0);
+    } catch (e) {
+      fs.closeSync(this.fd);
+      throw e;
     }
   }
 

@@ -32,6 +32,11 @@ export interface OpenOptions {
   resolveBacking?: BackingResolver;
   /** Formats of backing files (default: the header's backing format, else probed). */
   formatOf?: BackingFormatPolicy;
+  /**
+   * Take qemu's reader lock on the read-only images too (ECOW_IMAGE_LOCKED while another process
+   * writes one), as qemu-img without -U does. Writable images always get the writer's lock.
+   */
+  readLocks?: boolean;
   /** Most images in one chain (default DEFAULT_MAX_CHAIN_DEPTH). */
   maxDepth?: number;
   /**
@@ -86,7 +91,7 @@ export function openImage(file: string, options: OpenOptions = {}): Image {
       const real = realpathOrThrow(filename, layers.length === 0 ? undefined : layers[layers.length - 1].filename);
       if (seen.has(real)) throw new CowError('ECOW_CHAIN_LOOP', `backing chain of ${file} loops back to ${filename}`);
       seen.add(real);
-      const backend = new FileBackend(filename, writable);
+      const backend = new FileBackend(filename, writable, false, options.readLocks ? 'read' : 'none');
       const fmt = format ?? probeFormat(engine, backend);
       layers.push({ backend, filename, format: fmt, writable });
       if (fmt !== 'qcow2' || options.noBacking) break;

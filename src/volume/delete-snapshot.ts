@@ -230,10 +230,10 @@ export async function recoverDeleteSnapshot(ctx: OperationContext, journal: Dele
     await clearJournal(files);
     return { journal, action: 'rolled-back', detail: `snapshot ${snapshot} delete (${journal.method}): Nova's merge failed (--nova-outcome failed) and nothing had moved; the snapshot is kept` };
   }
-  // A commit killed mid-way leaves allocated but unreferenced clusters in its target; free them
-  // (never in a file a guest may be writing: the active file of an attached volume).
+  // A commit killed mid-way leaves allocated but unreferenced clusters in its target; free them,
+  // but not while attached: the guest's qemu holds every file of its chain (image locks).
   let leaks = '';
-  if (files.exists(journal.base) && (!isAttached(status) || journal.base !== info.active)) {
+  if (files.exists(journal.base) && !isAttached(status)) {
     const { leaksFixed } = files.checkLeaks(journal.base, true);
     if (leaksFixed > 0) leaks = `; freed ${leaksFixed} leaked cluster(s) in ${journal.base}`;
   }

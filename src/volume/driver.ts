@@ -179,6 +179,7 @@ export class VolumeDriver {
   async createSnapshot(volumeId: string, snapshotId: string, options: CreateSnapshotOptions): Promise<CreateSnapshotResult> {
     return this.run(volumeId, {}, async (ctx) => {
       const status = checkStatus('createSnapshot', options.status, volumeId);
+      ctx.files.readLocks = !isAttached(status);
       await recover(ctx, status);
       return createSnapshot(ctx, snapshotId, options);
     });
@@ -191,6 +192,7 @@ export class VolumeDriver {
   async deleteSnapshot(volumeId: string, snapshotId: string, options: DeleteSnapshotOptions & OperationOptions): Promise<DeleteSnapshotResult> {
     return this.run(volumeId, options, async (ctx) => {
       const status = checkStatus('deleteSnapshot', options.status, volumeId);
+      ctx.files.readLocks = !isAttached(status);
       const recovered = await recover(ctx, status);
       const result = await deleteSnapshot(ctx, snapshotId, options);
       const finishedNow = recovered?.journal.op === 'delete-snapshot' && recovered.journal.snapshot === snapshotId;
@@ -213,6 +215,7 @@ export class VolumeDriver {
     if (newVolumeId === volumeId) throw new CowError('ECOW_BAD_ARGUMENT', `a volume cannot be cloned onto itself (${volumeId})`);
     return this.run(volumeId, options, async (ctx) => {
       const status = checkStatus('cloneVolume', options.status, volumeId);
+      ctx.files.readLocks = !isAttached(status);
       await recover(ctx, status);
       // The temporary snapshot: through the hypervisor when attached, else as a detached volume's.
       const tmpStatus = isAttached(status) ? 'in-use' : 'available';
@@ -257,6 +260,7 @@ export class VolumeDriver {
     checkSize(size, 'new size');
     return this.run(volumeId, {}, async (ctx) => {
       const status = checkStatus('extendVolume', options.status, volumeId);
+      ctx.files.readLocks = !isAttached(status);
       await recover(ctx, status);
       const { files } = ctx;
       const { info } = await files.readInfo();
@@ -283,6 +287,7 @@ export class VolumeDriver {
     validateSnapshotId(snapshotId);
     return this.run(volumeId, {}, async (ctx) => {
       const status = checkStatus('revertToSnapshot', options.status, volumeId);
+      ctx.files.readLocks = !isAttached(status);
       await recover(ctx, status);
       const { files } = ctx;
       const { info } = await files.readInfo();
@@ -342,7 +347,10 @@ export class VolumeDriver {
   /** Reconcile the info file with the chain on disk after a crash (fsck.ts). */
   async fsck(volumeId: string, options: FsckOptions = {}): Promise<FsckReport> {
     const status = checkStatus('fsck', options.status ?? 'available', volumeId);
-    return this.run(volumeId, {}, (ctx) => fsck(ctx, { ...options, status }));
+    return this.run(volumeId, {}, (ctx) => {
+      ctx.files.readLocks = !isAttached(status);
+      return fsck(ctx, { ...options, status });
+    });
   }
 }
 

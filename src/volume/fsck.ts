@@ -410,20 +410,20 @@ async function deleteTemporarySnapshots(run: FsckRun, info: VolumeInfo): Promise
 
 /**
  * 8. Leaked clusters (a crash in the middle of an allocation) are freed, corruptions reported;
- * never in the active file of an attached volume (the guest is writing it).
+ * never while the volume is attached: the guest writes its active file, and its qemu does not let
+ * anyone write the files below (its image locks; a leak is harmless until the volume is detached).
  */
 async function repairLeaks(run: FsckRun, scan: Scan, { needed, toRemove }: Sorting): Promise<void> {
   const { files, dryRun } = run;
-  const final = dryRun ? scan.info : (await files.readInfo()).info;
   const keep = dryRun ? [...needed].filter((n) => !toRemove.includes(n)) : (await files.list()).chainFiles;
   for (const n of keep) {
     if (scan.broken.has(n)) continue;
-    const guestWrites = isAttached(run.status) && n === final.active;
+    const guestWrites = isAttached(run.status);
     try {
       const r = files.checkLeaks(n, !dryRun && !guestWrites);
       if (r.corruptions > 0) run.problems.push(`${n}: qemu-img check finds ${r.corruptions} corruption(s); not repaired (img check -r all, with care)`);
       if (r.leaksFixed > 0 || (dryRun && r.leaks > 0)) run.act('repaired-leaks', [n], `${r.leaks} leaked cluster(s) freed in ${n} (left by an allocation a crash interrupted)`);
-      else if (r.leaks > 0) run.notes.push(`${n}: ${r.leaks} leaked cluster(s), not repaired while the guest writes this file`);
+      else if (r.leaks > 0) run.notes.push(`${n}: ${r.leaks} leaked cluster(s), not repaired while the volume is attached`);
     } catch (e) {
       run.problems.push(`${n}: ${(e as Error).message}`);
     }

@@ -81,6 +81,14 @@ export class VolumeFiles {
   /** openImage's BackingFormatPolicy for this volume (see formatOf). */
   readonly formatPolicy: BackingFormatPolicy;
 
+  /**
+   * Take qemu's reader lock on the images read (ECOW_IMAGE_LOCKED while another process writes
+   * one). Set by operations on a detached volume, where nothing else should have its files open;
+   * an attached volume's files are read with force-share, as Cinder does (its guest writes them).
+   * Images opened for writing always take the writer's lock.
+   */
+  readLocks = false;
+
   /** Modes of the files created (file-modes.ts); default: Cinder's `auto` for this directory. */
   readonly fileModes: () => Promise<FileModes>;
 
@@ -195,7 +203,7 @@ export class VolumeFiles {
       throw e;
     }
     const format = options.format ?? this.formatOf(name);
-    return openImage(file, { ...options, format, resolveBacking: this.resolver, formatOf: this.formatPolicy, maxDepth: MAX_CHAIN_DEPTH });
+    return openImage(file, { ...options, format, resolveBacking: this.resolver, formatOf: this.formatPolicy, maxDepth: MAX_CHAIN_DEPTH, readLocks: this.readLocks });
   }
 
   /**
