@@ -29,6 +29,9 @@ const WRITE_BACK_BYTES = 128 << 20;
 const MAX_WRITE_BACKS = 3;
 let writeBacksInFlight = 0;
 
+/** Least time between two runs of a FileBackend's guard: a lock check is a few syscalls. */
+const GUARD_INTERVAL_MS = 10;
+
 /** A file on the host file system (Node `fs`, synchronous, positional I/O). */
 export class FileBackend implements Backend {
   private fd: number;
@@ -39,6 +42,15 @@ export class FileBackend implements Backend {
   private writeBackFd = -1;
   private writeBacks = 0;
   private closeAfterWriteBacks = false;
+  /**
+   * Called before every write and truncate (at most once per GUARD_INTERVAL_MS): the volume
+   * driver passes its lock's check, so a holder whose lease was taken over while it was stopped
+   * (SIGSTOP, a frozen VM) fails its very next write with ECOW_LOCK_LOST instead of overwriting
+   * the next holder's work. What remains is the write already inside the kernel when it stopped,
+   * plus the writes of at most GUARD_INTERVAL_MS of running time.
+   */
+  guard: (() => void) | undefined;
+  private guardedAt = -Infinity;
 
   /**
    * `create`: make the file (or empty an existing one), like qemu-img create. `lock`: qemu's
@@ -73,7 +85,17 @@ export class FileBackend implements Backend {
     return done;
   }
 
+  /** Run the guard, unless it passed less than GUARD_INTERVAL_MS ago (monotonic time: a stop counts). */
+  private guardIo(): void {
+    if (!this.guard) return;
+    const now = performance.now();
+    if (now - this.guardedAt < GUARD_INTERVAL_MS) return;
+    this.guard();
+    this.guardedAt = performance.now();
+  }
+
   write(buf: Uint8Array, offset: number): void {
+    this.guardIo();
     let done = 0;
     while (done < buf.length) done += fs.writeSync(this.fd, buf, done, buf.length - done, offset + done);
     this.unsynced += buf.length;
@@ -126,6 +148,7 @@ export class FileBackend implements Backend {
   }
 
   truncate(size: number): void {
+    this.guardIo();
     fs.ftruncateSync(this.fd, size);
   }
 

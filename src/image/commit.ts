@@ -39,7 +39,7 @@ function baseDepth(top: string, base: string | undefined, options: CommitOptions
 export function commitImage(top: string, options: CommitOptions = {}): void {
   const depth = baseDepth(top, options.base, options);
   const drop = options.drop || options.base !== undefined;
-  const img = openImage(top, { writable: !drop, writableDepths: [depth], resolveBacking: options.resolveBacking, format: options.format, formatOf: options.formatOf });
+  const img = openImage(top, { writable: !drop, writableDepths: [depth], guardIo: options.guardIo, resolveBacking: options.resolveBacking, format: options.format, formatOf: options.formatOf });
   try {
     commitLive(img, depth, options);
     if (!drop && img.format === 'qcow2') img.engine.call((e) => e.makeEmpty(img.id));

@@ -18,6 +18,8 @@ export interface JobOptions {
    * never writes on after its lock was taken over.
    */
   checkpoint?: () => void;
+  /** Run before every write the job issues (see FileBackend.guard); the driver's lock check. */
+  guardIo?: () => void;
 }
 
 const DEFAULT_STEP = 64 << 20;

@@ -39,6 +39,8 @@ export interface OpenOptions {
   readLocks?: boolean;
   /** Most images in one chain (default DEFAULT_MAX_CHAIN_DEPTH). */
   maxDepth?: number;
+  /** Run before every write to a writable layer (FileBackend.guard): the volume lock's check. */
+  guardIo?: () => void;
   /**
    * Open the top image as `qemu-img check` does: its internal snapshot table is left for the
    * check to judge (a normal open refuses a table qemu cannot read).
@@ -92,6 +94,7 @@ export function openImage(file: string, options: OpenOptions = {}): Image {
       if (seen.has(real)) throw new CowError('ECOW_CHAIN_LOOP', `backing chain of ${file} loops back to ${filename}`);
       seen.add(real);
       const backend = new FileBackend(filename, writable, false, options.readLocks ? 'read' : 'none');
+      if (writable) backend.guard = options.guardIo;
       const fmt = format ?? probeFormat(engine, backend);
       layers.push({ backend, filename, format: fmt, writable });
       if (fmt !== 'qcow2' || options.noBacking) break;

@@ -203,7 +203,7 @@ export class VolumeFiles {
       throw e;
     }
     const format = options.format ?? this.formatOf(name);
-    return openImage(file, { ...options, format, resolveBacking: this.resolver, formatOf: this.formatPolicy, maxDepth: MAX_CHAIN_DEPTH, readLocks: this.readLocks });
+    return openImage(file, { ...options, format, resolveBacking: this.resolver, formatOf: this.formatPolicy, maxDepth: MAX_CHAIN_DEPTH, readLocks: this.readLocks, guardIo: this.guard });
   }
 
   /**

@@ -471,4 +471,30 @@ describe('withVolumeLock across processes', () => {
       { ...SHORT, acquireTimeoutMs: 20_000, maxRetryDelayMs: 200 },
     );
   });
+
+  it('fence: a writer SIGSTOPped past the stale time and resumed writes nothing over the next holder\'s work', async () => {
+    const image = path.join(tmp, 'fenced.raw');
+    await fs.writeFile(image, Buffer.alloc(1 << 20));
+    const { child, lines } = startChild({ MODE: 'write', CHILD_ID: 'writer', IMAGE: image });
+    expect((await lines.next()).value).toBe(`locked ${child.pid}`);
+    expect((await lines.next()).value).toBe('wrote 0');
+    child.kill('SIGSTOP');
+    await withVolumeLock(
+      tmp,
+      VOL,
+      async () => {
+        // The next holder's work: the whole image, 0xbb.
+        await fs.writeFile(image, Buffer.alloc(1 << 20, 0xbb));
+        child.kill('SIGCONT');
+        let line: string | undefined;
+        do line = (await lines.next()).value as string | undefined;
+        while (line !== undefined && line.startsWith('wrote '));
+        expect(line).toBe('result ECOW_LOCK_LOST');
+        expect(await exited(child)).toEqual({ code: 0, signal: null });
+        const after = await fs.readFile(image);
+        expect(after.every((b) => b === 0xbb), 'a byte of the next holder\'s work was overwritten').toBe(true);
+      },
+      { ...SHORT, acquireTimeoutMs: 20_000, maxRetryDelayMs: 200 },
+    );
+  });
 });
