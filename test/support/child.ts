@@ -45,7 +45,9 @@ export function runChild(bundle: string, options: ChildOptions): Promise<ChildRe
     });
     proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     proc.on('error', reject);
-    proc.on('exit', (code, signal) => {
+    // 'close', not 'exit': only then has all of the child's output been read (a child that
+    // prints its last line and exits can beat its pipe on a loaded machine).
+    proc.on('close', (code, signal) => {
       clearTimeout(timer);
       resolve({ code, signal, stdout, stderr });
     });
