@@ -117,7 +117,7 @@ describe('the seed lifecycle on GlusterFS (detached)', () => {
   it('delete volume: every file goes, as seen through both mounts', async () => {
     const v = await seedVolume('raw');
     const { removed } = await v.a.driver.deleteVolume(VOL);
-    expect(removed.sort()).toEqual([BASE, f('aaaa'), f('bbbb'), `${BASE}.info`].sort());
+    expect(removed.sort()).toEqual([BASE, f('aaaa'), f('bbbb'), `${BASE}.format`, `${BASE}.info`].sort());
     expect(v.a.listing()).toEqual([]);
     expect(v.b.listing()).toEqual([]);
   });
