@@ -40,43 +40,44 @@ export interface LagResult {
   deleteMs: number;
 }
 
+/** Watches the event loop (a delay histogram and a 5 ms timer's lateness) until stop() is called. */
+function watchEventLoop(): { stop(): { maxLagMs: number; maxTimerLateMs: number } } {
+  const histogram = monitorEventLoopDelay({ resolution: 1 });
+  let last = performance.now();
+  let late = 0;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    late = Math.max(late, now - last - 5);
+    last = now;
+  }, 5);
+  histogram.enable();
+  return {
+    stop() {
+      histogram.disable();
+      clearInterval(timer);
+      return { maxLagMs: histogram.max / 1e6, maxTimerLateMs: late };
+    },
+  };
+}
+
 /** Delete snapshot A (commit of 1 GiB) through the driver, measuring the host's event loop. */
 async function measureDelete(template: string, work: string, engine: 'worker' | 'inline', pool: EnginePool): Promise<LagResult> {
   freshCopy(template, work);
   const driver = new VolumeDriver({ dir: work, jobs: engine === 'worker' ? pool : undefined });
-  const histogram = monitorEventLoopDelay({ resolution: 1 });
-  let last = performance.now();
-  let late = 0;
-  const timer = setInterval(() => {
-    const now = performance.now();
-    late = Math.max(late, now - last - 5);
-    last = now;
-  }, 5);
-  histogram.enable();
+  const watch = watchEventLoop();
   const t0 = performance.now();
   const r = await driver.deleteSnapshot(VOL, SNAP_A, { status: 'available' });
   const deleteMs = performance.now() - t0;
-  histogram.disable();
-  clearInterval(timer);
+  const lag = watch.stop();
   if (r.outcome !== 'deleted') throw new Error(`delete: ${r.outcome}`);
-  return { maxLagMs: histogram.max / 1e6, maxTimerLateMs: late, deleteMs };
+  return { ...lag, deleteMs };
 }
 
 /** The same measurement over `ms` with nothing running: what the machine itself adds. */
 async function measureIdle(ms: number): Promise<LagResult> {
-  const histogram = monitorEventLoopDelay({ resolution: 1 });
-  let last = performance.now();
-  let late = 0;
-  const timer = setInterval(() => {
-    const now = performance.now();
-    late = Math.max(late, now - last - 5);
-    last = now;
-  }, 5);
-  histogram.enable();
+  const watch = watchEventLoop();
   await new Promise((resolve) => setTimeout(resolve, ms));
-  histogram.disable();
-  clearInterval(timer);
-  return { maxLagMs: histogram.max / 1e6, maxTimerLateMs: late, deleteMs: ms };
+  return { ...watch.stop(), deleteMs: ms };
 }
 
 export async function benchLag(root: string, runs: number): Promise<{ worker: LagResult[]; inline: LagResult; idle: LagResult }> {
