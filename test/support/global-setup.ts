@@ -34,6 +34,10 @@ export default function setup(): void {
     console.log('global setup: building the engine (build/cowchain.wasm)');
     run('asc assembly/index.ts --target release', [path.join(ROOT, 'node_modules/assemblyscript/bin/asc.js'), 'assembly/index.ts', '--target', 'release']);
   }
+  if (!fs.existsSync(path.join(ROOT, 'build/zstd-decoder.wasm'))) {
+    console.log('global setup: extracting the zstd decoder (build/zstd-decoder.wasm)');
+    run('scripts/extract-zstd.mjs', [path.join(ROOT, 'scripts/extract-zstd.mjs')]);
+  }
   // tsc rewrites every output: one output older than the newest source means a stale build.
   // As `npm run build:ts`, dist/ starts empty (a moved source leaves no stale output). Type
   // errors do not stop tsc from emitting (the typecheck step reports them).

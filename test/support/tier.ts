@@ -14,6 +14,18 @@ export const FULL = process.env.COWCHAIN_TEST_TIER === 'full';
 /** The seed of this test process's samples: COWCHAIN_TEST_SEED, or a fresh one. */
 export const TEST_SEED = Number(process.env.COWCHAIN_TEST_SEED ?? Math.floor(Math.random() * 0x7fffffff));
 
+/**
+ * A fuzz's seed: the environment variable `name`, else under CI=true the fixed `ciSeed`, else a
+ * fresh one. CI is the landing gate: it replays the same mutants every run, so it fails only when
+ * the code changed. Finding new inputs is what `npm run fuzz` and `npm run fuzz:diff` are for,
+ * with fresh seeds; each divergence they find becomes a named regression.
+ */
+export function fuzzSeed(name: string, ciSeed: number): number {
+  const given = process.env[name];
+  if (given !== undefined && given !== '') return Number(given);
+  return process.env.CI === 'true' ? ciSeed : Math.floor(Math.random() * 0x7fffffff);
+}
+
 /** `quick` in `npm test`, `full` in `npm run test:full`. */
 export function byTier<T>(quick: T, full: T): T {
   return FULL ? full : quick;
