@@ -23,11 +23,14 @@ export function registerImgCheck(img: Command): void {
     .option('-f <format>', 'format of FILE (raw|qcow2); probed when absent')
     .option('--output <fmt>', 'human or json', 'human')
     .option('-r <mode>', 'repair: leaks (refcounts that are too high) or all (everything)')
-    .action((file: string, o: { f?: string; output: string; r?: string }) => {
+    .option('-U, --force-share', 'check even while another process writes the image (results may be inconsistent); not with -r')
+    .action((file: string, o: { f?: string; output: string; r?: string; forceShare?: boolean }) => {
       if (o.output !== 'human' && o.output !== 'json') {
         throw new CowError('ECOW_BAD_ARGUMENT', `--output must be human or json, not "${o.output}"`);
       }
-      const outcome = checkImage(file, { format: parseFormatOption(o.f), repair: parseRepair(o.r) });
+      const repair = parseRepair(o.r);
+      if (repair && o.forceShare) throw new CowError('ECOW_BAD_ARGUMENT', '-U (force-share) cannot be used with -r: a repair writes the image');
+      const outcome = checkImage(file, { format: parseFormatOption(o.f), repair, readLocks: !o.forceShare });
       for (const line of outcome.log) process.stderr.write(line + '\n');
       if (outcome.result) print(o.output === 'json' ? formatCheckJson(outcome) : formatCheckHuman(outcome));
       if (outcome.error) process.stderr.write(`cowchain: ${outcome.error}\n`);

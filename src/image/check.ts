@@ -43,6 +43,12 @@ export interface CheckOptions {
   repair?: RepairMode;
   /** Format of the file; probed when absent. */
   format?: ImageFormat;
+  /**
+   * Take qemu's read locks on the chain (as openImage's `readLocks`): a check then refuses with
+   * ECOW_IMAGE_LOCKED, as qemu-img check does, while another process writes the image, whose
+   * refcounts are then in flux. The CLI takes them unless -U. A repair always locks for writing.
+   */
+  readLocks?: boolean;
 }
 
 /** The engine's answer (assembly/check.ts resultJson). */
@@ -118,7 +124,7 @@ export function checkOpenImage(img: Image, repair?: RepairMode, filename = img.f
  * An image that cannot be opened throws a CowError.
  */
 export function checkImage(file: string, options: CheckOptions = {}): CheckOutcome {
-  const img = openImage(file, { format: options.format, writable: options.repair !== undefined, forCheck: true });
+  const img = openImage(file, { format: options.format, writable: options.repair !== undefined, forCheck: true, readLocks: options.readLocks });
   try {
     return checkOpenImage(img, options.repair, file);
   } finally {

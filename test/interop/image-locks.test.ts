@@ -74,7 +74,10 @@ describe('while qemu-io holds the image', () => {
     refused(cliProcess(['img', 'stream', top]), 'img stream');
     refused(cliProcess(['io', '-r', '-c', 'read 0 4096', top]), 'io -r read (no -U)');
     refused(cliProcess(['img', 'info', top]), 'img info (no -U)');
+    refused(cliProcess(['img', 'check', top]), 'img check (no -U), as qemu-img check');
     expect(snapshotOf(dir)).toEqual(before);
+    expect(cliProcess(['img', 'check', '-U', top]).status).toBe(0);
+    expect(cliProcess(['img', 'check', '-U', '-r', 'leaks', top]).stderr).toMatch(/ECOW_BAD_ARGUMENT: -U \(force-share\) cannot be used with -r/);
     const read = cliProcess(['io', '-U', '-r', '-c', 'read -P 2 131072 65536', top]);
     expect(read.status, read.stderr).toBe(0);
     expect(cliProcess(['img', 'info', '-U', '--output', 'json', top]).status).toBe(0);
