@@ -48,7 +48,8 @@ export type { DriverStep } from './volume/context.js';
 export type { Journal } from './volume/journal.js';
 export { MAX_ATTACHED_CHAIN_DEPTH, MAX_CHAIN_DEPTH, MAX_SNAPSHOT_CHAIN_DEPTH, type ChainLink } from './volume/volume-files.js';
 export { VOLUME_STATUSES, VolumeStatusSchema, ACCEPTED_STATUSES, type VolumeStatus } from './volume/status.js';
-export { withVolumeLock, type VolumeLockOptions, type VolumeLockHandle } from './volume/lock.js';
+export { withVolumeLock, shareLease, type VolumeLockOptions } from './volume/lock.js';
+export type { VolumeCoordinator, VolumeLockHandle, AcquireOptions } from './volume/coordination.js';
 export { readInfo, writeInfo, serializeInfo, VolumeInfoSchema, type VolumeInfo } from './volume/info-file.js';
 export {
   NovaClient,

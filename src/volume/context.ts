@@ -3,7 +3,7 @@ import { CowError } from '../errors.js';
 import type { JobOptions, ProgressCallback } from '../image/job.js';
 import type { JobRequest, JobResult } from './job-request.js';
 import type { Hypervisor } from './hypervisor.js';
-import type { VolumeLockHandle } from './lock.js';
+import type { VolumeLockHandle } from './coordination.js';
 import type { VolumeFiles } from './volume-files.js';
 
 /**

@@ -21,7 +21,8 @@ import { formatRecordName, pinBaseFormat, readFormatRecord, writeFormatRecord } 
 import { fsck, type FsckOptions, type FsckReport } from './fsck.js';
 import type { Hypervisor } from './hypervisor.js';
 import { readJournal, type Journal } from './journal.js';
-import { withVolumeLock, type VolumeLockOptions } from './lock.js';
+import type { VolumeCoordinator } from './coordination.js';
+import { shareLease, type VolumeLockOptions } from './lock.js';
 import { recover } from './recover.js';
 import { runJobRequest, type JobRunner } from './job-request.js';
 import { checkSize } from './size.js';
@@ -33,7 +34,13 @@ export interface VolumeDriverOptions {
   dir: string;
   /** Nova's assisted snapshots, for `in-use` volumes; without it they fail with ECOW_HYPERVISOR_UNAVAILABLE. */
   hypervisor?: Hypervisor;
+  /** The share lease's options (when `coordination` is not given). */
   lock?: VolumeLockOptions;
+  /**
+   * What keeps operations on one volume apart (coordination.ts): the share lease (default,
+   * `shareLease(lock)`) or etcd (`etcdCoordinator()`, for several hosts). The caller closes it.
+   */
+  coordination?: VolumeCoordinator;
   /** Guest bytes per engine step of long jobs (commit, convert). */
   stepBytes?: number;
   /**
@@ -103,12 +110,14 @@ export interface AttachInfo {
 export class VolumeDriver {
   readonly dir: string;
   private readonly options: VolumeDriverOptions;
+  private readonly coordination: VolumeCoordinator;
   /** Decided once per driver, at first use (Cinder decides at start-up). */
   private modes: Promise<FileModes> | undefined;
 
   constructor(options: VolumeDriverOptions) {
     this.options = options;
     this.dir = options.dir;
+    this.coordination = options.coordination ?? shareLease(options.lock);
   }
 
   private fileModes(): Promise<FileModes> {
@@ -118,7 +127,7 @@ export class VolumeDriver {
 
   /** Run `fn` holding `volumeId`'s lock, with an operation context. */
   private run<T>(volumeId: string, op: OperationOptions, fn: (ctx: OperationContext) => Promise<T>): Promise<T> {
-    return withVolumeLock(
+    return this.coordination.withLock(
       this.dir,
       volumeId,
       async (lock) => {
@@ -141,7 +150,7 @@ export class VolumeDriver {
           step: onStep ? (s) => onStep(s) : () => {},
         });
       },
-      { ...this.options.lock, signal: op.signal },
+      { signal: op.signal },
     );
   }
 

@@ -1,6 +1,7 @@
 /**
  * Per-volume lock that serialises every operation on one volume across threads, processes and
- * hosts sharing the volume directory over NFS/GlusterFS.
+ * hosts sharing the volume directory over NFS/GlusterFS: the share lease, the driver's default
+ * coordinator (`shareLease()`, coordination.ts).
  *
  * The lock is the directory `<dir>/volume-<vol>.lock`, taken with mkdir (atomic on local file
  * systems and on NFS, unlike O_EXCL on old NFS clients). It is a lease: the holder moves the
@@ -36,6 +37,9 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { baseName } from './names.js';
 import { CowError } from '../errors.js';
+import type { VolumeCoordinator, VolumeLockHandle } from './coordination.js';
+
+export type { VolumeLockHandle } from './coordination.js';
 
 export interface VolumeLockOptions {
   /** A lock not renewed for this long is stale and may be taken over. Default 30 s (min 1 s). */
@@ -59,16 +63,6 @@ export const DEFAULT_VOLUME_LOCK_OPTIONS = {
 } as const;
 
 const MIN_STALE_MS = 1_000;
-
-export interface VolumeLockHandle {
-  /** Aborted (reason: the ECOW_LOCK_LOST error) once the lock is known to be lost. */
-  readonly signal: AbortSignal;
-  /**
-   * Check, synchronously, that the lock directory is still the one this holder made and last
-   * renewed, and renew it. Throws ECOW_LOCK_LOST otherwise. Call before every change.
-   */
-  assertHeld(): void;
-}
 
 /** `<dir>/volume-<vol>.lock` (a directory while held). */
 export function lockFilePath(dir: string, volumeId: string): string {
@@ -315,4 +309,13 @@ export async function withVolumeLock<T>(
   if (!outcome.ok) throw outcome.error;
   if (lost) throw lost;
   return outcome.value;
+}
+
+/** The share lease as a coordinator: `withVolumeLock` with these options (the driver's default). */
+export function shareLease(options: Omit<VolumeLockOptions, 'signal'> = {}): VolumeCoordinator {
+  return {
+    description: 'share lease',
+    withLock: (dir, volumeId, fn, acquire = {}) => withVolumeLock(dir, volumeId, fn, { ...options, signal: acquire.signal }),
+    close: async () => {},
+  };
 }
