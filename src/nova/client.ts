@@ -47,6 +47,21 @@ const CONNECT_ERROR_CODES = new Set([
   'UND_ERR_CONNECT_TIMEOUT',
 ]);
 
+/**
+ * Errors of requests that were sent and never answered (a time-out, a reset): Nova may have the
+ * work. Kept aside rather than as a code of their own, since to the caller it is still Nova being
+ * unavailable; see requestUnanswered.
+ */
+const unanswered = new WeakSet<Error>();
+
+/**
+ * Whether `error` is a request that reached (or may have reached) Nova without an answer. Nova
+ * casts the work to the compute host before it answers, so such a request may be running.
+ */
+export function requestUnanswered(error: unknown): boolean {
+  return error instanceof Error && unanswered.has(error);
+}
+
 /** Longest excerpt of an unparseable error body quoted in a message. */
 const MAX_QUOTED_BODY = 200;
 
@@ -203,15 +218,19 @@ export class NovaClient {
 
   private transportError(attempt: Attempt, cause: unknown, attempts: number): CowError {
     const what = `${attempt.method} ${attempt.url}`;
+    let error: CowError;
     if (cause instanceof Error && cause.name === 'TimeoutError') {
-      return new CowError('ECOW_NOVA_UNAVAILABLE', `${what} timed out after ${this.timeoutMs} ms`, { cause });
+      error = new CowError('ECOW_NOVA_UNAVAILABLE', `${what} timed out after ${this.timeoutMs} ms`, { cause });
+    } else {
+      const code = errorCode(cause);
+      error = new CowError(
+        'ECOW_NOVA_UNAVAILABLE',
+        `${what} failed${code ? ` (${code})` : ''} after ${attempts} attempt${attempts === 1 ? '' : 's'}`,
+        { cause },
+      );
     }
-    const code = errorCode(cause);
-    return new CowError(
-      'ECOW_NOVA_UNAVAILABLE',
-      `${what} failed${code ? ` (${code})` : ''} after ${attempts} attempt${attempts === 1 ? '' : 's'}`,
-      { cause },
-    );
+    if (!isRetryable(cause)) unanswered.add(error);
+    return error;
   }
 
   /** 4xx: Nova refused (with its own message); anything else not 2xx: Nova failed. */

@@ -1,6 +1,6 @@
 import type { Hypervisor, HypervisorCallOptions } from '../volume/hypervisor.js';
 import type { CreateInfo, DeleteInfo } from './schemas.js';
-import type { NovaClient } from './client.js';
+import { requestUnanswered, type NovaClient } from './client.js';
 import type { SnapshotStatusStore } from './status-store.js';
 import { waitForProgress, type Clock, type BackoffStep } from './wait.js';
 
@@ -28,7 +28,7 @@ export class NovaHypervisor implements Hypervisor {
   async createSnapshot(volumeId: string, snapshotId: string, createInfo: CreateInfo, call?: HypervisorCallOptions): Promise<void> {
     const { client, store } = this.options;
     store.set(snapshotId, 'creating');
-    await client.createSnapshot(volumeId, createInfo);
+    await sent(() => client.createSnapshot(volumeId, createInfo));
     await call?.onAccepted?.();
     await waitForProgress(store, snapshotId, { phase: 'create', clock: this.options.clock, intervals: this.options.intervals, timeoutMs: this.options.createTimeoutMs, signal: call?.signal });
   }
@@ -36,8 +36,23 @@ export class NovaHypervisor implements Hypervisor {
   async deleteSnapshot(_volumeId: string, snapshotId: string, deleteInfo: DeleteInfo, call?: HypervisorCallOptions): Promise<void> {
     const { client, store } = this.options;
     store.set(snapshotId, 'deleting');
-    await client.deleteSnapshot(snapshotId, deleteInfo);
+    await sent(() => client.deleteSnapshot(snapshotId, deleteInfo));
     await call?.onAccepted?.();
     await waitForProgress(store, snapshotId, { phase: 'delete', clock: this.options.clock, intervals: this.options.intervals, timeoutMs: this.options.deleteTimeoutMs, signal: call?.signal });
+  }
+}
+
+/**
+ * Send a request. One that went out and got no answer (a time-out, a reset) is taken as accepted:
+ * Nova may be switching the guest or merging, so the driver must not undo anything, and Nova's
+ * status report, which may still come, decides. Without one the wait times out and the driver
+ * keeps every file for fsck. Only a request that never left (connection refused) or that Nova
+ * answered with an error rejects here.
+ */
+async function sent(request: () => Promise<void>): Promise<void> {
+  try {
+    await request();
+  } catch (e) {
+    if (!requestUnanswered(e)) throw e;
   }
 }

@@ -29,6 +29,11 @@ export interface LoopbackFaults {
   acceptOnly?: boolean;
   /** The guest does not write right after a switch (the new overlay stays empty). */
   quietGuest?: boolean;
+  /**
+   * Act on create and delete requests and report as usual, but never answer them: the answer
+   * is lost on the way, and the client's request times out.
+   */
+  loseAnswers?: boolean;
 }
 
 export interface LoopbackNovaOptions {
@@ -104,6 +109,8 @@ export class LoopbackNova {
   readonly faults: LoopbackFaults;
   private readonly guests = new Map<string, SimulatedGuest>();
   private readonly pending = new Set<Promise<void>>();
+  /** Requests left unanswered (loseAnswers), cut when the server stops. */
+  private readonly unanswered = new Set<ServerResponse>();
   private server = createServer((req, res) => void this.handle(req, res));
   private base = '';
 
@@ -155,6 +162,8 @@ export class LoopbackNova {
     await this.idle();
     for (const g of this.guests.values()) g.shutdown();
     this.guests.clear();
+    for (const res of this.unanswered) res.destroy();
+    this.unanswered.clear();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
 
@@ -178,7 +187,7 @@ export class LoopbackNova {
     const { volume_id: volumeId, create_info: info } = body.data.snapshot;
     const guest = this.guests.get(volumeId);
     if (!guest) return reply(res, 400, { badRequest: { code: 400, message: `volume ${volumeId} is not attached to any instance` } });
-    reply(res, 200, { snapshot: { id: null, volumeId } });
+    this.accept(res, 200, { snapshot: { id: null, volumeId } });
     if (this.faults.acceptOnly) return;
     // Like Nova's compute manager: the switch happens after the API answered (an RPC cast).
     this.background(async () => {
@@ -201,6 +210,16 @@ export class LoopbackNova {
     });
   }
 
+  /** Answer an accepted request — unless its answer is to be lost (loseAnswers). */
+  private accept(res: ServerResponse, status: number, body?: unknown): void {
+    if (this.faults.loseAnswers) {
+      this.unanswered.add(res);
+      return;
+    }
+    if (body === undefined) res.writeHead(status).end();
+    else reply(res, status, body);
+  }
+
   private delete(snapshotId: string, url: URL, res: ServerResponse): void {
     const raw = url.searchParams.get('delete_info');
     let parsed: unknown;
@@ -213,7 +232,7 @@ export class LoopbackNova {
     if (!info.success) return reply(res, 400, { badRequest: { code: 400, message: `Invalid delete_info: ${info.error.message}` } });
     const guest = this.guests.get(info.data.volume_id);
     if (!guest) return reply(res, 400, { badRequest: { code: 400, message: `volume ${info.data.volume_id} is not attached` } });
-    res.writeHead(204).end();
+    this.accept(res, 204);
     if (this.faults.acceptOnly) return;
     this.background(async () => {
       try {

@@ -39,8 +39,9 @@ export interface HypervisorCallOptions {
   /** Aborted when the operation must stop (cancelled, or the volume lock was lost). */
   signal?: AbortSignal;
   /**
-   * Called (and awaited) once the hypervisor has accepted the request, before waiting for its
-   * outcome: the driver records it (journal `accepted`), durably.
+   * Called (and awaited) once the hypervisor has accepted the request — or may have: a request
+   * sent and never answered counts — before waiting for its outcome. The driver records it
+   * (journal `accepted`), durably, and from then on never undoes what the guest may be using.
    */
   onAccepted?: () => Promise<void>;
 }

@@ -39,14 +39,14 @@ const rigs: Rig[] = [];
  * A volume attached to a loopback Nova. The waits poll every 5 ms and give up after 400 ms, so
  * a silent Nova ends in a time-out quickly. `statusPath` is where Nova reports (Cinder's URL).
  */
-async function makeRig(options: { statusToken?: string; statusPath?: string } = {}): Promise<Rig> {
+async function makeRig(options: { statusToken?: string; statusPath?: string; requestTimeoutMs?: number } = {}): Promise<Rig> {
   const dir = tmpDir('cowchain-silent-');
   const store = new SnapshotStatusStore();
   const rejections: StatusRejection[] = [];
   const status = await startStatusServer({ store, token: 'cinder-secret', onRejected: (r) => rejections.push(r) });
   const nova = new LoopbackNova({ token: 'nova-secret', statusUrl: `${status.url}${options.statusPath ?? '/v3/project'}`, statusToken: options.statusToken ?? 'cinder-secret' });
   const endpoint = await nova.start();
-  const client = new NovaClient({ endpoint, token: 'nova-secret', timeoutMs: 10_000 });
+  const client = new NovaClient({ endpoint, token: 'nova-secret', timeoutMs: options.requestTimeoutMs ?? 10_000 });
   const hypervisor = new NovaHypervisor({ client, store, intervals: [{ afterMs: 0, everyMs: 5 }], createTimeoutMs: 400, deleteTimeoutMs: 400 });
   const rig = { dir, nova, status, driver: new VolumeDriver({ dir, hypervisor }), rejections };
   rigs.push(rig);
@@ -157,6 +157,60 @@ describe('create accepted, never reported', () => {
     expect(r.problems.join('\n')).toMatch(/holds data/);
     expect(fs.existsSync(path.join(rig.dir, fileA))).toBe(true);
     expectGuestIntact(guest);
+  });
+});
+
+describe('a request Nova acted on whose answer was lost (the client timed out)', () => {
+  it('create: Nova\'s status report still completes it; the guest runs on the recorded overlay', async () => {
+    const rig = await makeRig({ requestTimeoutMs: 150 });
+    const guest = await attached(rig);
+    rig.nova.faults.loseAnswers = true;
+    await rig.driver.createSnapshot(VOL, AAAA, { status: 'in-use' });
+    expect(await readInfo(rig.dir, VOL)).toEqual({ active: fileA, [AAAA]: fileA });
+    expect(listing(rig)).not.toContain(journal);
+    expect(guest.chainNames()).toEqual([fileA, base]);
+    guest.write();
+    expectGuestIntact(guest);
+  });
+
+  it('create, and no report either: the overlay the guest moved onto is kept (it used to be removed), fsck adopts it', async () => {
+    const rig = await makeRig({ requestTimeoutMs: 150 });
+    const guest = await attached(rig);
+    rig.nova.faults.loseAnswers = true;
+    rig.nova.faults.neverReport = true;
+    await needsFsck(rig.driver.createSnapshot(VOL, AAAA, { status: 'in-use' }), 'ECOW_NOVA_TIMEOUT');
+    await rig.nova.idle();
+    expect(guest.chainNames()).toEqual([fileA, base]);
+    expect(listing(rig)).toContain(fileA);
+    expect(journalOf(rig)).toMatchObject({ op: 'create-snapshot', snapshot: AAAA, accepted: true });
+    guest.image.flush();
+    const report = await rig.driver.fsck(VOL, { status: 'in-use' });
+    expect(report.problems).toEqual([]);
+    expect(await readInfo(rig.dir, VOL)).toEqual({ active: fileA, [AAAA]: fileA });
+    expectGuestIntact(guest);
+  });
+
+  it('delete: the merge Nova ran and reported completes the delete', async () => {
+    const rig = await makeRig({ requestTimeoutMs: 150 });
+    const guest = await attached(rig);
+    await rig.driver.createSnapshot(VOL, AAAA, { status: 'in-use' });
+    guest.write();
+    await rig.driver.createSnapshot(VOL, BBBB, { status: 'in-use' });
+    guest.write();
+    rig.nova.faults.loseAnswers = true;
+    await rig.driver.deleteSnapshot(VOL, AAAA, { status: 'in-use' });
+    expect(await readInfo(rig.dir, VOL)).toEqual({ active: fileB, [BBBB]: fileB });
+    expect(listing(rig)).not.toContain(journal);
+    expectGuestIntact(guest);
+  });
+
+  it('a request that never left (nothing listens) is no acceptance: the overlay is removed, nothing kept', async () => {
+    const rig = await makeRig({ requestTimeoutMs: 150 });
+    await attached(rig);
+    const before = listing(rig);
+    await rig.nova.stop();
+    await expect(rig.driver.createSnapshot(VOL, AAAA, { status: 'in-use' })).rejects.toSatisfy((e) => isCowError(e, 'ECOW_NOVA_UNAVAILABLE'));
+    expect(listing(rig)).toEqual(before);
   });
 });
 
