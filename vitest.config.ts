@@ -6,7 +6,7 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
-    exclude: ['test/gluster/**', 'node_modules/**'],
+    exclude: ['test/gluster/**', 'test/etcd/**', 'node_modules/**'],
     globalSetup: ['test/support/global-setup.ts'],
     testTimeout: 600_000,
     hookTimeout: 600_000,

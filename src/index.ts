@@ -50,6 +50,8 @@ export { MAX_ATTACHED_CHAIN_DEPTH, MAX_CHAIN_DEPTH, MAX_SNAPSHOT_CHAIN_DEPTH, ty
 export { VOLUME_STATUSES, VolumeStatusSchema, ACCEPTED_STATUSES, type VolumeStatus } from './volume/status.js';
 export { withVolumeLock, shareLease, type VolumeLockOptions } from './volume/lock.js';
 export type { VolumeCoordinator, VolumeLockHandle, AcquireOptions } from './volume/coordination.js';
+export { etcdCoordinator, DEFAULT_ETCD_LOCK_OPTIONS, type EtcdLockOptions } from './volume/etcd-lock.js';
+export { parseEtcdUrl, type EtcdTarget } from './volume/etcd-target.js';
 export { readInfo, writeInfo, serializeInfo, VolumeInfoSchema, type VolumeInfo } from './volume/info-file.js';
 export {
   NovaClient,

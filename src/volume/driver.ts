@@ -136,6 +136,7 @@ export class VolumeDriver {
         const known = pinBaseFormat(volumeId, this.options.baseFormat, await readFormatRecord(this.dir, volumeId));
         // Every change checks (and renews) the lock first; so does every step of an engine job.
         const files = new VolumeFiles(this.dir, volumeId, lock.assertHeld, { known, probe: this.options.probeFormat, warn: this.options.onWarning }, () => this.fileModes());
+        files.fence = lock.fence;
         const job = { signal, onProgress: op.onProgress, stepBytes: this.options.stepBytes, checkpoint: lock.assertHeld, guardIo: lock.assertHeld };
         return fn({
           files,

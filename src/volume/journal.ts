@@ -22,6 +22,11 @@ import { readSmallFile } from './small-file.js';
 import type { VolumeFiles } from './volume-files.js';
 
 const Name = z.string().min(1);
+/**
+ * The fencing token of the lock holder that wrote the journal (etcd: its lock key's create
+ * revision; absent under the share lease). A holder with a lower token is superseded.
+ */
+const Fence = z.string().regex(/^[0-9]{1,20}$/).optional();
 
 /** A snapshot create: `file` made (backed by `backing`, the active file), then the info file. */
 export const CreateJournalSchema = z.strictObject({
@@ -37,6 +42,7 @@ export const CreateJournalSchema = z.strictObject({
   phase: z.enum(['overlay', 'hypervisor']),
   /** The hypervisor accepted the request (its outcome was not seen yet): nothing may be undone. */
   accepted: z.boolean().optional(),
+  fence: Fence,
 });
 
 /**
@@ -59,6 +65,7 @@ export const DeleteJournalSchema = z.strictObject({
   unlink: Name,
   /** The hypervisor accepted the merge (its outcome was not seen yet): nothing may be undone. */
   accepted: z.boolean().optional(),
+  fence: Fence,
 });
 
 export const JournalSchema = z.discriminatedUnion('op', [CreateJournalSchema, DeleteJournalSchema]);
@@ -96,13 +103,27 @@ export async function readJournal(files: VolumeFiles): Promise<Journal | null> {
   // Its names are about to be opened and unlinked: this volume's chain names only.
   const names = journal.op === 'create-snapshot' ? [journal.file, journal.backing] : [journal.file, journal.base, journal.higher, journal.newBase, journal.unlink];
   for (const n of names) if (n !== null) files.snapshotIdOf(n);
+  checkFence(files, journal);
   return journal;
+}
+
+/** A journal written by a later holder of the lock means this holder was superseded: stop. */
+function checkFence(files: VolumeFiles, journal: Journal): void {
+  if (files.fence === undefined || journal.fence === undefined) return;
+  if (BigInt(journal.fence) > BigInt(files.fence)) {
+    throw new CowError(
+      'ECOW_LOCK_LOST',
+      `volume ${files.volumeId}: the journal was written by a later lock holder (fence ${journal.fence}; this holder's is ${files.fence}): this holder was superseded and changes nothing more`,
+    );
+  }
 }
 
 /** Record an operation before its first change; durable when this returns. */
 export async function writeJournal(files: VolumeFiles, journal: Journal): Promise<void> {
   const { mode } = await files.fileModes();
-  await writeFileAtomic(files.dir, files.journalName, files.journalTempPrefix, JSON.stringify(JournalSchema.parse(journal), null, 1), 'journal', files.guard, mode);
+  if (files.fence !== undefined) await readJournal(files); // a later holder's journal stops us here
+  const fenced = files.fence === undefined ? journal : { ...journal, fence: files.fence };
+  await writeFileAtomic(files.dir, files.journalName, files.journalTempPrefix, JSON.stringify(JournalSchema.parse(fenced), null, 1), 'journal', files.guard, mode);
 }
 
 /** The operation is over (done or undone): drop its record, durably. */

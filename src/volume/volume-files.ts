@@ -88,6 +88,8 @@ export class VolumeFiles {
    * Images opened for writing always take the writer's lock.
    */
   readLocks = false;
+  /** The lock's fencing token (coordination.ts), recorded in the journal; none for the share lease. */
+  fence: string | undefined;
 
   /** Modes of the files created (file-modes.ts); default: Cinder's `auto` for this directory. */
   readonly fileModes: () => Promise<FileModes>;

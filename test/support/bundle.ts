@@ -6,6 +6,8 @@
  * The engine worker is bundled beside it (the driver's jobs run in worker threads).
  * The engine finds its wasm at ../../build/cowchain.wasm from its module: the bundle is written
  * two directories below a `build` link to the real build directory.
+ * etcd3 (the etcd coordinator's client, loaded on demand) is not bundled: it reads its gRPC
+ * definitions from beside its own files. A `node_modules` link beside `build` resolves it.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -19,6 +21,7 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 export async function bundleForNode(entry: string, dir: string, name = 'bundle'): Promise<string> {
   const home = fs.mkdtempSync(path.join(dir, `${name}-`));
   fs.symlinkSync(path.join(ROOT, 'build'), path.join(home, 'build'));
+  fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(home, 'node_modules'));
   const out = path.join(home, 'a', 'b', `${name}.mjs`);
   await build({
     entryPoints: [path.join(ROOT, entry)],
@@ -28,6 +31,7 @@ export async function bundleForNode(entry: string, dir: string, name = 'bundle')
     format: 'esm',
     target: 'node20',
     logLevel: 'warning',
+    external: ['etcd3'],
     // CommonJS dependencies bundled in ESM need `require` for node built-ins.
     banner: { js: REQUIRE_BANNER },
   });

@@ -1,14 +1,18 @@
 // The driver takes every volume lock through its coordinator (coordination.ts): a coordinator
 // handed in is the only one used, its handle's check guards every change and write, and a handle
-// that says the lock is lost stops the operation with ECOW_LOCK_LOST before the next change.
+// that says the lock is lost stops the operation with ECOW_LOCK_LOST before the next change; the
+// handle's fencing token goes into the journal, and a later holder's journal stops an earlier one.
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CowError } from '../../src/errors.js';
 import type { VolumeCoordinator, VolumeLockHandle } from '../../src/volume/coordination.js';
+import { readJournal, writeJournal } from '../../src/volume/journal.js';
 import { lockFilePath, shareLease } from '../../src/volume/lock.js';
+import { VolumeFiles } from '../../src/volume/volume-files.js';
 import { rejection } from '../support/errors.js';
 import { requireQemu, tmpDir } from '../support/qemu.js';
-import { MiB, VOL, VolumeFixture } from '../support/volume.js';
+import { MiB, SNAP, VOL, VolumeFixture, f } from '../support/volume.js';
 
 requireQemu();
 
@@ -68,5 +72,28 @@ describe('volume coordination', () => {
     });
     expect(inner.code).toBe('ECOW_LOCKED');
     expect(fs.existsSync(lockFilePath(dir, VOL))).toBe(false);
+  });
+});
+
+describe('the fencing token in the journal', () => {
+  it("is recorded by the holder that writes the journal; a later holder's journal stops an earlier one", async () => {
+    const v = new VolumeFixture(tmpDir('cowchain-coord-'), 2 * MiB, { jobs: undefined });
+    await v.createVolume();
+    const files = new VolumeFiles(v.dir, VOL);
+    const journal = { version: 1, op: 'create-snapshot', snapshot: SNAP.aaaa, file: f('aaaa'), backing: v.base, phase: 'overlay' } as const;
+    files.fence = '9';
+    await writeJournal(files, journal);
+    expect(JSON.parse(fs.readFileSync(path.join(v.dir, files.journalName), 'utf8')).fence).toBe('9');
+    expect((await readJournal(files))?.fence).toBe('9');
+    const earlier = new VolumeFiles(v.dir, VOL);
+    earlier.fence = '8';
+    expect((await rejection(readJournal(earlier))).code).toBe('ECOW_LOCK_LOST');
+    expect((await rejection(writeJournal(earlier, journal))).code).toBe('ECOW_LOCK_LOST');
+    expect(JSON.parse(fs.readFileSync(path.join(v.dir, files.journalName), 'utf8')).fence).toBe('9');
+    // A later holder, and the share lease (no token), read it as any journal.
+    const later = new VolumeFiles(v.dir, VOL);
+    later.fence = '10';
+    expect((await readJournal(later))?.snapshot).toBe(SNAP.aaaa);
+    expect((await readJournal(new VolumeFiles(v.dir, VOL)))?.snapshot).toBe(SNAP.aaaa);
   });
 });
