@@ -3,15 +3,18 @@
 // operation's result object. Errors: one line `cowchain: ECOW_…: message`, exit 1 (main.ts).
 // Attached (`--status in-use`) operations go through Nova when `--nova-endpoint` and
 // `--status-listen` are given (nova-options.ts); without them they fail with
-// ECOW_HYPERVISOR_UNAVAILABLE and change nothing.
+// ECOW_HYPERVISOR_UNAVAILABLE and change nothing. The volume lock is the share lease, or etcd
+// with `--coordination etcd://…` / COWCHAIN_COORDINATION (coordination-option.ts).
 import type { Command } from 'commander';
 import { CowError } from '../errors.js';
 import { VolumeDriver } from '../volume/driver.js';
 import { parseSecureFilePermissions } from '../volume/file-modes.js';
+import type { VolumeCoordinator } from '../volume/coordination.js';
 import type { FsckReport } from '../volume/fsck.js';
 import type { Hypervisor } from '../volume/hypervisor.js';
 import type { VolumeStatus } from '../volume/status.js';
 import { parseSize } from './args.js';
+import { COORDINATION_HELP, coordinationFrom } from './coordination-option.js';
 import { novaOptions, withHypervisor, type NovaCliOptions } from './nova-options.js';
 import { print } from './output.js';
 import { parseImageFormat, type ImageFormat } from '../image/format.js';
@@ -23,12 +26,19 @@ interface Common {
   baseFormat?: string;
   probeFormat?: boolean;
   secureFilePermissions?: string;
+  coordination?: string;
 }
 
+/** The coordinator of each command's options, made at first use and closed by run(). */
+const coordinators = new WeakMap<Common, VolumeCoordinator>();
+
 function driver(o: Common, hypervisor?: Hypervisor): VolumeDriver {
+  let coordination = coordinators.get(o);
+  if (!coordination) coordinators.set(o, (coordination = coordinationFrom(o.coordination)));
   return new VolumeDriver({
     dir: o.dir,
     hypervisor,
+    coordination,
     baseFormat: format(o.baseFormat),
     probeFormat: o.probeFormat ?? false,
     secureFilePermissions: parseSecureFilePermissions(o.secureFilePermissions ?? 'auto'),
@@ -52,7 +62,12 @@ function outputMode(o: Common): 'human' | 'json' {
  */
 async function run<T>(o: Common, op: () => Promise<T>, human: (r: T) => string, after?: (r: T) => void): Promise<void> {
   const mode = outputMode(o);
-  const result = await op();
+  let result: T;
+  try {
+    result = await op();
+  } finally {
+    await coordinators.get(o)?.close();
+  }
   print(mode === 'json' ? JSON.stringify(result, null, 2) : human(result));
   after?.(result);
 }
@@ -80,7 +95,8 @@ function common(cmd: Command): Command {
       '--secure-file-permissions <mode>',
       "Cinder's nas_secure_file_permissions: true (new files 660, a new overlay owned like its backing file), false (666), auto (secure on a new share, marked by .cinderSecureEnvIndicator)",
       'auto',
-    );
+    )
+    .option('--coordination <url>', COORDINATION_HELP);
 }
 
 function humanFsck(r: FsckReport): string {
