@@ -1,7 +1,9 @@
 // Convert: the guest view of a whole chain into a fresh image (raw or qcow2). Ranges that read as
-// zeros are not written, so the target stays sparse (raw) or unallocated (qcow2).
+// zeros are not written, so the target stays sparse (raw) or unallocated (qcow2). With
+// compression (qemu-img convert -c), every cluster holding data is stored compressed.
 import { Image } from "./image";
 import { Job, allocatedAbove, alloc, CHUNK } from "./job";
+import { fail, E_BAD_ARGUMENT } from "./errors";
 
 /** Zero detection granularity: qemu-img convert's default -S (4 KiB). */
 const BLOCK: u64 = 4096;
@@ -14,17 +16,32 @@ function chainDepth(img: Image): i32 {
 
 export class ConvertJob extends Job {
   private depth: i32;
-  constructor(public src: Image, public dst: Image) {
+  /** Cluster size of a compressing target, else 0. */
+  private unit: u64 = 0;
+  private clusterBuf: usize = 0;
+  constructor(public src: Image, public dst: Image, compressed: bool) {
     super();
     this.total = src.virtualSize();
     this.depth = chainDepth(src);
+    if (compressed) {
+      this.unit = dst.allocationUnit();
+      if (this.unit == 0) fail(E_BAD_ARGUMENT, "compressed output needs a qcow2 target, not " + dst.formatName());
+    }
     if (dst.virtualSize() < this.total) dst.grow(this.total);
-    this.buffer();
+    if (compressed) this.clusterBuf = heap.alloc(<usize>this.unit);
+    else this.buffer();
+  }
+
+  dispose(): void {
+    if (this.clusterBuf != 0) heap.free(this.clusterBuf);
+    this.clusterBuf = 0;
+    super.dispose();
   }
 
   step(budget: u64): bool {
     const end = this.cursor + budget < this.total ? this.cursor + budget : this.total;
     while (this.cursor < end) {
+      if (this.unit != 0) { this.cursor = this.compressFrom(this.cursor); continue; }
       const off = this.cursor;
       const n = allocatedAbove(this.src, this.depth, off, this.total - off < CHUNK ? this.total - off : CHUNK);
       if (alloc.depth >= 0 && !alloc.zero) this.copy(off, n);
@@ -35,6 +52,27 @@ export class ConvertJob extends Job {
       this.done = true;
     }
     return this.done;
+  }
+
+  /**
+   * Compressed output from the cluster-aligned `off`: skip what the chain leaves unallocated or
+   * zero in whole clusters; otherwise store the cluster compressed (zero-padded past the end of
+   * the image, as qemu pads the last cluster), unless its guest bytes are all zero. Returns the
+   * offset reached.
+   */
+  private compressFrom(off: u64): u64 {
+    const cs = this.unit;
+    const n = allocatedAbove(this.src, this.depth, off, this.total - off);
+    if (alloc.depth < 0 || alloc.zero) {
+      const skipTo = off + n >= this.total ? this.total : (off + n) & ~(cs - 1);
+      if (skipTo > off) return skipTo;
+    }
+    const len = this.total - off < cs ? this.total - off : cs;
+    const buf = this.clusterBuf;
+    this.src.read(off, buf, len);
+    if (len < cs) memory.fill(buf + <usize>len, 0, <usize>(cs - len));
+    if (!isZero(buf, cs)) this.dst.writeCompressed(off, buf, len);
+    return off + len;
   }
 
   /** Read a run and write it in stretches, skipping aligned all-zero blocks. */

@@ -1,7 +1,7 @@
 // New qcow2 images laid out as qemu-img create lays them out: header (cluster 0), refcount table
 // (cluster 1), first refcount block (cluster 2), L1 table (cluster 3 on), the L1 written only up to
 // its last entry. With qemu's defaults the file is byte-identical to qemu-img's.
-import { Header, writeHeader, l1EntriesFor, INCOMPAT_EXTL2, MAX_HOST_OFFSET } from "./header";
+import { Header, writeHeader, l1EntriesFor, INCOMPAT_EXTL2, INCOMPAT_COMPRESSION, COMPRESSION_DEFLATE, COMPRESSION_ZSTD, MAX_HOST_OFFSET } from "./header";
 import { putU64 } from "./be";
 import { writeAt, truncateTo, flush } from "./io";
 import { Refcounts, writeEntry } from "./refcount";
@@ -9,7 +9,7 @@ import { fail, E_BAD_ARGUMENT, E_BAD_SIZE } from "./errors";
 
 export function createQcow2(
   handle: i32, size: u64, clusterBits: u32, refcountOrder: u32, version: u32, extendedL2: bool,
-  backingName: string, backingFormat: string,
+  compressionType: u8, backingName: string, backingFormat: string,
 ): void {
   if (clusterBits < 9 || clusterBits > 21) fail(E_BAD_ARGUMENT, "cluster size must be a power of two between 512 B and 2 MiB");
   if (refcountOrder > 6) fail(E_BAD_ARGUMENT, "refcount_bits must be a power of two between 1 and 64");
@@ -17,6 +17,9 @@ export function createQcow2(
   if (version == 2 && refcountOrder != 4) fail(E_BAD_ARGUMENT, "compat=0.10 requires refcount_bits=16");
   if (version == 2 && extendedL2) fail(E_BAD_ARGUMENT, "extended_l2 requires compat=1.1");
   if (extendedL2 && clusterBits < 14) fail(E_BAD_ARGUMENT, "extended_l2 requires a cluster size of at least 16 KiB");
+  if (compressionType > COMPRESSION_ZSTD) fail(E_BAD_ARGUMENT, "unknown compression type " + compressionType.toString());
+  // The header field exists from version 3 on (qemu refuses zstd with compat=0.10 too).
+  if (compressionType != COMPRESSION_DEFLATE && version == 2) fail(E_BAD_ARGUMENT, "compression_type=zstd requires compat=1.1");
   if (size > MAX_HOST_OFFSET) fail(E_BAD_SIZE, "virtual size " + size.toString() + " exceeds 2^53 bytes");
   const h = new Header();
   h.version = version;
@@ -25,6 +28,9 @@ export function createQcow2(
   h.refcountOrder = refcountOrder;
   h.headerLength = version == 3 ? 112 : 72;
   h.incompat = extendedL2 ? INCOMPAT_EXTL2 : 0;
+  // A type other than deflate is an incompatible feature: older readers must refuse the image.
+  h.compressionType = compressionType;
+  if (compressionType != COMPRESSION_DEFLATE) h.incompat |= INCOMPAT_COMPRESSION;
   const needed = l1EntriesFor(size, clusterBits, h.l2Bits);
   if (needed > (32 << 20) / 8) fail(E_BAD_SIZE, "virtual size " + size.toString() + " needs an L1 table larger than 32 MiB");
   h.l1Size = <u32>needed;

@@ -1,6 +1,6 @@
 // An open image. The base class is the interface every format offers the engine (guest reads,
 // per-layer block status); qcow2.ts and raw.ts implement it.
-import { fail, E_INTERNAL } from "./errors";
+import { fail, E_INTERNAL, E_BAD_ARGUMENT } from "./errors";
 import { ST_ZERO, ST_DATA, ST_ALLOCATED } from "./layout";
 
 /** Write zero bytes as data over [off, off+len) of `img`, a bounded buffer at a time. */
@@ -68,6 +68,10 @@ export class Image {
 
   /** Guest write; range already validated. */
   write(off: u64, ptr: usize, len: u64): void { fail(E_INTERNAL, "write"); }
+  /** One whole guest cluster at `off`, stored compressed (qcow2 only; see Writer.writeCompressed). */
+  writeCompressed(off: u64, ptr: usize, len: u64): void { fail(E_BAD_ARGUMENT, "compressed output needs a qcow2 target, not " + this.formatName()); }
+  /** Cluster size of the format's allocation unit (0: none, e.g. raw). */
+  allocationUnit(): u64 { return 0; }
   /** Make a guest range read as zeros; `unmap` may release the clusters behind it. */
   zero(off: u64, len: u64, unmap: bool): void { fail(E_INTERNAL, "zero"); }
   /** qemu-io's discard. */

@@ -57,9 +57,9 @@ export function openQcow2(handle: i32, flags: i32): i32 {
 /** Lay out a new, empty qcow2 image on `handle` (existing content is discarded). */
 export function create(
   handle: i32, size: f64, clusterBits: i32, refcountOrder: i32, version: i32, extendedL2: bool,
-  backingName: string, backingFormat: string,
+  compressionType: i32, backingName: string, backingFormat: string,
 ): void {
-  createQcow2(handle, <u64>size, <u32>clusterBits, <u32>refcountOrder, <u32>version, extendedL2, backingName, backingFormat);
+  createQcow2(handle, <u64>size, <u32>clusterBits, <u32>refcountOrder, <u32>version, extendedL2, <u8>compressionType, backingName, backingFormat);
 }
 
 export function openRaw(handle: i32, writable: bool): i32 {
@@ -178,9 +178,9 @@ export function streamStart(id: i32, layers: i32): i32 {
   return registerJob(new StreamJob(image(id), layers));
 }
 
-/** Copy the guest view of `srcId`'s chain into the fresh image `dstId`. */
-export function convertStart(srcId: i32, dstId: i32): i32 {
-  return registerJob(new ConvertJob(image(srcId), image(dstId)));
+/** Copy the guest view of `srcId`'s chain into the fresh image `dstId` (compressed clusters when `compressed`). */
+export function convertStart(srcId: i32, dstId: i32, compressed: bool): i32 {
+  return registerJob(new ConvertJob(image(srcId), image(dstId), compressed));
 }
 
 /** Advance a job by about `budget` guest bytes; 1 when it has finished (and flushed). */

@@ -11,6 +11,8 @@ import { fail, E_CORRUPT, hex } from "./errors";
 @external("host", "flush") declare function hostFlush(handle: i32): void;
 /** Inflate `srcLen` bytes into exactly `dstLen` bytes; returns bytes produced, -1 on bad data. */
 @external("host", "decompress") declare function hostDecompress(type: i32, src: usize, srcLen: i32, dst: usize, dstLen: i32): i32;
+/** Compress `srcLen` bytes into at most `dstCap` bytes; returns the length, -1 when it does not fit. */
+@external("host", "compress") declare function hostCompress(type: i32, src: usize, srcLen: i32, dst: usize, dstCap: i32): i32;
 
 /**
  * Offsets from 2^53 on cannot cross the boundary exactly (the host refuses them) and lie past the
@@ -70,4 +72,8 @@ export function flush(handle: i32): void {
 
 export function decompress(type: i32, src: usize, srcLen: i32, dst: usize, dstLen: i32): i32 {
   return hostDecompress(type, src, srcLen, dst, dstLen);
+}
+
+export function compress(type: i32, src: usize, srcLen: i32, dst: usize, dstCap: i32): i32 {
+  return hostCompress(type, src, srcLen, dst, dstCap);
 }

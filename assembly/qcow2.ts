@@ -452,6 +452,8 @@ export class Qcow2Image extends Image {
   }
 
   write(off: u64, ptr: usize, len: u64): void { this.writer().write(off, ptr, len); }
+  writeCompressed(off: u64, ptr: usize, len: u64): void { this.writer().writeCompressed(off, ptr, len); }
+  allocationUnit(): u64 { return this.cs; }
   zero(off: u64, len: u64, unmap: bool): void { this.writer().zero(off, len, unmap); }
   discard(off: u64, len: u64): void { this.writer().discard(off, len); }
 

@@ -43,6 +43,11 @@ export class Refcounts {
   private pendLo: StaticArray<u64> = new StaticArray<u64>(32);
   private pendHi: StaticArray<u64> = new StaticArray<u64>(32);
   private npend: i32 = 0;
+  /**
+   * Where the next compressed cluster's bytes go (qemu's free_byte_offset): inside the cluster the
+   * last one ended in, so compressed clusters pack back to back; 0 when none is open.
+   */
+  freeByte: u64 = 0;
 
   constructor(handle: i32, h: Header) {
     this.handle = handle;
@@ -110,6 +115,8 @@ export class Refcounts {
     writeEntry(p, cluster & ((<u64>1 << this.rbBits) - 1), this.order, value);
     this.blocks.markDirty(this.blocks.find(off));
     if (value == 0 && cluster < this.freeHint) this.freeHint = cluster;
+    // A freed cluster may be reallocated whole: compressed bytes must not go on packing into it.
+    if (value == 0 && this.freeByte != 0 && cluster == this.freeByte >> this.clusterBits) this.freeByte = 0;
   }
 
   /**
@@ -256,6 +263,35 @@ export class Refcounts {
     this.reserveAndCount(start, n);
     if (n == 1 || start == this.freeHint) this.freeHint = start + n;
     return start;
+  }
+
+  /**
+   * `n` bytes (1 ≤ n < one cluster) for a compressed cluster, as qemu's qcow2_alloc_bytes places
+   * them: right after the previous compressed cluster, in the cluster it ended in while that one's
+   * refcount can still grow, spilling into the next cluster when that is the one allocated next,
+   * else from the start of a fresh cluster. Every cluster the bytes touch gains one reference
+   * (qemu-img check counts one per compressed descriptor that reaches into a cluster).
+   */
+  allocateBytes(n: u64): u64 {
+    const cs = this.cs;
+    let off = this.freeByte;
+    if (off != 0) {
+      const r = this.get(off >> this.clusterBits);
+      if (r == 0 || r >= this.maxRefcount) off = 0;
+    }
+    let fresh: u64 = u64.MAX_VALUE;
+    if (off == 0 || cs - (off & (cs - 1)) < n) {
+      fresh = this.allocate(1);
+      const next = fresh << this.clusterBits;
+      if (off == 0 || ((off + cs - 1) & ~(cs - 1)) != next) off = next;
+    }
+    const last = (off + n - 1) >> this.clusterBits;
+    for (let c = off >> this.clusterBits; c <= last; c++) {
+      if (c != fresh) this.set(c, this.get(c) + 1);
+    }
+    const end = off + n;
+    this.freeByte = (end & (cs - 1)) == 0 ? 0 : end;
+    return off;
   }
 
   /**

@@ -4,10 +4,11 @@
 import { Qcow2Image } from "./qcow2";
 import { writeZeroData } from "./image";
 import { getU64, putU64 } from "./be";
-import { writeAt, fileSize, truncateTo } from "./io";
-import { fail, hex, E_CORRUPT } from "./errors";
+import { writeAt, fileSize, truncateTo, compress } from "./io";
+import { fail, hex, E_CORRUPT, E_BAD_ARGUMENT } from "./errors";
 import {
   L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COPIED, OFLAG_COMPRESSED, OFLAG_ZERO, L2_BITMAP_ALL_ALLOC,
+  csizeShift,
 } from "./layout";
 
 const ALL_ZEROES: u64 = 0xffffffff00000000;
@@ -104,6 +105,7 @@ export function isZeroBlock(p: usize, n: u64): bool {
 
 export class Writer {
   private scratch: usize = 0;
+  private packed: usize = 0;
   constructor(public img: Qcow2Image) {}
 
   private buf(): usize {
@@ -113,6 +115,38 @@ export class Writer {
 
   dispose(): void {
     if (this.scratch != 0) heap.free(this.scratch);
+    if (this.packed != 0) heap.free(this.packed);
+  }
+
+  /**
+   * One guest cluster at `off` (cluster-aligned), compressed, as qemu's compressed write stores
+   * it: `ptr` holds a whole cluster (`len` guest bytes, the rest of the last cluster zero-padded
+   * by the caller). It is compressed with the image's compression type; when the result is not
+   * smaller than a cluster (qemu's limit: cluster size - 1 bytes), the guest bytes are written as
+   * a normal cluster instead. Like qemu, a compressed write never replaces an allocated cluster.
+   */
+  writeCompressed(off: u64, ptr: usize, len: u64): void {
+    const img = this.img;
+    img.prepareWrite();
+    const cs = img.cs;
+    const cb = img.clusterBits;
+    if (this.packed == 0) this.packed = heap.alloc(<usize>cs);
+    const n = compress(<i32>img.h.compressionType, ptr, <i32>cs, this.packed, <i32>(cs - 1));
+    if (n <= 0) { this.write(off, ptr, len); return; }
+    const table = l2ForWrite(img, off >> (cb + img.l2Bits));
+    const p = entryPtr(img, table, (off >> cb) & (img.l2Entries - 1));
+    const e = getU64(p);
+    if ((e & OFLAG_COMPRESSED) != 0 || (e & L2E_OFFSET_MASK) != 0) {
+      fail(E_BAD_ARGUMENT, "compressed write at guest offset " + off.toString() + ": the cluster is already allocated (L2 entry " + hex(e) + ")");
+    }
+    const host = img.refcounts().allocateBytes(<u64>n);
+    img.checkNoOverlap(host, <u64>n, "compressed data write", 0);
+    writeAt(img.handle, this.packed, n, host);
+    // The descriptor counts the 512-byte sectors it reaches into, less one.
+    const sectors = ((host + <u64>n - 1) >> 9) - (host >> 9);
+    putU64(p, OFLAG_COMPRESSED | (sectors << csizeShift(cb)) | host);
+    if (img.entryBytes == 16) putU64(p + 8, 0);
+    img.markL2Dirty(table);
   }
 
   /** Write `len` bytes from `ptr` at guest offset `off`. */

@@ -8,6 +8,7 @@ import { Bench, type Task } from 'tinybench';
 import { EnginePool, commit, commitImage, createImage, openImage, engineMemoryBytes } from 'cowchain';
 import { WORKLOADS, template, freshCopy } from './workloads.js';
 import { benchLag, benchParallel } from './workers.js';
+import { benchCompress, printCompress } from './compress.js';
 
 const ROOT = process.env.COWCHAIN_BENCH_DIR ?? path.join(os.tmpdir(), 'cowchain-bench');
 const ITERATIONS = Number(process.env.COWCHAIN_BENCH_ITERATIONS ?? 5);
@@ -113,8 +114,13 @@ async function main(): Promise<void> {
   fs.mkdirSync(ROOT, { recursive: true });
   const version = spawnSync('qemu-img', ['--version'], { encoding: 'utf8' }).stdout.split('\n')[0];
   console.log(`cowchain commit vs ${version}; median of ${ITERATIONS} runs each, files under ${ROOT}; ${os.cpus().length} CPUs`);
-  // COWCHAIN_BENCH_PART=workers: only the worker tables (parallel commits, event-loop lag).
+  // COWCHAIN_BENCH_PART=workers: only the worker tables (parallel commits, event-loop lag);
+  // =compress: only convert -c against qemu-img convert -c.
   const part = process.env.COWCHAIN_BENCH_PART ?? 'all';
+  if (part === 'compress') {
+    printCompress(await benchCompress(ROOT, ITERATIONS, CLI), ITERATIONS);
+    return;
+  }
   const rows = part === 'workers' ? [] : await benchCommit();
   if (rows.length) console.log('\n| workload | data | cowchain in-process | cowchain worker | cowchain CLI | qemu-img commit | ratio (in-process) | ratio (worker) | worker / in-process | ratio (CLI) |');
   if (rows.length) console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
@@ -144,6 +150,7 @@ async function main(): Promise<void> {
   console.log(`| max lateness of a 5 ms interval timer | ${fmt(worst('maxTimerLateMs'), 1)} ms | ${fmt(lag.inline.maxTimerLateMs, 1)} ms | ${fmt(lag.idle.maxTimerLateMs, 1)} ms | |`);
   console.log(`| delete duration | ${fmt(worst('deleteMs'))} ms | ${fmt(lag.inline.deleteMs)} ms | | |`);
   if (part === 'workers') return;
+  printCompress(await benchCompress(ROOT, ITERATIONS, CLI), ITERATIONS);
   const c = await benchCreate();
   console.log(`\noverlay create: in-process ${c.inProcessMs.toFixed(2)} ms, qemu-img create ${c.qemuMs.toFixed(2)} ms (${(c.qemuMs / c.inProcessMs).toFixed(1)}×)`);
   console.log(`engine memory (wasm linear memory after all runs): ${(engineMemoryBytes() / 2 ** 20).toFixed(1)} MiB`);

@@ -11,7 +11,7 @@ import { imageFormatSchema, parseImageFormat } from '../image/format.js';
 const MAX_SIZE = 2n ** 53n;
 
 /** `-o` keys per format (qemu-img's names). */
-const QCOW2_KEYS = ['size', 'backing_file', 'backing_fmt', 'cluster_size', 'compat', 'refcount_bits', 'extended_l2'] as const;
+const QCOW2_KEYS = ['size', 'backing_file', 'backing_fmt', 'cluster_size', 'compat', 'refcount_bits', 'extended_l2', 'compression_type'] as const;
 const RAW_KEYS = ['size'] as const;
 
 const Format = imageFormatSchema;
@@ -28,6 +28,7 @@ const CreateCommandSchema = z
     refcountBits: z.number().int().optional(),
     compat: z.enum(['0.10', '1.1']).optional(),
     extendedL2: z.boolean().optional(),
+    compressionType: z.enum(['zlib', 'zstd'], { message: "compression_type must be 'zlib' or 'zstd'" }).optional(),
   })
   .strict()
   .superRefine((o, ctx) => {
@@ -45,6 +46,7 @@ const CreateCommandSchema = z
     if (![1, 2, 4, 8, 16, 32, 64].includes(rb)) ctx.addIssue({ code: 'custom', message: `refcount width ${rb} is not a power of two of at most 64 bits` });
     if (o.compat === '0.10' && rb !== 16) ctx.addIssue({ code: 'custom', message: 'refcount widths other than 16 bits require compat=1.1' });
     if (o.compat === '0.10' && o.extendedL2) ctx.addIssue({ code: 'custom', message: 'extended L2 entries require compat=1.1' });
+    if (o.compat === '0.10' && o.compressionType === 'zstd') ctx.addIssue({ code: 'custom', message: 'compression_type=zstd requires compat=1.1' });
     if (o.extendedL2 && cs < 16384) ctx.addIssue({ code: 'custom', message: 'extended L2 entries require a cluster size of at least 16384 bytes' });
   });
 
@@ -110,6 +112,8 @@ export function parseCreateCommand(file: string, sizeText: string | undefined, o
   }
   const el2 = opts.get('extended_l2');
   if (el2 !== undefined) raw.extendedL2 = parseBool(el2, 'extended_l2');
+  const ct = opts.get('compression_type');
+  if (ct !== undefined) raw.compressionType = ct;
   const r = CreateCommandSchema.safeParse(raw);
   if (!r.success) throw new CowError('ECOW_BAD_ARGUMENT', r.error.issues.map((i) => (i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message)).join('; '));
   checkQcow2Size(r.data);
@@ -122,7 +126,7 @@ export function formattingLine(c: CreateCommand): string {
   const parts = [
     `cluster_size=${c.clusterSize ?? 65536}`,
     `extended_l2=${c.extendedL2 ? 'on' : 'off'}`,
-    'compression_type=zlib',
+    `compression_type=${c.compressionType ?? 'zlib'}`,
     `size=${c.size ?? 0}`,
   ];
   if (c.compat !== undefined) parts.push(`compat=${c.compat}`);
@@ -142,6 +146,7 @@ export function runCreateCommand(c: CreateCommand): void {
   if (c.refcountBits !== undefined) options.refcountBits = c.refcountBits;
   if (c.compat !== undefined) options.compat = c.compat;
   if (c.extendedL2 !== undefined) options.extendedL2 = c.extendedL2;
+  if (c.compressionType !== undefined) options.compressionType = c.compressionType;
   createImage(c.file, options);
 }
 
@@ -165,7 +170,7 @@ export function registerImgCreate(img: Command): void {
     .option('-f <format>', 'format of FILE (raw|qcow2)', 'raw')
     .option('-b <backing>', 'backing file, stored exactly as given (relative to FILE\'s directory)')
     .option('-F <format>', 'format of the backing file (raw|qcow2); required with -b')
-    .option('-o <options>', 'cluster_size=…,compat=0.10|1.1,refcount_bits=…,extended_l2=on|off (repeatable)', collect)
+    .option('-o <options>', 'cluster_size=…,compat=0.10|1.1,refcount_bits=…,extended_l2=on|off,compression_type=zlib|zstd (repeatable)', collect)
     .option('-q', 'quiet: do not print the Formatting line')
     .action((file: string, size: string | undefined, o: CreateCliOptions) => {
       const c = parseCreateCommand(file, size, o);

@@ -94,12 +94,13 @@ export function registerImgRead(img: Command): void {
     .argument('<dst>')
     .option('-f <format>', 'format of SRC (raw|qcow2); probed when absent')
     .option('-O <format>', 'output format (raw|qcow2)', 'raw')
-    .option('-o <options>', 'qcow2 target: cluster_size=…,compat=0.10|1.1,refcount_bits=…,extended_l2=on|off (repeatable)', collect)
+    .option('-o <options>', 'qcow2 target: cluster_size=…,compat=0.10|1.1,refcount_bits=…,extended_l2=on|off,compression_type=zlib|zstd (repeatable)', collect)
+    .option('-c', 'compress the qcow2 target: every cluster holding data is stored compressed (deflate, or zstd with -o compression_type=zstd)')
     .option('-p', 'show a progress bar (on a terminal)')
     .option('-q', 'quiet')
     .option('-U, --force-share', 'read even while another process (qemu) writes the image, as qemu-img -U')
-    .action((src: string, dst: string, o: { f?: string; O: string; o?: string[]; p?: boolean; q?: boolean; forceShare?: boolean }) => {
-      const target = convertTarget(dst, o.O, o.o);
+    .action((src: string, dst: string, o: { f?: string; O: string; o?: string[]; c?: boolean; p?: boolean; q?: boolean; forceShare?: boolean }) => {
+      const target = convertTarget(dst, o.O, o.o, !!o.c);
       withImage(src, o.f, (image) => {
         const bar = progressBar(!!o.p && !o.q, 'convert');
         try {
@@ -117,9 +118,10 @@ export function registerImgRead(img: Command): void {
  * convert, a `size` is validated and then ignored (the target takes the source's size); a target
  * with a backing file (backing_file, backing_fmt) is not supported.
  */
-export function convertTarget(dst: string, format: string, options: string[] | undefined): Pick<ConvertOptions, 'format' | 'create'> {
+export function convertTarget(dst: string, format: string, options: string[] | undefined, compressed = false): Pick<ConvertOptions, 'format' | 'create' | 'compressed'> {
   // An output format we cannot write is a bad argument (qemu-img knows more formats than we do).
   const fmt = parseImageFormat(format, 'output format', 'ECOW_BAD_ARGUMENT');
+  if (compressed && fmt !== 'qcow2') throw new CowError('ECOW_BAD_ARGUMENT', `compression (-c) needs the qcow2 output format, not ${fmt}`);
   const keys = mergeOptionLists(options ?? []);
   for (const k of ['backing_file', 'backing_fmt']) {
     if (keys.has(k)) throw new CowError('ECOW_BAD_ARGUMENT', `invalid parameter '${k}' for convert: a target with a backing file is not supported`);
@@ -132,5 +134,6 @@ export function convertTarget(dst: string, format: string, options: string[] | u
   if (c.refcountBits !== undefined) create.refcountBits = c.refcountBits;
   if (c.compat !== undefined) create.compat = c.compat;
   if (c.extendedL2 !== undefined) create.extendedL2 = c.extendedL2;
-  return { format: 'qcow2', create };
+  if (c.compressionType !== undefined) create.compressionType = c.compressionType;
+  return { format: 'qcow2', create, ...(compressed ? { compressed } : {}) };
 }

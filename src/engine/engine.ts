@@ -3,6 +3,7 @@ import { instantiateSync } from '@assemblyscript/loader';
 import { CowError, ERROR_CODES, type CowErrorCode } from '../errors.js';
 import type { Backend } from './backend.js';
 import { inflateCluster } from './decompress.js';
+import { compressCluster } from './compress.js';
 
 /**
  * The raw wasm exports (numbers only; strings come back as pointers read with __getString).
@@ -26,7 +27,7 @@ interface RawExports {
   /** flags: 1 writable, 2 opened for a check (see src/image/image.ts OPEN_*). */
   openQcow2(handle: number, flags: number): number;
   openRaw(handle: number, writable: number): number;
-  create(handle: number, size: number, clusterBits: number, refcountOrder: number, version: number, extendedL2: number, backingName: number, backingFormat: number): void;
+  create(handle: number, size: number, clusterBits: number, refcountOrder: number, version: number, extendedL2: number, compressionType: number, backingName: number, backingFormat: number): void;
   setBacking(id: number, backingId: number): void;
   close(id: number): void;
   describe(id: number): number;
@@ -41,7 +42,8 @@ interface RawExports {
   commitStart(topId: number, baseId: number, layers: number): number;
   rebaseStart(id: number, newBackingId: number): number;
   streamStart(id: number, layers: number): number;
-  convertStart(srcId: number, dstId: number): number;
+  /** compressed: 1 stores every data cluster compressed (convert -c). */
+  convertStart(srcId: number, dstId: number, compressed: number): number;
   jobStep(id: number, budget: number): number;
   jobCursor(id: number): number;
   jobTotal(id: number): number;
@@ -158,6 +160,12 @@ export class Engine {
           const out = inflateCluster(type, new Uint8Array(mem(), src, srcLen).slice(), dstLen);
           if (!out) return -1;
           new Uint8Array(mem(), dst, dstLen).set(out);
+          return out.length;
+        },
+        compress: (type: number, src: number, srcLen: number, dst: number, dstCap: number) => {
+          const out = compressCluster(type, new Uint8Array(mem(), src, srcLen), dstCap);
+          if (!out) return -1;
+          new Uint8Array(mem(), dst, out.length).set(out);
           return out.length;
         },
       },

@@ -13,6 +13,11 @@ export interface ConvertOptions extends JobOptions {
   create?: Omit<CreateOptions, 'format' | 'size' | 'backingFile' | 'backingFormat'>;
   /** Virtual size of the new image; at least the source's (default: the source's). */
   size?: number;
+  /**
+   * Store every cluster holding data compressed, as `qemu-img convert -c` (qcow2 only; the
+   * compression type is `create.compressionType`, deflate by default).
+   */
+  compressed?: boolean;
 }
 
 /**
@@ -23,11 +28,12 @@ export function convertImage(src: Image, dst: string, options: ConvertOptions = 
   const format = options.format ?? 'raw';
   const size = options.size ?? src.virtualSize;
   if (size < src.virtualSize) throw new CowError('ECOW_BAD_ARGUMENT', `size ${size} is smaller than the source's ${src.virtualSize}`);
+  if (options.compressed && format !== 'qcow2') throw new CowError('ECOW_BAD_ARGUMENT', `compressed output needs the qcow2 format, not ${format}`);
   createImage(dst, { ...(options.create ?? {}), format, size });
   try {
     const out = openImage(dst, { format, writable: true, noBacking: true });
     try {
-      runJob(src.engine, () => src.engine.call((e) => e.convertStart(src.id, out.id)), options, [out]);
+      runJob(src.engine, () => src.engine.call((e) => e.convertStart(src.id, out.id, options.compressed ? 1 : 0)), options, [out]);
     } finally {
       out.close();
     }

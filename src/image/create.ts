@@ -19,6 +19,8 @@ export const CreateOptionsSchema = z
     refcountBits: z.number().int().refine((v) => [1, 2, 4, 8, 16, 32, 64].includes(v), 'a power of two between 1 and 64').default(16),
     compat: z.enum(['0.10', '1.1']).default('1.1'),
     extendedL2: z.boolean().default(false),
+    /** How `convert -c` compresses clusters: qemu-img's names (zstd needs compat 1.1). */
+    compressionType: z.enum(['zlib', 'zstd']).default('zlib'),
   })
   .strict();
 export type CreateOptions = z.input<typeof CreateOptionsSchema>;
@@ -44,6 +46,7 @@ export function createQcow2On(backend: Backend, options: CreateOptions & { size:
         Math.log2(o.refcountBits),
         o.compat === '1.1' ? 3 : 2,
         o.extendedL2 ? 1 : 0,
+        o.compressionType === 'zstd' ? 1 : 0,
         engine.newString(o.backingFile ?? ''),
         engine.newString(o.backingFile ? (o.backingFormat ?? '') : ''),
       ),

@@ -11,7 +11,7 @@
  * check runs in turn; the last line is `N passed, N failed`, and the exit status is 1 when any
  * check failed (or the suite itself could not start), 0 otherwise.
  *
- * Sections: the engine (create, write/read, a 2-layer chain committed into its base, memory
+ * Sections: the engine (create, write/read, compressed convert, a 2-layer chain committed into its base, memory
  * backend), the async API (jobs in Web Workers: commit, progress, cancel, a coded error, a
  * host-supplied engine) and the volume driver (snapshot lifecycle, both delete orders). A new
  * section is one more `check(...)` call.
@@ -27,6 +27,7 @@ import {
   EnginePool,
   defaultEnginePool,
   commitImage,
+  convertImage,
   createImage,
   createQcow2On,
   MemoryBackend,
@@ -150,6 +151,30 @@ check('engine: createImage raw, write/read back', () => {
   }
   assertBytes(readAll(file), model, 'raw image');
   assertEqual(fs.statSync(file).size, 1 * MiB, 'raw file size');
+});
+
+check('engine: convert -c with deflate and zstd (node:zlib and the zstd encoder under Deno), read back', () => {
+  const src = at('to-compress.qcow2');
+  createImage(src, { format: 'qcow2', size: 2 * MiB });
+  const model = new Uint8Array(2 * MiB);
+  const img = openImage(src, { writable: true });
+  try {
+    writeBoth(model, img, 0, new Uint8Array(300_000).fill(0x61));
+    writeBoth(model, img, MiB + 4321, pattern(200_000, 7));
+  } finally {
+    img.close();
+  }
+  for (const compressionType of ['zlib', 'zstd'] as const) {
+    const out = at(`compressed-${compressionType}.qcow2`);
+    const from = openImage(src);
+    try {
+      convertImage(from, out, { format: 'qcow2', compressed: true, create: { compressionType } });
+    } finally {
+      from.close();
+    }
+    assertBytes(readAll(out), model, `${compressionType} image`);
+    assert(fs.statSync(out).size < fs.statSync(src).size, `${compressionType}: compressed image not smaller than its source`);
+  }
 });
 
 check('engine: 2-layer chain, commitImage into the base, read back', () => {

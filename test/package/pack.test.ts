@@ -84,15 +84,15 @@ describe('npm pack --dry-run', () => {
     files = new Map(pack.files.map((f) => [f.path, f.size]));
   });
 
-  it('publishes the wasm, the JS, the .d.ts, README and package.json', () => {
-    for (const f of ['package.json', 'README.md', 'build/cowchain.wasm', 'dist/index.js', 'dist/index.d.ts', 'dist/cli/main.js', 'dist/engine/engine.js']) {
+  it('publishes the wasm (engine, zstd decoder and encoder), the JS, the .d.ts, README and package.json', () => {
+    for (const f of ['package.json', 'README.md', 'build/cowchain.wasm', 'build/zstd-decoder.wasm', 'build/zstd-encoder.wasm', 'build/zstd-encoder.json', 'dist/index.js', 'dist/index.d.ts', 'dist/cli/main.js', 'dist/engine/engine.js']) {
       expect(files.has(f), `${f} is not in the package`).toBe(true);
     }
     expect(files.get('build/cowchain.wasm')).toBe(fs.statSync(path.join(ROOT, 'build/cowchain.wasm')).size);
   });
 
   it('publishes nothing else: no sources, tests, maps, .wat, node_modules', () => {
-    const allowed = [/^package\.json$/, /^README\.md$/, /^(LICENSE|LICENCE|NOTICE|CHANGELOG)(\.\w+)?$/i, /^build\/cowchain\.wasm$/, /^dist\/.+\.js$/, /^dist\/.+\.d\.ts$/];
+    const allowed = [/^package\.json$/, /^README\.md$/, /^(LICENSE|LICENCE|NOTICE|CHANGELOG)(\.\w+)?$/i, /^build\/cowchain\.wasm$/, /^build\/zstd-(decoder\.wasm|encoder\.wasm|encoder\.json)$/, /^build\/ofd-lock\.node$/, /^dist\/.+\.js$/, /^dist\/.+\.d\.ts$/];
     const unexpected = [...files.keys()].filter((f) => !allowed.some((re) => re.test(f)));
     expect(unexpected, 'files outside the published set').toEqual([]);
     for (const f of files.keys()) {

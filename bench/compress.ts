@@ -1,0 +1,121 @@
+// `convert -c` side by side with `qemu-img convert -c` (issue 18): output size and time, deflate
+// and zstd, on one source image. The source mixes what a disk holds: compressible runs (text-like
+// repeated words), incompressible blocks (random bytes, as in already-compressed files) and zeros.
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Bench, type Task } from 'tinybench';
+import { convertImage, openImage } from 'cowchain';
+
+export interface CompressRow {
+  type: 'zlib' | 'zstd';
+  sourceBytes: number;
+  oursBytes: number;
+  qemuBytes: number;
+  oursMs: number;
+  cliMs: number;
+  qemuMs: number;
+}
+
+const SOURCE_MIB = 128;
+const WORDS = ['volume', 'snapshot', 'cluster', 'backing', 'qcow2', 'refcount', 'the', 'of', 'a', 'and', 'log', 'INFO', '2026-12-05', 'kernel:', 'eth0', 'nova'];
+
+/** Deterministic pseudo-random numbers (mulberry32). */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** The source: per 64 KiB, 60 % text-like, 25 % random, 15 % zeros (a sparse raw file). */
+function writeSource(file: string): number {
+  const next = rng(18);
+  const fd = fs.openSync(file, 'w');
+  const chunk = Buffer.alloc(64 << 10);
+  try {
+    for (let i = 0; i < SOURCE_MIB * 16; i++) {
+      const kind = next();
+      if (kind < 0.15) continue;
+      if (kind < 0.4) {
+        for (let j = 0; j < chunk.length; j += 4) chunk.writeUInt32LE((next() * 2 ** 32) >>> 0, j);
+      } else {
+        let s = '';
+        while (s.length < chunk.length) s += WORDS[Math.floor(next() * WORDS.length)] + (next() < 0.1 ? '\n' : ' ');
+        chunk.write(s.slice(0, chunk.length), 'latin1');
+      }
+      fs.writeSync(fd, chunk, 0, chunk.length, i * chunk.length);
+    }
+    fs.ftruncateSync(fd, SOURCE_MIB << 20);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return SOURCE_MIB << 20;
+}
+
+function run(cmd: string, args: string[]): void {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
+}
+
+function median(task: Task | undefined): number {
+  const r = task?.result;
+  if (!r || r.state !== 'completed') throw new Error(`task ${task?.name} did not complete: ${JSON.stringify(r)}`);
+  return r.latency.p50;
+}
+
+export async function benchCompress(root: string, iterations: number, cli: string): Promise<CompressRow[]> {
+  const dir = path.join(root, 'compress');
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true });
+  const src = path.join(dir, 'source.raw');
+  const sourceBytes = writeSource(src);
+  const rows: CompressRow[] = [];
+  for (const type of ['zlib', 'zstd'] as const) {
+    const ours = path.join(dir, `ours-${type}.qcow2`);
+    const viaCli = path.join(dir, `cli-${type}.qcow2`);
+    const theirs = path.join(dir, `qemu-${type}.qcow2`);
+    const clean = (f: string) => ({ beforeEach: () => fs.rmSync(f, { force: true }) });
+    const bench = new Bench({ iterations, time: 0, warmupIterations: 1, warmupTime: 0 });
+    bench
+      .add('cowchain convert -c (in-process)', () => {
+        const img = openImage(src, { format: 'raw' });
+        try {
+          convertImage(img, ours, { format: 'qcow2', compressed: true, create: { compressionType: type } });
+        } finally {
+          img.close();
+        }
+      }, clean(ours))
+      .add('cowchain img convert -c (process)', () => run('node', [cli, 'img', 'convert', '-c', '-f', 'raw', '-O', 'qcow2', '-o', `compression_type=${type}`, src, viaCli]), clean(viaCli))
+      .add('qemu-img convert -c (process)', () => run('qemu-img', ['convert', '-c', '-f', 'raw', '-O', 'qcow2', '-o', `compression_type=${type}`, src, theirs]), clean(theirs));
+    await bench.run();
+    rows.push({
+      type,
+      sourceBytes,
+      oursBytes: fs.statSync(ours).size,
+      qemuBytes: fs.statSync(theirs).size,
+      oursMs: median(bench.getTask('cowchain convert -c (in-process)')),
+      cliMs: median(bench.getTask('cowchain img convert -c (process)')),
+      qemuMs: median(bench.getTask('qemu-img convert -c (process)')),
+    });
+    console.error(`done: convert -c ${type}`);
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+  return rows;
+}
+
+export function printCompress(rows: CompressRow[], iterations: number): void {
+  const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+  console.log(`\n| convert -c of a ${SOURCE_MIB} MiB source (median of ${iterations}) | cowchain size | qemu-img size | size ours / qemu | cowchain in-process | cowchain CLI | qemu-img | ratio (in-process) | ratio (CLI) |`);
+  console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+  for (const r of rows) {
+    console.log(
+      `| ${r.type} | ${mib(r.oursBytes)} | ${mib(r.qemuBytes)} | ${(r.oursBytes / r.qemuBytes).toFixed(3)} | ${r.oursMs.toFixed(0)} ms | ${r.cliMs.toFixed(0)} ms | ${r.qemuMs.toFixed(0)} ms | ` +
+        `${(r.qemuMs / r.oursMs).toFixed(2)}× | ${(r.qemuMs / r.cliMs).toFixed(2)}× |`,
+    );
+  }
+}
