@@ -49,7 +49,7 @@ export class NovaHypervisor implements Hypervisor {
  * keeps every file for fsck. Only a request that never left (connection refused) or that Nova
  * answered with an error rejects here.
  */
-async function sent(request: () => Promise<void>): Promise<void> {
+async function sent(request: () => Promise<unknown>): Promise<void> {
   try {
     await request();
   } catch (e) {
