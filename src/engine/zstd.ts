@@ -27,8 +27,9 @@ const ZSTD_ERROR_MAX_CODE = 120;
  * After a call leaves the module's memory larger than this, the instance is dropped and the next
  * cluster gets a fresh one. A damaged frame without a content size may declare a 128 MiB window,
  * which libzstd allocates; wasm memory never shrinks, and one bad cluster should not pin it.
+ * (The module starts with 16 MiB; a 2 MiB cluster with its frame needs a few more.)
  */
-const MEMORY_KEEP_BYTES = 16 << 20;
+const MEMORY_KEEP_BYTES = 48 << 20;
 
 interface ZstdExports {
   memory: WebAssembly.Memory;
@@ -41,6 +42,12 @@ interface ZstdExports {
 
 let compiled: WebAssembly.Module | undefined;
 let instance: ZstdExports | undefined;
+/**
+ * A decoding context kept between clusters: creating one allocates and clears ~160 KiB, which
+ * cost more than decoding a cluster. It is kept only after a frame ended cleanly (then libzstd
+ * expects a new frame); after an error it is freed.
+ */
+let kept = 0;
 
 function decoder(): ZstdExports {
   if (instance) return instance;
@@ -57,6 +64,7 @@ function decoder(): ZstdExports {
   // The module tells its host when memory grows; views are re-made on every use instead.
   const wasm = new WebAssembly.Instance(compiled, { env: { emscripten_notify_memory_growth: () => {} } });
   instance = wasm.exports as unknown as ZstdExports;
+  kept = 0;
   return instance;
 }
 
@@ -68,7 +76,9 @@ export function zstdClusterAsQemu(src: Uint8Array, clusterSize: number): Uint8Ar
   // ZSTD_inBuffer and ZSTD_outBuffer: { pointer, size, pos }, 32-bit fields in wasm32.
   const inBuf = z.malloc(12);
   const outBuf = z.malloc(12);
-  const dctx = z.ZSTD_createDCtx();
+  const dctx = kept || z.ZSTD_createDCtx();
+  kept = 0;
+  let clean = false;
   try {
     if (!inPtr || !outPtr || !inBuf || !outBuf || !dctx) return null;
     new Uint8Array(z.memory.buffer).set(src, inPtr);
@@ -93,10 +103,16 @@ export function zstdClusterAsQemu(src: Uint8Array, clusterSize: number): Uint8Ar
       if (inPos <= inBefore && outPos <= outBefore) return null; // no progress: input ran out
     }
     // ret > 0: the frame goes on past a full cluster.
-    return ret === 0 ? new Uint8Array(z.memory.buffer, outPtr, clusterSize).slice() : null;
+    clean = ret === 0;
+    return clean ? new Uint8Array(z.memory.buffer, outPtr, clusterSize).slice() : null;
   } finally {
-    if (dctx) z.ZSTD_freeDCtx(dctx);
     for (const p of [inPtr, outPtr, inBuf, outBuf]) if (p) z.free(p);
-    if (z.memory.buffer.byteLength > MEMORY_KEEP_BYTES) instance = undefined;
+    if (z.memory.buffer.byteLength > MEMORY_KEEP_BYTES) {
+      instance = undefined; // the context goes with it
+    } else if (clean) {
+      kept = dctx;
+    } else if (dctx) {
+      z.ZSTD_freeDCtx(dctx);
+    }
   }
 }
