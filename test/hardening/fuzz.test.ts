@@ -10,7 +10,7 @@
 // within HANG_MS terminates its worker and fails the test with the case that hung.
 //
 // Counts, never time: in `npm test` 2 000 cases (~4 s on this machine's two cores when idle), in
-// `npm run test:full` 20 000; a loaded machine takes longer but runs the same cases (a time
+// `npm run test:full` 40 000; a loaded machine takes longer but runs the same cases (a time
 // limit made a busy run fail on too few cases). With COWCHAIN_FUZZ_RUNS set (`npm run fuzz`:
 // 1 000 000) exactly that many run; COWCHAIN_FUZZ_SECONDS instead bounds a run by time (at
 // least MIN_RUNS). COWCHAIN_FUZZ_SEED fixes the seed (default: random,
@@ -29,7 +29,7 @@ import { MEMORY_BOUND, caseArb, describeCase, fieldIndex, makeBases, markerOf, r
 import { requireQemu } from '../support/qemu.js';
 import { byTier, fuzzSeed } from '../support/tier.js';
 
-const RUNS = Number(process.env.COWCHAIN_FUZZ_RUNS ?? byTier(2_000, 20_000));
+const RUNS = Number(process.env.COWCHAIN_FUZZ_RUNS ?? byTier(2_000, 40_000));
 const TIME_LIMIT_MS = process.env.COWCHAIN_FUZZ_SECONDS && !process.env.COWCHAIN_FUZZ_RUNS ? Number(process.env.COWCHAIN_FUZZ_SECONDS) * 1000 : 0;
 /** Fewest cases a time-limited run may end with (a machine too loaded for this fails the test). */
 const MIN_RUNS = Math.min(RUNS, Math.round((15_000 * TIME_LIMIT_MS) / 40_000));
