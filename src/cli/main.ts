@@ -6,10 +6,12 @@ import { CowError } from '../errors.js';
 import { registerImg } from './img.js';
 import { registerIo } from './io.js';
 import { registerVolume } from './volume.js';
+import { interruptExitCode } from './interrupt.js';
 
 /**
  * Exit codes: 0 success, 1 an operation failed (message on stderr with its code), 2 bad usage;
- * a command whose status carries meaning (img check: 2 corrupt, 3 leaks) sets process.exitCode.
+ * a command whose status carries meaning (img check: 2 corrupt, 3 leaks) sets process.exitCode;
+ * a volume command interrupted by SIGINT / SIGTERM exits 130 / 143 (interrupt.ts).
  */
 export async function main(argv: string[]): Promise<number> {
   const program = new Command('cowchain')
@@ -21,12 +23,12 @@ export async function main(argv: string[]): Promise<number> {
   registerVolume(program);
   try {
     await program.parseAsync(argv, { from: 'user' });
-    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+    return interruptExitCode() ?? (typeof process.exitCode === 'number' ? process.exitCode : 0);
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
     if (e instanceof CowError) {
       process.stderr.write(`cowchain: ${oneLine(e.message)}\n`);
-      return 1;
+      return interruptExitCode() ?? 1;
     }
     process.stderr.write(`cowchain: ECOW_INTERNAL: ${(e as Error)?.stack ?? String(e)}\n`);
     return 1;

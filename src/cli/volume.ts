@@ -5,6 +5,7 @@
 // `--status-listen` are given (nova-options.ts); without them they fail with
 // ECOW_HYPERVISOR_UNAVAILABLE and change nothing. The volume lock is the share lease, or etcd
 // with `--coordination etcd://…` / COWCHAIN_COORDINATION (coordination-option.ts).
+// SIGINT/SIGTERM: interrupt.ts (exit 130/143).
 import type { Command } from 'commander';
 import { CowError } from '../errors.js';
 import { VolumeDriver } from '../volume/driver.js';
@@ -17,6 +18,7 @@ import { parseSize } from './args.js';
 import { COORDINATION_HELP, coordinationFrom } from './coordination-option.js';
 import { novaOptions, withHypervisor, type NovaCliOptions } from './nova-options.js';
 import { print } from './output.js';
+import { Interruption } from './interrupt.js';
 import { parseImageFormat, type ImageFormat } from '../image/format.js';
 
 interface Common {
@@ -32,10 +34,16 @@ interface Common {
 /** The coordinator of each command's options, made at first use and closed by run(). */
 const coordinators = new WeakMap<Common, VolumeCoordinator>();
 
+/** The running command's SIGINT/SIGTERM handling (interrupt.ts); one command per process. */
+let interruption = new Interruption();
+
 function driver(o: Common, hypervisor?: Hypervisor): VolumeDriver {
   let coordination = coordinators.get(o);
   if (!coordination) coordinators.set(o, (coordination = coordinationFrom(o.coordination)));
   return new VolumeDriver({
+    signal: interruption.signal,
+    jobs: interruption.jobs,
+    onNotice: (m) => process.stderr.write(`cowchain: ${m}\n`),
     dir: o.dir,
     hypervisor,
     coordination,
@@ -62,9 +70,10 @@ function outputMode(o: Common): 'human' | 'json' {
  */
 async function run<T>(o: Common, op: () => Promise<T>, human: (r: T) => string, after?: (r: T) => void): Promise<void> {
   const mode = outputMode(o);
+  interruption = new Interruption();
   let result: T;
   try {
-    result = await op();
+    result = await interruption.during(op);
   } finally {
     await coordinators.get(o)?.close();
   }

@@ -28,6 +28,8 @@ export interface VolumeLockHandle {
 export interface AcquireOptions {
   /** Abort waiting for the lock (ECOW_CANCELLED). Does not interrupt a running `fn`. */
   signal?: AbortSignal;
+  /** Told what a wait is about and when a dead holder's lock is taken over (the share lease: lock.ts). */
+  onNotice?: (message: string) => void;
 }
 
 export interface VolumeCoordinator {

@@ -60,6 +60,19 @@ export interface VolumeDriverOptions {
   /** Warnings (e.g. a format about to be probed); default: none printed. */
   onWarning?: (message: string) => void;
   /**
+   * What an operation is doing that its caller would otherwise wait through in silence: waiting
+   * for the lock (`waiting for a stale lock (N s)`), taking over a lock whose holder is gone,
+   * finishing an interrupted operation first. Default: none printed (the CLI prints them).
+   */
+  onNotice?: (message: string) => void;
+  /**
+   * Interrupts every operation of this driver (the CLI aborts it on SIGINT/SIGTERM): one waiting
+   * for the lock stops waiting; a running one stops before its next change with ECOW_CANCELLED
+   * and releases the lock. A snapshot create or delete that had journaled is finished (or undone)
+   * by the next operation or fsck, as after a crash.
+   */
+  signal?: AbortSignal;
+  /**
    * Where engine jobs (commit, convert, image creation) run. Default: in this thread,
    * synchronously (scripts, the CLI: no thread to start). A service passes an engine pool
    * (`defaultEnginePool()` or its own EnginePool): its jobs then run in worker threads, the
@@ -127,17 +140,24 @@ export class VolumeDriver {
 
   /** Run `fn` holding `volumeId`'s lock, with an operation context. */
   private run<T>(volumeId: string, op: OperationOptions, fn: (ctx: OperationContext) => Promise<T>): Promise<T> {
+    const interrupt = this.options.signal;
+    const waitSignal = op.signal && interrupt ? AbortSignal.any([op.signal, interrupt]) : (op.signal ?? interrupt);
     return this.coordination.withLock(
       this.dir,
       volumeId,
       async (lock) => {
-        const signal = op.signal ? AbortSignal.any([lock.signal, op.signal]) : lock.signal;
+        const signal = AbortSignal.any([lock.signal, ...(waitSignal ? [waitSignal] : [])]);
         const onStep = this.options.onStep;
+        // Every change checks (and renews) the lock first, and stops once the driver is
+        // interrupted; so does every step of an engine job, and every write it issues.
+        const guard = (): void => {
+          lock.assertHeld();
+          if (interrupt?.aborted) throw interrupted(volumeId, interrupt.reason);
+        };
         const known = pinBaseFormat(volumeId, this.options.baseFormat, await readFormatRecord(this.dir, volumeId));
-        // Every change checks (and renews) the lock first; so does every step of an engine job.
-        const files = new VolumeFiles(this.dir, volumeId, lock.assertHeld, { known, probe: this.options.probeFormat, warn: this.options.onWarning }, () => this.fileModes());
+        const files = new VolumeFiles(this.dir, volumeId, guard, { known, probe: this.options.probeFormat, warn: this.options.onWarning }, () => this.fileModes());
         files.fence = lock.fence;
-        const job = { signal, onProgress: op.onProgress, stepBytes: this.options.stepBytes, checkpoint: lock.assertHeld, guardIo: lock.assertHeld };
+        const job = { signal, onProgress: op.onProgress, stepBytes: this.options.stepBytes, checkpoint: guard, guardIo: guard };
         return fn({
           files,
           hypervisor: this.options.hypervisor,
@@ -151,8 +171,22 @@ export class VolumeDriver {
           step: onStep ? (s) => onStep(s) : () => {},
         });
       },
-      { signal: op.signal },
+      { signal: waitSignal, onNotice: this.options.onNotice },
     );
+  }
+
+  /**
+   * Finish or undo what a crash, a kill or a full disk interrupted (recover.ts) before `what`,
+   * saying so: the caller asked for something else and would otherwise wonder at the wait.
+   */
+  private async recoverFirst(ctx: OperationContext, status: VolumeStatus, what: string) {
+    const pending = await readJournal(ctx.files);
+    if (pending) {
+      this.options.onNotice?.(
+        `volume ${ctx.files.volumeId}: finishing the pending ${pending.op === 'delete-snapshot' ? 'delete' : 'create'} of snapshot ${pending.snapshot} (interrupted earlier: ${ctx.files.journalName}) before ${what}`,
+      );
+    }
+    return recover(ctx, status);
   }
 
   /**
@@ -190,7 +224,7 @@ export class VolumeDriver {
     return this.run(volumeId, {}, async (ctx) => {
       const status = checkStatus('createSnapshot', options.status, volumeId);
       ctx.files.readLocks = !isAttached(status);
-      await recover(ctx, status);
+      await this.recoverFirst(ctx, status, `creating snapshot ${snapshotId}`);
       return createSnapshot(ctx, snapshotId, options);
     });
   }
@@ -203,7 +237,7 @@ export class VolumeDriver {
     return this.run(volumeId, options, async (ctx) => {
       const status = checkStatus('deleteSnapshot', options.status, volumeId);
       ctx.files.readLocks = !isAttached(status);
-      const recovered = await recover(ctx, status);
+      const recovered = await this.recoverFirst(ctx, status, `deleting snapshot ${snapshotId}`);
       const result = await deleteSnapshot(ctx, snapshotId, options);
       const finishedNow = recovered?.journal.op === 'delete-snapshot' && recovered.journal.snapshot === snapshotId;
       return finishedNow && result.outcome === 'not-found' ? { ...result, outcome: 'deleted' } : result;
@@ -226,7 +260,7 @@ export class VolumeDriver {
     return this.run(volumeId, options, async (ctx) => {
       const status = checkStatus('cloneVolume', options.status, volumeId);
       ctx.files.readLocks = !isAttached(status);
-      await recover(ctx, status);
+      await this.recoverFirst(ctx, status, `cloning into ${newVolumeId}`);
       // The temporary snapshot: through the hypervisor when attached, else as a detached volume's.
       const tmpStatus = isAttached(status) ? 'in-use' : 'available';
       const targetDir = options.targetDir ?? this.dir;
@@ -271,7 +305,7 @@ export class VolumeDriver {
     return this.run(volumeId, {}, async (ctx) => {
       const status = checkStatus('extendVolume', options.status, volumeId);
       ctx.files.readLocks = !isAttached(status);
-      await recover(ctx, status);
+      await this.recoverFirst(ctx, status, 'extending the volume');
       const { files } = ctx;
       const { info } = await files.readInfo();
       const img = files.open(info.active, { writable: true });
@@ -298,7 +332,7 @@ export class VolumeDriver {
     return this.run(volumeId, {}, async (ctx) => {
       const status = checkStatus('revertToSnapshot', options.status, volumeId);
       ctx.files.readLocks = !isAttached(status);
-      await recover(ctx, status);
+      await this.recoverFirst(ctx, status, `reverting to snapshot ${snapshotId}`);
       const { files } = ctx;
       const { info } = await files.readInfo();
       if (!Object.hasOwn(info, snapshotId)) throw new CowError('ECOW_NOT_FOUND', `volume ${volumeId} has no snapshot ${snapshotId}`);
@@ -364,3 +398,12 @@ export class VolumeDriver {
   }
 }
 
+/** The error an interrupted operation stops with (the reason the caller aborted with, if a CowError). */
+function interrupted(volumeId: string, reason: unknown): CowError {
+  const why = reason instanceof CowError ? reason.message.replace(/^ECOW_CANCELLED: /, '') : 'interrupted';
+  return new CowError(
+    'ECOW_CANCELLED',
+    `volume ${volumeId}: ${why}; stopped before its next change and released the lock (an interrupted snapshot create or delete is finished by the next command or fsck)`,
+    { cause: reason },
+  );
+}

@@ -24,6 +24,9 @@
  *    changes anything more.
  * A waiter that dies inside the takeover (microseconds) leaves `.takeover` behind; it is
  * removed once stale, like the lock itself.
+ * The holder records itself in the lock directory (lock-owner.ts): a lock whose holder on this
+ * host is certainly gone (killed, crashed, interrupted mid-job) is taken over at once, not after
+ * `staleMs`. Waiting is never silent: `onNotice` hears about it.
  * The lease is renewed by a timer on the holder's thread. A volume driver given an engine pool
  * (`jobs`) runs its engine jobs in worker threads, so that thread stays free and the lease stays
  * fresh however long one engine step takes; the worker asks this thread (assertHeld) before every
@@ -40,6 +43,7 @@ import { CowError } from '../errors.js';
 import type { VolumeCoordinator, VolumeLockHandle } from './coordination.js';
 
 export type { VolumeLockHandle } from './coordination.js';
+import { currentOwner, goneOwner, removeOwner, writeOwner, type LockOwner } from './lock-owner.js';
 
 export interface VolumeLockOptions {
   /** A lock not renewed for this long is stale and may be taken over. Default 30 s (min 1 s). */
@@ -53,6 +57,12 @@ export interface VolumeLockOptions {
   maxRetryDelayMs?: number;
   /** Abort waiting for the lock (ECOW_CANCELLED). Does not interrupt a running `fn`. */
   signal?: AbortSignal;
+  /**
+   * Told what a wait is about, so that nobody waits in silence: every NOTICE_INTERVAL_MS while
+   * the lock is held by someone else ("waiting for a stale lock (N s)" once it has not been
+   * renewed for half of `staleMs`), and when a lock left by a process that is gone is taken over.
+   */
+  onNotice?: (message: string) => void;
 }
 
 export const DEFAULT_VOLUME_LOCK_OPTIONS = {
@@ -63,6 +73,10 @@ export const DEFAULT_VOLUME_LOCK_OPTIONS = {
 } as const;
 
 const MIN_STALE_MS = 1_000;
+
+/** First notice after this long waiting, then one per interval. */
+const NOTICE_AFTER_MS = 1_000;
+const NOTICE_INTERVAL_MS = 5_000;
 
 /** `<dir>/volume-<vol>.lock` (a directory while held). */
 export function lockFilePath(dir: string, volumeId: string): string {
@@ -107,6 +121,10 @@ function statOrNull(p: string): fs.Stats | null {
  */
 class StalenessObserver {
   private readonly seen = new Map<string, { ino: number; dev: number; mtimeMs: number; since: number }>();
+  /** This process as a lock owner (lock-owner.ts); null: cannot be identified. */
+  readonly me: LockOwner | null = currentOwner();
+  /** The owner of the last lock taken over because it was gone (for the notice). */
+  tookOverFrom: LockOwner | null = null;
   constructor(readonly staleMs: number) {}
 
   isStale(p: string, st: fs.Stats): boolean {
@@ -119,6 +137,14 @@ class StalenessObserver {
     return now - s.since > this.staleMs;
   }
 
+  /** Stale by the lease, or left by a process of this host that is certainly gone. */
+  isFree(p: string, st: fs.Stats): boolean {
+    if (this.isStale(p, st)) return true;
+    const gone = goneOwner(p, this.me);
+    if (gone) this.tookOverFrom = gone;
+    return gone !== null;
+  }
+
   /** Milliseconds `p` has looked unchanged (0 when not seen yet). */
   unchangedFor(p: string): number {
     const s = this.seen.get(p);
@@ -128,6 +154,7 @@ class StalenessObserver {
 
 /** One attempt: the lock, or null when someone else holds it. Takes a stale lock over safely. */
 function tryAcquire(lockPath: string, observer: StalenessObserver): Identity | null {
+  observer.tookOverFrom = null;
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
       fs.mkdirSync(lockPath);
@@ -136,6 +163,8 @@ function tryAcquire(lockPath: string, observer: StalenessObserver): Identity | n
       if (!removeIfStale(lockPath, observer)) return null;
       continue; // gone: compete for it
     }
+    // Before the first stat: the identity this holder renews includes the directory's mtime.
+    writeOwner(lockPath, observer.me);
     const st = statOrNull(lockPath);
     if (st) return { ino: st.ino, dev: st.dev, mtimeMs: st.mtimeMs };
   }
@@ -151,7 +180,7 @@ function tryAcquire(lockPath: string, observer: StalenessObserver): Identity | n
 function removeIfStale(lockPath: string, observer: StalenessObserver): boolean {
   const seen = statOrNull(lockPath);
   if (seen === null) return true;
-  if (!observer.isStale(lockPath, seen)) return false;
+  if (!observer.isFree(lockPath, seen)) return false;
   const takeover = `${lockPath}.takeover`;
   try {
     fs.mkdirSync(takeover);
@@ -210,6 +239,8 @@ export async function withVolumeLock<T>(
 
   const observer = new StalenessObserver(staleMs);
   const deadline = Date.now() + acquireTimeoutMs;
+  const waitStart = performance.now();
+  let nextNotice = waitStart + NOTICE_AFTER_MS;
   let delay = minDelay;
   let mine: Identity;
   for (;;) {
@@ -226,7 +257,20 @@ export async function withVolumeLock<T>(
     }
     if (got) {
       mine = got;
+      const gone = observer.tookOverFrom;
+      if (gone) options.onNotice?.(`volume ${volumeId}: took over the lock left by process ${gone.pid} of this host, which is gone (killed or crashed)`);
       break;
+    }
+    const now = performance.now();
+    if (options.onNotice && now >= nextNotice) {
+      nextNotice = now + NOTICE_INTERVAL_MS;
+      const waited = Math.round((now - waitStart) / 1000);
+      const unchanged = observer.unchangedFor(lockPath);
+      options.onNotice(
+        unchanged >= staleMs / 2
+          ? `volume ${volumeId}: waiting for a stale lock (${waited} s): ${lockPath} has not been renewed for ${Math.round(unchanged / 1000)} s; it is taken over once unchanged for ${Math.round(staleMs / 1000)} s`
+          : `volume ${volumeId}: waiting for the lock, held by another operation (${waited} s)`,
+      );
     }
     const remaining = deadline - Date.now();
     if (remaining <= 0) {
@@ -294,7 +338,10 @@ export async function withVolumeLock<T>(
     // Remove the lock only if it is still ours: after a takeover it belongs to someone else.
     try {
       const st = statOrNull(lockPath);
-      if (st && st.ino === mine.ino && st.dev === mine.dev && st.mtimeMs === mine.mtimeMs) fs.rmdirSync(lockPath);
+      if (st && st.ino === mine.ino && st.dev === mine.dev && st.mtimeMs === mine.mtimeMs) {
+        removeOwner(lockPath);
+        fs.rmdirSync(lockPath);
+      }
       else loseLock(st === null ? 'the lock directory was removed' : 'another holder took it over');
     } catch (e) {
       // A lock left behind only delays the next operation until it is stale, but say so rather
@@ -315,7 +362,7 @@ export async function withVolumeLock<T>(
 export function shareLease(options: Omit<VolumeLockOptions, 'signal'> = {}): VolumeCoordinator {
   return {
     description: 'share lease',
-    withLock: (dir, volumeId, fn, acquire = {}) => withVolumeLock(dir, volumeId, fn, { ...options, signal: acquire.signal }),
+    withLock: (dir, volumeId, fn, acquire = {}) => withVolumeLock(dir, volumeId, fn, { ...options, signal: acquire.signal, onNotice: acquire.onNotice ?? options.onNotice }),
     close: async () => {},
   };
 }

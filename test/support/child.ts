@@ -18,6 +18,8 @@ export interface ChildOptions {
   wrapper?: string[];
   /** Called with each stdout chunk and the process (to kill it at a chosen moment). */
   onStdout?: (all: string, proc: ChildProcess) => void;
+  /** The same for stderr. */
+  onStderr?: (all: string, proc: ChildProcess) => void;
   timeoutMs?: number;
 }
 
@@ -43,7 +45,10 @@ export function runChild(bundle: string, options: ChildOptions): Promise<ChildRe
       stdout += d.toString();
       options.onStdout?.(stdout, proc);
     });
-    proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    proc.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      options.onStderr?.(stderr, proc);
+    });
     proc.on('error', reject);
     // 'close', not 'exit': only then has all of the child's output been read (a child that
     // prints its last line and exits can beat its pipe on a loaded machine).

@@ -50,7 +50,7 @@ describe('a lock taken over in the middle of an operation', () => {
         onStep: (step) => {
           if (!armed || step !== c.at || seen) return;
           // Another holder took the lock over: a new directory with its own mtime.
-          fs.rmdirSync(lockDir);
+          fs.rmSync(lockDir, { recursive: true });
           fs.mkdirSync(lockDir);
           const theirs = new Date(Date.now() + 10_000);
           fs.utimesSync(lockDir, theirs, theirs);
@@ -78,7 +78,7 @@ describe('a lock taken over in the middle of an operation', () => {
 
       // The other holder is gone; the next operation recovers.
       armed = false;
-      fs.rmdirSync(lockDir);
+      fs.rmSync(lockDir, { recursive: true });
       const report = await v.driver.fsck(VOL);
       expect(report.problems).toEqual([]);
       const d = await v.driver.volumeInfo(VOL);

@@ -159,7 +159,7 @@ describe('withVolumeLock in one process', () => {
       withVolumeLock(tmp, VOL, async (lock) => {
         lock.assertHeld(); // ours: renews, no throw
         // Another holder took it over: a new directory with its own mtime.
-        await fs.rmdir(lockDir);
+        await fs.rm(lockDir, { recursive: true });
         await fs.mkdir(lockDir);
         const theirs = new Date(Date.now() + 5_000);
         await fs.utimes(lockDir, theirs, theirs);
@@ -220,7 +220,7 @@ describe('a lock lost while held', () => {
         VOL,
         async (lock) => {
           lock.assertHeld(); // held: no throw
-          await fs.rmdir(lockFilePath(tmp, VOL));
+          await fs.rm(lockFilePath(tmp, VOL), { recursive: true });
           reason = await waitForLoss(lock);
           try {
             lock.assertHeld();
@@ -415,17 +415,36 @@ describe('withVolumeLock across processes', () => {
     expect(await fs.readdir(tmp)).toEqual([]);
   });
 
-  it('recovers a lock whose holder was SIGKILLed, only once it is stale', async () => {
+  it('takes over at once a lock whose holder on this host was SIGKILLed (its owner record proves it gone), saying so', async () => {
     const lockDir = lockFilePath(tmp, VOL);
     const { child, lines } = startChild({ MODE: 'hold', CHILD_ID: 'holder' });
     expect((await lines.next()).value).toBe(`locked ${child.pid}`);
-    // While the holder lives, the lock is not available.
+    // While the holder lives, the lock is not available, whatever its record says.
     const busy = await rejection(withVolumeLock(tmp, VOL, () => 'no', { ...SHORT, acquireTimeoutMs: 300 }));
     expect(busy.code).toBe('ECOW_LOCKED');
 
     child.kill('SIGKILL');
     expect(await exited(child)).toEqual({ code: null, signal: 'SIGKILL' });
     // A SIGKILLed process cleans nothing up: the lock directory is still there.
+    expect(await exists(lockDir)).toBe(true);
+    const notices: string[] = [];
+    // A 60 s lease: only the owner record can explain a takeover within the acquire time-out.
+    const got = await withVolumeLock(tmp, VOL, () => 'mine', { staleMs: 60_000, acquireTimeoutMs: 10_000, onNotice: (m) => notices.push(m) });
+    expect(got).toBe('mine');
+    expect(notices).toEqual([`volume ${VOL}: took over the lock left by process ${child.pid} of this host, which is gone (killed or crashed)`]);
+    expect(await exists(lockDir)).toBe(false);
+  });
+
+  it('recovers a lock whose holder was SIGKILLed without an owner record this host can judge, only once it is stale', async () => {
+    const lockDir = lockFilePath(tmp, VOL);
+    const { child, lines } = startChild({ MODE: 'hold', CHILD_ID: 'holder' });
+    expect((await lines.next()).value).toBe(`locked ${child.pid}`);
+    child.kill('SIGKILL');
+    expect(await exited(child)).toEqual({ code: null, signal: 'SIGKILL' });
+    // As a holder on another host leaves it: its record names a host that is not this one.
+    const ownerFile = path.join(lockDir, 'owner');
+    const owner = JSON.parse(await fs.readFile(ownerFile, 'utf8')) as Record<string, unknown>;
+    await fs.writeFile(ownerFile, JSON.stringify({ ...owner, host: `not-${owner.host as string}` }));
     const { mtimeMs } = await fs.stat(lockDir);
     const killedAt = Date.now();
 

@@ -1,0 +1,107 @@
+/**
+ * Who holds a volume lock: a small `owner` file inside the lock directory, written before the
+ * holder first stats its lock. A waiter on the same host (same boot, same pid namespace) can then
+ * tell a holder that is gone — killed, crashed, interrupted in the middle of an engine job — from
+ * one that is only slow, and take the lock over at once instead of after `staleMs`.
+ *
+ * A holder is judged gone only when that is certain: the record names this host, this boot and
+ * this pid namespace, and its pid no longer runs, or runs a process that started at another
+ * time (a reused pid). Anything else — another host, a container with its own pids, no /proc, an
+ * unreadable or hostile record — proves nothing, and the lease's own staleness decides as before.
+ */
+import * as fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { z } from 'zod';
+import { readSmallFile } from './small-file.js';
+
+const OWNER_FILE = 'owner';
+const MAX_OWNER_BYTES = 4096;
+
+const OwnerSchema = z.strictObject({
+  host: z.string().max(255),
+  bootId: z.string().max(64),
+  pidNs: z.string().max(64),
+  pid: z.number().int().positive(),
+  /** The process's start time in clock ticks since boot (/proc/<pid>/stat, field 22). */
+  start: z.string().max(32),
+});
+export type LockOwner = z.infer<typeof OwnerSchema>;
+
+function readText(p: string): string | null {
+  try {
+    return fs.readFileSync(p, 'utf8');
+  } catch {
+    return null;
+  }
+}
+
+/** Field 22 of /proc/<pid>/stat (after the parenthesised command name, which may hold spaces). */
+function startTime(pid: number): string | null {
+  const stat = readText(`/proc/${pid}/stat`);
+  if (stat === null) return null;
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? null;
+}
+
+function pidNamespace(): string | null {
+  try {
+    return fs.readlinkSync('/proc/self/ns/pid');
+  } catch {
+    return null;
+  }
+}
+
+/** This process as a lock owner; null where it cannot be identified for certain (no /proc). */
+export function currentOwner(): LockOwner | null {
+  const bootId = readText('/proc/sys/kernel/random/boot_id')?.trim();
+  const pidNs = pidNamespace();
+  const start = startTime(process.pid);
+  if (!bootId || !pidNs || !start) return null;
+  return { host: os.hostname(), bootId, pidNs, pid: process.pid, start };
+}
+
+/** Record this process in the fresh lock directory `lockPath` (best effort: without it, only staleness frees the lock). */
+export function writeOwner(lockPath: string, owner: LockOwner | null): void {
+  if (!owner) return;
+  try {
+    fs.writeFileSync(path.join(lockPath, OWNER_FILE), JSON.stringify(owner), { flag: 'wx', mode: 0o644 });
+  } catch {
+    // a lock without an owner record is still a lock
+  }
+}
+
+/** The recorded owner of `lockPath` when it is certainly gone, else null. */
+export function goneOwner(lockPath: string, me: LockOwner | null): LockOwner | null {
+  if (!me) return null;
+  let bytes: Buffer | null;
+  try {
+    bytes = readSmallFile(path.join(lockPath, OWNER_FILE), MAX_OWNER_BYTES, 'lock owner');
+  } catch {
+    return null;
+  }
+  if (bytes === null) return null;
+  let parsed: ReturnType<typeof OwnerSchema.safeParse>;
+  try {
+    parsed = OwnerSchema.safeParse(JSON.parse(bytes.toString('utf8')));
+  } catch {
+    return null;
+  }
+  if (!parsed.success) return null;
+  const owner = parsed.data;
+  if (owner.host !== me.host || owner.bootId !== me.bootId || owner.pidNs !== me.pidNs) return null;
+  if (owner.pid === me.pid) return null; // this process: never gone
+  try {
+    process.kill(owner.pid, 0);
+  } catch (e) {
+    // ESRCH: no such process. EPERM: it runs (as another user): alive.
+    return (e as NodeJS.ErrnoException).code === 'ESRCH' ? owner : null;
+  }
+  // The pid runs: the owner only if it started when the owner did (else the pid was reused).
+  const now = startTime(owner.pid);
+  return now !== null && now !== owner.start ? owner : null;
+}
+
+/** Remove the owner record (before the lock directory itself is removed). */
+export function removeOwner(lockPath: string): void {
+  fs.rmSync(path.join(lockPath, OWNER_FILE), { force: true });
+}
