@@ -99,6 +99,8 @@ export function etcdCoordinator(target: EtcdTarget, options: EtcdLockOptions = {
   const connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_ETCD_LOCK_OPTIONS.connectTimeoutMs;
   const maxDelay = options.maxRetryDelayMs ?? DEFAULT_ETCD_LOCK_OPTIONS.maxRetryDelayMs;
   let client: Promise<Client> | undefined;
+  /** etcd answered this coordinator once: later failures are outages to wait out, not a wrong address. */
+  let reached = false;
 
   const connect = (): Promise<Client> => {
     // Loaded on first use: gRPC costs every other command's start-up nothing.
@@ -122,9 +124,6 @@ export function etcdCoordinator(target: EtcdTarget, options: EtcdLockOptions = {
     const ttlMs = ttlSeconds * 1000;
     const margin = safetyMarginMs(ttlMs);
 
-    // The lease first: the key is only ever created attached to it.
-    const grantSentAt = performance.now();
-    const lease: Lease = etcd.lease(ttlSeconds);
     let lost: CowError | undefined;
     const controller = new AbortController();
     const loseLock = (why: string, cause?: unknown): CowError => {
@@ -134,18 +133,33 @@ export function etcdCoordinator(target: EtcdTarget, options: EtcdLockOptions = {
       }
       return lost;
     };
-    lease.on('lost', (err) => loseLock(`etcd ended lease: ${err?.message ?? String(err)}`, err));
-    let leaseId: string;
-    try {
-      leaseId = await within(lease.grant(), connectTimeoutMs, 'lease grant', target);
-    } catch (e) {
-      lease.release();
-      throw e;
-    }
     // Keep-alives are confirmed in the order they were sent (one stream); each confirmation
     // extends the lease to TTL after the moment its request left this process, or later.
-    let validUntil = grantSentAt + ttlMs - margin;
+    let validUntil = 0;
     const sent: number[] = [];
+
+    // The lease first: the key is only ever created attached to it. A cluster this coordinator
+    // has never reached fails at once; one it reached before (a member down, an election) is
+    // given until the acquire time-out.
+    const waitStart = performance.now();
+    let lease: Lease;
+    let leaseId: string;
+    for (;;) {
+      const grantSentAt = performance.now();
+      lease = etcd.lease(ttlSeconds);
+      try {
+        leaseId = await within(lease.grant(), connectTimeoutMs, 'lease grant', target);
+        validUntil = grantSentAt + ttlMs - margin;
+        reached = true;
+        break;
+      } catch (e) {
+        lease.release();
+        if (!reached || performance.now() - waitStart >= acquireTimeoutMs) throw e;
+      }
+      await sleep(100 + Math.random() * 200, acquire.signal);
+      if (acquire.signal?.aborted) throw new CowError('ECOW_CANCELLED', `waiting for the etcd lock of volume ${volumeId} was cancelled`, { cause: acquire.signal.reason });
+    }
+    lease.on('lost', (err) => loseLock(`etcd ended lease ${leaseId}: ${err?.message ?? String(err)}`, err));
     lease.on('keepaliveFired', () => sent.push(performance.now()));
     lease.on('keepaliveFailed', () => sent.splice(0));
     lease.on('keepaliveSucceeded', (res) => {
@@ -155,7 +169,7 @@ export function etcdCoordinator(target: EtcdTarget, options: EtcdLockOptions = {
 
     let fence: string;
     try {
-      fence = await acquireKey(etcd, key, leaseId, volumeId, acquire.signal);
+      fence = await acquireKey(etcd, key, leaseId, volumeId, () => performance.now() <= validUntil && !lost, acquire.signal);
     } catch (e) {
       await within(lease.revoke(), connectTimeoutMs, 'lease revoke', target).catch(() => lease.release());
       throw e;
@@ -203,24 +217,36 @@ export function etcdCoordinator(target: EtcdTarget, options: EtcdLockOptions = {
     return outcome.value;
   }
 
-  /** Create the key under the lease once nobody holds it; returns its create revision. */
-  async function acquireKey(etcd: Client, key: string, leaseId: string, volumeId: string, signal?: AbortSignal): Promise<string> {
+  /**
+   * Create the key under the lease once nobody holds it; returns its create revision. An attempt
+   * that fails once etcd was reached (a member down, a leader election) is retried while the
+   * lease lives; one whose answer was lost may have created the key: a key under our own lease
+   * is ours.
+   */
+  async function acquireKey(etcd: Client, key: string, leaseId: string, volumeId: string, leaseAlive: () => boolean, signal?: AbortSignal): Promise<string> {
     const holder = JSON.stringify({ host: (await import('node:os')).hostname(), pid: process.pid });
     const deadline = performance.now() + acquireTimeoutMs;
     let delay = 25;
     for (;;) {
       if (signal?.aborted) throw new CowError('ECOW_CANCELLED', `waiting for the etcd lock of volume ${volumeId} was cancelled`, { cause: signal.reason });
-      const res = await within(
-        etcd.if(key, 'Create', '==', 0).then(etcd.put(key).value(holder).lease(leaseId)).else(etcd.get(key)).commit(),
-        connectTimeoutMs,
-        `lock ${key}`,
-        target,
-      );
-      if (res.succeeded) return String(res.header.revision);
+      let heldBy = 'unknown';
+      try {
+        const res = await within(
+          etcd.if(key, 'Create', '==', 0).then(etcd.put(key).value(holder).lease(leaseId)).else(etcd.get(key)).commit(),
+          connectTimeoutMs,
+          `lock ${key}`,
+          target,
+        );
+        if (res.succeeded) return String(res.header.revision);
+        const kv = res.responses[0]?.response_range?.kvs?.[0];
+        if (kv && String(kv.lease) === String(leaseId)) return String(kv.create_revision);
+        heldBy = kv?.value?.toString() ?? 'unknown';
+      } catch (e) {
+        if (!leaseAlive() || !(e instanceof CowError) || performance.now() >= deadline) throw e;
+      }
       const remaining = deadline - performance.now();
       if (remaining <= 0) {
-        const kv = res.responses[0]?.response_range?.kvs?.[0];
-        throw new CowError('ECOW_LOCKED', `volume ${volumeId} is locked by another operation (etcd key ${key}, held by ${kv?.value?.toString() ?? 'unknown'}); gave up after ${acquireTimeoutMs} ms`);
+        throw new CowError('ECOW_LOCKED', `volume ${volumeId} is locked by another operation (etcd key ${key}, held by ${heldBy}); gave up after ${acquireTimeoutMs} ms`);
       }
       // Jitter so that waiters on several hosts do not retry in lock-step.
       await sleep(Math.min(remaining, delay * (0.5 + Math.random() / 2)), signal);

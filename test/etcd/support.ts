@@ -10,10 +10,11 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
-import { etcdCoordinator, type EtcdLockOptions } from '../../src/volume/etcd-lock.js';
+import { etcdCoordinator, etcdLockKey, type EtcdLockOptions } from '../../src/volume/etcd-lock.js';
 import { parseEtcdUrl, type EtcdTarget } from '../../src/volume/etcd-target.js';
 import type { VolumeCoordinator } from '../../src/volume/coordination.js';
 import { ROOT } from '../support/bundle.js';
+import type { RaceLock } from '../support/race-run.js';
 
 /** `host:port` of the three members, in member order (m0, m1, m2). */
 export function etcdEndpoints(): string[] {
@@ -43,4 +44,55 @@ export function member(action: 'kill' | 'start', n: number): void {
     encoding: 'utf8',
   });
   if (r.status !== 0) throw new Error(`member.sh ${action} ${n} failed (${r.status}): ${r.stderr}`);
+}
+
+type Etcd3 = InstanceType<typeof import('etcd3').Etcd3>;
+
+/** A plain etcd client on `hosts` (default: the whole cluster), for looking at the cluster. */
+export async function etcdClient(hosts = etcdEndpoints()): Promise<Etcd3> {
+  const { Etcd3 } = await import('etcd3');
+  return new Etcd3({ hosts: hosts.map((h) => `http://${h}`), dialTimeout: 3_000 });
+}
+
+/** The member (index into etcdEndpoints()) that leads the cluster now. */
+export async function leaderMember(): Promise<number> {
+  const endpoints = etcdEndpoints();
+  for (let i = 0; i < endpoints.length; i++) {
+    const c = await etcdClient([endpoints[i]]);
+    try {
+      const s = await c.maintenance.status();
+      if (s.leader === s.header.member_id) return i;
+    } catch {
+      // a stopped member: not the leader
+    } finally {
+      c.close();
+    }
+  }
+  throw new Error(`no member of ${endpoints.join(',')} says it leads`);
+}
+
+/**
+ * The etcd lock for the snapshot race (test/support/race-run.ts): racers and the parent lock
+ * through the cluster with lease TTL `ttlSeconds`; a lock's holder is its key's create revision.
+ */
+export function etcdRaceLock(ttlSeconds: number): { lock: RaceLock; close(): Promise<void> } {
+  const url = etcdUrl();
+  const target = etcdTarget(url);
+  const coordination = testCoordinator(url, { ttlSeconds, acquireTimeoutMs: 120_000, maxRetryDelayMs: 200 });
+  let client: Promise<Etcd3> | undefined;
+  return {
+    lock: {
+      env: { ETCD_URL: url, TTL_S: String(ttlSeconds) },
+      driver: { coordination },
+      holder: async (_dir, vol) => {
+        client ??= etcdClient();
+        const res = await (await client).get(etcdLockKey(target, vol)).exec();
+        return res.kvs[0] ? String(res.kvs[0].create_revision) : null;
+      },
+    },
+    close: async () => {
+      await coordination.close();
+      if (client) (await client).close();
+    },
+  };
 }

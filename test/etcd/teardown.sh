@@ -17,5 +17,5 @@ for n in "${MEMBERS[@]}"; do
   fi
 done
 [ "$rc" = 0 ] && rm -rf "$STATE"
-echo "etcd teardown: stopped:${stopped:- none}${rc:+}"
+echo "etcd teardown: stopped:${stopped:- none}"
 exit "$rc"
