@@ -47,6 +47,7 @@ export const ERROR_CODES = {
   ECOW_CHAIN_TOO_DEEP: 'backing chain deeper than the limit',
   ECOW_INFO_INVALID: 'volume info file unreadable or invalid',
   ECOW_LOCKED: 'volume lock could not be acquired',
+  ECOW_ACCESS: 'permission denied or a read-only file system: a file or directory the operation must write is not writable (checked before anything changes)',
   ECOW_IMAGE_LOCKED: 'another process holds a qemu image lock that conflicts (qemu, qemu-img, or another cowchain writer)',
   ECOW_LOCK_LOST: 'volume lock was lost while held (another process may have taken it over)',
   ECOW_COORDINATION_UNAVAILABLE: 'the coordination service (etcd) holding the volume locks cannot be reached',

@@ -69,6 +69,7 @@ export async function createSnapshot(ctx: OperationContext, snapshotId: string, 
     throw new CowError('ECOW_BAD_ARGUMENT', `snapshot size ${size} is smaller than the active image ${backing} (${top.virtualSize} bytes)`);
   }
 
+  files.checkWritable([], `snapshot create ${snapshotId}`);
   await writeJournal(files, { version: 1, op: 'create-snapshot', snapshot: snapshotId, file, backing, phase: 'overlay' });
   ctx.step('create:journal');
   const next: VolumeInfo = { ...info, active: file, [snapshotId]: file };

@@ -74,6 +74,8 @@ export async function deleteSnapshot(ctx: OperationContext, snapshotId: string, 
         ? { ...common, method: 'hypervisor-pull', higher: null, newBase: base.backing, remap: snapshotsMapping(info, base.name), unlink: base.name }
         : { ...common, method: 'hypervisor-commit', higher, newBase: null, remap: [], unlink: file };
   }
+  // What this process writes itself (a hypervisor writes its own files): checked before the journal.
+  files.checkWritable(journal.method === 'commit' ? [journal.base, ...(journal.higher === null ? [] : [journal.higher])] : [], `snapshot delete ${snapshotId}`);
   await writeJournal(files, journal);
   ctx.step('delete:journal');
   await moveData(ctx, journal, base);

@@ -8,7 +8,7 @@ import * as fsSync from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { baseName, validateSnapshotId, validateVolumeId } from './names.js';
-import { CowError } from '../errors.js';
+import { CowError, isCowError } from '../errors.js';
 import type { ProgressCallback } from '../image/job.js';
 import type { ImageFormat } from '../image/types.js';
 import { createFileAtomic, syncDir } from './atomic-file.js';
@@ -21,8 +21,8 @@ import { formatRecordName, pinBaseFormat, readFormatRecord, writeFormatRecord } 
 import { fsck, type FsckOptions, type FsckReport } from './fsck.js';
 import type { Hypervisor } from './hypervisor.js';
 import { readJournal, type Journal } from './journal.js';
-import type { VolumeCoordinator } from './coordination.js';
-import { shareLease, type VolumeLockOptions } from './lock.js';
+import type { VolumeCoordinator, VolumeLockHandle } from './coordination.js';
+import { isLockAccess, shareLease, type VolumeLockOptions } from './lock.js';
 import { recover } from './recover.js';
 import { runJobRequest, type JobRunner } from './job-request.js';
 import { checkSize } from './size.js';
@@ -145,34 +145,74 @@ export class VolumeDriver {
     return this.coordination.withLock(
       this.dir,
       volumeId,
-      async (lock) => {
-        const signal = AbortSignal.any([lock.signal, ...(waitSignal ? [waitSignal] : [])]);
-        const onStep = this.options.onStep;
+      (lock) => {
         // Every change checks (and renews) the lock first, and stops once the driver is
         // interrupted; so does every step of an engine job, and every write it issues.
         const guard = (): void => {
           lock.assertHeld();
           if (interrupt?.aborted) throw interrupted(volumeId, interrupt.reason);
         };
-        const known = pinBaseFormat(volumeId, this.options.baseFormat, await readFormatRecord(this.dir, volumeId));
-        const files = new VolumeFiles(this.dir, volumeId, guard, { known, probe: this.options.probeFormat, warn: this.options.onWarning }, () => this.fileModes());
-        files.fence = lock.fence;
-        const job = { signal, onProgress: op.onProgress, stepBytes: this.options.stepBytes, checkpoint: guard, guardIo: guard };
-        return fn({
-          files,
-          hypervisor: this.options.hypervisor,
-          lock,
-          signal,
-          job,
-          runJob: async (request, options = {}) => {
-            const hooks = { ...job, ...options };
-            return this.options.jobs ? this.options.jobs.run(request, hooks) : runJobRequest(request, hooks);
-          },
-          step: onStep ? (s) => onStep(s) : () => {},
-        });
+        return this.withContext(volumeId, op, lock, waitSignal, guard, guard, fn);
       },
       { signal: waitSignal, onNotice: this.options.onNotice },
     );
+  }
+
+  /**
+   * Run a read-only `fn` (it changes nothing in the volume directory) under the lock, or without
+   * it when the lock cannot be taken because the directory is not writable for us (a read-only
+   * mount or directory): nothing of ours can change the volume then, and an operation of
+   * someone who may write there can only be seen half-done as a crash would leave it (the
+   * journal says so). Any change attempted without the lock fails with ECOW_ACCESS.
+   */
+  private async inspect<T>(volumeId: string, op: OperationOptions, fn: (ctx: OperationContext) => Promise<T>): Promise<T> {
+    try {
+      return await this.run(volumeId, op, fn);
+    } catch (e) {
+      if (!isCowError(e, 'ECOW_ACCESS') || !isLockAccess(e)) throw e;
+    }
+    const interrupt = this.options.signal;
+    const signal = op.signal && interrupt ? AbortSignal.any([op.signal, interrupt]) : (op.signal ?? interrupt ?? new AbortController().signal);
+    const lock = {
+      signal,
+      assertHeld: () => {
+        throw new CowError('ECOW_ACCESS', `volume ${volumeId}: ${this.dir} is not writable, so it was read without the lock; nothing in it may change`);
+      },
+    };
+    const jobGuard = (): void => {
+      if (interrupt?.aborted) throw interrupted(volumeId, interrupt.reason);
+    };
+    return this.withContext(volumeId, op, lock, signal, lock.assertHeld, jobGuard, fn);
+  }
+
+  /** An operation context for `fn`: `guard` before every change to the volume, `jobGuard` before every step and write of an engine job. */
+  private async withContext<T>(
+    volumeId: string,
+    op: OperationOptions,
+    lock: VolumeLockHandle,
+    waitSignal: AbortSignal | undefined,
+    guard: () => void,
+    jobGuard: () => void,
+    fn: (ctx: OperationContext) => Promise<T>,
+  ): Promise<T> {
+    const signal = AbortSignal.any([lock.signal, ...(waitSignal ? [waitSignal] : [])]);
+    const onStep = this.options.onStep;
+    const known = pinBaseFormat(volumeId, this.options.baseFormat, await readFormatRecord(this.dir, volumeId));
+    const files = new VolumeFiles(this.dir, volumeId, guard, { known, probe: this.options.probeFormat, warn: this.options.onWarning }, () => this.fileModes());
+    files.fence = lock.fence;
+    const job = { signal, onProgress: op.onProgress, stepBytes: this.options.stepBytes, checkpoint: jobGuard, guardIo: jobGuard };
+    return fn({
+      files,
+      hypervisor: this.options.hypervisor,
+      lock,
+      signal,
+      job,
+      runJob: async (request, options = {}) => {
+        const hooks = { ...job, ...options };
+        return this.options.jobs ? this.options.jobs.run(request, hooks) : runJobRequest(request, hooks);
+      },
+      step: onStep ? (s) => onStep(s) : () => {},
+    });
   }
 
   /**
@@ -247,7 +287,7 @@ export class VolumeDriver {
   /** A new image `outFile` (must not exist) holding snapshot `snapshotId`'s content. */
   async createVolumeFromSnapshot(volumeId: string, snapshotId: string, outFile: string, options: FlattenOptions & OperationOptions = {}): Promise<FlattenResult> {
     validateSnapshotId(snapshotId);
-    return this.run(volumeId, options, (ctx) => flattenSnapshot(ctx, snapshotId, outFile, options));
+    return this.inspect(volumeId, options, (ctx) => flattenSnapshot(ctx, snapshotId, outFile, options));
   }
 
   /**
@@ -380,7 +420,7 @@ export class VolumeDriver {
 
   /** The info file and the active chain as the headers describe it. */
   async volumeInfo(volumeId: string): Promise<VolumeDescription> {
-    return this.run(volumeId, {}, async ({ files }) => {
+    return this.inspect(volumeId, {}, async ({ files }) => {
       const { info, exists } = await files.readInfo();
       const snapshots: Record<string, string> = {};
       for (const k of Object.keys(info).sort()) if (k !== 'active') snapshots[k] = info[k];

@@ -78,6 +78,14 @@ const MIN_STALE_MS = 1_000;
 const NOTICE_AFTER_MS = 1_000;
 const NOTICE_INTERVAL_MS = 5_000;
 
+/** Why a lock could not be made: the directory is not writable for us (see isLockAccess). */
+class LockAccessError extends Error {}
+
+/** Whether `e` is the share lease's ECOW_ACCESS: its directory is not writable (read-only inspection may go on without it). */
+export function isLockAccess(e: CowError): boolean {
+  return e.cause instanceof LockAccessError;
+}
+
 /** `<dir>/volume-<vol>.lock` (a directory while held). */
 export function lockFilePath(dir: string, volumeId: string): string {
   return path.join(dir, `${baseName(volumeId)}.lock`);
@@ -253,7 +261,11 @@ export async function withVolumeLock<T>(
     try {
       got = tryAcquire(lockPath, observer);
     } catch (e) {
-      throw new CowError('ECOW_IO', `cannot take lock ${lockPath} of volume ${volumeId}: ${errno(e) ?? String(e)}`, { cause: e });
+      const code = errno(e);
+      if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
+        throw new CowError('ECOW_ACCESS', `cannot take lock ${lockPath} of volume ${volumeId}: ${code} (the volume directory is not writable for this user)`, { cause: new LockAccessError(code) });
+      }
+      throw new CowError('ECOW_IO', `cannot take lock ${lockPath} of volume ${volumeId}: ${code ?? String(e)}`, { cause: e });
     }
     if (got) {
       mine = got;

@@ -181,6 +181,25 @@ export class VolumeFiles {
     return resolveInsideDirSync(this.dir, name);
   }
 
+  /**
+   * ECOW_ACCESS, naming the first one, unless this process may write the volume directory and
+   * each of the files `names`. Checked before an operation writes its journal, so that one it
+   * could never finish (a user who may not write the base file) leaves nothing behind to block
+   * the commands after it. access(2): a read-only mount fails for everyone, permissions for all
+   * but root.
+   */
+  checkWritable(names: string[], what: string): void {
+    for (const [p, kind] of [[this.dir, 'the volume directory'] as const, ...names.map((n) => [this.resolve(n), n] as const)]) {
+      try {
+        fs.accessSync(p, fs.constants.W_OK);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code !== 'EACCES' && code !== 'EPERM' && code !== 'EROFS') throw new CowError('ECOW_IO', `cannot examine ${p}: ${code ?? String(e)}`, { cause: e });
+        throw new CowError('ECOW_ACCESS', `${what} must write ${kind === 'the volume directory' ? `${kind} ${p}` : p}, which this user may not (${code}); nothing was changed`, { cause: e });
+      }
+    }
+  }
+
   /** Whether a directory entry `name` exists (a dangling symlink counts; nothing is followed). */
   exists(name: string): boolean {
     try {

@@ -70,11 +70,12 @@ export interface ProcessResult {
 /**
  * Run any command to its end without holding this process's event loop (spawnSync would: a
  * long one — npm install, tsc, deno — keeps the test process from answering vitest's runner).
- * `timeoutMs` kills it (SIGKILL); it is a guard against hangs, so keep it generous.
+ * `timeoutMs` kills it (SIGKILL); it is a guard against hangs, so keep it generous. `uid`/`gid`:
+ * run it as that user (the test process must be root).
  */
-export function runProcess(cmd: string, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<ProcessResult> {
+export function runProcess(cmd: string, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number; uid?: number; gid?: number } = {}): Promise<ProcessResult> {
   return new Promise((resolve) => {
-    const proc = spawn(cmd, args, { cwd: options.cwd, env: options.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(cmd, args, { cwd: options.cwd, env: options.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'], uid: options.uid, gid: options.gid });
     let stdout = '';
     let stderr = '';
     const timer = options.timeoutMs ? setTimeout(() => proc.kill('SIGKILL'), options.timeoutMs) : undefined;
