@@ -23,6 +23,7 @@ import { CowError } from '../errors.js';
 import type { AcquireOptions, VolumeCoordinator, VolumeLockHandle } from './coordination.js';
 import { validateVolumeId } from './names.js';
 import type { EtcdTarget } from './etcd-target.js';
+import { NOTICE_AFTER_MS, NOTICE_INTERVAL_MS } from './lock.js';
 
 export interface EtcdLockOptions {
   /** Lease TTL in seconds (etcd's minimum applies). Default 15. */
@@ -169,7 +170,7 @@ export function etcdCoordinator(target: EtcdTarget, options: EtcdLockOptions = {
 
     let fence: string;
     try {
-      fence = await acquireKey(etcd, key, leaseId, volumeId, () => performance.now() <= validUntil && !lost, acquire.signal);
+      fence = await acquireKey(etcd, key, leaseId, volumeId, () => performance.now() <= validUntil && !lost, acquire);
     } catch (e) {
       await within(lease.revoke(), connectTimeoutMs, 'lease revoke', target).catch(() => lease.release());
       throw e;
@@ -223,9 +224,12 @@ export function etcdCoordinator(target: EtcdTarget, options: EtcdLockOptions = {
    * lease lives; one whose answer was lost may have created the key: a key under our own lease
    * is ours.
    */
-  async function acquireKey(etcd: Client, key: string, leaseId: string, volumeId: string, leaseAlive: () => boolean, signal?: AbortSignal): Promise<string> {
+  async function acquireKey(etcd: Client, key: string, leaseId: string, volumeId: string, leaseAlive: () => boolean, acquire: AcquireOptions): Promise<string> {
+    const { signal, onNotice } = acquire;
     const holder = JSON.stringify({ host: (await import('node:os')).hostname(), pid: process.pid });
-    const deadline = performance.now() + acquireTimeoutMs;
+    const waitStart = performance.now();
+    const deadline = waitStart + acquireTimeoutMs;
+    let nextNotice = waitStart + NOTICE_AFTER_MS;
     let delay = 25;
     for (;;) {
       if (signal?.aborted) throw new CowError('ECOW_CANCELLED', `waiting for the etcd lock of volume ${volumeId} was cancelled`, { cause: signal.reason });
@@ -243,8 +247,14 @@ export function etcdCoordinator(target: EtcdTarget, options: EtcdLockOptions = {
         heldBy = kv?.value?.toString() ?? 'unknown';
       } catch (e) {
         if (!leaseAlive() || !(e instanceof CowError) || performance.now() >= deadline) throw e;
+        heldBy = `unknown: etcd did not answer (${e.message})`;
       }
-      const remaining = deadline - performance.now();
+      const now = performance.now();
+      if (onNotice && now >= nextNotice) {
+        nextNotice = now + NOTICE_INTERVAL_MS;
+        onNotice(`volume ${volumeId}: waiting for the etcd lock ${key}, held by ${heldBy} (${Math.round((now - waitStart) / 1000)} s)`);
+      }
+      const remaining = deadline - now;
       if (remaining <= 0) {
         throw new CowError('ECOW_LOCKED', `volume ${volumeId} is locked by another operation (etcd key ${key}, held by ${heldBy}); gave up after ${acquireTimeoutMs} ms`);
       }

@@ -74,9 +74,9 @@ export const DEFAULT_VOLUME_LOCK_OPTIONS = {
 
 const MIN_STALE_MS = 1_000;
 
-/** First notice after this long waiting, then one per interval. */
-const NOTICE_AFTER_MS = 1_000;
-const NOTICE_INTERVAL_MS = 5_000;
+/** First notice after this long waiting, then one per interval (the etcd lock's waits too). */
+export const NOTICE_AFTER_MS = 1_000;
+export const NOTICE_INTERVAL_MS = 5_000;
 
 /** Why a lock could not be made: the directory is not writable for us (see isLockAccess). */
 class LockAccessError extends Error {}

@@ -2,7 +2,8 @@
 // mutual exclusion and a fence that grows with every holder; a holder SIGKILLed is followed by
 // the next one once etcd expires its lease; a holder SIGSTOPped past the TTL and resumed writes
 // nothing over the next holder's work; a waiter whose clock runs 40 s ahead cannot take a live
-// lock; an address where nothing listens fails fast with ECOW_COORDINATION_UNAVAILABLE.
+// lock; an address where nothing listens fails fast with ECOW_COORDINATION_UNAVAILABLE; a wait is
+// announced (onNotice), as the share lease announces its waits.
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -147,5 +148,24 @@ describe('etcd volume lock', () => {
       await c.close();
     }
     expect(ran).toBe(false);
+  });
+});
+
+describe('etcd volume lock notices', () => {
+  it('a wait is never silent: a notice after 1 s naming the holder', async () => {
+    const url = etcdUrl();
+    const a = testCoordinator(url);
+    const b = testCoordinator(url, { acquireTimeoutMs: 1_800 });
+    const notices: string[] = [];
+    try {
+      await a.withLock('/', VOL, async () => {
+        expect((await rejection(b.withLock('/', VOL, () => 'taken', { onNotice: (m) => notices.push(m) }))).code).toBe('ECOW_LOCKED');
+      });
+    } finally {
+      await a.close();
+      await b.close();
+    }
+    expect(notices).toHaveLength(1);
+    expect(notices[0]).toMatch(new RegExp(`^volume ${VOL}: waiting for the etcd lock .*, held by .*"pid":${process.pid}.* \\(1 s\\)$`));
   });
 });
