@@ -36,7 +36,7 @@ export function byTier<T>(quick: T, full: T): T {
  * first and last `edge` (where an operation starts and publishes) and `sample` more drawn from
  * TEST_SEED. Sorted; printed with the seed under `label`.
  */
-export function faultPoints(total: number, label: string, { edge = 3, sample = 8 }: { edge?: number; sample?: number } = {}): number[] {
+export function faultPoints(total: number, label: string, { edge = 3, sample = 4 }: { edge?: number; sample?: number } = {}): number[] {
   const all = Array.from({ length: total }, (_, i) => i + 1);
   if (FULL || total <= 2 * edge + sample) return all;
   const picked = new Set([...all.slice(0, edge), ...all.slice(total - edge)]);
