@@ -1,7 +1,8 @@
 // The seed lifecycle with the etcd lock on the live cluster: the driver (in-process, engine jobs
 // in workers) and the CLI (COWCHAIN_COORDINATION) take every lock through etcd — never a lock
 // directory on the share — record the lock's fence in the journal, and wait for (then give up
-// on) a lock another holder has in etcd.
+// on) a lock another holder has in etcd. A CLI whose clock runs 40 s ahead (the preload
+// test/support/clock-ahead.mjs) waits for a live lock like any other.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -10,6 +11,7 @@ import { runProcess } from '../support/child.js';
 import { CLI_MAIN } from '../support/cli.js';
 import { rejection } from '../support/errors.js';
 import { requireQemu, tmpDir } from '../support/qemu.js';
+import { ROOT } from '../support/bundle.js';
 import { BASE, MiB, SNAP, VOL, VolumeFixture, f, infoOf } from '../support/volume.js';
 import { etcdUrl, testCoordinator } from './support.js';
 
@@ -84,5 +86,38 @@ describe('the seed lifecycle with the etcd lock', () => {
     expect(await cli('volume', 'fsck', ...at)).toBe('clean\n');
     await cli('volume', 'delete', ...at);
     expect(fs.readdirSync(dir).filter((n) => n !== '.cinderSecureEnvIndicator')).toEqual([]);
+  });
+
+  it('a CLI whose clock runs 40 s ahead cannot take a live etcd lock: it waits for the holder', async () => {
+    const dir = tmpDir('cowchain-etcd-skew-');
+    const url = etcdUrl();
+    const at = ['--dir', dir, '--volume', VOL];
+    const skewed = (...argv: string[]) =>
+      runProcess(process.execPath, ['--import', path.join(ROOT, 'test/support/clock-ahead.mjs'), CLI_MAIN, ...argv], { env: { ...process.env, COWCHAIN_COORDINATION: url }, timeoutMs: 120_000 });
+    // The preload works: that process's clock is 40 s ahead of ours.
+    const probe = await runProcess(process.execPath, ['--import', path.join(ROOT, 'test/support/clock-ahead.mjs'), '-e', 'console.log(Date.now(), new Date().getTime())']);
+    for (const t of probe.stdout.trim().split(' ').map(Number)) expect(t - Date.now()).toBeGreaterThan(30_000);
+    expect((await skewed('volume', 'create', ...at, '--size', '1M')).status).toBe(0);
+    const holder = testCoordinator(url);
+    let released = 0;
+    let finished = 0;
+    try {
+      const run = await holder.withLock(dir, VOL, async () => {
+        const cli = skewed('snapshot', 'create', ...at, '--snapshot', SNAP.aaaa).then((r) => ((finished = performance.now()), r));
+        // Held for three lease TTLs of ours (2 s): a waiter judging by its own clock would have taken it.
+        await new Promise((r) => setTimeout(r, 6_000));
+        expect(fs.existsSync(path.join(dir, f('aaaa'))), 'the skewed CLI changed the volume while the lock was held').toBe(false);
+        expect(finished).toBe(0);
+        released = performance.now();
+        return { cli }; // not awaited here: the lock is released first
+      });
+      const r = await run.cli;
+      expect({ status: r.status, stderr: r.stderr }).toMatchObject({ status: 0 });
+      expect(r.stderr).toMatch(/waiting for the etcd lock/);
+      expect(finished).toBeGreaterThan(released);
+      expect(fs.existsSync(path.join(dir, f('aaaa')))).toBe(true);
+    } finally {
+      await holder.close();
+    }
   });
 });
