@@ -422,7 +422,9 @@ async function repairLeaks(run: FsckRun, scan: Scan, { needed, toRemove }: Sorti
     try {
       const r = files.checkLeaks(n, !dryRun && !guestWrites);
       if (r.corruptions > 0) run.problems.push(`${n}: qemu-img check finds ${r.corruptions} corruption(s); not repaired (img check -r all, with care)`);
-      if (r.leaksFixed > 0 || (dryRun && r.leaks > 0)) run.act('repaired-leaks', [n], `${r.leaks} leaked cluster(s) freed in ${n} (left by an allocation a crash interrupted)`);
+      // After a repair qemu's `leaks` counts what is left (0): the freed ones are `leaks-fixed`.
+      if (r.leaksFixed > 0) run.act('repaired-leaks', [n], `${r.leaksFixed} leaked cluster(s) freed in ${n} (left by an allocation a crash interrupted)`);
+      else if (dryRun && r.leaks > 0) run.act('repaired-leaks', [n], `${r.leaks} leaked cluster(s) to free in ${n} (left by an allocation a crash interrupted)`);
       else if (r.leaks > 0) run.notes.push(`${n}: ${r.leaks} leaked cluster(s), not repaired while the volume is attached`);
     } catch (e) {
       run.problems.push(`${n}: ${(e as Error).message}`);

@@ -11,6 +11,7 @@ import { lockFilePath } from '../../src/volume/lock.js';
 import { VolumeDriver } from '../../src/volume/driver.js';
 import { bundleForNode } from '../support/bundle.js';
 import { runChild, type ChildResult } from '../support/child.js';
+import { cli } from '../support/cli.js';
 import { rejection } from '../support/errors.js';
 import { expectClean, requireQemu, tmpDir } from '../support/qemu.js';
 import { BASE, SNAP, VOL, VolumeFixture, f } from '../support/volume.js';
@@ -126,6 +127,26 @@ describe('an interrupted volume command', () => {
     expect(notices).toEqual([expect.stringContaining(`finishing the pending delete of snapshot ${SNAP.aaaa} (interrupted earlier: ${BASE}.journal) before extending the volume`)]);
     expect(fs.existsSync(journal())).toBe(false);
     v.expectChain([f('bbbb'), BASE]);
+  });
+
+  it('after a delete failed on a full disk, the next unrelated command says it is finishing the pending delete, then does both', async () => {
+    const v = new VolumeFixture(dir, 4 << 20, { jobs: undefined });
+    await v.seedSnapshots();
+    const enospc = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+    const failing = new VolumeDriver({
+      dir,
+      onStep: (s) => {
+        if (s === 'delete:commit-progress') throw enospc;
+      },
+    });
+    await expect(failing.deleteSnapshot(VOL, SNAP.aaaa, { status: 'available' })).rejects.toThrow();
+    expect(fs.existsSync(journal())).toBe(true);
+
+    const r = await cli('snapshot', 'create', '--dir', dir, '--volume', VOL, '--snapshot', SNAP.cccc);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toBe(`cowchain: volume ${VOL}: finishing the pending delete of snapshot ${SNAP.aaaa} (interrupted earlier: ${BASE}.journal) before creating snapshot ${SNAP.cccc}\n`);
+    expect(fs.existsSync(journal())).toBe(false);
+    v.expectChain([f('cccc'), f('bbbb'), BASE]);
   });
 
   it('waiting on a lock nobody renews says "waiting for a stale lock (N s)" until it takes it over', async () => {
