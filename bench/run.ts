@@ -9,6 +9,7 @@ import { EnginePool, commit, commitImage, createImage, openImage, engineMemoryBy
 import { WORKLOADS, template, freshCopy } from './workloads.js';
 import { benchLag, benchParallel } from './workers.js';
 import { benchCompress, printCompress } from './compress.js';
+import { benchStartup } from './startup.js';
 
 const ROOT = process.env.COWCHAIN_BENCH_DIR ?? path.join(os.tmpdir(), 'cowchain-bench');
 const ITERATIONS = Number(process.env.COWCHAIN_BENCH_ITERATIONS ?? 5);
@@ -115,11 +116,20 @@ async function main(): Promise<void> {
   const version = spawnSync('qemu-img', ['--version'], { encoding: 'utf8' }).stdout.split('\n')[0];
   console.log(`cowchain commit vs ${version}; median of ${ITERATIONS} runs each, files under ${ROOT}; ${os.cpus().length} CPUs`);
   // COWCHAIN_BENCH_PART=workers: only the worker tables (parallel commits, event-loop lag);
-  // =compress: only convert -c against qemu-img convert -c.
+  // =compress: only convert -c against qemu-img convert -c; =startup: only the start-up table.
   const part = process.env.COWCHAIN_BENCH_PART ?? 'all';
   if (part === 'compress') {
     printCompress(await benchCompress(ROOT, ITERATIONS, CLI), ITERATIONS);
     return;
+  }
+  if (part === 'all' || part === 'startup') {
+    const s = await benchStartup(ROOT, CLI);
+    console.log(`\n| command (whole process, median) | cowchain | ratio to node -e 0 (${fmt(s.nodeMs, 1)} ms) | target | qemu-img |`);
+    console.log('|---|---:|---:|---:|---:|');
+    for (const r of s.rows) {
+      console.log(`| ${r.command} | ${fmt(r.ms, 1)} ms | ${r.ratio.toFixed(2)}× | ≤ ${r.target}× | ${r.qemuMs === undefined ? '' : `${fmt(r.qemuMs, 1)} ms`} |`);
+    }
+    if (part === 'startup') return;
   }
   const rows = part === 'workers' ? [] : await benchCommit();
   if (rows.length) console.log('\n| workload | data | cowchain in-process | cowchain worker | cowchain CLI | qemu-img commit | ratio (in-process) | ratio (worker) | worker / in-process | ratio (CLI) |');

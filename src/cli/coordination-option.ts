@@ -9,10 +9,9 @@ import { etcdCoordinator } from '../volume/etcd-lock.js';
 import { parseEtcdUrl } from '../volume/etcd-target.js';
 import { shareLease } from '../volume/lock.js';
 
-export const COORDINATION_ENV = 'COWCHAIN_COORDINATION';
+import { COORDINATION_ENV } from './coordination-help.js';
 
-export const COORDINATION_HELP =
-  `share (default: a lease directory on the share) or etcd://HOST:PORT[,HOST:PORT…][/PREFIX] (several hosts; credentials from COWCHAIN_ETCD_USERNAME / COWCHAIN_ETCD_PASSWORD); default: $${COORDINATION_ENV}`;
+export { COORDINATION_ENV, COORDINATION_HELP } from './coordination-help.js';
 
 /** The coordinator `--coordination` (or else the environment) names; the caller closes it. */
 export function coordinationFrom(option: string | undefined, env: NodeJS.ProcessEnv = process.env): VolumeCoordinator {

@@ -1,4 +1,3 @@
-import type { Command } from 'commander';
 import { checkImage, formatCheckHuman, formatCheckJson, type RepairMode } from '../image/check.js';
 import { CowError } from '../errors.js';
 import { parseFormatOption, print } from './output.js';
@@ -14,26 +13,23 @@ function parseRepair(r: string | undefined): RepairMode | undefined {
   throw new CowError('ECOW_BAD_ARGUMENT', `invalid repair mode "${r}" (expected leaks or all)`);
 }
 
+export interface CheckCliOptions {
+  f?: string;
+  output: string;
+  r?: string;
+  forceShare?: boolean;
+}
+
 /** `img check`: qemu-img check's output, JSON and exit status (0 clean, 1 failed, 2 corrupt, 3 leaks). */
-export function registerImgCheck(img: Command): void {
-  img
-    .command('check')
-    .description('check (and repair) refcounts and metadata (qemu-img check)')
-    .argument('<file>')
-    .option('-f <format>', 'format of FILE (raw|qcow2); probed when absent')
-    .option('--output <fmt>', 'human or json', 'human')
-    .option('-r <mode>', 'repair: leaks (refcounts that are too high) or all (everything)')
-    .option('-U, --force-share', 'check even while another process writes the image (results may be inconsistent); not with -r')
-    .action((file: string, o: { f?: string; output: string; r?: string; forceShare?: boolean }) => {
-      if (o.output !== 'human' && o.output !== 'json') {
-        throw new CowError('ECOW_BAD_ARGUMENT', `--output must be human or json, not "${o.output}"`);
-      }
-      const repair = parseRepair(o.r);
-      if (repair && o.forceShare) throw new CowError('ECOW_BAD_ARGUMENT', '-U (force-share) cannot be used with -r: a repair writes the image');
-      const outcome = checkImage(file, { format: parseFormatOption(o.f), repair, readLocks: !o.forceShare });
-      for (const line of outcome.log) process.stderr.write(line + '\n');
-      if (outcome.result) print(o.output === 'json' ? formatCheckJson(outcome) : formatCheckHuman(outcome));
-      if (outcome.error) process.stderr.write(`cowchain: ${outcome.error}\n`);
-      exitStatus(outcome.exitCode);
-    });
+export function imgCheck(file: string, o: CheckCliOptions): void {
+  if (o.output !== 'human' && o.output !== 'json') {
+    throw new CowError('ECOW_BAD_ARGUMENT', `--output must be human or json, not "${o.output}"`);
+  }
+  const repair = parseRepair(o.r);
+  if (repair && o.forceShare) throw new CowError('ECOW_BAD_ARGUMENT', '-U (force-share) cannot be used with -r: a repair writes the image');
+  const outcome = checkImage(file, { format: parseFormatOption(o.f), repair, readLocks: !o.forceShare });
+  for (const line of outcome.log) process.stderr.write(line + '\n');
+  if (outcome.result) print(o.output === 'json' ? formatCheckJson(outcome) : formatCheckHuman(outcome));
+  if (outcome.error) process.stderr.write(`cowchain: ${outcome.error}\n`);
+  exitStatus(outcome.exitCode);
 }

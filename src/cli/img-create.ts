@@ -1,11 +1,11 @@
-import type { Command } from 'commander';
-import { z } from 'zod';
+import * as z from 'zod';
 import { openImage } from '../image/open-chain.js';
 import { createImage, type CreateOptions } from '../image/create.js';
 import { CowError } from '../errors.js';
 import { collect, mergeOptionLists, parseBool, parseCount, parseSize, parseSizeBig } from './args.js';
 import { print } from './output.js';
-import { imageFormatSchema, parseImageFormat } from '../image/format.js';
+import { parseImageFormat } from '../image/format.js';
+import { imageFormatSchema } from '../image/format-schema.js';
 
 /** Largest virtual size we accept: offsets cross the engine boundary as exact doubles. */
 const MAX_SIZE = 2n ** 53n;
@@ -161,22 +161,10 @@ function createdSize(file: string): number {
 }
 
 /** `img create`: qemu-img create's argument forms. */
-export function registerImgCreate(img: Command): void {
-  img
-    .command('create')
-    .description('create an image (qemu-img create): SIZE takes k/M/G/T/P/E suffixes (1024-based); defaults to the backing file\'s size')
-    .argument('<file>')
-    .argument('[size]')
-    .option('-f <format>', 'format of FILE (raw|qcow2)', 'raw')
-    .option('-b <backing>', 'backing file, stored exactly as given (relative to FILE\'s directory)')
-    .option('-F <format>', 'format of the backing file (raw|qcow2); required with -b')
-    .option('-o <options>', 'cluster_size=…,compat=0.10|1.1,refcount_bits=…,extended_l2=on|off,compression_type=zlib|zstd (repeatable)', collect)
-    .option('-q', 'quiet: do not print the Formatting line')
-    .action((file: string, size: string | undefined, o: CreateCliOptions) => {
-      const c = parseCreateCommand(file, size, o);
-      runCreateCommand(c);
-      // qemu-img prints this line before formatting; printed once the image exists, a failure
-      // leaves stdout empty (the error is the one stderr line).
-      if (!o.q) print(formattingLine(c.size === undefined ? { ...c, size: createdSize(c.file) } : c));
-    });
+export function imgCreate(file: string, size: string | undefined, o: CreateCliOptions): void {
+  const c = parseCreateCommand(file, size, o);
+  runCreateCommand(c);
+  // qemu-img prints this line before formatting; printed once the image exists, a failure
+  // leaves stdout empty (the error is the one stderr line).
+  if (!o.q) print(formattingLine(c.size === undefined ? { ...c, size: createdSize(c.file) } : c));
 }

@@ -5,7 +5,7 @@
 // process dies at once, as a crash does (the journal stays), and the next command takes the lock
 // over without waiting, because its holder is gone (src/volume/lock-owner.ts).
 import { CowError } from '../errors.js';
-import { runJobRequest, type JobHooks, type JobRequest, type JobRunner } from '../volume/job-request.js';
+import type { JobHooks, JobRequest, JobRunner } from '../volume/job-request.js';
 import type { JobOptions } from '../image/job.js';
 
 const EXIT_CODES = { SIGINT: 130, SIGTERM: 143 } as const;
@@ -43,6 +43,8 @@ export class Interruption {
       // A signal caught just before is delivered first: the job then never starts.
       await new Promise((resolve) => setImmediate(resolve));
       if (this.signal.aborted) throw this.signal.reason;
+      // Loaded here, not at start: main.ts imports this module, and the job schemas need zod.
+      const { runJobRequest } = await import('../volume/job-request.js');
       const was = this.attached;
       this.detach();
       try {

@@ -13,7 +13,6 @@
 // at offset O", "Pattern verification failed at offset O, N bytes", "write failed: …"). When any
 // command failed the exit status is 1 with one stderr line `cowchain: CODE: summary` (the code of
 // the first failure; ECOW_IO for a pattern mismatch).
-import type { Command } from 'commander';
 import { openImage } from '../image/open-chain.js';
 import type { Image } from '../image/image.js';
 import { CowError, isCowError, type CowErrorCode } from '../errors.js';
@@ -243,22 +242,19 @@ function splitWordsSafe(text: string): string[] {
   }
 }
 
-/** `cowchain io`. */
-export function registerIo(program: Command): void {
-  program
-    .command('io')
-    .description('qemu-io-style commands on one image (write [-P pat] [-z] OFF LEN, read [-P pat] OFF LEN, discard OFF LEN)')
-    .argument('<file>')
-    .requiredOption('-c <command>', 'a command to run (repeatable; run in order)', collect)
-    .option('-f <format>', 'format of FILE (raw|qcow2); probed when absent')
-    .option('-r', 'open read-only')
-    .option('-q', 'quiet: no report lines')
-    .option('-U, --force-share', 'read even while another process (qemu) writes the image (read-only only), as qemu-io -U')
-    .action((file: string, o: { c: string[]; f?: string; r?: boolean; q?: boolean; forceShare?: boolean }) => {
-      const result = runIo(file, o.c, { format: o.f, readOnly: o.r, quiet: o.q, forceShare: o.forceShare, onLine: (l) => process.stdout.write(l + '\n') });
-      if (result.failures.length > 0) {
-        const first = result.failures[0];
-        throw new CowError(first.code, `${result.failures.length} of ${o.c.length} commands failed; first: "${first.command}": ${first.message}`);
-      }
-    });
+export interface IoCliOptions {
+  c: string[];
+  f?: string;
+  r?: boolean;
+  q?: boolean;
+  forceShare?: boolean;
+}
+
+/** `cowchain io`: the lines as they come, then one error for the failed commands. */
+export function ioCommand(file: string, o: IoCliOptions): void {
+  const result = runIo(file, o.c, { format: o.f, readOnly: o.r, quiet: o.q, forceShare: o.forceShare, onLine: (l) => process.stdout.write(l + '\n') });
+  if (result.failures.length > 0) {
+    const first = result.failures[0];
+    throw new CowError(first.code, `${result.failures.length} of ${o.c.length} commands failed; first: "${first.command}": ${first.message}`);
+  }
 }

@@ -1,12 +1,39 @@
 #!/usr/bin/env node
+// The `cowchain` command. `npm run build` bundles it (scripts/build-cli.mjs) into dist/cli/main.js:
+// this module and the command declarations load at start, and each command's implementation (with
+// the engine, zod, the volume driver, the Nova client) loads only when that command runs.
 import * as fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { CowError } from '../errors.js';
-import { registerImg } from './img.js';
-import { registerIo } from './io.js';
-import { registerVolume } from './volume.js';
+import { registerGroup } from './command-group.js';
+import { IMG } from './img-commands.js';
+import { registerIo } from './io-command.js';
+import { SNAPSHOT, VOLUME } from './volume-commands.js';
 import { interruptExitCode } from './interrupt.js';
+
+/** The package's version, from its package.json (two levels up from src/cli and from dist/cli). */
+function version(): string {
+  const pkg = JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+  return String(pkg.version);
+}
+
+/**
+ * The command tree: every command, its options and help (the actions load their code when they
+ * run). Given the arguments of a run, only what that run can reach is declared (command-group.ts).
+ */
+export function buildProgram(argv?: readonly string[]): Command {
+  const program = new Command('cowchain')
+    .description('qcow2 snapshot chains managed in-process (WebAssembly engine, Cinder-style volumes)')
+    .version(`cowchain version ${version()}`, '-V, --version', 'print the version (as qemu-img -V)')
+    .exitOverride()
+    .showHelpAfterError();
+  registerGroup(program, IMG, argv);
+  registerIo(program);
+  registerGroup(program, VOLUME, argv);
+  registerGroup(program, SNAPSHOT, argv);
+  return program;
+}
 
 /**
  * Exit codes: 0 success, 1 an operation failed (message on stderr with its code), 2 bad usage;
@@ -14,13 +41,7 @@ import { interruptExitCode } from './interrupt.js';
  * a volume command interrupted by SIGINT / SIGTERM exits 130 / 143 (interrupt.ts).
  */
 export async function main(argv: string[]): Promise<number> {
-  const program = new Command('cowchain')
-    .description('qcow2 snapshot chains managed in-process (WebAssembly engine, Cinder-style volumes)')
-    .exitOverride()
-    .showHelpAfterError();
-  registerImg(program);
-  registerIo(program);
-  registerVolume(program);
+  const program = buildProgram(argv);
   try {
     await program.parseAsync(argv, { from: 'user' });
     return interruptExitCode() ?? (typeof process.exitCode === 'number' ? process.exitCode : 0);

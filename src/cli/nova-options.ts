@@ -1,36 +1,18 @@
 // The command line's path to Nova for attached (`--status in-use`) volumes: `--nova-endpoint`
 // (Nova's compute API) and `--status-listen` (where this process serves Cinder's
-// `os-update_snapshot_status` for Nova's progress reports while the command runs). Tokens come
-// from the environment, never from the command line, where `ps` would show them.
-import type { Command } from 'commander';
-import { z } from 'zod';
+// `os-update_snapshot_status` for Nova's progress reports while the command runs); the options
+// are declared in volume-commands.ts.
+import * as z from 'zod';
 import { CowError } from '../errors.js';
-import { NovaClient } from '../nova/client.js';
-import { NovaHypervisor } from '../nova/hypervisor.js';
-import { startStatusServer, type StatusServer } from '../nova/status-endpoint.js';
-import { SnapshotStatusStore } from '../nova/status-store.js';
+import type { StatusServer } from '../nova/status-endpoint.js';
 import type { Hypervisor } from '../volume/hypervisor.js';
-
-export const NOVA_TOKEN_ENV = 'COWCHAIN_NOVA_TOKEN';
-export const STATUS_TOKEN_ENV = 'COWCHAIN_STATUS_TOKEN';
+import { NOVA_TOKEN_ENV, STATUS_TOKEN_ENV } from './nova-tokens.js';
 
 export interface NovaCliOptions {
   novaEndpoint?: string;
   statusListen?: string;
   novaCreateTimeout?: string;
   novaDeleteTimeout?: string;
-}
-
-/** Add the Nova options to a command that may act on an attached volume. */
-export function novaOptions(cmd: Command): Command {
-  return cmd
-    .option('--nova-endpoint <url>', `Nova's compute endpoint, for in-use volumes (token: $${NOVA_TOKEN_ENV})`)
-    .option(
-      '--status-listen <host:port>',
-      `serve Cinder's os-update_snapshot_status here while the command runs; Nova's Cinder endpoint must point at it (token Nova sends: $${STATUS_TOKEN_ENV})`,
-    )
-    .option('--nova-create-timeout <seconds>', "how long to wait for Nova's report on a snapshot create (Cinder: 600)")
-    .option('--nova-delete-timeout <seconds>', "how long to wait for Nova's report on a snapshot delete (Cinder: 7200)");
 }
 
 /** Seconds (decimal, > 0) as milliseconds; undefined keeps Cinder's default. */
@@ -70,6 +52,13 @@ export async function withHypervisor<T>(o: NovaCliOptions, fn: (hypervisor: Hype
   }
   const listen = listenSchema.safeParse(o.statusListen);
   if (!listen.success) throw new CowError('ECOW_BAD_ARGUMENT', `--status-listen ${JSON.stringify(o.statusListen)}: expected ${listen.error.issues[0].message}`);
+  // The Nova client and the status endpoint load only for a command that talks to Nova.
+  const [{ NovaClient }, { NovaHypervisor }, { startStatusServer }, { SnapshotStatusStore }] = await Promise.all([
+    import('../nova/client.js'),
+    import('../nova/hypervisor.js'),
+    import('../nova/status-endpoint.js'),
+    import('../nova/status-store.js'),
+  ]);
   const client = new NovaClient({ endpoint: o.novaEndpoint, token: tokenFrom(NOVA_TOKEN_ENV, '--nova-endpoint') }); // validates the URL
   const store = new SnapshotStatusStore();
   let server: StatusServer;

@@ -1,12 +1,10 @@
-// `cowchain volume …` and `cowchain snapshot …`: the Cinder-semantics volume driver on one
-// volume directory. Every command takes `--dir D --volume VOL`; `--output json` prints the
-// operation's result object. Errors: one line `cowchain: ECOW_…: message`, exit 1 (main.ts).
-// Attached (`--status in-use`) operations go through Nova when `--nova-endpoint` and
-// `--status-listen` are given (nova-options.ts); without them they fail with
-// ECOW_HYPERVISOR_UNAVAILABLE and change nothing. The volume lock is the share lease, or etcd
-// with `--coordination etcd://…` / COWCHAIN_COORDINATION (coordination-option.ts).
-// SIGINT/SIGTERM: interrupt.ts (exit 130/143).
-import type { Command } from 'commander';
+// What `cowchain volume …` and `cowchain snapshot …` do (their options: volume-commands.ts): the
+// Cinder-semantics volume driver on one volume directory; `--output json` prints the operation's
+// result object. Errors: one line `cowchain: ECOW_…: message`, exit 1 (main.ts). Attached
+// (`--status in-use`) operations go through Nova when `--nova-endpoint` and `--status-listen` are
+// given (nova-options.ts); without them they fail with ECOW_HYPERVISOR_UNAVAILABLE and change nothing.
+// The volume lock is the share lease, or etcd with `--coordination etcd://…` / COWCHAIN_COORDINATION
+// (coordination-option.ts). SIGINT/SIGTERM: interrupt.ts (exit 130/143).
 import { CowError } from '../errors.js';
 import { VolumeDriver } from '../volume/driver.js';
 import { parseSecureFilePermissions } from '../volume/file-modes.js';
@@ -15,13 +13,13 @@ import type { FsckReport } from '../volume/fsck.js';
 import type { Hypervisor } from '../volume/hypervisor.js';
 import type { VolumeStatus } from '../volume/status.js';
 import { parseSize } from './args.js';
-import { COORDINATION_HELP, coordinationFrom } from './coordination-option.js';
-import { novaOptions, withHypervisor, type NovaCliOptions } from './nova-options.js';
+import { coordinationFrom } from './coordination-option.js';
+import { withHypervisor, type NovaCliOptions } from './nova-options.js';
 import { print } from './output.js';
 import { Interruption } from './interrupt.js';
 import { parseImageFormat, type ImageFormat } from '../image/format.js';
 
-interface Common {
+export interface Common {
   dir: string;
   volume: string;
   output: string;
@@ -92,22 +90,6 @@ function novaOutcome(s: string | undefined): 'done' | 'failed' | undefined {
 
 const size = (s: string | undefined, what: string) => (s === undefined ? undefined : parseSize(s, what));
 
-/** The options every command has. */
-function common(cmd: Command): Command {
-  return cmd
-    .requiredOption('--dir <dir>', 'the volume directory (one share)')
-    .requiredOption('--volume <uuid>', 'the volume id')
-    .option('--output <fmt>', 'human or json', 'human')
-    .option('--base-format <fmt>', 'format of the base image volume-<uuid> (raw or qcow2); needed when the volume has no volume-<uuid>.format record')
-    .option('--probe-format', 'guess the base image format from its bytes when nothing says it (dangerous for raw volumes)')
-    .option(
-      '--secure-file-permissions <mode>',
-      "Cinder's nas_secure_file_permissions: true (new files 660, a new overlay owned like its backing file), false (666), auto (secure on a new share, marked by .cinderSecureEnvIndicator)",
-      'auto',
-    )
-    .option('--coordination <url>', COORDINATION_HELP);
-}
-
 function humanFsck(r: FsckReport): string {
   const lines = [
     ...r.actions.map((a) => `${r.dryRun ? 'would: ' : ''}${a.kind}: ${a.detail}`),
@@ -118,101 +100,63 @@ function humanFsck(r: FsckReport): string {
   return lines.join('\n');
 }
 
-export function registerVolume(program: Command): void {
-  const volume = program.command('volume').description('Cinder-style volumes: a base image, snapshot overlays and an info file');
+export function volumeCreate(o: Common & { size: string; format?: string }): Promise<void> {
+  return run(o, () => driver(o).createVolume(o.volume, parseSize(o.size, '--size'), { format: format(o.format) }), (r) => `created ${r.file} (${r.format}, ${r.size} bytes)`);
+}
 
-  common(volume.command('create').description('create the base image volume-<uuid>'))
-    .requiredOption('--size <size>', 'virtual size (bytes, or with a k/M/G/T suffix)')
-    .option('--format <fmt>', 'raw or qcow2 (recorded in volume-<uuid>.format)')
-    .action((o: Common & { size: string; format?: string }) =>
-      run(o, () => driver(o).createVolume(o.volume, parseSize(o.size, '--size'), { format: format(o.format) }), (r) => `created ${r.file} (${r.format}, ${r.size} bytes)`),
-    );
+export function volumeInfo(o: Common): Promise<void> {
+  return run(o, () => driver(o).volumeInfo(o.volume), (r) => {
+    const lines = [`volume: ${r.volumeId}`, `active: ${r.active}`, 'snapshots:'];
+    for (const [id, file] of Object.entries(r.snapshots)) lines.push(`  ${id}: ${file}`);
+    lines.push('chain:');
+    for (const l of r.chain) lines.push(`  ${l.name} (${l.format}, ${l.virtualSize} bytes)${l.backing ? ` -> ${l.backing} (${l.backingFormat ?? 'probed'})` : ''}`);
+    if (r.pending) lines.push(`pending: interrupted ${r.pending.op} of snapshot ${r.pending.snapshot} (the next operation or fsck finishes it)`);
+    return lines.join('\n');
+  });
+}
 
-  common(volume.command('info').description('the info file and the active chain as the headers record it')).action((o: Common) =>
-    run(o, () => driver(o).volumeInfo(o.volume), (r) => {
-      const lines = [`volume: ${r.volumeId}`, `active: ${r.active}`, 'snapshots:'];
-      for (const [id, file] of Object.entries(r.snapshots)) lines.push(`  ${id}: ${file}`);
-      lines.push('chain:');
-      for (const l of r.chain) lines.push(`  ${l.name} (${l.format}, ${l.virtualSize} bytes)${l.backing ? ` -> ${l.backing} (${l.backingFormat ?? 'probed'})` : ''}`);
-      if (r.pending) lines.push(`pending: interrupted ${r.pending.op} of snapshot ${r.pending.snapshot} (the next operation or fsck finishes it)`);
-      return lines.join('\n');
-    }),
+export function volumeFromSnapshot(o: Common & { snapshot: string; out: string; format: string; size?: string }): Promise<void> {
+  return run(o, () => driver(o).createVolumeFromSnapshot(o.volume, o.snapshot, o.out, { format: format(o.format), size: size(o.size, '--size') }), (r) => `created ${r.file} (${r.format}, ${r.size} bytes)`);
+}
+
+export function volumeClone(o: Common & NovaCliOptions & { to: string; status: string; format: string; size?: string; targetDir?: string }): Promise<void> {
+  return run(
+    o,
+    withDriver(o, (d) => d.cloneVolume(o.volume, o.to, { status: o.status as VolumeStatus, format: format(o.format), size: size(o.size, '--size'), targetDir: o.targetDir })),
+    (r) => `cloned into ${r.file} (${r.format}, ${r.size} bytes)`,
   );
+}
 
-  common(volume.command('from-snapshot').description("create a new image holding a snapshot's content (flattened)"))
-    .requiredOption('--snapshot <id>', 'the snapshot id')
-    .requiredOption('--out <file>', 'the new image (must not exist)')
-    .option('-O, --format <fmt>', 'raw or qcow2', 'raw')
-    .option('--size <size>', "virtual size (default: the snapshot's; never smaller)")
-    .action((o: Common & { snapshot: string; out: string; format: string; size?: string }) =>
-      run(o, () => driver(o).createVolumeFromSnapshot(o.volume, o.snapshot, o.out, { format: format(o.format), size: size(o.size, '--size') }), (r) => `created ${r.file} (${r.format}, ${r.size} bytes)`),
-    );
+export function volumeExtend(o: Common & { size: string; status: string }): Promise<void> {
+  return run(o, () => driver(o).extendVolume(o.volume, parseSize(o.size, '--size'), { status: o.status as VolumeStatus }), (r) => `extended ${r.file} to ${r.size} bytes`);
+}
 
-  novaOptions(common(volume.command('clone').description('clone into a new volume through a temporary snapshot')))
-    .requiredOption('--to <uuid>', 'the new volume id (volume-<uuid> is created)')
-    .option('--status <status>', "the source volume's status (available, in-use, backing-up)", 'available')
-    .option('-O, --format <fmt>', 'raw or qcow2', 'raw')
-    .option('--size <size>', "virtual size (default: the source's; never smaller)")
-    .option('--target-dir <dir>', 'directory of the new volume (default: --dir)')
-    .action((o: Common & NovaCliOptions & { to: string; status: string; format: string; size?: string; targetDir?: string }) =>
-      run(
-        o,
-        withDriver(o, (d) => d.cloneVolume(o.volume, o.to, { status: o.status as VolumeStatus, format: format(o.format), size: size(o.size, '--size'), targetDir: o.targetDir })),
-        (r) => `cloned into ${r.file} (${r.format}, ${r.size} bytes)`,
-      ),
-    );
+export function volumeRevert(o: Common & { snapshot: string; status: string }): Promise<void> {
+  return run(o, () => driver(o).revertToSnapshot(o.volume, o.snapshot, { status: o.status as VolumeStatus }), (r) => `reverted: ${r.file} is a fresh overlay`);
+}
 
-  common(volume.command('extend').description('grow the active image (refused while attached)'))
-    .requiredOption('--size <size>', 'the new virtual size')
-    .option('--status <status>', "the volume's status (available or extending)", 'available')
-    .action((o: Common & { size: string; status: string }) =>
-      run(o, () => driver(o).extendVolume(o.volume, parseSize(o.size, '--size'), { status: o.status as VolumeStatus }), (r) => `extended ${r.file} to ${r.size} bytes`),
-    );
+export function volumeDelete(o: Common): Promise<void> {
+  return run(o, () => driver(o).deleteVolume(o.volume), (r) => (r.removed.length ? r.removed.map((n) => `removed ${n}`).join('\n') : 'nothing to remove'));
+}
 
-  common(volume.command('revert').description('revert to the latest snapshot (detached only)'))
-    .requiredOption('--snapshot <id>', 'the snapshot id (must be the latest)')
-    .option('--status <status>', "the volume's status (available or reverting)", 'available')
-    .action((o: Common & { snapshot: string; status: string }) =>
-      run(o, () => driver(o).revertToSnapshot(o.volume, o.snapshot, { status: o.status as VolumeStatus }), (r) => `reverted: ${r.file} is a fresh overlay`),
-    );
+export function volumeFsck(o: Common & NovaCliOptions & { status: string; dryRun?: boolean; novaOutcome?: string; discardJournal?: boolean }): Promise<void> {
+  return run(o, withDriver(o, (d) => d.fsck(o.volume, { status: o.status as VolumeStatus, dryRun: o.dryRun ?? false, novaOutcome: novaOutcome(o.novaOutcome), discardJournal: o.discardJournal ?? false })), humanFsck, (r) => {
+    // the report is printed either way; what is left for a human makes it fail
+    if (r.problems.length) process.exitCode = 1;
+  });
+}
 
-  common(volume.command('delete').description('delete every file of the volume (idempotent)')).action((o: Common) =>
-    run(o, () => driver(o).deleteVolume(o.volume), (r) => (r.removed.length ? r.removed.map((n) => `removed ${n}`).join('\n') : 'nothing to remove')),
+export function snapshotCreate(o: Common & NovaCliOptions & { snapshot: string; status: string; size?: string }): Promise<void> {
+  return run(o, withDriver(o, (d) => d.createSnapshot(o.volume, o.snapshot, { status: o.status as VolumeStatus, size: size(o.size, '--size') })), (r) => `snapshot ${r.snapshotId}: ${r.file} (on ${r.backing}) is the active file`);
+}
+
+export function snapshotDelete(o: Common & NovaCliOptions & { snapshot: string; status: string }): Promise<void> {
+  return run(
+    o,
+    withDriver(o, (d) => d.deleteSnapshot(o.volume, o.snapshot, { status: o.status as VolumeStatus })),
+    (r) =>
+      r.outcome === 'not-found'
+        ? `snapshot ${r.snapshotId} not found: nothing to do`
+        : `snapshot ${r.snapshotId} ${r.outcome === 'stale' ? 'was stale: entry dropped' : 'deleted'}${r.removed.length ? ` (removed ${r.removed.join(', ')})` : ''}; active: ${r.info.active}`,
   );
-
-  novaOptions(common(volume.command('fsck').description('reconcile the info file with the chain on disk after a crash')))
-    .option('--status <status>', "the volume's status: in-use never touches the file the guest writes", 'available')
-    .option('--dry-run', 'report what would be done, change nothing')
-    .option('--nova-outcome <outcome>', 'what Nova did with a request it accepted and never reported on, when the files cannot tell: done or failed')
-    .option('--discard-journal', "drop an interrupted operation's journal unrecovered (after looking at it), then reconcile")
-    .action((o: Common & NovaCliOptions & { status: string; dryRun?: boolean; novaOutcome?: string; discardJournal?: boolean }) =>
-      run(o, withDriver(o, (d) => d.fsck(o.volume, { status: o.status as VolumeStatus, dryRun: o.dryRun ?? false, novaOutcome: novaOutcome(o.novaOutcome), discardJournal: o.discardJournal ?? false })), humanFsck, (r) => {
-        // the report is printed either way; what is left for a human makes it fail
-        if (r.problems.length) process.exitCode = 1;
-      }),
-    );
-
-  const snapshot = program.command('snapshot').description('snapshots of a Cinder-style volume');
-
-  novaOptions(common(snapshot.command('create').description('take a snapshot: a new qcow2 overlay becomes the active file')))
-    .requiredOption('--snapshot <id>', 'the snapshot id')
-    .option('--status <status>', "the volume's status (available, in-use, backing-up)", 'available')
-    .option('--size <size>', "virtual size of the overlay (default: the active image's)")
-    .action((o: Common & NovaCliOptions & { snapshot: string; status: string; size?: string }) =>
-      run(o, withDriver(o, (d) => d.createSnapshot(o.volume, o.snapshot, { status: o.status as VolumeStatus, size: size(o.size, '--size') })), (r) => `snapshot ${r.snapshotId}: ${r.file} (on ${r.backing}) is the active file`),
-    );
-
-  novaOptions(common(snapshot.command('delete').description('delete a snapshot (commit down; unknown ids succeed)')))
-    .requiredOption('--snapshot <id>', 'the snapshot id')
-    .option('--status <status>', "the volume's status (available, in-use, backing-up, deleting, downloading)", 'available')
-    .action((o: Common & NovaCliOptions & { snapshot: string; status: string }) =>
-      run(
-        o,
-        withDriver(o, (d) => d.deleteSnapshot(o.volume, o.snapshot, { status: o.status as VolumeStatus })),
-        (r) =>
-          r.outcome === 'not-found'
-            ? `snapshot ${r.snapshotId} not found: nothing to do`
-            : `snapshot ${r.snapshotId} ${r.outcome === 'stale' ? 'was stale: entry dropped' : 'deleted'}${r.removed.length ? ` (removed ${r.removed.join(', ')})` : ''}; active: ${r.info.active}`,
-      ),
-    );
 }

@@ -1,9 +1,9 @@
 import * as fs from 'node:fs';
-import { z } from 'zod';
+import * as z from 'zod';
 import { Engine } from '../engine/engine.js';
 import { FileBackend, type Backend } from '../engine/backend.js';
 import { CowError } from '../errors.js';
-import { imageFormatSchema } from './format.js';
+import { imageFormatSchema } from './format-schema.js';
 import { openImage, defaultResolveBacking } from './open-chain.js';
 
 /** Options of `createImage`, qemu-img's names in camelCase; validated at the boundary. */

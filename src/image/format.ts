@@ -1,16 +1,13 @@
 /**
  * The image formats the engine reads and writes, and the one place a format name from outside
- * (an option, a header's backing format, a request, a record) becomes an `ImageFormat`.
+ * (an option, a header's backing format, a request, a record) becomes an `ImageFormat`. Its zod
+ * schema is in format-schema.ts: reading an image needs no zod.
  */
-import { z } from 'zod';
 import { CowError, type CowErrorCode } from '../errors.js';
 
 export const IMAGE_FORMATS = ['raw', 'qcow2'] as const;
 
 export type ImageFormat = (typeof IMAGE_FORMATS)[number];
-
-/** A format field of validated input (zod). */
-export const imageFormatSchema = z.enum(IMAGE_FORMATS);
 
 export function isImageFormat(value: unknown): value is ImageFormat {
   return value === 'raw' || value === 'qcow2';

@@ -6,7 +6,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { openImage, openImageOn } from '../image/open-chain.js';
 import { FileBackend } from '../engine/backend.js';
 import type { Image } from '../image/image.js';

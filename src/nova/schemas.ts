@@ -4,7 +4,7 @@
  * Cinder's `os-update_snapshot_status` action. Nova's and Cinder's APIs validate strictly
  * (unknown keys → 400), so the request shapes here are strict too.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import type { CreateInfo, DeleteInfo } from '../volume/hypervisor.js';
 
 export type { CreateInfo, DeleteInfo };

@@ -6,12 +6,12 @@
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { baseName } from './names.js';
 import { CowError } from '../errors.js';
 import type { ImageFormat } from '../image/types.js';
 import { writeFileAtomic } from './atomic-file.js';
-import { imageFormatSchema } from '../image/format.js';
+import { imageFormatSchema } from '../image/format-schema.js';
 
 export const FormatRecordSchema = z.strictObject({
   version: z.literal(1),

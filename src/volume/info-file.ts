@@ -6,7 +6,7 @@
  * `json.dump(info, f, indent=1, sort_keys=True)`.
  */
 import path from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { baseName } from './names.js';
 import { CowError } from '../errors.js';
 import { writeFileAtomic } from './atomic-file.js';

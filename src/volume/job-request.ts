@@ -5,7 +5,7 @@
  * src/worker's EnginePool). It lives here, below the workers, because the volume driver's jobs
  * carry its backing-name and format policy, which the worker rebuilds from VolumeFiles.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { openImage, type BackingFormatPolicy, type BackingResolver } from '../image/open-chain.js';
 import { CowError } from '../errors.js';
 import { checkImage, type CheckOutcome } from '../image/check.js';
@@ -13,7 +13,7 @@ import { commitImage } from '../image/commit.js';
 import { convertImage } from '../image/convert.js';
 import { createImage, type CreateOptions } from '../image/create.js';
 import type { JobOptions } from '../image/job.js';
-import { imageFormatSchema } from '../image/format.js';
+import { imageFormatSchema } from '../image/format-schema.js';
 import { rebaseImage, streamImage } from '../image/rebase.js';
 import { MAX_CHAIN_DEPTH, VolumeFiles } from './volume-files.js';
 

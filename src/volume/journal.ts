@@ -14,7 +14,7 @@
  * wrong data; the journal says which it was. Cinder ignores the file.
  */
 import path from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { CowError } from '../errors.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { describeIssues } from './info-file.js';

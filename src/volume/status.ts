@@ -3,7 +3,7 @@
  * guest has the volume open: the hypervisor must do the live work, and the driver never writes a
  * file the guest may be using.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { CowError } from '../errors.js';
 
 /** `cinder.objects.fields.VolumeStatus`. */

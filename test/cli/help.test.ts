@@ -5,9 +5,9 @@
 // `cowchain img help info`) exit 0 with that command's usage on stdout and nothing on stderr.
 import { execFile } from 'node:child_process';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
-import { Command } from 'commander';
+import type { Command } from 'commander';
 import { beforeAll, describe, expect, it, vi } from 'vitest';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -19,29 +19,25 @@ interface Node {
   command: Command;
 }
 
-/** The program that main() builds, caught as it parses (main does not expose it). */
+interface BuiltCli {
+  main: (argv: string[]) => Promise<number>;
+  buildProgram: () => Command;
+}
+
+/** The built bin's module (a bundle: its commander is its own copy, so only its exports are used). */
+async function builtCli(): Promise<BuiltCli> {
+  return (await import(pathToFileURL(CLI).href)) as BuiltCli;
+}
+
+/** The program the built CLI runs, walked command by command. */
 async function programTree(): Promise<Node[]> {
-  let root: Command | undefined;
-  const parse = Command.prototype.parseAsync;
-  const spy = vi.spyOn(Command.prototype, 'parseAsync').mockImplementation(function (this: Command, ...args: Parameters<Command['parseAsync']>) {
-    root ??= this;
-    return parse.apply(this, args);
-  });
-  const write = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
-  try {
-    const { main } = (await import('../../dist/cli/main.js')) as { main: (argv: string[]) => Promise<number> };
-    expect(await main(['--help'])).toBe(0);
-  } finally {
-    write.mockRestore();
-    spy.mockRestore();
-  }
-  expect(root, 'main() did not parse with a commander program').toBeDefined();
+  const root = (await builtCli()).buildProgram();
   const nodes: Node[] = [];
   const walk = (command: Command, at: string[]) => {
     nodes.push({ path: at, command });
     for (const sub of command.commands) walk(sub, [...at, sub.name()]);
   };
-  walk(root!, []);
+  walk(root, []);
   return nodes;
 }
 
@@ -61,7 +57,7 @@ async function cliProcess(args: string[]): Promise<CliRun> {
  * starting a node process per command (dozens of them load a busy machine for many seconds).
  */
 async function cli(args: string[]): Promise<CliRun> {
-  const { main } = (await import('../../dist/cli/main.js')) as { main: (argv: string[]) => Promise<number> };
+  const { main } = await builtCli();
   let stdout = '';
   let stderr = '';
   const out = vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => ((stdout += String(c)), true));

@@ -1,7 +1,8 @@
 // The one parser of format names (src/image/format.ts): what every option, request, record and
 // header goes through.
 import { describe, expect, it } from 'vitest';
-import { IMAGE_FORMATS, imageFormatSchema, isImageFormat, parseImageFormat } from '../../src/image/format.js';
+import { IMAGE_FORMATS, isImageFormat, parseImageFormat } from '../../src/image/format.js';
+import { imageFormatSchema } from '../../src/image/format-schema.js';
 import { codeOf } from '../support/errors.js';
 
 describe('image format names', () => {

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import { createServer } from 'node:net';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { NOVA_TOKEN_ENV, STATUS_TOKEN_ENV } from '../../src/cli/nova-options.js';
+import { NOVA_TOKEN_ENV, STATUS_TOKEN_ENV } from '../../src/cli/nova-tokens.js';
 import { LoopbackNova } from '../../src/nova/loopback.js';
 import { readInfo } from '../../src/volume/info-file.js';
 import { cli, fails, ok } from '../support/cli.js';

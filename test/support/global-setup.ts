@@ -1,6 +1,6 @@
 /**
  * vitest globalSetup: runs once, before any test file. It makes sure the engine
- * (build/cowchain.wasm, from assembly/) and the built CLI and package (dist/, from src/) are those
+ * (build/cowchain.wasm, from assembly/) and the built CLI bundle and package (dist/, from src/) are those
  * of this tree, building what is older than its sources, so that every test that runs
  * `node dist/cli/main.js` or loads the wasm tests this tree — also when a single file is run with
  * `npx vitest run test/…`. After `npm run build` (as `npm test` does first) nothing is rebuilt.
@@ -38,15 +38,17 @@ export default function setup(): void {
     console.log('global setup: extracting the zstd decoder (build/zstd-decoder.wasm)');
     run('scripts/extract-zstd.mjs', [path.join(ROOT, 'scripts/extract-zstd.mjs')]);
   }
-  // tsc rewrites every output: one output older than the newest source means a stale build.
-  // As `npm run build:ts`, dist/ starts empty (a moved source leaves no stale output). Type
-  // errors do not stop tsc from emitting (the typecheck step reports them).
+  // tsc rewrites every output and the CLI bundle is built after it: a bundle older than the
+  // newest source means a stale build. As `npm run build:ts`, dist/ starts empty (a moved source
+  // leaves no stale output). Type errors do not stop tsc from emitting (the typecheck step
+  // reports them).
   const cli = path.join(ROOT, 'dist/cli/main.js');
   if (mtime(cli) < newest(path.join(ROOT, 'src'))) {
-    console.log('global setup: building dist/ (tsc -p tsconfig.build.json)');
+    console.log('global setup: building dist/ (tsc -p tsconfig.build.json, scripts/build-cli.mjs)');
     const started = Date.now();
     fs.rmSync(path.join(ROOT, 'dist'), { recursive: true, force: true });
     spawnSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: ROOT, encoding: 'utf8' });
+    run('scripts/build-cli.mjs', [path.join(ROOT, 'scripts/build-cli.mjs')]);
     if (mtime(cli) < started - 2000) throw new Error(`global setup: the CLI was not built (${cli})`);
   }
 }

@@ -1,0 +1,42 @@
+// `npm run build:cli`: the `cowchain` bin as a bundle (esbuild) in dist/cli/. A process start
+// costs what Node has to load: one file for the command line (commander, the declarations of every
+// command) instead of some 180 modules, and each command's implementation as a chunk beside it,
+// loaded by the action that needs it (see src/cli/main.ts). The chunks sit in dist/cli/ itself,
+// so `../../build/…` from a chunk still finds the engine's wasm and the lock binding.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+
+/**
+ * commander requires node:child_process at load for executable subcommands (`cowchain-img` files),
+ * which cowchain does not have; loading it (with net, dgram, streams) cost a few ms per start.
+ */
+const noChildProcess = {
+  name: 'no-child-process',
+  setup(b) {
+    b.onResolve({ filter: /^(node:)?child_process$/ }, (args) => (/[\\/]commander[\\/]/.test(args.importer) ? { path: 'child_process', namespace: 'cowchain-stub' } : undefined));
+    b.onLoad({ filter: /.*/, namespace: 'cowchain-stub' }, () => ({
+      contents: "module.exports = { spawn() { throw new Error('cowchain has no executable subcommands'); } };",
+      loader: 'js',
+    }));
+  },
+};
+
+const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+const outdir = path.join(root, 'dist/cli');
+fs.rmSync(outdir, { recursive: true, force: true });
+await build({
+  entryPoints: { main: path.join(root, 'src/cli/main.ts') },
+  outdir,
+  bundle: true,
+  splitting: true,
+  chunkNames: '[name]-[hash]',
+  platform: 'node',
+  format: 'esm',
+  target: 'node20',
+  logLevel: 'warning',
+  plugins: [noChildProcess],
+  // CommonJS dependencies (commander) call require() for Node's built-ins.
+  banner: { js: "import { createRequire as __cowchainRequire } from 'node:module'; const require = __cowchainRequire(import.meta.url);" },
+});
