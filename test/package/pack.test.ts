@@ -9,7 +9,8 @@
 //     node_modules, tsconfig/vitest/asconfig files, and source maps (dist/**/*.map point at
 //     src/*.ts, which is not published, so they would only be broken links);
 //   * every dist/*.js has its src/*.ts (no stale output of a deleted source), and every src/*.ts
-//     its dist .js and .d.ts (the build is complete).
+//     its dist .js and .d.ts (the build is complete); src/cli is the exception: the bin is one
+//     bundle, dist/cli/main.js, with its chunks beside it (scripts/build-cli.mjs), and no .d.ts.
 //
 // Scripts never run here (`--ignore-scripts`: `npm pack` would otherwise run `prepare`, a full
 // rebuild, under the other tests' feet); `npm test` builds first. npm is spawned without the
@@ -100,14 +101,24 @@ describe('npm pack --dry-run', () => {
     }
   });
 
-  it('dist matches src one to one (complete build, no stale outputs)', () => {
+  it('dist matches src one to one (complete build, no stale outputs), the CLI as its bundle', () => {
     const expected = new Set<string>();
-    for (const src of srcModules()) {
+    for (const src of srcModules().filter((f) => !f.startsWith('src/cli/'))) {
       const base = src.replace(/^src\//, 'dist/').replace(/\.ts$/, '');
       expected.add(`${base}.js`);
       expect(files.has(`${base}.js`), `${base}.js (from ${src}) is not packed: run npm run build`).toBe(true);
       expect(files.has(`${base}.d.ts`), `${base}.d.ts (from ${src}) is not packed`).toBe(true);
     }
+    // The bundle's chunks: what dist/cli/main.js imports, and what those import, nothing else.
+    const chunks = new Set(['dist/cli/main.js']);
+    for (const f of chunks) {
+      for (const m of fs.readFileSync(path.join(ROOT, f), 'utf8').matchAll(/(?:from|import\()\s*"\.\/([\w-]+\.js)"/g)) chunks.add(`dist/cli/${m[1]}`);
+    }
+    for (const f of chunks) {
+      expected.add(f);
+      expect(files.has(f), `${f} (the CLI bundle) is not packed`).toBe(true);
+    }
+    expect(chunks.size, 'the CLI bundle loads its commands as chunks').toBeGreaterThan(5);
     const stale = [...files.keys()].filter((f) => f.endsWith('.js') && !expected.has(f));
     expect(stale, 'dist/*.js without a src/*.ts (stale build output: rm -rf dist && npm run build)').toEqual([]);
   });
