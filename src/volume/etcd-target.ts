@@ -4,7 +4,7 @@
  * URL (argv is visible to every user of the host): `COWCHAIN_ETCD_USERNAME` and
  * `COWCHAIN_ETCD_PASSWORD` from the environment.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { CowError } from '../errors.js';
 import { describeIssues } from './info-file.js';
 

@@ -12,7 +12,7 @@
 import * as fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { readSmallFile } from './small-file.js';
 
 const OWNER_FILE = 'owner';
