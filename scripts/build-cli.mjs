@@ -37,6 +37,9 @@ await build({
   target: 'node20',
   logLevel: 'warning',
   plugins: [noChildProcess],
+  // etcd3 (with grpc) reads its .proto files from beside its own modules: loaded from
+  // node_modules, and only by a command given --coordination etcd://….
+  external: ['etcd3'],
   // CommonJS dependencies (commander) call require() for Node's built-ins.
   banner: { js: "import { createRequire as __cowchainRequire } from 'node:module'; const require = __cowchainRequire(import.meta.url);" },
 });

@@ -25,13 +25,18 @@ function version(): string {
 export function buildProgram(argv?: readonly string[]): Command {
   const program = new Command('cowchain')
     .description('qcow2 snapshot chains managed in-process (WebAssembly engine, Cinder-style volumes)')
-    .version(`cowchain version ${version()}`, '-V, --version', 'print the version (as qemu-img -V)')
+    .option('-V, --version', 'print the version (as qemu-img -V)')
     .exitOverride()
     .showHelpAfterError();
   registerGroup(program, IMG, argv);
   registerIo(program);
   registerGroup(program, VOLUME, argv);
   registerGroup(program, SNAPSHOT, argv);
+  // As commander's .version(), but package.json is read only when the version is asked for.
+  program.on('option:version', () => {
+    process.stdout.write(`cowchain version ${version()}\n`);
+    throw new CommanderError(0, 'cowchain.version', '');
+  });
   return program;
 }
 
