@@ -1,17 +1,15 @@
 // The GlusterFS suite (npm run test:gluster): only test/gluster, on the two mounts that
 // test/gluster/setup.sh makes. The mount points come from COWCHAIN_GLUSTER_A / _B, or, when
 // those are unset, from the env file setup.sh writes (/run/cowchain-gluster/env). Without either
-// the suite fails (test/gluster/support.ts), never skips.
-import * as fs from 'node:fs';
+// the suite fails (test/gluster/support.ts), never skips. The etcd cluster of test/etcd/setup.sh,
+// when it runs (/run/cowchain-etcd/env), adds the two-host race with the etcd lock.
 import { defineConfig } from 'vitest/config';
+import { loadEnvFile } from './test/support/env-file.js';
 
-const ENV_FILE = process.env.COWCHAIN_GLUSTER_ENV ?? '/run/cowchain-gluster/env';
-if (!process.env.COWCHAIN_GLUSTER_A && !process.env.COWCHAIN_GLUSTER_B && fs.existsSync(ENV_FILE)) {
-  for (const line of fs.readFileSync(ENV_FILE, 'utf8').split('\n')) {
-    const m = /^(?:export\s+)?(COWCHAIN_GLUSTER_[A-Z_]+)=(.*)$/.exec(line.trim());
-    if (m) process.env[m[1]] = m[2].replace(/^'(.*)'$/, '$1');
-  }
+if (!process.env.COWCHAIN_GLUSTER_A && !process.env.COWCHAIN_GLUSTER_B) {
+  loadEnvFile(process.env.COWCHAIN_GLUSTER_ENV ?? '/run/cowchain-gluster/env', /^COWCHAIN_GLUSTER_/);
 }
+loadEnvFile(process.env.COWCHAIN_ETCD_ENV ?? `${process.env.COWCHAIN_ETCD_STATE ?? '/run/cowchain-etcd'}/env`, /^COWCHAIN_ETCD_/);
 
 export default defineConfig({
   test: {

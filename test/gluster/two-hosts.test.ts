@@ -8,14 +8,19 @@
 //  - the info file always parsed, through either mount, and always matched the chain;
 //  - the snapshots left are exactly those created and not deleted, each reading as recorded
 //    (our engine through mount B, and qemu-img compare), every qcow2 file passes qemu-img check.
+// Run twice: with the share lease, and with the etcd lock (the cluster of test/etcd/setup.sh,
+// which .ci/run starts before this suite; without it this race is not registered, except under
+// CI=true, where it then fails).
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { beforeAll, expect, it } from 'vitest';
 import { openImage } from '../../src/image/open-chain.js';
 import { parseInfo } from '../../src/volume/info-file.js';
+import type { VolumeCoordinator } from '../../src/volume/coordination.js';
 import { VolumeDriver } from '../../src/volume/driver.js';
 import { qemuCheck, qemuImg, requireQemu } from '../support/qemu.js';
+import { etcdUrl, testCoordinator } from '../etcd/support.js';
 import { bundleChild, glusterMounts, localDir, runChild, sharedDir } from './support.js';
 
 requireQemu();
@@ -56,12 +61,42 @@ function readAll(file: string): Buffer {
   }
 }
 
-it(`two hosts (mount A, mount B) race writes and snapshot create/delete on one volume for ${DURATION_MS / 1000} s`, async () => {
-  const d = sharedDir(m, 'race');
-  const local = localDir('race');
+/** The lock both hosts and this process take: the share lease (none given), or etcd. */
+interface Coordination {
+  /** Environment of the two hosts (host-child.ts). */
+  env: Record<string, string>;
+  /** A coordinator for this process (undefined: the share lease); closed by the race. */
+  make(): VolumeCoordinator | undefined;
+}
+
+const SHARE_LEASE: Coordination = { env: {}, make: () => undefined };
+
+function etcdCoordination(): Coordination {
+  const url = etcdUrl();
+  return { env: { ETCD_URL: url, TTL_S: '5' }, make: () => testCoordinator(url, { ttlSeconds: 5, maxRetryDelayMs: 100 }) };
+}
+
+it(`two hosts (mount A, mount B) race writes and snapshot create/delete on one volume for ${DURATION_MS / 1000} s`, () => twoHosts('race', SHARE_LEASE));
+
+if (process.env.COWCHAIN_ETCD_ENDPOINTS || process.env.CI === 'true') {
+  it(`two hosts race for ${DURATION_MS / 1000} s with the etcd lock`, () => twoHosts('race-etcd', etcdCoordination()));
+}
+
+async function twoHosts(name: string, coordination: Coordination): Promise<void> {
+  const own = coordination.make();
+  try {
+    await race(name, coordination, own);
+  } finally {
+    await own?.close();
+  }
+}
+
+async function race(name: string, coordination: Coordination, own: VolumeCoordinator | undefined): Promise<void> {
+  const d = sharedDir(m, name);
+  const local = localDir(name);
   const records = path.join(local, 'records');
   fs.mkdirSync(records);
-  await new VolumeDriver({ dir: d.a }).createVolume(VOL, SIZE);
+  await new VolumeDriver({ dir: d.a, coordination: own }).createVolume(VOL, SIZE);
 
   const problems: string[] = [];
   let stop = false;
@@ -104,7 +139,7 @@ it(`two hosts (mount A, mount B) race writes and snapshot create/delete on one v
     for (let i = 0; !stop; i++) {
       const [k, dir] = i % 2 ? ['a', d.a] : ['b', d.b];
       try {
-        const desc = await new VolumeDriver({ dir, lock: { minRetryDelayMs: 10, maxRetryDelayMs: 100 } }).volumeInfo(VOL);
+        const desc = await new VolumeDriver({ dir, lock: { minRetryDelayMs: 10, maxRetryDelayMs: 100 }, coordination: own }).volumeInfo(VOL);
         const names = desc.chain.map((l) => l.name);
         if (names[0] !== desc.active) problems.push(`mount ${k}: active ${desc.active} is not the chain's top (${names.join(' <- ')})`);
         for (const [s, file] of Object.entries(desc.snapshots)) {
@@ -131,6 +166,7 @@ it(`two hosts (mount A, mount B) race writes and snapshot create/delete on one v
         RECORD_DIR: records,
         MAX_SNAPSHOTS: '6',
         THINK_MS: '60',
+        ...coordination.env,
       },
       timeoutMs: DURATION_MS + 90_000,
     });
@@ -153,7 +189,7 @@ it(`two hosts (mount A, mount B) race writes and snapshot create/delete on one v
   const count = (h: string, op: string) => events.filter((e) => e.host === h && e.op === op && e.outcome !== 'not-found').length;
   const handovers = locked.filter((e, i) => i > 0 && e.host !== locked[i - 1].host).length;
   const summary = Object.fromEntries(['a', 'b'].map((h) => [h, { write: count(h, 'write'), create: count(h, 'create'), delete: count(h, 'delete') }]));
-  console.log(`race (seed ${seed}): ${JSON.stringify(summary)}, ${events.filter((e) => e.outcome === 'not-found').length} deletes lost to the other host, ${handovers} hand-overs of the lock between the hosts, ${infoReads} unlocked info reads (${replaced} failed with ESTALE/ENOENT after the open: replaced meanwhile, retried), ${lockedChecks} locked checks`);
+  console.log(`${name} (seed ${seed}): ${JSON.stringify(summary)}, ${events.filter((e) => e.outcome === 'not-found').length} deletes lost to the other host, ${handovers} hand-overs of the lock between the hosts, ${infoReads} unlocked info reads (${replaced} failed with ESTALE/ENOENT after the open: replaced meanwhile, retried), ${lockedChecks} locked checks`);
   // The race was a race: both hosts worked, snapshots were created and deleted, and the lock
   // went back and forth between the mounts.
   for (const h of ['a', 'b']) {
@@ -200,11 +236,11 @@ it(`two hosts (mount A, mount B) race writes and snapshot create/delete on one v
     expect(cmp.status, `qemu-img compare of snapshot ${id}: ${cmp.stdout}`).toBe(0);
   }
   expect(sha(readAll(path.join(d.b, info.active))), 'volume content: the last write').toBe(state);
-  const { chain } = await new VolumeDriver({ dir: d.b }).volumeInfo(VOL);
+  const { chain } = await new VolumeDriver({ dir: d.b, coordination: own }).volumeInfo(VOL);
   expect(fs.readdirSync(d.b).sort(), 'nothing but the chain and the info file').toEqual(['.cinderSecureEnvIndicator', ...chain.map((l) => l.name), `${BASE}.format`, `${BASE}.info`].sort());
   for (const l of chain) {
     if (l.format !== 'qcow2') continue;
     const { status, result } = qemuCheck(path.join(d.b, l.name));
     expect({ file: l.name, status, result }, 'qemu-img check').toMatchObject({ status: 0 });
   }
-});
+}
