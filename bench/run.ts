@@ -51,7 +51,7 @@ async function benchCommit(): Promise<Row[]> {
   const pool = new EnginePool({ size: 1 });
   const warm = path.join(ROOT, 'warm');
   freshCopy(template(ROOT, WORKLOADS[0], 0), warm);
-  await commit(path.join(warm, 'top.qcow2'), { pool, drop: true });
+  await commit(path.join(warm, 'top.qcow2'), { pool, keepTop: true });
   fs.rmSync(warm, { recursive: true, force: true });
   for (const [i, w] of WORKLOADS.entries()) {
     const tpl = template(ROOT, w, i);
@@ -73,8 +73,8 @@ async function benchCommit(): Promise<Row[]> {
     };
     const async = { ...sync, async: true };
     bench
-      .add('cowchain (in-process)', () => commitImage(path.join(work, 'top.qcow2'), { drop: true }), sync)
-      .add('cowchain (worker)', () => commit(path.join(work, 'top.qcow2'), { pool, drop: true }), async)
+      .add('cowchain (in-process)', () => commitImage(path.join(work, 'top.qcow2'), { keepTop: true }), sync)
+      .add('cowchain (worker)', () => commit(path.join(work, 'top.qcow2'), { pool, keepTop: true }), async)
       .add('cowchain img commit (process)', () => run('node', [CLI, 'img', 'commit', '-d', 'top.qcow2'], work), sync)
       .add('qemu-img commit (process)', () => run('qemu-img', ['commit', '-q', '-d', 'top.qcow2'], work), sync);
     await bench.run();
@@ -101,7 +101,7 @@ async function benchCreate(): Promise<{ inProcessMs: number; qemuMs: number }> {
   run('qemu-img', ['create', '-q', '-f', 'raw', 'base.raw', '1G'], dir);
   const bench = new Bench({ iterations: 50, time: 0 });
   bench
-    .add('createImage (in-process)', () => createImage(path.join(dir, 'ov1.qcow2'), { backingFile: 'base.raw', backingFormat: 'raw' }), { async: false })
+    .add('createImage (in-process)', () => createImage(path.join(dir, 'ov1.qcow2'), { format: 'qcow2', backingFile: 'base.raw', backingFormat: 'raw' }), { async: false })
     .add('qemu-img create (process)', () => run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'base.raw', '-F', 'raw', 'ov2.qcow2'], dir), { async: false });
   await bench.run();
   fs.rmSync(dir, { recursive: true, force: true });

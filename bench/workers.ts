@@ -110,15 +110,15 @@ export async function benchParallel(template: string, root: string, runs: number
   try {
     // Warm-up: both worker threads started.
     await fresh();
-    await Promise.all(dirs.map((d) => commit(path.join(d, 'top.qcow2'), { pool, drop: true })));
+    await Promise.all(dirs.map((d) => commit(path.join(d, 'top.qcow2'), { pool, keepTop: true })));
     for (let i = 0; i < runs; i++) {
       await fresh();
       let t0 = performance.now();
-      for (const d of dirs) await commit(path.join(d, 'top.qcow2'), { pool, drop: true });
+      for (const d of dirs) await commit(path.join(d, 'top.qcow2'), { pool, keepTop: true });
       sequentialMs.push(performance.now() - t0);
       await fresh();
       t0 = performance.now();
-      await Promise.all(dirs.map((d) => commit(path.join(d, 'top.qcow2'), { pool, drop: true })));
+      await Promise.all(dirs.map((d) => commit(path.join(d, 'top.qcow2'), { pool, keepTop: true })));
       parallelMs.push(performance.now() - t0);
     }
     return { sequentialMs, parallelMs };

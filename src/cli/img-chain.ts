@@ -15,7 +15,7 @@ export interface CommitCliOptions {
 export function imgCommit(top: string, o: CommitCliOptions): void {
   const bar = progressBar(!!o.p && !o.q, 'commit');
   try {
-    commitImage(top, { base: o.b, drop: o.d, onProgress: bar.onProgress });
+    commitImage(top, { base: o.b, keepTop: o.d, onProgress: bar.onProgress });
   } finally {
     bar.stop();
   }

@@ -3,7 +3,7 @@
 // into qemu-img's JSON object (same field names, same omissions, same key order) and its exit code.
 import { openImage } from './open-chain.js';
 import { CowError } from '../errors.js';
-import type { Image } from './image.js';
+import { assertOpen, imageEngine, imageId, type Image } from './image.js';
 import type { ImageFormat } from './types.js';
 
 export type RepairMode = 'leaks' | 'all';
@@ -96,16 +96,16 @@ function toQemu(e: EngineCheck, filename: string): QemuCheckResult {
  * this purpose alone, closed afterwards; `checkImage` does that for you.
  */
 export function checkOpenImage(img: Image, repair?: RepairMode, filename = img.filename): CheckOutcome {
-  img.assertOpen();
+  assertOpen(img);
   if (img.format !== 'qcow2') {
     return { result: null, exitCode: 63, log: [], error: 'This image format does not support checks' };
   }
   if (repair && !img.writable) throw new CowError('ECOW_READ_ONLY', `image ${img.filename} must be opened writable to be repaired`);
   const code = repair ? REPAIR_CODE[repair] : 0;
-  const engine = img.engine;
+  const engine = imageEngine(img);
   let e: EngineCheck;
   try {
-    e = JSON.parse(engine.call((x) => engine.string(x.check(img.id, code)))) as EngineCheck;
+    e = JSON.parse(engine.call((x) => engine.string(x.check(imageId(img), code)))) as EngineCheck;
   } finally {
     engine.collect();
   }

@@ -1,15 +1,19 @@
 import { CowError } from '../errors.js';
 import { openImage, type BackingFormatPolicy, type BackingResolver } from './open-chain.js';
 import type { ImageFormat } from './types.js';
+import { imageEngine, imageId } from './image.js';
 import { sameFile } from './same-file.js';
 import type { JobOptions } from './job.js';
 import { commitLive } from './live.js';
 
 export interface CommitOptions extends JobOptions {
-  /** Commit down to this image of the chain (path); default: the top's backing file. Implies `drop`. */
+  /** Commit down to this image of the chain (path); default: the top's backing file. Implies `keepTop`. */
   base?: string;
-  /** Leave the top as it is (qemu-img commit -d); otherwise it is emptied afterwards. */
-  drop?: boolean;
+  /**
+   * Leave the top image as it is after the commit, as `qemu-img commit -d` does (for a top that is
+   * about to be deleted). Otherwise the top is emptied once the base is durable.
+   */
+  keepTop?: boolean;
   resolveBacking?: BackingResolver;
   /** The top's format (default: probed) and the formats of the files below it. */
   format?: ImageFormat;
@@ -34,15 +38,15 @@ function baseDepth(top: string, base: string | undefined, options: CommitOptions
 /**
  * Block commit, as `qemu-img commit [-b BASE] [-d] TOP`: every range allocated above the base is
  * copied into it (zero clusters stay zero clusters in a v3 base); a smaller base grows. Only the
- * base is written until it is durable; then, unless `drop`, the top is emptied.
+ * base is written until it is durable; then, unless `keepTop` (or `base`), the top is emptied.
  */
 export function commitImage(top: string, options: CommitOptions = {}): void {
   const depth = baseDepth(top, options.base, options);
-  const drop = options.drop || options.base !== undefined;
-  const img = openImage(top, { writable: !drop, writableDepths: [depth], guardIo: options.guardIo, resolveBacking: options.resolveBacking, format: options.format, formatOf: options.formatOf });
+  const keepTop = options.keepTop || options.base !== undefined;
+  const img = openImage(top, { writable: !keepTop, writableDepths: [depth], guardIo: options.guardIo, resolveBacking: options.resolveBacking, format: options.format, formatOf: options.formatOf });
   try {
     commitLive(img, depth, options);
-    if (!drop && img.format === 'qcow2') img.engine.call((e) => e.makeEmpty(img.id));
+    if (!keepTop && img.format === 'qcow2') imageEngine(img).call((e) => e.makeEmpty(imageId(img)));
   } finally {
     img.close();
   }

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import { CowError } from '../errors.js';
 import { openImage } from './open-chain.js';
-import type { Image } from './image.js';
+import { imageEngine, imageId, type Image } from './image.js';
 import { createImage, type CreateOptions } from './create.js';
 import type { ImageFormat } from './format.js';
 import { runJob, type JobOptions, type ProgressCallback } from './job.js';
@@ -33,7 +33,8 @@ export function convertImage(src: Image, dst: string, options: ConvertOptions = 
   try {
     const out = openImage(dst, { format, writable: true, noBacking: true });
     try {
-      runJob(src.engine, () => src.engine.call((e) => e.convertStart(src.id, out.id, options.compressed ? 1 : 0)), options, [out]);
+      const engine = imageEngine(src);
+      runJob(engine, () => engine.call((e) => e.convertStart(imageId(src), imageId(out), options.compressed ? 1 : 0)), options, [out]);
     } finally {
       out.close();
     }

@@ -4,37 +4,79 @@ import { Engine } from '../engine/engine.js';
 import { FileBackend, type Backend } from '../engine/backend.js';
 import { CowError } from '../errors.js';
 import { imageFormatSchema } from './format-schema.js';
+import type { ImageFormat } from './format.js';
 import { openImage, defaultResolveBacking } from './open-chain.js';
 
-/** Options of `createImage`, qemu-img's names in camelCase; validated at the boundary. */
+/**
+ * Options of `createImage`: qemu-img create's `-f`, `-b`, `-F`, SIZE and `-o` keys, in camelCase.
+ * Checked when called (ECOW_BAD_ARGUMENT names the field and the value).
+ */
+export interface CreateOptions {
+  /** `-f`: the image format. Default `'raw'`, as `qemu-img create` (and `cowchain img create`). */
+  format?: ImageFormat;
+  /**
+   * Virtual size in bytes, rounded up to whole 512-byte sectors. Default: the backing file's
+   * size; required without a backing file. At most 2^53.
+   */
+  size?: number;
+  /**
+   * `-b`: the backing file's name exactly as it is stored in the header, relative to the new
+   * image's directory or absolute (1 to 1023 bytes). It must open, with its whole chain. qcow2 only.
+   */
+  backingFile?: string;
+  /** `-F`: the backing file's format, stored in the header. Default: the backing file's own. */
+  backingFormat?: ImageFormat;
+  /** `-o cluster_size`: bytes per cluster, a power of two from 512 to 2 MiB. Default 65536. */
+  clusterSize?: number;
+  /** `-o refcount_bits`: 1, 2, 4, 8, 16, 32 or 64 (`compat: '0.10'` allows 16 only). Default 16. */
+  refcountBits?: number;
+  /** `-o compat`: `'1.1'` (qcow2 version 3, the default) or `'0.10'` (version 2, for old readers). */
+  compat?: '0.10' | '1.1';
+  /**
+   * `-o extended_l2`: 32 subclusters per cluster (qcow2 version 3, clusters of 16 KiB or more).
+   * Default false.
+   */
+  extendedL2?: boolean;
+  /**
+   * `-o compression_type`: how compressed clusters (`convert -c`) are written, `'zlib'` (the
+   * default) or `'zstd'` (needs compat 1.1).
+   */
+  compressionType?: 'zlib' | 'zstd';
+}
+
+/** CreateOptions, validated at the boundary (the CLI parses into it too). */
 export const CreateOptionsSchema = z
   .object({
-    format: imageFormatSchema.default('qcow2'),
-    /** Virtual size in bytes; defaults to the backing file's size. */
+    format: imageFormatSchema.default('raw'),
     size: z.number().int().nonnegative().max(2 ** 53).optional(),
-    /** Backing file name exactly as it will be stored in the header (relative or absolute). */
     backingFile: z.string().min(1).max(1023).optional(),
     backingFormat: imageFormatSchema.optional(),
     clusterSize: z.number().int().refine((v) => v >= 512 && v <= 2 << 20 && (v & (v - 1)) === 0, 'a power of two between 512 and 2097152').default(65536),
     refcountBits: z.number().int().refine((v) => [1, 2, 4, 8, 16, 32, 64].includes(v), 'a power of two between 1 and 64').default(16),
     compat: z.enum(['0.10', '1.1']).default('1.1'),
     extendedL2: z.boolean().default(false),
-    /** How `convert -c` compresses clusters: qemu-img's names (zstd needs compat 1.1). */
     compressionType: z.enum(['zlib', 'zstd']).default('zlib'),
   })
   .strict();
-export type CreateOptions = z.input<typeof CreateOptionsSchema>;
+// The documented interface and the schema accept the same objects (a compile error otherwise).
+type SchemaInput = z.input<typeof CreateOptionsSchema>;
+type SameKeys = [keyof SchemaInput, keyof CreateOptions] extends [keyof CreateOptions, keyof SchemaInput] ? true : false;
+const sameShape: [SchemaInput, CreateOptions] extends [CreateOptions, SchemaInput] ? SameKeys : false = true;
+void sameShape;
+
+/** The layout of a qcow2 image made on a Backend: CreateOptions without the format, with a size. */
+export type Qcow2LayoutOptions = Omit<CreateOptions, 'format'> & { size: number; format?: 'qcow2' };
 
 function parseOptions(options: CreateOptions) {
   const r = CreateOptionsSchema.safeParse(options);
   if (!r.success) throw new CowError('ECOW_BAD_ARGUMENT', `invalid create options: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-  if (r.data.format === 'raw' && r.data.backingFile) throw new CowError('ECOW_BAD_ARGUMENT', 'a raw image cannot have a backing file');
+  if (r.data.format === 'raw' && r.data.backingFile) throw new CowError('ECOW_BAD_ARGUMENT', `a raw image cannot have a backing file (${r.data.backingFile}): give format: 'qcow2' (the default format is raw, as in qemu-img create)`);
   return r.data;
 }
 
 /** Lay out a qcow2 image on any backend (no file system needed). */
-export function createQcow2On(backend: Backend, options: CreateOptions & { size: number }): void {
-  const o = parseOptions(options);
+export function createQcow2On(backend: Backend, options: Qcow2LayoutOptions): void {
+  const o = parseOptions({ ...options, format: 'qcow2' });
   const engine = Engine.get();
   const handle = engine.addBackend(backend);
   try {
@@ -90,7 +132,7 @@ export function createImage(file: string, options: CreateOptions): void {
   }
   const backend = new FileBackend(file, true, true);
   try {
-    createQcow2On(backend, { ...options, size, backingFormat });
+    createQcow2On(backend, { ...options, format: 'qcow2', size, backingFormat });
   } catch (e) {
     // As qemu-img: a refused or failed creation leaves no half-made image behind.
     backend.close();

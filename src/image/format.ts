@@ -5,9 +5,10 @@
  */
 import { CowError, type CowErrorCode } from '../errors.js';
 
-export const IMAGE_FORMATS = ['raw', 'qcow2'] as const;
+/** An image format: a raw file, or qcow2. */
+export type ImageFormat = 'raw' | 'qcow2';
 
-export type ImageFormat = (typeof IMAGE_FORMATS)[number];
+export const IMAGE_FORMATS = ['raw', 'qcow2'] as const satisfies readonly ImageFormat[];
 
 export function isImageFormat(value: unknown): value is ImageFormat {
   return value === 'raw' || value === 'qcow2';

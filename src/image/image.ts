@@ -13,51 +13,85 @@ export const OPEN_FOR_CHECK = 2;
 /** Largest single transfer through wasm memory for `read`. */
 const READ_CHUNK = 4 << 20;
 
+// Package-internal access to an Image (assigned in its static block; not exported by the package).
+type ImageArgs = [engine: Engine, backend: Backend, filename: string, format: ImageFormat, writable: boolean, backing: Image | null, forCheck?: boolean];
+/** Open `backend` in the engine as an image above `backing` (openImage / openImageOn do this). */
+export let newImage: (...args: ImageArgs) => Image;
+/** The engine an image lives in. */
+export let imageEngine: (img: Image) => Engine;
+/** The engine's id of an image. */
+export let imageId: (img: Image) => number;
+/** Close this image only; the chain below stays open (it is still used, or was unlinked). */
+export let closeLayer: (img: Image) => void;
+/**
+ * Write nothing more: from now on the image refuses writes and close() drops its caches instead
+ * of flushing them. What is on disk stays as a crash at this instant would leave it (consistent:
+ * metadata only reaches the disk in crash-safe order). For a job whose volume lock was lost.
+ */
+export let abandonWrites: (img: Image, reason: Error) => void;
+/** ECOW_BAD_ARGUMENT if the image was closed. */
+export let assertOpen: (img: Image) => void;
+
 /**
  * An open image and, through `backing`, the rest of its chain. Closing the top closes the chain.
- * Made by `openImage` (files) or `openImageOn` (any Backend).
+ * Made by `openImage` (files) or `openImageOn` (any Backend), never constructed directly.
+ * `using img = openImage(…)` closes it at the end of the scope (`Symbol.dispose`).
  */
 export class Image {
-  readonly engine: Engine;
-  readonly id: number;
-  readonly handle: number;
+  // The engine binding stays private to the package: other modules reach it through the
+  // functions below (imageEngine, imageId, …), which the package's entry points do not export.
+  readonly #engine: Engine;
+  readonly #id: number;
+  readonly #handle: number;
   readonly format: ImageFormat;
   /** The name given when opening (a path for files). */
   readonly filename: string;
-  private backingImage: Image | null;
-  private readonly backend: Backend;
+  #backingImage: Image | null;
+  readonly #backend: Backend;
+  /** Whether the image was opened for writing. */
   readonly writable: boolean;
-  private header: HeaderInfo | undefined;
-  private closed = false;
-  private failed: Error | undefined;
+  #header: HeaderInfo | undefined;
+  #closed = false;
+  #failed: Error | undefined;
+
+  static {
+    newImage = (...args) => new Image(...args);
+    imageEngine = (img) => img.#engine;
+    imageId = (img) => img.#id;
+    closeLayer = (img) => img.#closeLayer();
+    abandonWrites = (img, reason) => {
+      img.#failed ??= reason;
+    };
+    assertOpen = (img) => img.#assertOpen();
+  }
 
   /**
    * `forCheck` opens a qcow2 image as `qemu-img check` does: the internal snapshot table is left
    * for the check to judge instead of refusing the open.
    */
-  constructor(engine: Engine, backend: Backend, filename: string, format: ImageFormat, writable: boolean, backing: Image | null, forCheck = false) {
-    this.engine = engine;
-    this.backend = backend;
+  private constructor(engine: Engine, backend: Backend, filename: string, format: ImageFormat, writable: boolean, backing: Image | null, forCheck = false) {
+    this.#engine = engine;
+    this.#backend = backend;
     this.filename = filename;
     this.format = format;
     this.writable = writable;
-    this.handle = engine.addBackend(backend);
+    this.#handle = engine.addBackend(backend);
     try {
       const flags = (writable ? OPEN_WRITABLE : 0) | (forCheck ? OPEN_FOR_CHECK : 0);
-      this.id = engine.call((e) => (format === 'qcow2' ? e.openQcow2(this.handle, flags) : e.openRaw(this.handle, writable ? 1 : 0)));
-      if (backing) engine.call((e) => e.setBacking(this.id, backing.id));
+      this.#id = engine.call((e) => (format === 'qcow2' ? e.openQcow2(this.#handle, flags) : e.openRaw(this.#handle, writable ? 1 : 0)));
+      if (backing) engine.call((e) => e.setBacking(this.#id, backing.#id));
     } catch (err) {
-      engine.removeBackend(this.handle);
+      engine.removeBackend(this.#handle);
       throw err;
     } finally {
       engine.collect();
     }
-    this.backingImage = backing;
+    this.#backingImage = backing;
   }
 
   /** The image below this one in the chain (null for the bottom). */
   get backing(): Image | null {
-    return this.backingImage;
+    return this.#backingImage;
   }
 
   /**
@@ -66,26 +100,26 @@ export class Image {
    * durable first. The caller answers for the guest view (a safe switch copies data first).
    */
   switchBacking(backing: Image | null, name: string, format: string): void {
-    this.assertWritable();
-    const e = this.engine;
-    this.guarded((x) => x.setBackingFile(this.id, e.newString(name), e.newString(format)));
+    this.#assertWritable();
+    const e = this.#engine;
+    this.#guarded((x) => x.setBackingFile(this.#id, e.newString(name), e.newString(format)));
     e.collect();
-    e.call((x) => x.setBacking(this.id, backing ? backing.id : -1));
-    this.backingImage = backing;
-    this.header = undefined;
+    e.call((x) => x.setBacking(this.#id, backing ? backing.#id : -1));
+    this.#backingImage = backing;
+    this.#header = undefined;
   }
 
   /** Header facts (cached: the header changes only through this object). */
   headerInfo(): HeaderInfo {
-    if (!this.header) {
-      this.header = JSON.parse(this.engine.call((e) => this.engine.string(e.describe(this.id)))) as HeaderInfo;
-      this.engine.collect();
+    if (!this.#header) {
+      this.#header = JSON.parse(this.#engine.call((e) => this.#engine.string(e.describe(this.#id)))) as HeaderInfo;
+      this.#engine.collect();
     }
-    return this.header;
+    return this.#header;
   }
 
   get virtualSize(): number {
-    return this.engine.call((e) => e.virtualSize(this.id));
+    return this.#engine.call((e) => e.virtualSize(this.#id));
   }
 
   /** Every image of the chain, this one first. */
@@ -100,35 +134,35 @@ export class Image {
     const out = new Uint8Array(length);
     const chunk = Math.min(length, READ_CHUNK);
     if (chunk === 0) return out;
-    const ptr = this.engine.call((e) => e.alloc(chunk));
+    const ptr = this.#engine.call((e) => e.alloc(chunk));
     try {
       for (let done = 0; done < length; ) {
         const n = Math.min(chunk, length - done);
-        this.engine.call((e) => e.read(this.id, offset + done, ptr, n));
-        out.set(this.engine.bytes(ptr, n), done);
+        this.#engine.call((e) => e.read(this.#id, offset + done, ptr, n));
+        out.set(this.#engine.bytes(ptr, n), done);
         done += n;
       }
     } finally {
-      this.engine.call((e) => e.free(ptr));
+      this.#engine.call((e) => e.free(ptr));
     }
     return out;
   }
 
   /** Guest write of `data` at `offset` (through the engine's allocation and copy-on-write). */
   write(offset: number, data: Uint8Array): void {
-    this.assertWritable();
+    this.#assertWritable();
     const chunk = Math.min(data.length, READ_CHUNK);
     if (chunk === 0) return;
-    const ptr = this.engine.call((e) => e.alloc(chunk));
+    const ptr = this.#engine.call((e) => e.alloc(chunk));
     try {
       for (let done = 0; done < data.length; ) {
         const n = Math.min(chunk, data.length - done);
-        this.engine.bytes(ptr, n).set(data.subarray(done, done + n));
-        this.guarded((e) => e.write(this.id, offset + done, ptr, n));
+        this.#engine.bytes(ptr, n).set(data.subarray(done, done + n));
+        this.#guarded((e) => e.write(this.#id, offset + done, ptr, n));
         done += n;
       }
     } finally {
-      this.engine.call((e) => e.free(ptr));
+      this.#engine.call((e) => e.free(ptr));
     }
   }
 
@@ -137,14 +171,14 @@ export class Image {
    * `unmap` the clusters are released (qemu-io write -z -u), else they stay allocated.
    */
   writeZeroes(offset: number, length: number, unmap = false): void {
-    this.assertWritable();
-    this.guarded((e) => e.writeZeroes(this.id, offset, length, unmap ? 1 : 0));
+    this.#assertWritable();
+    this.#guarded((e) => e.writeZeroes(this.#id, offset, length, unmap ? 1 : 0));
   }
 
   /** Drop whole clusters in [offset, offset+length), as qemu-io's discard. */
   discard(offset: number, length: number): void {
-    this.assertWritable();
-    this.guarded((e) => e.discard(this.id, offset, length));
+    this.#assertWritable();
+    this.#guarded((e) => e.discard(this.#id, offset, length));
   }
 
   /**
@@ -152,45 +186,36 @@ export class Image {
    * range reads as zeros. Flushed: durable when this returns.
    */
   grow(size: number): void {
-    this.assertWritable();
-    this.guarded((e) => {
-      e.grow(this.id, size);
-      e.flush(this.id);
+    this.#assertWritable();
+    this.#guarded((e) => {
+      e.grow(this.#id, size);
+      e.flush(this.#id);
     });
-    this.header = undefined;
+    this.#header = undefined;
   }
 
   /** Make every write so far durable. */
   flush(): void {
-    this.assertWritable();
-    this.guarded((e) => e.flush(this.id));
-  }
-
-  /**
-   * Write nothing more: from now on the image refuses writes and close() drops its caches instead
-   * of flushing them. What is on disk stays as a crash at this instant would leave it (consistent:
-   * metadata only reaches the disk in crash-safe order). For a job whose volume lock was lost.
-   */
-  abandonWrites(reason: Error): void {
-    this.failed ??= reason;
+    this.#assertWritable();
+    this.#guarded((e) => e.flush(this.#id));
   }
 
   /**
    * A failed write may leave the engine's caches ahead of the disk; the image is then unusable
    * (the disk itself stays consistent: metadata only reaches it in crash-safe order).
    */
-  private guarded(fn: (e: import('../engine/engine.js').EngineExports) => void): void {
+  #guarded(fn: (e: import('../engine/engine.js').EngineExports) => void): void {
     try {
-      this.engine.call(fn);
+      this.#engine.call(fn);
     } catch (err) {
-      this.failed = err as Error;
+      this.#failed = err as Error;
       throw err;
     }
   }
 
-  private assertWritable(): void {
-    this.assertOpen();
-    if (this.failed) throw new CowError('ECOW_IO', `image ${this.filename} failed earlier and must be reopened: ${this.failed.message}`, { cause: this.failed });
+  #assertWritable(): void {
+    this.#assertOpen();
+    if (this.#failed) throw new CowError('ECOW_IO', `image ${this.filename} failed earlier and must be reopened: ${this.#failed.message}`, { cause: this.#failed });
     if (!this.writable) throw new CowError('ECOW_READ_ONLY', `image ${this.filename} was opened read-only`);
   }
 
@@ -202,7 +227,7 @@ export class Image {
     const size = this.virtualSize;
     const entries: MapEntry[] = [];
     for (let off = 0; off < size; ) {
-      const e = this.blockStatusAbove(off, size - off);
+      const e = this.#blockStatusAbove(off, size - off);
       const last = entries[entries.length - 1];
       if (last && mergeable(last, e)) last.length += e.length;
       else entries.push(e);
@@ -211,7 +236,7 @@ export class Image {
     return entries;
   }
 
-  private blockStatusAbove(off: number, bytes: number): MapEntry {
+  #blockStatusAbove(off: number, bytes: number): MapEntry {
     let layer: Image | null = this;
     let depth = 0;
     let flags = 0;
@@ -219,9 +244,9 @@ export class Image {
     let n = bytes;
     for (;;) {
       const l: Image = layer;
-      n = this.engine.call((e) => e.blockStatus(l.id, off, n));
-      flags = this.engine.call((e) => e.statusFlags());
-      offset = this.engine.call((e) => e.statusOffset());
+      n = this.#engine.call((e) => e.blockStatus(l.#id, off, n));
+      flags = this.#engine.call((e) => e.statusFlags());
+      offset = this.#engine.call((e) => e.statusOffset());
       if (flags & (ST_DATA | ST_ZERO)) break;
       layer = l.backing;
       if (!layer) {
@@ -244,44 +269,49 @@ export class Image {
 
   /** Size of the file behind this image, in bytes. */
   fileLength(): number {
-    return this.backend.size();
+    return this.#backend.size();
   }
 
   /** Close the image and the whole chain below it. */
   close(): void {
     try {
-      this.closeLayer();
+      this.#closeLayer();
     } finally {
-      this.backingImage?.close();
+      this.#backingImage?.close();
     }
   }
 
+  /** `using`: close() at the end of the scope. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
   /** Close this image only; the chain below stays open (it is still used, or was unlinked). */
-  closeLayer(): void {
-    if (this.closed) return;
-    this.closed = true;
+  #closeLayer(): void {
+    if (this.#closed) return;
+    this.#closed = true;
     try {
       // close() flushes; after a failure the caches are not to be trusted, so nothing is written.
-      if (this.failed) this.engine.call((e) => e.abandon(this.id));
+      if (this.#failed) this.#engine.call((e) => e.abandon(this.#id));
       else {
         try {
-          this.engine.call((e) => e.close(this.id));
+          this.#engine.call((e) => e.close(this.#id));
         } catch (err) {
           // The flush inside close() failed: the engine still holds the image (its caches, its
           // tables). Forget it without writing, or every failed close leaks its memory for good.
-          this.engine.call((e) => e.abandon(this.id));
+          this.#engine.call((e) => e.abandon(this.#id));
           throw err;
         }
       }
     } finally {
-      this.engine.removeBackend(this.handle);
-      this.backend.close();
-      this.engine.collect();
+      this.#engine.removeBackend(this.#handle);
+      this.#backend.close();
+      this.#engine.collect();
     }
   }
 
-  assertOpen(): void {
-    if (this.closed) throw new CowError('ECOW_BAD_ARGUMENT', `image ${this.filename} is closed`);
+  #assertOpen(): void {
+    if (this.#closed) throw new CowError('ECOW_BAD_ARGUMENT', `image ${this.filename} is closed`);
   }
 }
 

@@ -1,6 +1,6 @@
 import { CowError } from '../errors.js';
 import type { Engine } from '../engine/engine.js';
-import type { Image } from './image.js';
+import { abandonWrites, type Image } from './image.js';
 
 /** Progress of a long operation: guest bytes covered so far of the total. */
 export type ProgressCallback = (done: number, total: number) => void;
@@ -13,7 +13,7 @@ export interface JobOptions {
   stepBytes?: number;
   /**
    * Called before every step. Throwing stops the job there *without writing anything more*: the
-   * images the job writes are abandoned (see Image.abandonWrites), unlike a cancel, which keeps
+   * images the job writes are abandoned (see abandonWrites in image.ts), unlike a cancel, which keeps
    * and flushes the work done. The volume driver verifies and renews its lock here, so a job
    * never writes on after its lock was taken over.
    */
@@ -40,7 +40,7 @@ export function runJob(engine: Engine, start: () => number, options: JobOptions 
       try {
         options.checkpoint?.();
       } catch (e) {
-        for (const img of writes) img.abandonWrites(e as Error);
+        for (const img of writes) abandonWrites(img, e as Error);
         throw e;
       }
       if (options.signal?.aborted) throw new CowError('ECOW_CANCELLED', `operation cancelled at ${engine.call((e) => e.jobCursor(id))} of ${total} bytes`, { cause: options.signal.reason });

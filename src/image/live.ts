@@ -1,5 +1,5 @@
 import { CowError } from '../errors.js';
-import type { Image } from './image.js';
+import { closeLayer, imageEngine, imageId, type Image } from './image.js';
 import { runJob, type JobOptions } from './job.js';
 
 // Chain operations on images that are already open — what a hypervisor does to a running disk,
@@ -20,7 +20,8 @@ function layerAt(top: Image, depth: number): Image {
 export function commitLive(top: Image, depth: number, options: JobOptions = {}): Image {
   const base = layerAt(top, depth);
   if (!base.writable) throw new CowError('ECOW_READ_ONLY', `commit base ${base.filename} was opened read-only`);
-  runJob(top.engine, () => top.engine.call((e) => e.commitStart(top.id, base.id, depth)), options, [base]);
+  const engine = imageEngine(top);
+  runJob(engine, () => engine.call((e) => e.commitStart(imageId(top), imageId(base), depth)), options, [base]);
   return base;
 }
 
@@ -32,11 +33,14 @@ export function commitLive(top: Image, depth: number, options: JobOptions = {}):
 export function streamLive(img: Image, depth: number, options: JobOptions = {}): void {
   const chain = img.chain();
   if (depth < 1 || depth > chain.length) throw new CowError('ECOW_BAD_ARGUMENT', `no image at depth ${depth} below ${img.filename}`);
-  if (depth > 1) runJob(img.engine, () => img.engine.call((e) => e.streamStart(img.id, depth - 1)), options, [img]);
+  if (depth > 1) {
+    const engine = imageEngine(img);
+    runJob(engine, () => engine.call((e) => e.streamStart(imageId(img), depth - 1)), options, [img]);
+  }
   const newBase = depth < chain.length ? chain[depth] : null;
   const name = newBase ? (chain[depth - 1].headerInfo().backingFile ?? '') : '';
   img.switchBacking(newBase, name, newBase ? newBase.format : '');
-  for (const dropped of chain.slice(1, depth)) dropped.closeLayer();
+  for (const dropped of chain.slice(1, depth)) closeLayer(dropped);
 }
 
 /**
@@ -48,5 +52,5 @@ export function dropCommitted(above: Image): void {
   if (!committed || !committed.backing) throw new CowError('ECOW_BAD_ARGUMENT', `${above.filename} has no committed image with a backing file below it`);
   const target = committed.backing;
   above.switchBacking(target, committed.headerInfo().backingFile ?? '', target.format);
-  committed.closeLayer();
+  closeLayer(committed);
 }

@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { Engine } from '../engine/engine.js';
 import { FileBackend, type Backend } from '../engine/backend.js';
 import { CowError } from '../errors.js';
-import { Image, OPEN_FOR_CHECK } from './image.js';
+import { newImage, OPEN_FOR_CHECK, type Image } from './image.js';
 import { parseImageFormat } from './format.js';
 import type { ImageFormat } from './types.js';
 
@@ -109,7 +109,7 @@ export function openImage(file: string, options: OpenOptions = {}): Image {
     let below: Image | null = null;
     for (let i = layers.length - 1; i >= 0; i--) {
       const l = layers[i];
-      below = new Image(engine, l.backend, l.filename, l.format, l.writable, below, i === 0 && options.forCheck === true);
+      below = newImage(engine, l.backend, l.filename, l.format, l.writable, below, i === 0 && options.forCheck === true);
       opened.push(below);
     }
     return below!;
@@ -153,5 +153,5 @@ function peekBacking(engine: Engine, backend: Backend, forCheck: boolean): { nam
 export function openImageOn(backend: Backend, options: { name?: string; format?: ImageFormat; writable?: boolean; backing?: Image | null } = {}): Image {
   const engine = Engine.get();
   const format = options.format ?? probeFormat(engine, backend);
-  return new Image(engine, backend, options.name ?? '<memory>', format, options.writable ?? false, options.backing ?? null);
+  return newImage(engine, backend, options.name ?? '<memory>', format, options.writable ?? false, options.backing ?? null);
 }

@@ -1,6 +1,6 @@
 import { CowError } from '../errors.js';
 import { openImage, defaultResolveBacking, type BackingResolver } from './open-chain.js';
-import type { Image } from './image.js';
+import { imageEngine, imageId, type Image } from './image.js';
 import type { ImageFormat } from './types.js';
 import { sameFile } from './same-file.js';
 import { runJob, type JobOptions } from './job.js';
@@ -50,8 +50,9 @@ export function rebaseImage(file: string, newBacking: string, options: RebaseOpt
   try {
     if (img.format !== 'qcow2') throw new CowError('ECOW_BAD_ARGUMENT', `${file} is ${img.format}; only qcow2 images have a backing file`);
     if (newBacking !== '') next = openImage(resolve(newBacking, file), { format: format || undefined, resolveBacking: options.resolveBacking });
-    const nextId = next ? next.id : -1;
-    runJob(img.engine, () => img.engine.call((e) => e.rebaseStart(img.id, nextId)), options, [img]);
+    const nextId = next ? imageId(next) : -1;
+    const engine = imageEngine(img);
+    runJob(engine, () => engine.call((e) => e.rebaseStart(imageId(img), nextId)), options, [img]);
     // The old chain stays linked below until the image is closed; the header now names the new one.
     const old = img.backing;
     img.switchBacking(next, newBacking, format);

@@ -1,4 +1,9 @@
-/** The Nova path for attached volumes: client, status tracking, waiting, callback endpoint. */
+/**
+ * `cowchain/nova`: the Nova path for attached volumes — `NovaHypervisor` (give it to a
+ * `VolumeDriver`), the client, the status endpoint Nova reports progress to, and the wait.
+ * Test doubles (a loopback Nova, a simulated guest) are in `cowchain/testing`.
+ * @module cowchain/nova
+ */
 export {
   createInfoSchema,
   createSnapshotResponseSchema,
@@ -17,7 +22,7 @@ export {
   type UpdateSnapshotStatus,
 } from './schemas.js';
 export { NovaClient, type NovaClientOptions, type TokenProvider } from './client.js';
-export { SnapshotStatusStore, type SnapshotStatusRecord, type StatusListener } from './status-store.js';
+export { SnapshotStatusStore, type SnapshotStatusRecord, type StatusListener, type StatusRejection } from './status-store.js';
 export {
   CINDER_BACKOFF,
   DEFAULT_TIMEOUT_MS,
@@ -35,4 +40,3 @@ export {
   type StatusServerOptions,
 } from './status-endpoint.js';
 export { NovaHypervisor, type NovaHypervisorOptions } from './hypervisor.js';
-export { LoopbackNova, SimulatedGuest, type LoopbackNovaOptions, type LoopbackFaults, type GuestWrite } from './loopback.js';

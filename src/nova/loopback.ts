@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import * as z from 'zod';
 import { openImage, openImageOn } from '../image/open-chain.js';
 import { FileBackend } from '../engine/backend.js';
-import type { Image } from '../image/image.js';
+import { closeLayer, type Image } from '../image/image.js';
 import { commitLive, dropCommitted, streamLive } from '../image/live.js';
 import { readInfo } from '../volume/info-file.js';
 import { CowError } from '../errors.js';
@@ -198,7 +198,7 @@ export class LoopbackNova {
         guest.image.flush();
         const overlay = openImageOn(new FileBackend(file, true), { name: file, format: 'qcow2', writable: true, backing: guest.image });
         if (overlay.headerInfo().backingFile !== expectedBacking) {
-          overlay.closeLayer();
+          closeLayer(overlay);
           throw new Error(`${info.new_file} is not backed by the active file ${expectedBacking}`);
         }
         guest.image = overlay;

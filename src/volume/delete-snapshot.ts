@@ -90,10 +90,10 @@ export async function deleteSnapshot(ctx: OperationContext, snapshotId: string, 
 async function moveData(ctx: OperationContext, journal: DeleteJournal, base: ChainLink): Promise<void> {
   const { files } = ctx;
   if (journal.method === 'commit') {
-    // drop: F stays as it is until it is unlinked, so until then H -> F -> B reads the same
+    // keepTop: F stays as it is until it is unlinked, so until then H -> F -> B reads the same
     // whether or not the commit finished.
     await ctx.runJob(
-      { op: 'commit', top: files.resolve(journal.file), format: files.formatOf(journal.file), drop: true, policy: files.policy },
+      { op: 'commit', top: files.resolve(journal.file), format: files.formatOf(journal.file), keepTop: true, policy: files.policy },
       {
         onProgress: (done, total) => {
           ctx.job.onProgress?.(done, total);

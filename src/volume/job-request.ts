@@ -31,7 +31,7 @@ export type BackingPolicy = z.infer<typeof PolicySchema>;
 
 export const JobRequestSchema = z.discriminatedUnion('op', [
   z
-    .object({ op: z.literal('commit'), top: Path, format: Format.optional(), base: Path.optional(), drop: z.boolean().optional(), policy: PolicySchema.optional() })
+    .object({ op: z.literal('commit'), top: Path, format: Format.optional(), base: Path.optional(), keepTop: z.boolean().optional(), policy: PolicySchema.optional() })
     .strict(),
   z
     .object({
@@ -104,7 +104,7 @@ export function runJobRequest(request: JobRequest, hooks: JobOptions = {}): JobR
   if (hooks.signal?.aborted) throw new CowError('ECOW_CANCELLED', `${request.op} cancelled before it started`, { cause: hooks.signal.reason });
   switch (request.op) {
     case 'commit':
-      commitImage(request.top, { ...hooks, base: request.base, drop: request.drop, format: request.format, ...volumePolicy(request.policy) });
+      commitImage(request.top, { ...hooks, base: request.base, keepTop: request.keepTop, format: request.format, ...volumePolicy(request.policy) });
       return null;
     case 'rebase':
       rebaseImage(request.file, request.newBacking, { ...hooks, unsafe: request.unsafe, backingFormat: request.backingFormat, resolveBacking: volumePolicy(request.policy).resolveBacking });

@@ -16,10 +16,13 @@ export interface AsyncJobOptions extends PoolJobOptions {
 }
 
 export interface AsyncCommitOptions extends AsyncJobOptions {
-  /** Commit down to this image of the chain (path); default: the top's backing file. Implies `drop`. */
+  /** Commit down to this image of the chain (path); default: the top's backing file. Implies `keepTop`. */
   base?: string;
-  /** Leave the top as it is (qemu-img commit -d); otherwise it is emptied afterwards. */
-  drop?: boolean;
+  /**
+   * Leave the top image as it is after the commit, as `qemu-img commit -d` does (for a top that is
+   * about to be deleted). Otherwise the top is emptied once the base is durable.
+   */
+  keepTop?: boolean;
 }
 
 export interface AsyncRebaseOptions extends AsyncJobOptions {
@@ -54,7 +57,7 @@ async function run(request: JobRequest, options: AsyncJobOptions): Promise<unkno
 
 /** `qemu-img commit` in a worker (commitImage). */
 export async function commit(top: string, options: AsyncCommitOptions = {}): Promise<void> {
-  await run({ op: 'commit', top, base: options.base, drop: options.drop }, options);
+  await run({ op: 'commit', top, base: options.base, keepTop: options.keepTop }, options);
 }
 
 /** `qemu-img rebase` in a worker (rebaseImage); `newBacking` '' removes the backing file. */

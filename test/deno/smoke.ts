@@ -267,7 +267,7 @@ function chainWithData(name: string, size: number): { top: string; base: string;
 check('async: commit in a worker, with progress; the base reads as the chain did', async () => {
   const { top, base, model } = chainWithData('async', 8 * MiB);
   const seen: number[] = [];
-  await commit(top, { drop: true, stepBytes: 1 * MiB, onProgress: (done) => seen.push(done) });
+  await commit(top, { keepTop: true, stepBytes: 1 * MiB, onProgress: (done) => seen.push(done) });
   assert(seen.length >= 4, `progress calls: ${seen.length}`);
   assertEqual(seen[seen.length - 1], 8 * MiB, 'last progress');
   assertBytes(readAll(base), model, 'base after the async commit');
@@ -280,12 +280,12 @@ check('async: an AbortSignal cancels a running commit (ECOW_CANCELLED); a re-run
   const ac = new AbortController();
   let caught: unknown;
   try {
-    await commit(top, { drop: true, stepBytes: 1 * MiB, signal: ac.signal, onProgress: () => ac.abort() });
+    await commit(top, { keepTop: true, stepBytes: 1 * MiB, signal: ac.signal, onProgress: () => ac.abort() });
   } catch (e) {
     caught = e;
   }
   assert(isCowError(caught, 'ECOW_CANCELLED'), `expected ECOW_CANCELLED, got ${String(caught)}`);
-  await commit(top, { drop: true });
+  await commit(top, { keepTop: true });
   assertBytes(readAll(base), model, 'base after the re-run');
 });
 
@@ -301,7 +301,7 @@ check('async: errors arrive as CowErrors with their codes; a host-supplied engin
   const pool = new EnginePool({ size: 1, wasm: new WebAssembly.Module(wasm) });
   try {
     const { top, base, model } = chainWithData('module', 2 * MiB);
-    await commit(top, { pool, drop: true });
+    await commit(top, { pool, keepTop: true });
     assertBytes(readAll(base), model, 'base committed by a pool with a supplied module');
   } finally {
     await pool.close();

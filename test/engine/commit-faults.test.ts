@@ -27,6 +27,7 @@ import * as path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { FileBackend, commitImage, openImage, openImageOn, type Backend, type Image } from '../../src/index.js';
 import { commitLive } from '../../src/image/live.js';
+import { imageEngine, imageId } from '../../src/image/image.js';
 import { qemuCheck, qemuImg, requireQemu, tmpDir } from '../support/qemu.js';
 import { H, KiB, MiB, readBE } from '../support/images.js';
 import { type ChainSpec, type LayerSpec, buildChain, copyDir, expectNothingAllocated } from '../support/chains.js';
@@ -220,7 +221,7 @@ function openChain(p: Prepared, plan: FaultPlan): Image {
 /** What commitImage(top) does, on the opened chain. */
 function commitOn(top: Image): void {
   commitLive(top, 1, { stepBytes: 512 * KiB });
-  top.engine.call((e) => e.makeEmpty(top.id));
+  imageEngine(top).call((e) => e.makeEmpty(imageId(top)));
 }
 
 function restore(p: Prepared): void {

@@ -21,7 +21,7 @@ beforeAll(() => {
   dir = tmpDir('cowchain-deepmem-');
   for (let i = 0; i < LAYERS; i++) {
     const b = new FileBackend(layer(i), true, true);
-    createQcow2On(b, { size: SIZE, backingFile: i === 0 ? undefined : `l${i - 1}.qcow2`, backingFormat: i === 0 ? undefined : 'qcow2' });
+    createQcow2On(b, { format: 'qcow2', size: SIZE, backingFile: i === 0 ? undefined : `l${i - 1}.qcow2`, backingFormat: i === 0 ? undefined : 'qcow2' });
     b.close();
     // One 64 KiB cluster per layer, at its own megabyte: every layer has an L2 table a read needs.
     const img = openImage(layer(i), { writable: true, noBacking: true });

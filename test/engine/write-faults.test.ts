@@ -117,7 +117,7 @@ class FaultyBackend implements Backend {
 
 interface Scenario {
   name: string;
-  create: CreateOptions & { size: number };
+  create: Omit<CreateOptions, 'format'> & { size: number };
   backing?: { format: 'raw' | 'qcow2'; size: number };
   /** Writes made and flushed before the sequence (the "before" state has them). */
   setup(img: Image): void;
@@ -250,7 +250,7 @@ function prepare(s: Scenario, tag: string): Prepared {
       qemuImg(['convert', '-f', 'raw', '-O', 'qcow2', raw, backingFile]);
     }
   }
-  createImage(file, { ...s.create, ...(backingFile ? { backingFile, backingFormat: s.backing!.format } : {}) });
+  createImage(file, { format: 'qcow2', ...s.create, ...(backingFile ? { backingFile, backingFormat: s.backing!.format } : {}) });
   const img = openImage(file, { writable: true });
   try {
     s.setup(img);

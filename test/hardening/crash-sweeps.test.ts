@@ -151,13 +151,13 @@ describe('safe rebase, crashed before every file mutation', () => {
 
 describe('overlay creation, crashed before every file mutation', () => {
   const CREATES: { name: string; run(d: string): void; backing: string }[] = [
-    { name: 'overlay on a qcow2 chain (size and format from the backing file)', backing: 'top.qcow2', run: (d) => createImage(path.join(d, 'ov.qcow2'), { backingFile: 'top.qcow2' }) },
+    { name: 'overlay on a qcow2 chain (size and format from the backing file)', backing: 'top.qcow2', run: (d) => createImage(path.join(d, 'ov.qcow2'), { format: 'qcow2', backingFile: 'top.qcow2' }) },
     {
       name: 'overlay of 512 B clusters over a raw file, grown to 96 MiB (an L1 table of several clusters, a second refcount block)',
       backing: 'base.raw',
-      run: (d) => createImage(path.join(d, 'ov.qcow2'), { backingFile: 'base.raw', backingFormat: 'raw', size: 96 * MiB, clusterSize: 512 }),
+      run: (d) => createImage(path.join(d, 'ov.qcow2'), { format: 'qcow2', backingFile: 'base.raw', backingFormat: 'raw', size: 96 * MiB, clusterSize: 512 }),
     },
-    { name: 'v2 (compat 0.10) overlay', backing: 'mid.qcow2', run: (d) => createImage(path.join(d, 'ov.qcow2'), { backingFile: 'mid.qcow2', backingFormat: 'qcow2', compat: '0.10' }) },
+    { name: 'v2 (compat 0.10) overlay', backing: 'mid.qcow2', run: (d) => createImage(path.join(d, 'ov.qcow2'), { format: 'qcow2', backingFile: 'mid.qcow2', backingFormat: 'qcow2', compat: '0.10' }) },
   ];
   let chain: string;
   beforeAll(() => {

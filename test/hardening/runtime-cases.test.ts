@@ -119,15 +119,15 @@ describe('a backing chain loop made through the headers', () => {
     const d = fs.mkdtempSync(join(dir, 'loop2-'));
     const a = join(d, 'a.qcow2');
     const b = join(d, 'b.qcow2');
-    createImage(a, { size: 1 * MiB, clusterSize: 4096 });
-    createImage(b, { backingFile: 'a.qcow2', backingFormat: 'qcow2' });
+    createImage(a, { format: 'qcow2', size: 1 * MiB, clusterSize: 4096 });
+    createImage(b, { format: 'qcow2', backingFile: 'a.qcow2', backingFormat: 'qcow2' });
     rebaseImage(a, 'b.qcow2', { unsafe: true, backingFormat: 'qcow2' });
     return { files: [a, b], entry: b };
   }
   function selfLoop(): Loop {
     const d = fs.mkdtempSync(join(dir, 'loop1-'));
     const a = join(d, 'a.qcow2');
-    createImage(a, { size: 1 * MiB });
+    createImage(a, { format: 'qcow2', size: 1 * MiB });
     rebaseImage(a, 'a.qcow2', { unsafe: true, backingFormat: 'qcow2' });
     return { files: [a], entry: a };
   }
@@ -135,9 +135,9 @@ describe('a backing chain loop made through the headers', () => {
   function lowerLoop(): Loop {
     const d = fs.mkdtempSync(join(dir, 'loop3-'));
     const [x, y, z] = ['x.qcow2', 'y.qcow2', 'z.qcow2'].map((s) => join(d, s));
-    createImage(z, { size: 1 * MiB });
-    createImage(y, { backingFile: 'z.qcow2', backingFormat: 'qcow2' });
-    createImage(x, { backingFile: 'y.qcow2', backingFormat: 'qcow2' });
+    createImage(z, { format: 'qcow2', size: 1 * MiB });
+    createImage(y, { format: 'qcow2', backingFile: 'z.qcow2', backingFormat: 'qcow2' });
+    createImage(x, { format: 'qcow2', backingFile: 'y.qcow2', backingFormat: 'qcow2' });
     rebaseImage(z, y, { unsafe: true, backingFormat: 'qcow2' });
     return { files: [x, y, z], entry: x };
   }
@@ -145,7 +145,7 @@ describe('a backing chain loop made through the headers', () => {
   function symlinkLoop(): Loop {
     const d = fs.mkdtempSync(join(dir, 'loopl-'));
     const a = join(d, 'a.qcow2');
-    createImage(a, { size: 1 * MiB });
+    createImage(a, { format: 'qcow2', size: 1 * MiB });
     fs.symlinkSync('a.qcow2', join(d, 'link.qcow2'));
     rebaseImage(a, 'link.qcow2', { unsafe: true, backingFormat: 'qcow2' });
     return { files: [a], entry: a };
@@ -175,7 +175,7 @@ describe('a backing chain loop made through the headers', () => {
       ['commit', () => commitImage(l.entry)],
       ['stream', () => streamImage(l.entry)],
       ['safe rebase onto nothing', () => rebaseImage(l.entry, '')],
-      ['create an overlay on it', () => createImage(out, { backingFile: path.basename(l.entry) })],
+      ['create an overlay on it', () => createImage(out, { format: 'qcow2', backingFile: path.basename(l.entry) })],
       ['convert', () => convertImage(openImage(l.entry), out)],
     ];
     for (const [name, fn] of ops) expect(codeOf(fn), name).toBe('ECOW_CHAIN_LOOP');
@@ -185,8 +185,8 @@ describe('a backing chain loop made through the headers', () => {
 
   it('a chain as deep as the limit still opens; one deeper is ECOW_CHAIN_TOO_DEEP (no loop needed to bound the walk)', () => {
     const d = fs.mkdtempSync(join(dir, 'deep-'));
-    createImage(join(d, 'l0.qcow2'), { size: 64 * KiB, clusterSize: 4096 });
-    for (let i = 1; i < 8; i++) createImage(join(d, `l${i}.qcow2`), { backingFile: `l${i - 1}.qcow2`, backingFormat: 'qcow2' });
+    createImage(join(d, 'l0.qcow2'), { format: 'qcow2', size: 64 * KiB, clusterSize: 4096 });
+    for (let i = 1; i < 8; i++) createImage(join(d, `l${i}.qcow2`), { format: 'qcow2', backingFile: `l${i - 1}.qcow2`, backingFormat: 'qcow2' });
     openImage(join(d, 'l7.qcow2'), { maxDepth: 8 }).close();
     expect(codeOf(() => openImage(join(d, 'l7.qcow2'), { maxDepth: 7 }))).toBe('ECOW_CHAIN_TOO_DEEP');
   });
@@ -348,7 +348,7 @@ describe('damage the check and reads meet at scale', () => {
     return f;
   }
   function createImage0(f: string): string {
-    createImage(f, { size: 1 * MiB });
+    createImage(f, { format: 'qcow2', size: 1 * MiB });
     const img = openImage(f, { writable: true });
     try {
       let x = 7;

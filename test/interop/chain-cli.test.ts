@@ -123,7 +123,7 @@ describe('img commit', () => {
   it('commit -d TOP leaves the top as it was', () => {
     const { ours, theirs, api } = copies();
     expect(bothOk(['commit', '-d', 'l3.qcow2'], ours, theirs)).toBe('Image committed.\n');
-    commitImage(path.join(api, 'l3.qcow2'), { drop: true });
+    commitImage(path.join(api, 'l3.qcow2'), { keepTop: true });
     expectIdentical(path.join(ours, 'l2.qcow2'), path.join(theirs, 'l2.qcow2'), 'base');
     expect(fs.readFileSync(path.join(ours, 'l3.qcow2')).equals(fs.readFileSync(path.join(pristine, 'l3.qcow2')))).toBe(true);
     expectSameFiles(api, ours, 'CLI vs API');

@@ -89,7 +89,7 @@ function runCommit(src: string, spec: ChainSpec, v: Variant): 'qemu' | 'model' {
   const t = (d: string) => path.join(d, top.name);
   const b = (d: string) => path.join(d, base.name);
   try {
-    commitImage(t(ours), { drop: v.kind === 'drop', base: v.kind === 'base' ? b(ours) : undefined });
+    commitImage(t(ours), { keepTop: v.kind === 'drop', base: v.kind === 'base' ? b(ours) : undefined });
     const args = ['commit', ...(v.kind === 'drop' ? ['-d'] : []), ...(v.kind === 'base' ? ['-b', b(theirs)] : []), t(theirs)];
     const refused = qemuRefuses(layers, baseIndex);
     const out = qemuImg(args, { ok: refused ? [1] : [0] });
@@ -269,7 +269,7 @@ describe('commit: progress and cancellation', () => {
           let err: unknown;
           try {
             commitImage(top, {
-              drop,
+              keepTop: drop,
               stepBytes: 128 * KiB,
               signal: ac.signal,
               onProgress: (done) => {
@@ -290,7 +290,7 @@ describe('commit: progress and cancellation', () => {
           expect(fs.readFileSync(top).equals(fs.readFileSync(path.join(src, 'l1.qcow2'))), `${label}: top file changed`).toBe(true);
           expectIdentical(top, path.join(src, 'l1.qcow2'), `${label}: top's guest view`, 'qcow2', 'qcow2');
           // Re-run to the end: the same result as an uninterrupted commit (ours and qemu's).
-          commitImage(top, { drop });
+          commitImage(top, { keepTop: drop });
           expectIdentical(base, path.join(whole, 'l0.qcow2'), `${label}: base after the re-run vs an uninterrupted commit`, 'qcow2', 'qcow2');
           expectIdentical(base, path.join(reference, 'l0.qcow2'), `${label}: base after the re-run vs qemu's commit`, 'qcow2', 'qcow2');
           expectCheckClean(base, 'qcow2', `${label}: base after the re-run`);

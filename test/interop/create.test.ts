@@ -120,7 +120,7 @@ describe('default geometry: byte-identical to qemu-img create', () => {
       const ref = join(dir, `ref-${name}.qcow2`);
       qemuImg(['create', '-q', '-f', 'qcow2', '-b', backing, '-F', fmt, ref]);
       const api = join(dir, `api-${name}.qcow2`);
-      createImage(api, { backingFile: backing, backingFormat: fmt });
+      createImage(api, { format: 'qcow2', backingFile: backing, backingFormat: fmt });
       expectSameFile(api, ref, `API ${name}`);
       const cli = join(dir, `cli-${name}.qcow2`);
       await cowCreate(['-q', '-f', 'qcow2', '-b', backing, '-F', fmt, cli]);
@@ -157,11 +157,11 @@ describe('default geometry: byte-identical to qemu-img create', () => {
       }
     }
     // The API rounds an unaligned size up to whole sectors too.
-    createImage(join(dir, 'api-size-1000'), { size: 1000 });
+    createImage(join(dir, 'api-size-1000'), { format: 'qcow2', size: 1000 });
     expectSameFile(join(dir, 'api-size-1000'), join(dir, 'ref-size-qcow2-1'), 'API size 1000');
     // The largest qcow2 with 64 KiB clusters: an L1 table of exactly 32 MiB.
     qemuImg(['create', '-q', '-f', 'qcow2', join(dir, 'ref-2P.qcow2'), '2P']);
-    createImage(join(dir, 'api-2P.qcow2'), { size: 2 * PiB });
+    createImage(join(dir, 'api-2P.qcow2'), { format: 'qcow2', size: 2 * PiB });
     expectSameFile(join(dir, 'api-2P.qcow2'), join(dir, 'ref-2P.qcow2'), 'API 2P');
     expect(qemuCheck(join(dir, 'api-2P.qcow2')).status).toBe(0);
     fs.rmSync(join(dir, 'ref-2P.qcow2'));
@@ -191,7 +191,7 @@ describe('every geometry: check clean, info as asked, bytes as qemu\'s', () => {
         const ref = join(dir, `${tag}-ref.qcow2`);
         qemuImg(['create', '-q', '-f', 'qcow2', '-o', opts, ...(withBacking ? ['-b', 'base.raw', '-F', 'raw'] : []), ref, '1G']);
         const api = join(dir, `${tag}-api.qcow2`);
-        const o: CreateOptions = { size: GiB, clusterSize: c.cs, refcountBits: c.rb, compat: c.compat, extendedL2: c.el2 };
+        const o: CreateOptions = { format: 'qcow2', size: GiB, clusterSize: c.cs, refcountBits: c.rb, compat: c.compat, extendedL2: c.el2 };
         createImage(api, withBacking ? { ...o, backingFile: 'base.raw', backingFormat: 'raw' } : o);
         const check = qemuCheck(api);
         expect(check.status, `${opts}: ${JSON.stringify(check.result)}`).toBe(0);
@@ -223,7 +223,7 @@ describe('every geometry: check clean, info as asked, bytes as qemu\'s', () => {
       const ref = join(dir, `big-${rb}-ref.qcow2`);
       qemuImg(['create', '-q', '-f', 'qcow2', '-o', opts, ref, '40G']);
       const api = join(dir, `big-${rb}-api.qcow2`);
-      createImage(api, { size: 40 * GiB, clusterSize: 512, refcountBits: rb });
+      createImage(api, { format: 'qcow2', size: 40 * GiB, clusterSize: 512, refcountBits: rb });
       expect(qemuCheck(api).status, opts).toBe(0);
       const ours = qemuInfo(api);
       const theirs = qemuInfo(ref);
@@ -248,21 +248,21 @@ describe('every geometry: check clean, info as asked, bytes as qemu\'s', () => {
 describe('refusals, with codes (qemu-img refuses them too)', () => {
   const cases: { name: string; cli: string[]; api?: CreateOptions; apiCode?: CowErrorCode; code: CowErrorCode; qemu?: string[] }[] = [
     { name: 'raw with a backing file', cli: ['-f', 'raw', '-b', 'base.raw', '-F', 'raw', '@', '1G'], api: { format: 'raw', size: GiB, backingFile: 'base.raw' }, code: 'ECOW_BAD_ARGUMENT' },
-    { name: 'cluster size not a power of two', cli: ['-f', 'qcow2', '-o', 'cluster_size=1000', '@', '1G'], api: { size: GiB, clusterSize: 1000 }, code: 'ECOW_BAD_ARGUMENT' },
-    { name: 'cluster size 256', cli: ['-f', 'qcow2', '-o', 'cluster_size=256', '@', '1G'], api: { size: GiB, clusterSize: 256 }, code: 'ECOW_BAD_ARGUMENT' },
-    { name: 'cluster size 4M', cli: ['-f', 'qcow2', '-o', 'cluster_size=4M', '@', '1G'], api: { size: GiB, clusterSize: 4 << 20 }, code: 'ECOW_BAD_ARGUMENT' },
-    { name: 'compat=0.10 with refcount_bits=8', cli: ['-f', 'qcow2', '-o', 'compat=0.10,refcount_bits=8', '@', '1G'], api: { size: GiB, compat: '0.10', refcountBits: 8 }, code: 'ECOW_BAD_ARGUMENT' },
-    { name: 'compat=0.10 with refcount_bits=64', cli: ['-f', 'qcow2', '-o', 'compat=0.10,refcount_bits=64', '@', '1G'], api: { size: GiB, compat: '0.10', refcountBits: 64 }, code: 'ECOW_BAD_ARGUMENT' },
-    { name: 'refcount_bits=3', cli: ['-f', 'qcow2', '-o', 'refcount_bits=3', '@', '1G'], api: { size: GiB, refcountBits: 3 }, code: 'ECOW_BAD_ARGUMENT' },
-    { name: 'refcount_bits=128', cli: ['-f', 'qcow2', '-o', 'refcount_bits=128', '@', '1G'], api: { size: GiB, refcountBits: 128 }, code: 'ECOW_BAD_ARGUMENT' },
-    { name: 'extended_l2 with 4 KiB clusters', cli: ['-f', 'qcow2', '-o', 'extended_l2=on,cluster_size=4k', '@', '1G'], api: { size: GiB, extendedL2: true, clusterSize: 4096 }, code: 'ECOW_BAD_ARGUMENT' },
-    { name: 'extended_l2 with compat=0.10', cli: ['-f', 'qcow2', '-o', 'extended_l2=on,compat=0.10', '@', '1G'], api: { size: GiB, extendedL2: true, compat: '0.10' }, code: 'ECOW_BAD_ARGUMENT' },
-    { name: 'too large: 1 TiB with 512-byte clusters (L1 over 32 MiB)', cli: ['-f', 'qcow2', '-o', 'cluster_size=512', '@', '1T'], api: { size: TiB, clusterSize: 512 }, code: 'ECOW_BAD_SIZE' },
-    { name: 'too large: 3 PiB with 64 KiB clusters', cli: ['-f', 'qcow2', '@', '3P'], api: { size: 3 * PiB }, code: 'ECOW_BAD_SIZE' },
-    { name: 'too large: 1 EiB (beyond 2^53; the API rejects the number itself)', cli: ['-f', 'qcow2', '@', '1E'], api: { size: 2 ** 60 }, apiCode: 'ECOW_BAD_ARGUMENT', code: 'ECOW_BAD_SIZE' },
+    { name: 'cluster size not a power of two', cli: ['-f', 'qcow2', '-o', 'cluster_size=1000', '@', '1G'], api: { format: 'qcow2', size: GiB, clusterSize: 1000 }, code: 'ECOW_BAD_ARGUMENT' },
+    { name: 'cluster size 256', cli: ['-f', 'qcow2', '-o', 'cluster_size=256', '@', '1G'], api: { format: 'qcow2', size: GiB, clusterSize: 256 }, code: 'ECOW_BAD_ARGUMENT' },
+    { name: 'cluster size 4M', cli: ['-f', 'qcow2', '-o', 'cluster_size=4M', '@', '1G'], api: { format: 'qcow2', size: GiB, clusterSize: 4 << 20 }, code: 'ECOW_BAD_ARGUMENT' },
+    { name: 'compat=0.10 with refcount_bits=8', cli: ['-f', 'qcow2', '-o', 'compat=0.10,refcount_bits=8', '@', '1G'], api: { format: 'qcow2', size: GiB, compat: '0.10', refcountBits: 8 }, code: 'ECOW_BAD_ARGUMENT' },
+    { name: 'compat=0.10 with refcount_bits=64', cli: ['-f', 'qcow2', '-o', 'compat=0.10,refcount_bits=64', '@', '1G'], api: { format: 'qcow2', size: GiB, compat: '0.10', refcountBits: 64 }, code: 'ECOW_BAD_ARGUMENT' },
+    { name: 'refcount_bits=3', cli: ['-f', 'qcow2', '-o', 'refcount_bits=3', '@', '1G'], api: { format: 'qcow2', size: GiB, refcountBits: 3 }, code: 'ECOW_BAD_ARGUMENT' },
+    { name: 'refcount_bits=128', cli: ['-f', 'qcow2', '-o', 'refcount_bits=128', '@', '1G'], api: { format: 'qcow2', size: GiB, refcountBits: 128 }, code: 'ECOW_BAD_ARGUMENT' },
+    { name: 'extended_l2 with 4 KiB clusters', cli: ['-f', 'qcow2', '-o', 'extended_l2=on,cluster_size=4k', '@', '1G'], api: { format: 'qcow2', size: GiB, extendedL2: true, clusterSize: 4096 }, code: 'ECOW_BAD_ARGUMENT' },
+    { name: 'extended_l2 with compat=0.10', cli: ['-f', 'qcow2', '-o', 'extended_l2=on,compat=0.10', '@', '1G'], api: { format: 'qcow2', size: GiB, extendedL2: true, compat: '0.10' }, code: 'ECOW_BAD_ARGUMENT' },
+    { name: 'too large: 1 TiB with 512-byte clusters (L1 over 32 MiB)', cli: ['-f', 'qcow2', '-o', 'cluster_size=512', '@', '1T'], api: { format: 'qcow2', size: TiB, clusterSize: 512 }, code: 'ECOW_BAD_SIZE' },
+    { name: 'too large: 3 PiB with 64 KiB clusters', cli: ['-f', 'qcow2', '@', '3P'], api: { format: 'qcow2', size: 3 * PiB }, code: 'ECOW_BAD_SIZE' },
+    { name: 'too large: 1 EiB (beyond 2^53; the API rejects the number itself)', cli: ['-f', 'qcow2', '@', '1E'], api: { format: 'qcow2', size: 2 ** 60 }, apiCode: 'ECOW_BAD_ARGUMENT', code: 'ECOW_BAD_SIZE' },
     { name: 'no size and no backing file', cli: ['-f', 'qcow2', '@'], api: { format: 'qcow2' }, code: 'ECOW_BAD_ARGUMENT' },
-    { name: 'a backing file that does not exist', cli: ['-f', 'qcow2', '-b', 'nonexistent.raw', '-F', 'raw', '@', '1G'], api: { size: GiB, backingFile: 'nonexistent.raw', backingFormat: 'raw' }, code: 'ECOW_NOT_FOUND' },
-    { name: 'a qcow2 backing format for a raw backing file', cli: ['-f', 'qcow2', '-b', 'base.raw', '-F', 'qcow2', '@'], api: { backingFile: 'base.raw', backingFormat: 'qcow2' }, code: 'ECOW_BAD_MAGIC' },
+    { name: 'a backing file that does not exist', cli: ['-f', 'qcow2', '-b', 'nonexistent.raw', '-F', 'raw', '@', '1G'], api: { format: 'qcow2', size: GiB, backingFile: 'nonexistent.raw', backingFormat: 'raw' }, code: 'ECOW_NOT_FOUND' },
+    { name: 'a qcow2 backing format for a raw backing file', cli: ['-f', 'qcow2', '-b', 'base.raw', '-F', 'qcow2', '@'], api: { format: 'qcow2', backingFile: 'base.raw', backingFormat: 'qcow2' }, code: 'ECOW_BAD_MAGIC' },
     // CLI only: argument forms.
     { name: '-b without -F (qemu-img 7 requires the backing format)', cli: ['-f', 'qcow2', '-b', 'base.raw', '@'], code: 'ECOW_BAD_ARGUMENT' },
     { name: '-F without -b', cli: ['-f', 'qcow2', '-F', 'raw', '@', '1G'], code: 'ECOW_BAD_ARGUMENT' },
@@ -302,7 +302,7 @@ describe('refusals, with codes (qemu-img refuses them too)', () => {
   it('a refused API creation removes the file it truncated, as qemu-img does', () => {
     const f = join(dir, 'api-existing.qcow2');
     fs.writeFileSync(f, 'old');
-    expectCode(() => createImage(f, { size: TiB, clusterSize: 512 }), 'ECOW_BAD_SIZE', 'too large');
+    expectCode(() => createImage(f, { format: 'qcow2', size: TiB, clusterSize: 512 }), 'ECOW_BAD_SIZE', 'too large');
     expect(fs.existsSync(f)).toBe(false);
     fs.writeFileSync(f, 'old');
     qemuRefuses(['-f', 'qcow2', '-o', 'cluster_size=512', f, '1T']);
@@ -314,5 +314,33 @@ describe('refusals, with codes (qemu-img refuses them too)', () => {
     await cowCreate(['-q', '-f', 'qcow2', '-b', 'odd.raw', '-F', 'raw', path.join(sub, 'rel.qcow2')]);
     expect(qemuInfo(path.join(sub, 'rel.qcow2'))['virtual-size']).toBe(1024);
     await expectCliCode(['-f', 'qcow2', '-b', 'odd.raw', '-F', 'raw', join(dir, 'rel.qcow2')], 'ECOW_NOT_FOUND');
+  });
+});
+
+describe('the default format', () => {
+  it('is raw in createImage, as in img create and qemu-img create (byte-identical files)', async () => {
+    const api = join(dir, 'default-api');
+    const ours = join(dir, 'default-cli');
+    const theirs = join(dir, 'default-qemu');
+    createImage(api, { size: 3 * 1024 * 1024 });
+    await cowCreate(['-q', ours, '3M']);
+    qemuImg(['create', '-q', theirs, '3M']);
+    for (const f of [api, ours]) {
+      expect(qemuInfo(f).format, f).toBe('raw');
+      expectSameFile(f, theirs, f);
+    }
+  });
+
+  it('a backing file without format: qcow2 is refused, naming the fix', () => {
+    let message = '';
+    expectCode(() => createImage(join(dir, 'default-with-backing'), { backingFile: 'base.raw', backingFormat: 'raw' }), 'ECOW_BAD_ARGUMENT', 'raw with a backing file');
+    try {
+      createImage(join(dir, 'default-with-backing'), { backingFile: 'base.raw', backingFormat: 'raw' });
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    expect(message).toContain("format: 'qcow2'");
+    expect(fs.existsSync(join(dir, 'default-with-backing'))).toBe(false);
+    qemuRefuses([join(dir, 'default-with-backing'), '-b', join(dir, 'base.raw'), '-F', 'raw']);
   });
 });

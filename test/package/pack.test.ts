@@ -22,6 +22,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runProcess, type ProcessResult } from '../support/child.js';
+import { IMAGE_PRIVATE_MEMBERS, INTERNAL_NAMES, INTERNAL_PATHS, PUBLIC_TYPES, PUBLIC_VALUES } from './public-api.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const PKG = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as {
@@ -35,6 +36,7 @@ const PKG = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'))
 };
 const NPM = process.platform === 'win32' ? 'npm.cmd' : 'npm';
 const NPX = process.platform === 'win32' ? 'npx.cmd' : 'npx';
+const TSC = path.join(ROOT, 'node_modules/typescript/bin/tsc');
 
 /** The environment without an enclosing npm's npm_* variables (and NODE_ENV, which steers installs). */
 function cleanEnv(): NodeJS.ProcessEnv {
@@ -158,6 +160,23 @@ describe('the tarball, installed into a scratch project', () => {
 
   afterAll(() => fs.rmSync(scratch, { recursive: true, force: true }));
 
+  /** A strict NodeNext consumer's tsconfig (skipLibCheck off) checking `files`. */
+  function writeTsconfig(files: string[], lib: string[]): void {
+    const compilerOptions = {
+      target: 'ES2022',
+      module: 'NodeNext',
+      moduleResolution: 'NodeNext',
+      lib,
+      strict: true,
+      noEmit: true,
+      skipLibCheck: false,
+      // a Node consumer has @types/node; borrow ours rather than install it
+      typeRoots: [path.join(ROOT, 'node_modules/@types')],
+      types: ['node'],
+    };
+    fs.writeFileSync(path.join(project, 'tsconfig.json'), JSON.stringify({ compilerOptions, files }, null, 2));
+  }
+
   it('installs the package with its runtime dependencies', () => {
     expect(fs.existsSync(path.join(installed, 'build/cowchain.wasm'))).toBe(true);
     expect(fs.existsSync(path.join(installed, 'src')), 'src/ was installed').toBe(false);
@@ -203,6 +222,52 @@ console.log(JSON.stringify({ ok: true, bytes: fs.statSync(file).size, deep, vers
     expect(out.version).toBe(PKG.version);
   });
 
+  it('each entry point exports exactly its listed values (test/package/public-api.ts), and no internal path is reachable', async () => {
+    fs.writeFileSync(
+      path.join(project, 'surface.mjs'),
+      `const out = {};
+for (const spec of ${JSON.stringify(Object.keys(PUBLIC_VALUES))}) out[spec] = Object.keys(await import(spec)).sort();
+const paths = {};
+for (const p of ${JSON.stringify(INTERNAL_PATHS)}) {
+  try { await import(p); paths[p] = 'importable'; } catch (e) { paths[p] = e.code; }
+}
+console.log(JSON.stringify({ out, paths }));
+`,
+    );
+    const got = JSON.parse(ok(await run(process.execPath, ['surface.mjs'], project), 'node surface.mjs').trim()) as { out: Record<string, string[]>; paths: Record<string, string> };
+    for (const [spec, names] of Object.entries(PUBLIC_VALUES)) {
+      expect(got.out[spec], `the values ${spec} exports`).toEqual([...names].sort());
+      const leaked = INTERNAL_NAMES.filter((n) => !names.includes(n) && got.out[spec].includes(n));
+      expect(leaked, `internals exported by ${spec}`).toEqual([]);
+    }
+    for (const p of INTERNAL_PATHS) expect(got.paths[p], `${p} must not be importable`).toBe('ERR_PACKAGE_PATH_NOT_EXPORTED');
+  });
+
+  it('tsc: every public name of every entry point imports; internals, deep paths and Image internals do not (strict consumer, skipLibCheck off)', async () => {
+    const lines: string[] = [];
+    let n = 0;
+    for (const [spec, values] of Object.entries(PUBLIC_VALUES)) {
+      const types = PUBLIC_TYPES[spec];
+      const alias = (name: string) => `${name} as p${n++}_${name}`;
+      lines.push(`import { ${[...values.map(alias), ...types.map((t) => `type ${alias(t)}`)].join(', ')} } from '${spec}';`);
+      const first = n - values.length - types.length;
+      lines.push(`void [${values.map((v, i) => `p${first + i}_${v}`).join(', ')}];`);
+      // A generic type with required parameters would not compile bare; none is public today.
+      lines.push(`export type Uses${n} = [${types.map((t, i) => `p${first + values.length + i}_${t}`).join(', ')}];`);
+      for (const name of INTERNAL_NAMES.filter((i) => !values.includes(i))) {
+        lines.push(`// @ts-expect-error ${name} is internal`, `import { ${name} as i${n++} } from '${spec}';`);
+      }
+    }
+    for (const p of INTERNAL_PATHS) lines.push(`// @ts-expect-error ${p} is not exported`, `import * as i${n++} from '${p}';`);
+    lines.push(`import { openImage, type Image } from 'cowchain';`, `const img: Image = openImage('x.qcow2');`);
+    for (const m of IMAGE_PRIVATE_MEMBERS) lines.push(`// @ts-expect-error Image.${m} is private`, `void img.${m};`);
+    lines.push(`// @ts-expect-error Image has no public constructor`, `void new (openImage('x.qcow2').constructor as typeof Image)();`);
+    lines.push(`{ using scoped = openImage('x.qcow2'); void scoped.virtualSize; }`, `img[Symbol.dispose]();`);
+    fs.writeFileSync(path.join(project, 'surface.ts'), lines.join('\n') + '\n');
+    writeTsconfig(['surface.ts'], ['ES2022', 'ESNext.Disposable']);
+    ok(await run(process.execPath, [TSC, '--noEmit', '-p', 'tsconfig.json'], project), 'tsc --noEmit (surface.ts)');
+  });
+
   it('the published types type-check in a strict NodeNext consumer (skipLibCheck off)', async () => {
     fs.writeFileSync(
       path.join(project, 'consumer.ts'),
@@ -225,12 +290,12 @@ const map: MapEntry[] = img.map();
 const info: QemuStyleInfo = qemuStyleInfo(img);
 img.close();
 const onProgress: ProgressCallback = (done, total) => void [done, total];
-const commit: CommitOptions = { drop: true, onProgress };
+const commit: CommitOptions = { keepTop: true, onProgress };
 commitImage('b.qcow2', commit);
 void [rebaseImage, streamImage, convertImage, FileBackend, engineMemoryBytes, ERROR_CODES];
 // The async API: jobs in worker threads.
 const pool = new EnginePool({ size: 2, wasm: new Uint8Array(0) });
-const asyncCommit: AsyncCommitOptions = { drop: true, pool, signal: new AbortController().signal, onProgress };
+const asyncCommit: AsyncCommitOptions = { keepTop: true, pool, signal: new AbortController().signal, onProgress };
 const done: Promise<void> = commitAsync('b.qcow2', asyncCommit);
 const outcome: Promise<CheckOutcome> = check('b.qcow2', { pool });
 void [done, outcome, setEngineSource];
@@ -251,30 +316,8 @@ const wrong: string = img.virtualSize;
 void [size, bytes, header, map, info, wrong];
 `,
     );
-    fs.writeFileSync(
-      path.join(project, 'tsconfig.json'),
-      JSON.stringify(
-        {
-          compilerOptions: {
-            target: 'ES2022',
-            module: 'NodeNext',
-            moduleResolution: 'NodeNext',
-            lib: ['ES2022'],
-            strict: true,
-            noEmit: true,
-            skipLibCheck: false,
-            // a Node consumer has @types/node; borrow ours rather than install it
-            typeRoots: [path.join(ROOT, 'node_modules/@types')],
-            types: ['node'],
-          },
-          files: ['consumer.ts'],
-        },
-        null,
-        2,
-      ),
-    );
-    const tsc = path.join(ROOT, 'node_modules/typescript/bin/tsc');
-    ok(await run(process.execPath, [tsc, '--noEmit', '-p', 'tsconfig.json'], project), 'tsc --noEmit (consumer)');
+    writeTsconfig(['consumer.ts'], ['ES2022']);
+    ok(await run(process.execPath, [TSC, '--noEmit', '-p', 'tsconfig.json'], project), 'tsc --noEmit (consumer)');
   });
 
   it('the bin runs through npx: cowchain img info', async () => {

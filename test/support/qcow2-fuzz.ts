@@ -71,7 +71,7 @@ function engineImage(
   ops: (img: Image) => void,
 ): BaseImage {
   const mb = new MemoryBackend();
-  createQcow2On(mb, {
+  createQcow2On(mb, { format: 'qcow2',
     size: opts.size,
     clusterSize: opts.clusterSize,
     refcountBits: opts.refcountBits ?? 16,

@@ -111,7 +111,7 @@ describe('a chain at the snapshot create limit', () => {
     for (let i = 0; i < MAX_SNAPSHOT_CHAIN_DEPTH - 1; i++) {
       const name = `${BASE}.${snapId(i)}`;
       const b = new FileBackend(v.p(name), true, true);
-      createQcow2On(b, { size: MiB, clusterSize: 512, backingFile: below, backingFormat: 'qcow2' });
+      createQcow2On(b, { format: 'qcow2', size: MiB, clusterSize: 512, backingFile: below, backingFormat: 'qcow2' });
       b.close();
       info[snapId(i)] = name;
       below = name;

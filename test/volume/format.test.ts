@@ -33,7 +33,7 @@ async function codeOf(p: Promise<unknown>): Promise<string> {
 function qcow2HeaderBytes(dir: string): Buffer {
   const file = `${dir}/guest-header.qcow2`;
   const b = new FileBackend(file, true, true);
-  createQcow2On(b, { size: MiB });
+  createQcow2On(b, { format: 'qcow2', size: MiB });
   b.close();
   const bytes = fs.readFileSync(file);
   fs.unlinkSync(file);
@@ -73,7 +73,7 @@ describe('a raw volume whose guest wrote a qcow2 header', () => {
   it('an overlay recording it as qcow2 (made by a prober) is refused with ECOW_FORMAT_CONFLICT, nothing changed', async () => {
     const v = await rawVolumeWithGuestHeader();
     const overlay = new FileBackend(v.p(f('aaaa')), true, true);
-    createQcow2On(overlay, { size: 2 * MiB, backingFile: BASE, backingFormat: 'qcow2' });
+    createQcow2On(overlay, { format: 'qcow2', size: 2 * MiB, backingFile: BASE, backingFormat: 'qcow2' });
     overlay.close();
     fs.writeFileSync(v.infoFile(), JSON.stringify({ active: f('aaaa'), [SNAP.aaaa]: f('aaaa') }));
     const before = fs.readFileSync(v.p(BASE));
@@ -88,7 +88,7 @@ describe('a raw volume whose guest wrote a qcow2 header', () => {
     const v = await rawVolumeWithGuestHeader();
     const guest = fs.readFileSync(v.p(BASE));
     const overlay = new FileBackend(v.p(f('aaaa')), true, true);
-    createQcow2On(overlay, { size: 2 * MiB, backingFile: BASE });
+    createQcow2On(overlay, { format: 'qcow2', size: 2 * MiB, backingFile: BASE });
     overlay.close();
     fs.writeFileSync(v.infoFile(), JSON.stringify({ active: f('aaaa'), [SNAP.aaaa]: f('aaaa') }));
     expect((await v.driver.volumeInfo(VOL)).chain.map((l) => [l.name, l.format])).toEqual([

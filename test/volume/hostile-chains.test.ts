@@ -45,7 +45,7 @@ beforeEach(() => {
   fs.mkdirSync(outside);
   // A perfectly valid image outside the volume directory, named like one of ours.
   const b = new FileBackend(path.join(outside, BASE), true, true);
-  createQcow2On(b, { size: MiB });
+  createQcow2On(b, { format: 'qcow2', size: MiB });
   b.close();
   opened.length = 0;
 });
@@ -159,7 +159,7 @@ describe('hostile backing names in a header', () => {
       const id = `${i.toString(16).padStart(8, '0')}-0000-4000-8000-000000000000`;
       const name = `${BASE}.${id}`;
       const b = new FileBackend(v.p(name), true, true);
-      createQcow2On(b, { size: MiB, clusterSize: 512, backingFile: below, backingFormat: 'qcow2' });
+      createQcow2On(b, { format: 'qcow2', size: MiB, clusterSize: 512, backingFile: below, backingFormat: 'qcow2' });
       b.close();
       ids.push(id);
       below = name;
@@ -186,7 +186,7 @@ describe('a guest that writes a qcow2 header into its raw base', () => {
     // The guest writes a complete qcow2 image naming an outside file into sector 0 of its disk.
     const evil = path.join(root, 'evil.qcow2');
     const b = new FileBackend(evil, true, true);
-    createQcow2On(b, { size: MiB, backingFile: path.join(outside, BASE), backingFormat: 'qcow2' });
+    createQcow2On(b, { format: 'qcow2', size: MiB, backingFile: path.join(outside, BASE), backingFormat: 'qcow2' });
     b.close();
     const img = openImage(v.p(BASE), { writable: true, format: 'raw' });
     img.write(0, fs.readFileSync(evil));
@@ -202,7 +202,7 @@ describe('a guest that writes a qcow2 header into its raw base', () => {
     // With an overlay created by the driver (backing format recorded: raw), the base stays raw.
     fs.writeFileSync(v.infoFile(), JSON.stringify({ active: BASE }));
     const overlay = new FileBackend(v.p(f('aaaa')), true, true);
-    createQcow2On(overlay, { size: MiB, backingFile: BASE, backingFormat: 'raw' });
+    createQcow2On(overlay, { format: 'qcow2', size: MiB, backingFile: BASE, backingFormat: 'raw' });
     overlay.close();
     fs.writeFileSync(v.infoFile(), JSON.stringify({ active: f('aaaa'), [SNAP.aaaa]: f('aaaa') }));
     expect((await v.driver.volumeInfo(VOL)).chain.map((l) => [l.name, l.format])).toEqual([

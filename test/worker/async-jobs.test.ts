@@ -52,7 +52,7 @@ let n = 0;
 const fresh = (label: string) => copyDir(template, path.join(root, `${label}-${n++}`));
 describe('jobs in worker threads give what the synchronous jobs give', () => {
   it('commit (default, -d, -b BASE): qemu-img compare equal to commitImage on a copy, images clean, progress reported', async () => {
-    for (const variant of [{}, { drop: true }, { base: 'base.qcow2' }] as const) {
+    for (const variant of [{}, { keepTop: true }, { base: 'base.qcow2' }] as const) {
       const label = JSON.stringify(variant);
       const ours = fresh('commit-w');
       const ref = fresh('commit-s');
@@ -96,7 +96,7 @@ describe('jobs in worker threads give what the synchronous jobs give', () => {
 
     expect(await check(path.join(ours, 'flat.qcow2'), { pool })).toStrictEqual(checkImage(path.join(ours, 'flat.qcow2')));
 
-    await create(path.join(ours, 'new.qcow2'), { pool, backingFile: 'flat.qcow2', backingFormat: 'qcow2' });
+    await create(path.join(ours, 'new.qcow2'), { format: 'qcow2', pool, backingFile: 'flat.qcow2', backingFormat: 'qcow2' });
     expectIdentical(path.join(ours, 'new.qcow2'), path.join(ours, 'flat.qcow2'), 'created overlay reads as its backing file');
     expectCheckClean(path.join(ours, 'new.qcow2'), 'qcow2', 'create');
   });
@@ -105,8 +105,8 @@ describe('jobs in worker threads give what the synchronous jobs give', () => {
     const a = fresh('par-a');
     const b = fresh('par-b');
     const ref = fresh('par-ref');
-    commitImage(path.join(ref, 'top.qcow2'), { drop: true });
-    const jobs = [commit(path.join(a, 'top.qcow2'), { pool, drop: true, stepBytes: MiB }), commit(path.join(b, 'top.qcow2'), { pool, drop: true, stepBytes: MiB })];
+    commitImage(path.join(ref, 'top.qcow2'), { keepTop: true });
+    const jobs = [commit(path.join(a, 'top.qcow2'), { pool, keepTop: true, stepBytes: MiB }), commit(path.join(b, 'top.qcow2'), { pool, keepTop: true, stepBytes: MiB })];
     expect(pool.running).toBe(2);
     expect(pool.queued).toBe(0);
     await Promise.all(jobs);
@@ -122,7 +122,7 @@ describe('errors, cancellation, a host stop and a dying worker', () => {
     expect(await rejectionCode(commit(path.join(d, 'base.qcow2'), { pool }))).toBe('ECOW_BAD_ARGUMENT');
     fs.writeFileSync(path.join(d, 'bad.qcow2'), Buffer.concat([Buffer.from('QFI\xfb', 'latin1'), Buffer.alloc(508)]));
     expect(await rejectionCode(check(path.join(d, 'bad.qcow2'), { pool, format: 'qcow2' }))).toBe('ECOW_BAD_VERSION');
-    expect(await rejectionCode(create(path.join(d, 'x.qcow2'), { pool, size: 1 << 20, clusterSize: 3000 }))).toBe('ECOW_BAD_ARGUMENT');
+    expect(await rejectionCode(create(path.join(d, 'x.qcow2'), { format: 'qcow2', pool, size: 1 << 20, clusterSize: 3000 }))).toBe('ECOW_BAD_ARGUMENT');
     expect(await rejectionCode(commit('', { pool }))).toBe('ECOW_BAD_ARGUMENT');
     const err = await commit(path.join(d, 'missing.qcow2'), { pool }).catch((e: unknown) => e);
     expect((err as Error).message).toContain('missing.qcow2');
@@ -131,13 +131,13 @@ describe('errors, cancellation, a host stop and a dying worker', () => {
   it('an AbortSignal cancels a running commit between steps: ECOW_CANCELLED, images clean, top unchanged; a re-run completes', async () => {
     const d = fresh('cancel');
     const ref = fresh('cancel-ref');
-    commitImage(path.join(ref, 'top.qcow2'), { drop: true });
+    commitImage(path.join(ref, 'top.qcow2'), { keepTop: true });
     const topBefore = fs.readFileSync(path.join(d, 'top.qcow2'));
     const ac = new AbortController();
     const seen: number[] = [];
     const err = await commit(path.join(d, 'top.qcow2'), {
       pool,
-      drop: true,
+      keepTop: true,
       stepBytes: MiB,
       signal: ac.signal,
       onProgress: (done) => {
@@ -152,7 +152,7 @@ describe('errors, cancellation, a host stop and a dying worker', () => {
     expect(seen[2]).toBeLessThan(64 * MiB);
     for (const f of ['base.qcow2', 'mid.qcow2', 'top.qcow2']) expectCheckClean(path.join(d, f), 'qcow2', `cancelled: ${f}`);
     expect(fs.readFileSync(path.join(d, 'top.qcow2')).equals(topBefore), 'the top is not written').toBe(true);
-    await commit(path.join(d, 'top.qcow2'), { pool, drop: true });
+    await commit(path.join(d, 'top.qcow2'), { pool, keepTop: true });
     expectIdentical(path.join(d, 'base.qcow2'), path.join(ref, 'base.qcow2'), 're-run after the cancel');
   });
 
@@ -172,7 +172,7 @@ describe('errors, cancellation, a host stop and a dying worker', () => {
     let sizeAtStop = -1;
     const err = await commit(path.join(d, 'top.qcow2'), {
       pool,
-      drop: true,
+      keepTop: true,
       stepBytes: MiB,
       checkpoint: () => {
         if (++calls === 4) {
@@ -188,7 +188,7 @@ describe('errors, cancellation, a host stop and a dying worker', () => {
     const thrown = new Error('progress callback failed');
     const err2 = await commit(path.join(fresh('progress-throws'), 'top.qcow2'), {
       pool,
-      drop: true,
+      keepTop: true,
       stepBytes: MiB,
       onProgress: () => {
         throw thrown;
@@ -200,12 +200,12 @@ describe('errors, cancellation, a host stop and a dying worker', () => {
   it('a checkpoint may return a promise: the worker writes nothing until it settles', async () => {
     const d = fresh('async-checkpoint');
     const ref = fresh('async-checkpoint-ref');
-    commitImage(path.join(ref, 'top.qcow2'), { drop: true });
+    commitImage(path.join(ref, 'top.qcow2'), { keepTop: true });
     let calls = 0;
     let unchangedWhileHeld = false;
     await commit(path.join(d, 'top.qcow2'), {
       pool,
-      drop: true,
+      keepTop: true,
       stepBytes: MiB,
       checkpoint: async () => {
         if (++calls !== 3) return;
@@ -222,13 +222,13 @@ describe('errors, cancellation, a host stop and a dying worker', () => {
   it('a worker killed mid-job: ECOW_WORKER_DIED, never a hang; the images pass qemu-img check; the pool runs the re-run', async () => {
     const d = fresh('kill');
     const ref = fresh('kill-ref');
-    commitImage(path.join(ref, 'top.qcow2'), { drop: true });
+    commitImage(path.join(ref, 'top.qcow2'), { keepTop: true });
     const own = new EnginePool({ size: 1 });
     try {
       let progressCalls = 0;
       const err = await commit(path.join(d, 'top.qcow2'), {
         pool: own,
-        drop: true,
+        keepTop: true,
         stepBytes: 2 * MiB,
         onProgress: () => {
           // Terminate while the worker copies: the next step is running (or about to).
@@ -239,7 +239,7 @@ describe('errors, cancellation, a host stop and a dying worker', () => {
       expect((err as CowError).code).toBe('ECOW_WORKER_DIED');
       expect((err as CowError).message).toContain('top.qcow2');
       for (const f of ['base.qcow2', 'mid.qcow2', 'top.qcow2']) expectCheckClean(path.join(d, f), 'qcow2', `killed: ${f}`);
-      await commit(path.join(d, 'top.qcow2'), { pool: own, drop: true });
+      await commit(path.join(d, 'top.qcow2'), { pool: own, keepTop: true });
       expectIdentical(path.join(d, 'base.qcow2'), path.join(ref, 'base.qcow2'), 're-run after the kill');
     } finally {
       await own.close();
@@ -250,9 +250,9 @@ describe('errors, cancellation, a host stop and a dying worker', () => {
     const own = new EnginePool({ size: 1 });
     try {
       const d = fresh('queue');
-      const first = commit(path.join(d, 'top.qcow2'), { pool: own, drop: true, stepBytes: MiB });
+      const first = commit(path.join(d, 'top.qcow2'), { pool: own, keepTop: true, stepBytes: MiB });
       const ac = new AbortController();
-      const second = commit(path.join(d, 'top.qcow2'), { pool: own, drop: true, signal: ac.signal });
+      const second = commit(path.join(d, 'top.qcow2'), { pool: own, keepTop: true, signal: ac.signal });
       expect(own.queued).toBe(1);
       ac.abort();
       expect(await rejectionCode(second)).toBe('ECOW_CANCELLED');

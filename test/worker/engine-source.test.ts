@@ -35,7 +35,7 @@ function loadError(fn: () => unknown): CowError {
 /** Works with the engine in use: create, write, read back. */
 function roundTrip(name: string): void {
   const file = path.join(dir, name);
-  createImage(file, { size: 1 << 20 });
+  createImage(file, { format: 'qcow2', size: 1 << 20 });
   const img = openImage(file, { writable: true });
   img.write(4096, Buffer.from('hello'));
   expect(Buffer.from(img.read(4096, 5)).toString()).toBe('hello');
@@ -70,8 +70,8 @@ describe('EnginePool with a host-supplied engine', () => {
   it('runs jobs with the given module; bad bytes fail the job with ECOW_ENGINE_LOAD', async () => {
     const good = new EnginePool({ size: 1, wasm: new WebAssembly.Module(WASM) });
     pools.push(good);
-    createImage(path.join(dir, 'b.qcow2'), { size: 1 << 20 });
-    createImage(path.join(dir, 't.qcow2'), { backingFile: 'b.qcow2' });
+    createImage(path.join(dir, 'b.qcow2'), { format: 'qcow2', size: 1 << 20 });
+    createImage(path.join(dir, 't.qcow2'), { format: 'qcow2', backingFile: 'b.qcow2' });
     await commit(path.join(dir, 't.qcow2'), { pool: good });
     const bad = new EnginePool({ size: 1, wasm: Buffer.from('garbage') });
     pools.push(bad);
