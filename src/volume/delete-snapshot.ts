@@ -16,6 +16,7 @@
  * state before the move is a normal chain in which the move is idempotent).
  */
 import { validateSnapshotId } from './names.js';
+import { quoteBounded } from './small-file.js';
 import { CowError } from '../errors.js';
 import type { VolumeInfo } from './info-file.js';
 import { clearJournal, writeJournal, type DeleteJournal } from './journal.js';
@@ -54,6 +55,14 @@ export async function deleteSnapshot(ctx: OperationContext, snapshotId: string, 
   const { info } = await files.readInfo();
   if (!Object.hasOwn(info, snapshotId)) return { snapshotId, outcome: 'not-found', info, removed: [] };
   const file = info[snapshotId];
+  // Two snapshots on one file: deleting either would take the other's data with it.
+  const sharing = snapshotsMapping(info, file).filter((s) => s !== snapshotId);
+  if (sharing.length > 0) {
+    throw new CowError(
+      'ECOW_INFO_INVALID',
+      `volume ${files.volumeId}: snapshots ${snapshotId} and ${sharing.map((s) => quoteBounded(s)).join(', ')} both map to ${file} in the info file; deleting one would lose the other's data. Nothing was changed; fsck reports it`,
+    );
+  }
 
   if (!files.exists(file)) return dropMissing(ctx, snapshotId, info);
   const own = files.header(file);

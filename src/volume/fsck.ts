@@ -209,8 +209,9 @@ async function recoverJournal(run: FsckRun): Promise<boolean> {
 
 /**
  * 3a. The info file's map itself: every key a snapshot id (a uuid or tmp-snap-<uuid>), and no two
- * snapshots on one file — deleting either would take the other's data with it. Reported, never
- * guessed at. False: stop here.
+ * snapshots on one file — deleting either would take the other's data with it (a delete refuses
+ * it too). Reported, never guessed at. False: stop here. (Each file must also be in the active
+ * chain: step 6 reports one that is not.)
  */
 function checkInfoMap(run: FsckRun, info: VolumeInfo): boolean {
   const before = run.problems.length;
@@ -339,7 +340,8 @@ function sortUnneeded(run: FsckRun, scan: Scan, live: string[]): Sorting {
   const needed = new Set(live);
   for (const s of Object.keys(info)) {
     if (s === 'active' || live.includes(info[s])) continue;
-    run.notes.push(`snapshot ${s}: its file ${info[s]} is not in the active chain (kept, with its own chain)`);
+    // A snapshot is a point in the active file's history: off that chain, the map is wrong.
+    run.problems.push(`snapshot ${quoteBounded(s)}: its file ${info[s]} is not in the active chain of ${info.active}; left alone, with the chain below it`);
     for (let n: string | null = info[s], d = 0; n !== null && exists(scan, n) && !needed.has(n) && d < MAX_CHAIN_DEPTH; d++) {
       needed.add(n);
       n = graph.get(n)?.backing ?? null;

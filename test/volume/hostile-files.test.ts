@@ -80,6 +80,31 @@ describe('a hostile info file', () => {
     expect(snapshotDir()).toStrictEqual(before);
   });
 
+  it('two snapshots mapped to one file: a delete of either is refused (ECOW_INFO_INVALID naming both) and changes nothing', async () => {
+    await v.snap('bbbb');
+    fs.writeFileSync(path.join(dir, INFO), JSON.stringify({ active: f('bbbb'), [SNAP.aaaa]: f('bbbb'), [SNAP.bbbb]: f('bbbb') }));
+    const before = snapshotDir();
+    for (const [s, other] of [
+      [SNAP.aaaa, SNAP.bbbb],
+      [SNAP.bbbb, SNAP.aaaa],
+    ]) {
+      const m = refused('ECOW_INFO_INVALID', 'snapshot', 'delete', '--snapshot', s);
+      expect(m).toContain(`snapshots ${s} and "${other}" both map to ${f('bbbb')} in the info file`);
+      expect(snapshotDir()).toStrictEqual(before);
+    }
+  });
+
+  it('a snapshot mapped to a file off the active chain: fsck reports it and leaves it alone', async () => {
+    await v.snap('bbbb');
+    // .bbbb is backed by .aaaa, but the info file makes .aaaa the active file: .bbbb is above it.
+    fs.writeFileSync(path.join(dir, INFO), JSON.stringify({ active: f('aaaa'), [SNAP.aaaa]: f('aaaa'), [SNAP.bbbb]: f('bbbb') }));
+    const before = snapshotDir();
+    const r = cliProcess(['volume', 'fsck', '--dir', dir, '--volume', VOL]);
+    expect(r.status, r.stdout + r.stderr).toBe(1);
+    expect(r.stdout).toContain(`problem: snapshot "${SNAP.bbbb}": its file ${f('bbbb')} is not in the active chain of ${f('aaaa')}; left alone`);
+    expect(snapshotDir()).toStrictEqual(before);
+  });
+
   it('a key that is not a snapshot id: fsck reports it', () => {
     fs.writeFileSync(path.join(dir, INFO), JSON.stringify({ active: f('aaaa'), 'not-a-uuid': f('aaaa') }));
     const r = cliProcess(['volume', 'fsck', '--dir', dir, '--volume', VOL]);
