@@ -243,6 +243,23 @@ console.log(JSON.stringify({ out, paths }));
     for (const p of INTERNAL_PATHS) expect(got.paths[p], `${p} must not be importable`).toBe('ERR_PACKAGE_PATH_NOT_EXPORTED');
   });
 
+  // Node's require of ES modules: unflagged from 20.19 (and 22.12); the README says so.
+  const [major, minor] = process.versions.node.split('.').map(Number);
+  if ((major === 20 && minor >= 19) || (major === 22 && minor >= 12) || major >= 23) {
+    it('CommonJS: require() of every entry point gives the same values as import', async () => {
+      fs.writeFileSync(
+        path.join(project, 'surface.cjs'),
+        `const out = {};
+for (const spec of ${JSON.stringify(Object.keys(PUBLIC_VALUES))}) out[spec] = Object.keys(require(spec)).sort();
+console.log(JSON.stringify(out));
+`,
+      );
+      const r = await run(process.execPath, ['surface.cjs'], project);
+      const got = JSON.parse(ok(r, 'node surface.cjs').trim().split('\n').pop()!) as Record<string, string[]>;
+      for (const [spec, names] of Object.entries(PUBLIC_VALUES)) expect(got[spec], spec).toEqual([...names].sort());
+    });
+  }
+
   it('tsc: every public name of every entry point imports; internals, deep paths and Image internals do not (strict consumer, skipLibCheck off)', async () => {
     const lines: string[] = [];
     let n = 0;
