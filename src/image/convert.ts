@@ -29,9 +29,9 @@ export function convertImage(src: Image, dst: string, options: ConvertOptions = 
   const size = options.size ?? src.virtualSize;
   if (size < src.virtualSize) throw new CowError('ECOW_BAD_ARGUMENT', `size ${size} is smaller than the source's ${src.virtualSize}`);
   if (options.compressed && format !== 'qcow2') throw new CowError('ECOW_BAD_ARGUMENT', `compressed output needs the qcow2 format, not ${format}`);
-  createImage(dst, { ...(options.create ?? {}), format, size });
+  createImage(dst, { ...(options.create ?? {}), format, size }, { guardIo: options.guardIo });
   try {
-    const out = openImage(dst, { format, writable: true, noBacking: true });
+    const out = openImage(dst, { format, writable: true, noBacking: true, guardIo: options.guardIo });
     try {
       const engine = imageEngine(src);
       runJob(engine, () => engine.call((e) => e.convertStart(imageId(src), imageId(out), options.compressed ? 1 : 0)), options, [out]);

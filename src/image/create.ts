@@ -101,9 +101,10 @@ export function createQcow2On(backend: Backend, options: Qcow2LayoutOptions): vo
 
 /**
  * Create an image file, as `qemu-img create`. With a backing file, it must open (its chain is
- * validated) and gives the default size and, when not given, the backing format.
+ * validated) and gives the default size and, when not given, the backing format. `io.guardIo`
+ * runs before every write and truncate (FileBackend.guard: the volume driver's lock check).
  */
-export function createImage(file: string, options: CreateOptions): void {
+export function createImage(file: string, options: CreateOptions, io: { guardIo?: () => void } = {}): void {
   const o = parseOptions(options);
   let size = o.size;
   let backingFormat = o.backingFormat;
@@ -120,6 +121,7 @@ export function createImage(file: string, options: CreateOptions): void {
   // qemu-img create rounds the size up to whole 512-byte sectors (raw and qcow2 alike).
   size = Math.ceil(size / 512) * 512;
   if (o.format === 'raw') {
+    io.guardIo?.();
     try {
       const fd = fs.openSync(file, 'w');
       fs.ftruncateSync(fd, size);
@@ -130,7 +132,9 @@ export function createImage(file: string, options: CreateOptions): void {
     }
     return;
   }
+  io.guardIo?.(); // before the file is made (or emptied)
   const backend = new FileBackend(file, true, true);
+  backend.guard = io.guardIo;
   try {
     createQcow2On(backend, { ...options, format: 'qcow2', size, backingFormat });
   } catch (e) {

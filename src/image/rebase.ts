@@ -37,7 +37,7 @@ export function rebaseImage(file: string, newBacking: string, options: RebaseOpt
   const resolve = options.resolveBacking ?? defaultResolveBacking;
   const format = newBacking === '' ? '' : backingFormatOf(file, newBacking, options.backingFormat, resolve);
   if (options.unsafe) {
-    const img = openImage(file, { writable: true, noBacking: true });
+    const img = openImage(file, { writable: true, noBacking: true, guardIo: options.guardIo });
     try {
       img.switchBacking(null, newBacking, format);
     } finally {
@@ -45,7 +45,7 @@ export function rebaseImage(file: string, newBacking: string, options: RebaseOpt
     }
     return;
   }
-  const img = openImage(file, { writable: true, resolveBacking: options.resolveBacking });
+  const img = openImage(file, { writable: true, resolveBacking: options.resolveBacking, guardIo: options.guardIo });
   let next: Image | null = null;
   try {
     if (img.format !== 'qcow2') throw new CowError('ECOW_BAD_ARGUMENT', `${file} is ${img.format}; only qcow2 images have a backing file`);
@@ -75,7 +75,7 @@ export interface StreamOptions extends JobOptions {
  * `base`, then make `base` its backing file (named as the chain named it) — or none.
  */
 export function streamImage(file: string, options: StreamOptions = {}): void {
-  const img = openImage(file, { writable: true, resolveBacking: options.resolveBacking });
+  const img = openImage(file, { writable: true, resolveBacking: options.resolveBacking, guardIo: options.guardIo });
   try {
     const chain = img.chain();
     let depth = chain.length;

@@ -74,6 +74,11 @@ export interface JobHooks extends Pick<JobOptions, 'signal' | 'onProgress' | 'st
    * anything more). A runner in another thread may let it return a promise and wait for it.
    */
   checkpoint?: () => void | Promise<void>;
+  /**
+   * Called before every write the job issues (at most once per 10 ms: FileBackend.guard), as
+   * JobOptions.guardIo. A runner in another thread asks its host, which runs it there.
+   */
+  guardIo?: () => void | Promise<void>;
 }
 
 /** Runs jobs somewhere else than the caller's thread: an EnginePool. */
@@ -124,7 +129,7 @@ export function runJobRequest(request: JobRequest, hooks: JobOptions = {}): JobR
     case 'check':
       return checkImage(request.file, { repair: request.repair, format: request.format });
     case 'create':
-      createImage(request.file, request.options as CreateOptions);
+      createImage(request.file, request.options as CreateOptions, hooks);
       return null;
   }
 }

@@ -30,10 +30,12 @@
  * The lease is renewed by a timer on the holder's thread. A volume driver given an engine pool
  * (`jobs`) runs its engine jobs in worker threads, so that thread stays free and the lease stays
  * fresh however long one engine step takes; the worker asks this thread (assertHeld) before every
+ * write (at most once per 10 ms) and every
  * step. What no lease can prevent: a holder whose own thread is stalled longer than `staleMs` — a
  * synchronous step on this thread (a driver without `jobs`, one fsync, a host's own blocking
  * work) or a frozen process or VM — can be taken over, and then overlap the next holder until
- * its next `assertHeld()`: with the engine in a worker, by at most the step that worker runs. Keep `staleMs` (default 30 s) well above such stalls.
+ * its next `assertHeld()`, which runs before every write: by at most the writes in flight and
+ * 10 ms of writes after the last check. Keep `staleMs` (default 30 s) well above such stalls.
  */
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';

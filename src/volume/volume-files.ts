@@ -287,6 +287,7 @@ export class VolumeFiles {
     // and in secure mode the backing file's owner and group.
     applyFileModes(file, modes, this.path(options.backing));
     const backend = new FileBackend(file, true, true);
+    backend.guard = this.guard; // every write of the new header, as every write of a job
     try {
       createQcow2On(backend, { format: 'qcow2', size: options.size, backingFile: options.backing, backingFormat: options.backingFormat });
       backend.flush();

@@ -38,9 +38,9 @@ function run(message: Extract<HostMessage, { t: 'run' }>): void {
   }
   const control = new Int32Array(message.control);
   const cancel = new AbortController();
-  const checkpoint = (): void => {
+  const ask = (t: 'checkpoint' | 'guard'): void => {
     Atomics.store(control, 0, VERDICT.pending);
-    port.post({ t: 'checkpoint', id });
+    port.post({ t, id });
     Atomics.wait(control, 0, VERDICT.pending);
     const verdict = Atomics.load(control, 0);
     if (verdict === VERDICT.stop) throw new StoppedByHost();
@@ -50,7 +50,8 @@ function run(message: Extract<HostMessage, { t: 'run' }>): void {
     const result = runJobRequest(message.job, {
       stepBytes: message.stepBytes,
       signal: cancel.signal,
-      checkpoint,
+      checkpoint: () => ask('checkpoint'),
+      guardIo: message.guard ? () => ask('guard') : undefined,
       onProgress: message.progress ? (done, total) => port.post({ t: 'progress', id, done, total }) : undefined,
     });
     port.post({ t: 'done', id, result });

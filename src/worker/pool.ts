@@ -175,6 +175,7 @@ export class EnginePool implements JobRunner {
       job: job.request,
       stepBytes: job.options.stepBytes,
       progress: job.options.onProgress !== undefined,
+      guard: job.options.guardIo !== undefined,
       control: job.control.buffer as SharedArrayBuffer,
     });
   }
@@ -192,7 +193,8 @@ export class EnginePool implements JobRunner {
           job.cancelAtNext = true;
         }
         return;
-      case 'checkpoint': {
+      case 'checkpoint':
+      case 'guard': {
         const answer = (verdict: number) => {
           Atomics.store(job.control!, 0, verdict);
           Atomics.notify(job.control!, 0);
@@ -204,7 +206,7 @@ export class EnginePool implements JobRunner {
         const goOn = () => answer(job.cancelAtNext || job.options.signal?.aborted ? VERDICT.cancel : VERDICT.go);
         let pending: void | Promise<void>;
         try {
-          pending = job.options.checkpoint?.();
+          pending = m.t === 'guard' ? job.options.guardIo?.() : job.options.checkpoint?.();
         } catch (e) {
           stop(e);
           return;

@@ -25,11 +25,14 @@ export const VERDICT = {
 export type HostMessage =
   /** First message to a new worker: the compiled engine (or its bytes, where a Module cannot be posted). */
   | { t: 'init'; module: unknown }
-  | { t: 'run'; id: number; job: JobRequest; stepBytes?: number; progress: boolean; control: SharedArrayBuffer };
+  /** `guard`: the host has a per-write guard for this job (the worker then asks before its writes). */
+  | { t: 'run'; id: number; job: JobRequest; stepBytes?: number; progress: boolean; guard: boolean; control: SharedArrayBuffer };
 
 export type WorkerMessage =
   | { t: 'progress'; id: number; done: number; total: number }
   | { t: 'checkpoint'; id: number }
+  /** Before a write (FileBackend.guard): the host runs the job's guardIo and answers as for a checkpoint. */
+  | { t: 'guard'; id: number }
   | { t: 'done'; id: number; result: JobResult }
   /** `stopped`: the job stopped on the host's verdict; the host holds the reason. */
   | { t: 'failed'; id: number; error: SerializedError; stopped: boolean };
