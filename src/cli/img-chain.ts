@@ -2,9 +2,10 @@
 import { commitImage } from '../image/commit.js';
 import { rebaseImage, streamImage } from '../image/rebase.js';
 import { parseFormatOption, print } from './output.js';
-import { progressBar } from './progress.js';
+import { withProgress } from './progress.js';
 
 export interface CommitCliOptions {
+  f?: string;
   b?: string;
   d?: boolean;
   p?: boolean;
@@ -13,12 +14,7 @@ export interface CommitCliOptions {
 
 /** `img commit`. */
 export function imgCommit(top: string, o: CommitCliOptions): void {
-  const bar = progressBar(!!o.p && !o.q, 'commit');
-  try {
-    commitImage(top, { base: o.b, keepTop: o.d, onProgress: bar.onProgress });
-  } finally {
-    bar.stop();
-  }
+  withProgress(!!o.p && !o.q, (onProgress) => commitImage(top, { base: o.b, keepTop: o.d, format: parseFormatOption(o.f), onProgress }));
   if (!o.q) print('Image committed.');
 }
 
@@ -32,12 +28,7 @@ export interface RebaseCliOptions {
 
 /** `img rebase`. */
 export function imgRebase(file: string, o: RebaseCliOptions): void {
-  const bar = progressBar(!!o.p && !o.q, 'rebase');
-  try {
-    rebaseImage(file, o.b, { unsafe: o.u, backingFormat: parseFormatOption(o.F), onProgress: bar.onProgress });
-  } finally {
-    bar.stop();
-  }
+  withProgress(!!o.p && !o.q, (onProgress) => rebaseImage(file, o.b, { unsafe: o.u, backingFormat: parseFormatOption(o.F), onProgress }));
 }
 
 export interface StreamCliOptions {
@@ -47,10 +38,5 @@ export interface StreamCliOptions {
 
 /** `img stream`. */
 export function imgStream(file: string, o: StreamCliOptions): void {
-  const bar = progressBar(!!o.p, 'stream');
-  try {
-    streamImage(file, { base: o.b ?? null, onProgress: bar.onProgress });
-  } finally {
-    bar.stop();
-  }
+  withProgress(!!o.p, (onProgress) => streamImage(file, { base: o.b ?? null, onProgress }));
 }

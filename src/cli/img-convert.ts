@@ -5,7 +5,7 @@ import { CowError } from '../errors.js';
 import { mergeOptionLists } from './args.js';
 import { parseCreateCommand } from './img-create.js';
 import { withImage } from './img-read.js';
-import { progressBar } from './progress.js';
+import { withProgress } from './progress.js';
 
 export interface ConvertCliOptions {
   f?: string;
@@ -24,12 +24,7 @@ export function imgConvert(src: string, dst: string, o: ConvertCliOptions): void
     src,
     o.f,
     (image) => {
-      const bar = progressBar(!!o.p && !o.q, 'convert');
-      try {
-        convertImage(image, dst, { ...target, onProgress: bar.onProgress });
-      } finally {
-        bar.stop();
-      }
+      withProgress(!!o.p && !o.q, (onProgress) => convertImage(image, dst, { ...target, onProgress }));
     },
     false,
     o.forceShare,

@@ -29,6 +29,7 @@ const CreateCommandSchema = z
     compat: z.enum(['0.10', '1.1']).optional(),
     extendedL2: z.boolean().optional(),
     compressionType: z.enum(['zlib', 'zstd'], { message: "compression_type must be 'zlib' or 'zstd'" }).optional(),
+    unsafe: z.boolean().optional(),
   })
   .strict()
   .superRefine((o, ctx) => {
@@ -37,7 +38,7 @@ const CreateCommandSchema = z
       ctx.addIssue({ code: 'custom', message: 'backing file specified without backing format (-F raw|qcow2), as qemu-img 7 requires' });
     }
     if (o.backingFile === undefined && o.backingFormat !== undefined) ctx.addIssue({ code: 'custom', message: 'backing format cannot be used without backing file' });
-    if (o.size === undefined && o.backingFile === undefined) ctx.addIssue({ code: 'custom', message: 'image creation needs a size parameter' });
+    if (o.size === undefined && (o.backingFile === undefined || o.unsafe)) ctx.addIssue({ code: 'custom', message: 'image creation needs a size parameter' });
     // qemu's geometry rules, checked before FILE is touched (qemu-img truncates FILE first and
     // deletes it on refusal; we leave an existing FILE alone).
     const cs = o.clusterSize ?? 65536;
@@ -72,6 +73,8 @@ export interface CreateCliOptions {
   F?: string;
   o?: string[];
   q?: boolean;
+  /** -u: do not open the backing file (qemu-img create -u). */
+  u?: boolean;
 }
 
 function sizeArgument(text: string, what: string): number {
@@ -114,6 +117,7 @@ export function parseCreateCommand(file: string, sizeText: string | undefined, o
   if (el2 !== undefined) raw.extendedL2 = parseBool(el2, 'extended_l2');
   const ct = opts.get('compression_type');
   if (ct !== undefined) raw.compressionType = ct;
+  if (o.u) raw.unsafe = true;
   const r = CreateCommandSchema.safeParse(raw);
   if (!r.success) throw new CowError('ECOW_BAD_ARGUMENT', r.error.issues.map((i) => (i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message)).join('; '));
   checkQcow2Size(r.data);
@@ -147,6 +151,7 @@ export function runCreateCommand(c: CreateCommand): void {
   if (c.compat !== undefined) options.compat = c.compat;
   if (c.extendedL2 !== undefined) options.extendedL2 = c.extendedL2;
   if (c.compressionType !== undefined) options.compressionType = c.compressionType;
+  if (c.unsafe) options.unsafe = true;
   createImage(c.file, options);
 }
 

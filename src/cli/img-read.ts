@@ -1,6 +1,8 @@
-// `img info` and `img map`: read-only views of an image and its chain.
+// `img info` and `img map`: read-only views of an image and its chain, shaped as qemu-img's.
+import * as fs from 'node:fs';
 import { openImage } from '../image/open-chain.js';
-import { qemuStyleInfo } from '../image/info.js';
+import { qemuStyleInfo, type QemuStyleInfo } from '../image/info.js';
+import { CowError } from '../errors.js';
 import type { Image } from '../image/image.js';
 import { parseFormatOption, print } from './output.js';
 
@@ -17,22 +19,35 @@ export function withImage<T>(file: string, format: string | undefined, fn: (img:
   }
 }
 
-function humanInfo(info: ReturnType<typeof qemuStyleInfo>): string {
+/** qemu's size_to_str: three significant digits and a binary unit, `196 KiB`, `1 GiB`, `512 B`. */
+export function sizeToStr(value: number): string {
+  const units = ['', 'Ki', 'Mi', 'Gi', 'Ti', 'Pi', 'Ei'];
+  // qemu switches to the next unit once the integer part reaches 1000 (frexp of value * 1024 / 1000)
+  let i = 0;
+  while (i < units.length - 1 && value / 2 ** (10 * i) >= 1000) i++;
+  return `${Number((value / 2 ** (10 * i)).toPrecision(3))} ${units[i]}B`;
+}
+
+/** qemu-img info's human text for one image (bdrv_image_info_dump, qemu 7.2). */
+export function humanInfo(info: QemuStyleInfo): string {
   const lines = [
     `image: ${info.filename}`,
     `file format: ${info.format}`,
-    `virtual size: ${info['virtual-size']} bytes`,
-    `disk size: ${info['actual-size']} bytes`,
+    `virtual size: ${sizeToStr(info['virtual-size'])} (${info['virtual-size']} bytes)`,
+    `disk size: ${sizeToStr(info['actual-size'])}`,
   ];
   if (info['cluster-size']) lines.push(`cluster_size: ${info['cluster-size']}`);
-  if (info['backing-filename']) {
-    lines.push(`backing file: ${info['backing-filename']}`);
+  if (info['dirty-flag']) lines.push('cleanly shut down: no');
+  const backing = info['backing-filename'];
+  if (backing !== undefined) {
+    const full = info['full-backing-filename'];
+    lines.push(`backing file: ${backing}${full !== undefined && full !== backing ? ` (actual path: ${full})` : ''}`);
     if (info['backing-filename-format']) lines.push(`backing file format: ${info['backing-filename-format']}`);
   }
   const d = info['format-specific']?.data;
   if (d) {
     lines.push('Format specific information:');
-    for (const [k, v] of Object.entries(d)) lines.push(`    ${k}: ${v}`);
+    for (const [k, v] of Object.entries(d)) lines.push(`    ${k.replace(/-/g, ' ')}: ${v}`);
   }
   return lines.join('\n');
 }
@@ -44,19 +59,31 @@ export interface InfoCliOptions {
   forceShare?: boolean;
 }
 
-/** `img info`. */
+/**
+ * `img info`. Without --backing-chain only FILE is opened, as qemu-img opens it: a backing file
+ * that is missing does not hide the image's own header; a warning line on stderr says it is missing.
+ */
 export function imgInfo(file: string, o: InfoCliOptions): void {
-  withImage(
-    file,
-    o.f,
-    (image) => {
-      const infos = (o.backingChain ? image.chain() : [image]).map(qemuStyleInfo);
-      if (o.output === 'json') print(JSON.stringify(o.backingChain ? infos : infos[0], null, 4));
-      else print(infos.map(humanInfo).join('\n\n'));
-    },
-    false,
-    o.forceShare,
-  );
+  if (o.backingChain) {
+    withImage(file, o.f, (image) => {
+      const infos = image.chain().map(qemuStyleInfo);
+      print(o.output === 'json' ? JSON.stringify(infos, null, 4) : infos.map(humanInfo).join('\n\n'));
+    }, false, o.forceShare);
+    return;
+  }
+  const image = openImage(file, { format: parseFormatOption(o.f), noBacking: true, readLocks: !o.forceShare });
+  let info: QemuStyleInfo;
+  try {
+    info = qemuStyleInfo(image);
+  } finally {
+    image.close();
+  }
+  print(o.output === 'json' ? JSON.stringify(info, null, 4) : humanInfo(info));
+  const full = info['full-backing-filename'];
+  if (full !== undefined && !fs.existsSync(full)) {
+    const missing = new CowError('ECOW_BACKING_MISSING', `backing file ${full} of ${file} does not exist (the chain cannot be read; shown: the image's own header)`);
+    process.stderr.write(`cowchain: warning: ${missing.message}\n`);
+  }
 }
 
 export interface MapCliOptions {
@@ -65,7 +92,7 @@ export interface MapCliOptions {
   forceShare?: boolean;
 }
 
-/** `img map`. */
+/** `img map`. The human form is qemu-img's: the ranges holding data, with the file they are in. */
 export function imgMap(file: string, o: MapCliOptions): void {
   withImage(
     file,
@@ -74,11 +101,17 @@ export function imgMap(file: string, o: MapCliOptions): void {
       const entries = image.map();
       if (o.output === 'json') {
         print(JSON.stringify(entries));
-      } else {
-        print(['Offset          Length          Mapped to       Depth'].concat(
-          entries.filter((e) => e.data).map((e) => `0x${e.start.toString(16).padEnd(14)} 0x${e.length.toString(16).padEnd(14)} ${e.offset !== undefined ? '0x' + e.offset.toString(16).padEnd(14) : '-'.padEnd(16)} ${e.depth}`),
-        ).join('\n'));
+        return;
       }
+      const files = image.chain().map((layer) => layer.filename);
+      const hex = (n: number) => (n === 0 ? '0' : `0x${n.toString(16)}`).padEnd(16);
+      const lines = [`${'Offset'.padEnd(16)}${'Length'.padEnd(16)}${'Mapped to'.padEnd(16)}File`];
+      for (const e of entries) {
+        if (!e.data || e.zero) continue;
+        if (e.offset === undefined) throw new CowError('ECOW_BAD_ARGUMENT', `${file}: File contains external, encrypted or compressed clusters (use --output=json)`);
+        lines.push(`${hex(e.start)}${hex(e.length)}${hex(e.offset)}${files[e.depth]}`);
+      }
+      print(lines.join('\n'));
     },
     false,
     o.forceShare,

@@ -27,7 +27,8 @@ export function buildProgram(argv?: readonly string[]): Command {
     .description('qcow2 snapshot chains managed in-process (WebAssembly engine, Cinder-style volumes)')
     .option('-V, --version', 'print the version (as qemu-img -V)')
     .exitOverride()
-    .showHelpAfterError();
+    // A usage error is one line `cowchain: ECOW_USAGE: …` (main), not commander's text and help.
+    .configureOutput({ outputError: () => {} });
   registerGroup(program, IMG, argv);
   registerIo(program);
   registerGroup(program, VOLUME, argv);
@@ -41,7 +42,8 @@ export function buildProgram(argv?: readonly string[]): Command {
 }
 
 /**
- * Exit codes: 0 success, 1 an operation failed (message on stderr with its code), 2 bad usage;
+ * Exit codes: 0 success, 1 an operation failed (message on stderr with its code), 2 bad usage
+ * (ECOW_USAGE: an unknown option or command, a missing argument, a value outside its choices);
  * a command whose status carries meaning (img check: 2 corrupt, 3 leaks) sets process.exitCode;
  * a volume command interrupted by SIGINT / SIGTERM exits 130 / 143 (interrupt.ts).
  */
@@ -51,7 +53,13 @@ export async function main(argv: string[]): Promise<number> {
     await program.parseAsync(argv, { from: 'user' });
     return interruptExitCode() ?? (typeof process.exitCode === 'number' ? process.exitCode : 0);
   } catch (e) {
-    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
+    if (e instanceof CommanderError) {
+      if (e.exitCode === 0) return 0; // --help, --version
+      // commander.help: a group named without its command; its help went to stderr already
+      const what = e.code === 'commander.help' ? 'a command is needed' : e.message.replace(/^error: /, '').replace(/\n/g, ' ');
+      process.stderr.write(`cowchain: ECOW_USAGE: ${oneLine(what)} (see '${commandPath(program, argv)} --help')\n`);
+      return 2;
+    }
     if (e instanceof CowError) {
       process.stderr.write(`cowchain: ${oneLine(e.message)}\n`);
       return interruptExitCode() ?? 1;
@@ -59,6 +67,19 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`cowchain: ECOW_INTERNAL: ${(e as Error)?.stack ?? String(e)}\n`);
     return 1;
   }
+}
+
+/** `cowchain img info`: the command words of `argv` that name commands of the tree. */
+function commandPath(program: Command, argv: readonly string[]): string {
+  const words = ['cowchain'];
+  let at = program;
+  for (const word of argv) {
+    const sub = at.commands.find((c) => c.name() === word);
+    if (!sub) break;
+    words.push(word);
+    at = sub;
+  }
+  return words.join(' ');
 }
 
 /** Longest error message printed: values from hostile files are quoted and cut, but never trust that alone. */

@@ -1,25 +1,44 @@
-import { SingleBar, Presets } from 'cli-progress';
 import type { ProgressCallback } from '../image/job.js';
 
+/** qemu's min_skip: a new line once the job moved by at least 1 %. */
+const MIN_STEP_PERCENT = 1;
+
 /**
- * A progress bar on stderr for `-p`, drawn only when stderr is a terminal (qemu-img prints its
- * percentages regardless; a bar in a log file helps nobody). Returns the callback and a stop().
+ * `-p` as qemu-img prints it: `    (x.xx/100%)` and a carriage return, the first at 0 %, then at
+ * every step of 1 % or more, `(100.00/100%)` and a newline at the end; on a terminal or not (a
+ * log shows the lines). The img commands print it on stdout as qemu-img does; the volume commands
+ * on stderr, since their stdout is the result. `stop(true)` after success, `stop(false)` after a
+ * failure (a newline only, so the error starts a line of its own).
  */
-export function progressBar(enabled: boolean, label: string): { onProgress?: ProgressCallback; stop(): void } {
-  if (!enabled || !process.stderr.isTTY) return { stop() {} };
-  const bar = new SingleBar({ format: `${label} [{bar}] {percentage}% | {value}/{total} MiB`, stream: process.stderr, hideCursor: true }, Presets.shades_classic);
-  let started = false;
+export function progressPrinter(enabled: boolean, stream: NodeJS.WritableStream = process.stdout): { onProgress?: ProgressCallback; stop(ok: boolean): void } {
+  if (!enabled) return { stop() {} };
+  let last = -Infinity;
+  const print = (percent: number) => {
+    last = percent;
+    stream.write(`    (${percent.toFixed(2)}/100%)\r`);
+  };
+  print(0);
   return {
     onProgress: (done, total) => {
-      const mib = (n: number) => Math.round(n / 2 ** 20);
-      if (!started) {
-        bar.start(mib(total), 0);
-        started = true;
-      }
-      bar.update(mib(done));
+      const percent = total > 0 ? Math.min(100, (done / total) * 100) : 100;
+      if (percent - last >= MIN_STEP_PERCENT && percent < 100) print(percent);
     },
-    stop: () => {
-      if (started) bar.stop();
+    stop: (ok) => {
+      if (ok) print(100);
+      stream.write('\n');
     },
   };
+}
+
+/** Run `fn` with a qemu-img `-p` printer on stdout (when `enabled`), ended as `fn` ends. */
+export function withProgress<T>(enabled: boolean, fn: (onProgress?: ProgressCallback) => T): T {
+  const progress = progressPrinter(enabled);
+  let ok = false;
+  try {
+    const result = fn(progress.onProgress);
+    ok = true;
+    return result;
+  } finally {
+    progress.stop(ok);
+  }
 }

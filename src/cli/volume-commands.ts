@@ -3,15 +3,18 @@
 // and for attached volumes the Nova client) when they run.
 import type { Command } from 'commander';
 import type { CommandGroup } from './command-group.js';
+import { outputOption } from './common-options.js';
 import { COORDINATION_HELP } from './coordination-help.js';
+
+const PROGRESS = 'print progress as qemu-img -p does, (x.xx/100%), on stderr (stdout is the result)';
 import { NOVA_TOKEN_ENV, STATUS_TOKEN_ENV } from './nova-tokens.js';
 
 /** The options every command has. */
 function common(cmd: Command): Command {
   return cmd
     .requiredOption('--dir <dir>', 'the volume directory (one share)')
-    .requiredOption('--volume <uuid>', 'the volume id')
-    .option('--output <fmt>', 'human or json', 'human')
+    .requiredOption('--volume <uuid>', 'the volume id: a UUID (the volume-<uuid> files)')
+    .addOption(outputOption())
     .option('--base-format <fmt>', 'format of the base image volume-<uuid> (raw or qcow2); needed when the volume has no volume-<uuid>.format record')
     .option('--probe-format', 'guess the base image format from its bytes when nothing says it (dangerous for raw volumes)')
     .option(
@@ -49,10 +52,11 @@ export const VOLUME: CommandGroup = {
       common(volume.command('info').description('the info file and the active chain as the headers record it')).action(async (o) => (await actions()).volumeInfo(o)),
     'from-snapshot': (volume) =>
       common(volume.command('from-snapshot').description("create a new image holding a snapshot's content (flattened)"))
-        .requiredOption('--snapshot <id>', 'the snapshot id')
+        .requiredOption('--snapshot <uuid>', 'the snapshot id: a UUID')
         .requiredOption('--out <file>', 'the new image (must not exist)')
         .option('-O, --format <fmt>', 'raw or qcow2', 'raw')
         .option('--size <size>', "virtual size (default: the snapshot's; never smaller)")
+        .option('-p', PROGRESS)
         .action(async (o) => (await actions()).volumeFromSnapshot(o)),
     clone: (volume) =>
       novaOptions(common(volume.command('clone').description('clone into a new volume through a temporary snapshot')))
@@ -61,6 +65,7 @@ export const VOLUME: CommandGroup = {
         .option('-O, --format <fmt>', 'raw or qcow2', 'raw')
         .option('--size <size>', "virtual size (default: the source's; never smaller)")
         .option('--target-dir <dir>', 'directory of the new volume (default: --dir)')
+        .option('-p', PROGRESS)
         .action(async (o) => (await actions()).volumeClone(o)),
     extend: (volume) =>
       common(volume.command('extend').description('grow the active image (refused while attached)'))
@@ -69,7 +74,7 @@ export const VOLUME: CommandGroup = {
         .action(async (o) => (await actions()).volumeExtend(o)),
     revert: (volume) =>
       common(volume.command('revert').description('revert to the latest snapshot (detached only)'))
-        .requiredOption('--snapshot <id>', 'the snapshot id (must be the latest)')
+        .requiredOption('--snapshot <uuid>', 'the snapshot id: a UUID (must be the latest)')
         .option('--status <status>', "the volume's status (available or reverting)", 'available')
         .action(async (o) => (await actions()).volumeRevert(o)),
     delete: (volume) =>
@@ -80,6 +85,7 @@ export const VOLUME: CommandGroup = {
         .option('--dry-run', 'report what would be done, change nothing')
         .option('--nova-outcome <outcome>', 'what Nova did with a request it accepted and never reported on, when the files cannot tell: done or failed')
         .option('--discard-journal', "drop an interrupted operation's journal unrecovered (after looking at it), then reconcile")
+        .option('-p', PROGRESS)
         .action(async (o) => (await actions()).volumeFsck(o)),
   },
 };
@@ -90,14 +96,15 @@ export const SNAPSHOT: CommandGroup = {
   commands: {
     create: (snapshot) =>
       novaOptions(common(snapshot.command('create').description('take a snapshot: a new qcow2 overlay becomes the active file')))
-        .requiredOption('--snapshot <id>', 'the snapshot id')
+        .requiredOption('--snapshot <uuid>', 'the snapshot id: a UUID')
         .option('--status <status>', "the volume's status (available, in-use, backing-up)", 'available')
         .option('--size <size>', "virtual size of the overlay (default: the active image's)")
         .action(async (o) => (await actions()).snapshotCreate(o)),
     delete: (snapshot) =>
       novaOptions(common(snapshot.command('delete').description('delete a snapshot (commit down; unknown ids succeed)')))
-        .requiredOption('--snapshot <id>', 'the snapshot id')
+        .requiredOption('--snapshot <uuid>', 'the snapshot id: a UUID')
         .option('--status <status>', "the volume's status (available, in-use, backing-up, deleting, downloading)", 'available')
+        .option('-p', PROGRESS)
         .action(async (o) => (await actions()).snapshotDelete(o)),
   },
 };

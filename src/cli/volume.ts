@@ -16,6 +16,8 @@ import { parseSize } from './args.js';
 import { coordinationFrom } from './coordination-option.js';
 import { withHypervisor, type NovaCliOptions } from './nova-options.js';
 import { print } from './output.js';
+import { progressPrinter } from './progress.js';
+import type { ProgressCallback } from '../image/job.js';
 import { Interruption } from './interrupt.js';
 import { parseImageFormat, type ImageFormat } from '../image/format.js';
 
@@ -27,6 +29,8 @@ export interface Common {
   probeFormat?: boolean;
   secureFilePermissions?: string;
   coordination?: string;
+  /** -p, on the commands that copy data. */
+  p?: boolean;
 }
 
 /** The coordinator of each command's options, made at first use and closed by run(). */
@@ -53,8 +57,8 @@ function driver(o: Common, hypervisor?: Hypervisor): VolumeDriver {
 }
 
 /** A driver with the Nova path the options describe, for the commands that may act on attached volumes. */
-function withDriver<T>(o: Common & NovaCliOptions, fn: (d: VolumeDriver) => Promise<T>): () => Promise<T> {
-  return () => withHypervisor(o, (hypervisor) => fn(driver(o, hypervisor)));
+function withDriver<T>(o: Common & NovaCliOptions, fn: (d: VolumeDriver, onProgress?: ProgressCallback) => Promise<T>): (onProgress?: ProgressCallback) => Promise<T> {
+  return (onProgress) => withHypervisor(o, (hypervisor) => fn(driver(o, hypervisor), onProgress));
 }
 
 function outputMode(o: Common): 'human' | 'json' {
@@ -66,13 +70,18 @@ function outputMode(o: Common): 'human' | 'json' {
  * Run `op`, print its result as JSON or as `human` text (--output is validated first), then
  * `after` (e.g. an exit status that carries meaning).
  */
-async function run<T>(o: Common, op: () => Promise<T>, human: (r: T) => string, after?: (r: T) => void): Promise<void> {
+async function run<T>(o: Common, op: (onProgress?: ProgressCallback) => Promise<T>, human: (r: T) => string, after?: (r: T) => void): Promise<void> {
   const mode = outputMode(o);
   interruption = new Interruption();
+  // -p: qemu-img's progress lines, on stderr (stdout is the result)
+  const progress = progressPrinter(!!o.p, process.stderr);
   let result: T;
+  let ok = false;
   try {
-    result = await interruption.during(op);
+    result = await interruption.during(() => op(progress.onProgress));
+    ok = true;
   } finally {
+    progress.stop(ok);
     await coordinators.get(o)?.close();
   }
   print(mode === 'json' ? JSON.stringify(result, null, 2) : human(result));
@@ -116,13 +125,13 @@ export function volumeInfo(o: Common): Promise<void> {
 }
 
 export function volumeFromSnapshot(o: Common & { snapshot: string; out: string; format: string; size?: string }): Promise<void> {
-  return run(o, () => driver(o).createVolumeFromSnapshot(o.volume, o.snapshot, o.out, { format: format(o.format), size: size(o.size, '--size') }), (r) => `created ${r.file} (${r.format}, ${r.size} bytes)`);
+  return run(o, (onProgress) => driver(o).createVolumeFromSnapshot(o.volume, o.snapshot, o.out, { format: format(o.format), size: size(o.size, '--size'), onProgress }), (r) => `created ${r.file} (${r.format}, ${r.size} bytes)`);
 }
 
 export function volumeClone(o: Common & NovaCliOptions & { to: string; status: string; format: string; size?: string; targetDir?: string }): Promise<void> {
   return run(
     o,
-    withDriver(o, (d) => d.cloneVolume(o.volume, o.to, { status: o.status as VolumeStatus, format: format(o.format), size: size(o.size, '--size'), targetDir: o.targetDir })),
+    withDriver(o, (d, onProgress) => d.cloneVolume(o.volume, o.to, { status: o.status as VolumeStatus, format: format(o.format), size: size(o.size, '--size'), targetDir: o.targetDir, onProgress })),
     (r) => `cloned into ${r.file} (${r.format}, ${r.size} bytes)`,
   );
 }
@@ -140,7 +149,7 @@ export function volumeDelete(o: Common): Promise<void> {
 }
 
 export function volumeFsck(o: Common & NovaCliOptions & { status: string; dryRun?: boolean; novaOutcome?: string; discardJournal?: boolean }): Promise<void> {
-  return run(o, withDriver(o, (d) => d.fsck(o.volume, { status: o.status as VolumeStatus, dryRun: o.dryRun ?? false, novaOutcome: novaOutcome(o.novaOutcome), discardJournal: o.discardJournal ?? false })), humanFsck, (r) => {
+  return run(o, withDriver(o, (d, onProgress) => d.fsck(o.volume, { status: o.status as VolumeStatus, dryRun: o.dryRun ?? false, novaOutcome: novaOutcome(o.novaOutcome), discardJournal: o.discardJournal ?? false, onProgress })), humanFsck, (r) => {
     // the report is printed either way; what is left for a human makes it fail
     if (r.problems.length) process.exitCode = 1;
   });
@@ -153,7 +162,7 @@ export function snapshotCreate(o: Common & NovaCliOptions & { snapshot: string; 
 export function snapshotDelete(o: Common & NovaCliOptions & { snapshot: string; status: string }): Promise<void> {
   return run(
     o,
-    withDriver(o, (d) => d.deleteSnapshot(o.volume, o.snapshot, { status: o.status as VolumeStatus })),
+    withDriver(o, (d, onProgress) => d.deleteSnapshot(o.volume, o.snapshot, { status: o.status as VolumeStatus, onProgress })),
     (r) =>
       r.outcome === 'not-found'
         ? `snapshot ${r.snapshotId} not found: nothing to do`

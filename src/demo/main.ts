@@ -166,6 +166,7 @@ async function attached(root: string, volumeId: string): Promise<void> {
 async function main(): Promise<number> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'cowchain-demo-'));
   console.log(`cowchain demo — the seed's snapshot lifecycle, in ${root}`);
+  console.log(`(names abbreviated as the seed draws them: volume and snapshot ids are UUIDs, e.g. volume-1234.aaaa stands for volume-<volume uuid>.${AAAA})`);
   try {
     await detached(root, '1234aaaa-0000-4000-8000-000000000001', 'aaaa-first');
     await detached(root, '1234bbbb-0000-4000-8000-000000000002', 'bbbb-first');

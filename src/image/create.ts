@@ -42,6 +42,11 @@ export interface CreateOptions {
    * default) or `'zstd'` (needs compat 1.1).
    */
   compressionType?: 'zlib' | 'zstd';
+  /**
+   * As `qemu-img create -u`: the backing file is neither opened nor checked (it may not exist
+   * yet); `size` and `backingFormat` must then be given. Default false.
+   */
+  unsafe?: boolean;
 }
 
 /** CreateOptions, validated at the boundary (the CLI parses into it too). */
@@ -56,6 +61,11 @@ export const CreateOptionsSchema = z
     compat: z.enum(['0.10', '1.1']).default('1.1'),
     extendedL2: z.boolean().default(false),
     compressionType: z.enum(['zlib', 'zstd']).default('zlib'),
+    /**
+     * qemu-img create -u: the backing file is neither opened nor checked (it may not exist yet);
+     * the size and the backing format must then be given.
+     */
+    unsafe: z.boolean().default(false),
   })
   .strict();
 // The documented interface and the schema accept the same objects (a compile error otherwise).
@@ -71,6 +81,9 @@ function parseOptions(options: CreateOptions) {
   const r = CreateOptionsSchema.safeParse(options);
   if (!r.success) throw new CowError('ECOW_BAD_ARGUMENT', `invalid create options: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
   if (r.data.format === 'raw' && r.data.backingFile) throw new CowError('ECOW_BAD_ARGUMENT', `a raw image cannot have a backing file (${r.data.backingFile}): give format: 'qcow2' (the default format is raw, as in qemu-img create)`);
+  if (r.data.unsafe && r.data.backingFile && (r.data.size === undefined || r.data.backingFormat === undefined)) {
+    throw new CowError('ECOW_BAD_ARGUMENT', 'an unsafe create (-u) needs the size and the backing format: the backing file is not opened');
+  }
   return r.data;
 }
 
@@ -101,14 +114,15 @@ export function createQcow2On(backend: Backend, options: Qcow2LayoutOptions): vo
 
 /**
  * Create an image file, as `qemu-img create`. With a backing file, it must open (its chain is
- * validated) and gives the default size and, when not given, the backing format. `io.guardIo`
+ * validated) and gives the default size and, when not given, the backing format (unless
+ * `unsafe`: then it is not opened at all). `io.guardIo`
  * runs before every write and truncate (FileBackend.guard: the volume driver's lock check).
  */
 export function createImage(file: string, options: CreateOptions, io: { guardIo?: () => void } = {}): void {
   const o = parseOptions(options);
   let size = o.size;
   let backingFormat = o.backingFormat;
-  if (o.backingFile) {
+  if (o.backingFile && !o.unsafe) {
     const backing = openImage(defaultResolveBacking(o.backingFile, file), { format: backingFormat });
     try {
       size ??= backing.virtualSize;

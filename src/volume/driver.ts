@@ -429,9 +429,9 @@ export class VolumeDriver {
   }
 
   /** Reconcile the info file with the chain on disk after a crash (fsck.ts). */
-  async fsck(volumeId: string, options: FsckOptions = {}): Promise<FsckReport> {
+  async fsck(volumeId: string, options: FsckOptions & Pick<OperationOptions, 'onProgress'> = {}): Promise<FsckReport> {
     const status = checkStatus('fsck', options.status ?? 'available', volumeId);
-    return this.run(volumeId, {}, (ctx) => {
+    return this.run(volumeId, { onProgress: options.onProgress }, (ctx) => {
       ctx.files.readLocks = !isAttached(status);
       return fsck(ctx, { ...options, status });
     });

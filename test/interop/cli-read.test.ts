@@ -130,12 +130,13 @@ describe('errors: exit 1 and one line on stderr', () => {
     expect(qemuImg(['info', f], { ok: [1] }).stderr).toMatch(/version 4/i);
   });
 
-  it('a missing backing file is ECOW_BACKING_MISSING', () => {
+  it('a missing backing file is ECOW_BACKING_MISSING where the chain is read (info --backing-chain, map)', () => {
     const f = join(dir, 'orphan.qcow2');
     qemuImg(['create', '-f', 'qcow2', '-u', '-b', 'gone.raw', '-F', 'raw', f, String(1 * MiB)]);
     expect(qemuImg(['info', '--backing-chain', f], { ok: [1] }).stderr).toContain('gone.raw');
-    const msg = expectCliError(['img', 'info', '--output=json', f], 'ECOW_BACKING_MISSING');
-    expect(msg).toContain('gone.raw');
+    for (const args of [['img', 'info', '--backing-chain', '--output=json', f], ['img', 'map', '--output=json', f]]) {
+      expect(expectCliError(args, 'ECOW_BACKING_MISSING')).toContain('gone.raw');
+    }
   });
 
   it('an unsupported output format is ECOW_BAD_ARGUMENT', () => {

@@ -85,7 +85,9 @@ describe('cowchain volume / snapshot', () => {
     await fails('ECOW_INVALID_STATE', 'volume', 'extend', ...at, '--size', '2M', '--status', 'in-use');
     await fails('ECOW_BAD_ARGUMENT', 'volume', 'create', ...at, '--size', 'lots');
     await fails('ECOW_EXISTS', 'volume', 'create', ...at, '--size', '1M');
-    await fails('ECOW_BAD_ARGUMENT', 'volume', 'info', ...at, '--output', 'yaml');
+    const yaml = await cli('volume', 'info', ...at, '--output', 'yaml');
+    expect([yaml.status, yaml.stdout]).toEqual([2, '']);
+    expect(yaml.stderr).toMatch(/^cowchain: ECOW_USAGE: [^\n]*'yaml'[^\n]*human, json[^\n]*\n$/);
     await fails('ECOW_BAD_ARGUMENT', 'volume', 'info', '--dir', dir, '--volume', 'not-a-uuid');
     await fails('ECOW_NOT_FOUND', 'volume', 'info', '--dir', dir, '--volume', OTHER_VOL);
     expect(fs.readdirSync(dir).sort()).toEqual(before);
