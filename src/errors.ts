@@ -53,7 +53,7 @@ export const ERROR_CODES = {
   ECOW_ACCESS: 'permission denied or a read-only file system: a file or directory the operation must write is not writable (checked before anything changes)',
   ECOW_IMAGE_LOCKED: 'another process holds a qemu image lock that conflicts (qemu, qemu-img, or another cowchain writer)',
   ECOW_LOCK_LOST: 'volume lock was lost while held (another process may have taken it over)',
-  ECOW_COORDINATION_UNAVAILABLE: 'the coordination service (etcd) holding the volume locks cannot be reached',
+  ECOW_COORDINATION_UNAVAILABLE: 'the coordination service (etcd) holding the volume locks cannot be reached or refused the request',
   ECOW_INVALID_STATE: 'operation not allowed in the volume or snapshot state',
   ECOW_HYPERVISOR_UNAVAILABLE: 'attached-volume operation needs a hypervisor (Nova) client',
   ECOW_NOVA_REQUEST: 'Nova rejected the request',

@@ -63,7 +63,20 @@ const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
     signal?.addEventListener('abort', done, { once: true });
   });
 
-/** `p`, or ECOW_COORDINATION_UNAVAILABLE once `ms` have passed (the call itself is abandoned). */
+/** Failures that a reachable cluster may cure by itself (no answer, a member or the leader gone): retried. */
+const transient = new WeakSet<CowError>();
+
+/** gRPC/etcd errors of a cluster in trouble, as opposed to a refusal (bad credentials, bad request). */
+function isOutage(e: unknown): boolean {
+  const name = (e as Error)?.constructor?.name ?? '';
+  const message = String((e as Error)?.message ?? e);
+  return /Unavailable|DeadlineExceeded|Aborted|Cancelled|Unknown|Internal|ResourceExhast|Generic|Protocol/.test(name) || /timed out|leader changed|no leader/i.test(message);
+}
+
+/**
+ * `p`, or ECOW_COORDINATION_UNAVAILABLE: once `ms` have passed (the call itself is abandoned), or
+ * when the call fails — an outage (then retried where etcd was reached before) or a refusal.
+ */
 async function within<T>(p: Promise<T>, ms: number, what: string, target: EtcdTarget): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   try {
@@ -74,14 +87,23 @@ async function within<T>(p: Promise<T>, ms: number, what: string, target: EtcdTa
       }),
     ]);
   } catch (e) {
-    throw e instanceof CowError ? e : unavailable(target, `${what}: ${(e as Error)?.message ?? String(e)}`, e);
+    if (e instanceof CowError) throw e;
+    const why = `${what}: ${(e as Error)?.message ?? String(e)}`;
+    if (isOutage(e)) throw unavailable(target, why, e);
+    throw new CowError(
+      'ECOW_COORDINATION_UNAVAILABLE',
+      `etcd at ${target.hosts.join(',')} refused the request (${why}); if it needs a user, COWCHAIN_ETCD_USERNAME and COWCHAIN_ETCD_PASSWORD name it; nothing was changed`,
+      { cause: e },
+    );
   } finally {
     clearTimeout(timer);
   }
 }
 
 function unavailable(target: EtcdTarget, why: string, cause?: unknown): CowError {
-  return new CowError('ECOW_COORDINATION_UNAVAILABLE', `etcd at ${target.hosts.join(',')} cannot be reached (${why}); nothing was changed`, { cause });
+  const e = new CowError('ECOW_COORDINATION_UNAVAILABLE', `etcd at ${target.hosts.join(',')} cannot be reached (${why}); nothing was changed`, { cause });
+  transient.add(e);
+  return e;
 }
 
 /** The lock key of a volume. Volume ids are unique across the deployment; the share plays no part. */
@@ -155,7 +177,7 @@ export function etcdCoordinator(target: EtcdTarget, options: EtcdLockOptions = {
         break;
       } catch (e) {
         lease.release();
-        if (!reached || performance.now() - waitStart >= acquireTimeoutMs) throw e;
+        if (!reached || !(e instanceof CowError) || !transient.has(e) || performance.now() - waitStart >= acquireTimeoutMs) throw e;
       }
       await sleep(100 + Math.random() * 200, acquire.signal);
       if (acquire.signal?.aborted) throw new CowError('ECOW_CANCELLED', `waiting for the etcd lock of volume ${volumeId} was cancelled`, { cause: acquire.signal.reason });
@@ -246,7 +268,7 @@ export function etcdCoordinator(target: EtcdTarget, options: EtcdLockOptions = {
         if (kv && String(kv.lease) === String(leaseId)) return String(kv.create_revision);
         heldBy = kv?.value?.toString() ?? 'unknown';
       } catch (e) {
-        if (!leaseAlive() || !(e instanceof CowError) || performance.now() >= deadline) throw e;
+        if (!leaseAlive() || !(e instanceof CowError) || !transient.has(e) || performance.now() >= deadline) throw e;
         heldBy = `unknown: etcd did not answer (${e.message})`;
       }
       const now = performance.now();
