@@ -22,8 +22,16 @@ function common(cmd: Command): Command {
       "Cinder's nas_secure_file_permissions: true (new files 660, a new overlay owned like its backing file), false (666), auto (secure on a new share, marked by .cinderSecureEnvIndicator)",
       'auto',
     )
-    .option('--coordination <url>', COORDINATION_HELP);
+    .option('--coordination <url>', COORDINATION_HELP)
+    .addHelpText('after', EXIT_HELP);
 }
+
+const EXIT_HELP = `
+Exit codes: 0 done; 1 failed, with one stderr line "cowchain: ECOW_CODE: message" (ECOW_ACCESS: a
+file or directory the command must write is not writable for this user; nothing was changed);
+2 bad usage; 130 / 143 interrupted by SIGINT / SIGTERM (the volume's lock is released; an
+interrupted snapshot create or delete is finished by the next command on the volume). A wait for
+the volume's lock, and a pending operation finished first, are reported on stderr.`;
 
 /** The options of a command that may act on an attached volume, through Nova. */
 function novaOptions(cmd: Command): Command {
@@ -49,9 +57,9 @@ export const VOLUME: CommandGroup = {
         .option('--format <fmt>', 'raw or qcow2 (recorded in volume-<uuid>.format)')
         .action(async (o) => (await actions()).volumeCreate(o)),
     info: (volume) =>
-      common(volume.command('info').description('the info file and the active chain as the headers record it')).action(async (o) => (await actions()).volumeInfo(o)),
+      common(volume.command('info').description('the info file and the active chain as the headers record it (in a directory this user may not write, read without the lock)')).action(async (o) => (await actions()).volumeInfo(o)),
     'from-snapshot': (volume) =>
-      common(volume.command('from-snapshot').description("create a new image holding a snapshot's content (flattened)"))
+      common(volume.command('from-snapshot').description("create a new image holding a snapshot's content (flattened; in a directory this user may not write, read without the lock)"))
         .requiredOption('--snapshot <uuid>', 'the snapshot id: a UUID')
         .requiredOption('--out <file>', 'the new image (must not exist)')
         .option('-O, --format <fmt>', 'raw or qcow2', 'raw')

@@ -149,6 +149,19 @@ describe('an interrupted volume command', () => {
     v.expectChain([f('cccc'), f('bbbb'), BASE]);
   });
 
+  it('the help of the volume and snapshot commands gives the exit codes of an interrupted command', async () => {
+    for (const args of [
+      ['snapshot', 'delete'],
+      ['snapshot', 'create'],
+      ['volume', 'info'],
+      ['volume', 'fsck'],
+    ]) {
+      const r = await cli(...args, '--help');
+      expect(r.status, args.join(' ')).toBe(0);
+      expect(r.stdout.replace(/\s+/g, ' '), args.join(' ')).toContain('130 / 143 interrupted by SIGINT / SIGTERM');
+    }
+  });
+
   it('waiting on a lock nobody renews says "waiting for a stale lock (N s)" until it takes it over', async () => {
     const v = new VolumeFixture(dir, 1 << 20, { jobs: undefined });
     await v.createVolume();
