@@ -29,7 +29,7 @@ function common(cmd: Command): Command {
 const EXIT_HELP = `
 Exit codes: 0 done; 1 failed, with one stderr line "cowchain: ECOW_CODE: message" (ECOW_ACCESS: a
 file or directory the command must write is not writable for this user; nothing was changed);
-2 bad usage; 130 / 143 interrupted by SIGINT / SIGTERM (the volume's lock is released; an
+2 bad usage (ECOW_USAGE); 130 / 143 interrupted by SIGINT / SIGTERM (the volume's lock is released; an
 interrupted snapshot create or delete is finished by the next command on the volume). A wait for
 the volume's lock, and a pending operation finished first, are reported on stderr.`;
 
