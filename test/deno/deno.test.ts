@@ -1,58 +1,23 @@
 // Runs test/deno/smoke.ts under Deno 2 against the built package (dist/ + build/cowchain.wasm).
 // Never skipped: if Deno is missing or cannot run the suite, this test fails.
 //
-// How Deno is found: the `deno` devDependency ships its binary in a per-platform package
-// (@deno/linux-x64-glibc, @deno/darwin-arm64, …). Its postinstall (which would copy the binary
-// to node_modules/deno/deno) may not run — npm 11 holds back install scripts that were not
-// approved — so we call the platform package's binary directly, then fall back to
-// node_modules/deno/deno and last to `node node_modules/deno/bin.cjs` (which installs on first use).
-import { spawnSync } from 'node:child_process';
+// Deno comes from the `deno` devDependency (test/support/deno.ts finds it).
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runProcess, type ProcessResult } from '../support/child.js';
+import { findDeno, type DenoCommand } from '../support/deno.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const SMOKE = path.join(ROOT, 'test/deno/smoke.ts');
-const EXE = process.platform === 'win32' ? 'deno.exe' : 'deno';
-/** Deno's permissions for the suite: files (images, volume dirs), and the suite's own self-test variable. */
-const DENO_ARGS = ['run', '--no-lock', '--no-prompt', '--allow-read', '--allow-write', '--allow-env=COWCHAIN_SMOKE_SELF_TEST'];
-
-interface DenoCommand {
-  file: string;
-  prefix: string[];
-  how: string;
-}
-
-function works(cmd: DenoCommand): string | null {
-  const r = spawnSync(cmd.file, [...cmd.prefix, '--version'], { encoding: 'utf8', timeout: 30_000 });
-  return r.status === 0 && /^deno \d+\./.test(r.stdout) ? r.stdout.split('\n')[0] : null;
-}
-
-/** The first way of running Deno that answers `--version`, and every way tried (for the failure message). */
-function findDeno(): { cmd: DenoCommand | null; version: string | null; tried: string[] } {
-  const candidates: DenoCommand[] = [];
-  const platformDir = path.join(ROOT, 'node_modules/@deno');
-  if (fs.existsSync(platformDir)) {
-    for (const name of fs.readdirSync(platformDir).sort()) {
-      const file = path.join(platformDir, name, EXE);
-      if (fs.existsSync(file)) candidates.push({ file, prefix: [], how: `node_modules/@deno/${name}/${EXE}` });
-    }
-  }
-  const installed = path.join(ROOT, 'node_modules/deno', EXE);
-  if (fs.existsSync(installed)) candidates.push({ file: installed, prefix: [], how: `node_modules/deno/${EXE}` });
-  const shim = path.join(ROOT, 'node_modules/deno/bin.cjs');
-  if (fs.existsSync(shim)) candidates.push({ file: process.execPath, prefix: [shim], how: 'node node_modules/deno/bin.cjs' });
-  const tried: string[] = [];
-  for (const cmd of candidates) {
-    tried.push(cmd.how);
-    const version = works(cmd);
-    if (version) return { cmd, version, tried };
-  }
-  return { cmd: null, version: null, tried };
-}
+/**
+ * Deno's permissions for the suite: files (images, volume dirs), the process's uid (the driver
+ * checks with access(2) that it may write a volume's files, and Deno's access() reads the uid),
+ * and the suite's own self-test variable. The README's Deno section names the same.
+ */
+const DENO_ARGS = ['run', '--no-lock', '--no-prompt', '--allow-read', '--allow-write', '--allow-sys=uid', '--allow-env=COWCHAIN_SMOKE_SELF_TEST'];
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'cowchain-deno-test-'));
 afterAll(() => fs.rmSync(work, { recursive: true, force: true }));

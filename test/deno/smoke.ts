@@ -3,10 +3,11 @@
  * them) run by Deno 2 instead of Node. Only `node:` built-ins are used, so the same code is also
  * type-checked by the repo's tsc; Deno supplies them through its Node compatibility layer.
  *
- *   deno run --no-lock --no-prompt --allow-read --allow-write --allow-env=COWCHAIN_SMOKE_SELF_TEST test/deno/smoke.ts [WORKDIR]
+ *   deno run --no-lock --no-prompt --allow-read --allow-write --allow-sys=uid --allow-env=COWCHAIN_SMOKE_SELF_TEST test/deno/smoke.ts [WORKDIR]
  *
- * (The package itself reads no environment variable and needs no --allow-sys or --allow-net;
- * the one variable is this suite's own self-test switch.) test/deno/deno.test.ts spawns exactly that, with the Deno binary
+ * (The package itself needs no --allow-net and no environment variable; --allow-sys=uid is for
+ * the driver's access(2) checks, which Deno answers from the uid; the one variable is this
+ * suite's own self-test switch.) test/deno/deno.test.ts spawns exactly that, with the Deno binary
  * from node_modules. WORKDIR (default: the OS temp dir) gets a scratch folder, removed at the end. Each
  * check runs in turn; the last line is `N passed, N failed`, and the exit status is 1 when any
  * check failed (or the suite itself could not start), 0 otherwise.

@@ -22,6 +22,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runProcess, type ProcessResult } from '../support/child.js';
+import { findDeno } from '../support/deno.js';
 import { IMAGE_PRIVATE_MEMBERS, INTERNAL_NAMES, INTERNAL_PATHS, PUBLIC_TYPES, PUBLIC_VALUES } from './public-api.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -335,6 +336,21 @@ void [size, bytes, header, map, info, wrong];
     );
     writeTsconfig(['consumer.ts'], ['ES2022']);
     ok(await run(process.execPath, [TSC, '--noEmit', '-p', 'tsconfig.json'], project), 'tsc --noEmit (consumer)');
+  });
+
+  it('Deno runs examples/deno.ts from the installed tarball: offline (empty DENO_DIR, --cached-only), no permissions', async () => {
+    const deno = findDeno();
+    expect(deno.cmd, `no Deno (tried ${deno.tried.join(', ')})`).not.toBeNull();
+    fs.copyFileSync(path.join(ROOT, 'examples/deno.ts'), path.join(project, 'deno.ts'));
+    const denoDir = fs.mkdtempSync(path.join(scratch, 'deno-dir-'));
+    const r = await runProcess(deno.cmd!.file, [...deno.cmd!.prefix, 'run', '--no-prompt', '--no-lock', '--cached-only', 'deno.ts'], {
+      cwd: project,
+      env: { ...cleanEnv(), DENO_DIR: denoDir, NO_COLOR: '1' },
+      stdinFile: path.join(installed, 'build/cowchain.wasm'),
+      timeoutMs: 600_000,
+    });
+    expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0);
+    expect(r.stdout).toContain('deno: written under Deno');
   });
 
   it('the bin runs through npx: cowchain img info', async () => {

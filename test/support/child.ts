@@ -3,6 +3,7 @@
  * collected, resolved however it ends (exit code or signal) — the test judges that.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
 import { ROOT } from './bundle.js';
 
 export interface ChildResult {
@@ -71,16 +72,18 @@ export interface ProcessResult {
  * Run any command to its end without holding this process's event loop (spawnSync would: a
  * long one — npm install, tsc, deno — keeps the test process from answering vitest's runner).
  * `timeoutMs` kills it (SIGKILL); it is a guard against hangs, so keep it generous. `uid`/`gid`:
- * run it as that user (the test process must be root).
+ * run it as that user (the test process must be root). `stdinFile`: its standard input.
  */
-export function runProcess(cmd: string, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number; uid?: number; gid?: number } = {}): Promise<ProcessResult> {
+export function runProcess(cmd: string, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number; uid?: number; gid?: number; stdinFile?: string } = {}): Promise<ProcessResult> {
   return new Promise((resolve) => {
-    const proc = spawn(cmd, args, { cwd: options.cwd, env: options.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'], uid: options.uid, gid: options.gid });
+    const stdin = options.stdinFile ? fs.openSync(options.stdinFile, 'r') : 'ignore';
+    const proc = spawn(cmd, args, { cwd: options.cwd, env: options.env ?? process.env, stdio: [stdin, 'pipe', 'pipe'], uid: options.uid, gid: options.gid });
+    if (typeof stdin === 'number') fs.closeSync(stdin); // the child has its own copy
     let stdout = '';
     let stderr = '';
     const timer = options.timeoutMs ? setTimeout(() => proc.kill('SIGKILL'), options.timeoutMs) : undefined;
-    proc.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    proc.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    proc.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    proc.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     proc.on('error', (error) => {
       clearTimeout(timer);
       resolve({ status: null, signal: null, stdout, stderr, error });

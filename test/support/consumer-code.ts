@@ -16,11 +16,15 @@ export interface ConsumerProject {
   remove(): void;
 }
 
-/** A scratch project that resolves `cowchain` to this checkout. */
-export function consumerProject(prefix: string): ConsumerProject {
+/**
+ * A scratch project that resolves `cowchain` to this checkout; `dependencies`: packages of this
+ * checkout's node_modules the code imports too (as a user's project would install them).
+ */
+export function consumerProject(prefix: string, dependencies: string[] = []): ConsumerProject {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   fs.mkdirSync(path.join(dir, 'node_modules'));
   fs.symlinkSync(ROOT, path.join(dir, 'node_modules', 'cowchain'), 'dir');
+  for (const dep of dependencies) fs.symlinkSync(path.join(ROOT, 'node_modules', dep), path.join(dir, 'node_modules', dep), 'dir');
   fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }));
   return { dir, remove: () => fs.rmSync(dir, { recursive: true, force: true }) };
 }
@@ -42,12 +46,18 @@ export async function typecheck(project: ConsumerProject, files: string[]): Prom
   return runProcess(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'], { cwd: project.dir, timeoutMs: 600_000 });
 }
 
-/** Transpile `file` (TypeScript, relative to the project) to `<file>.mjs` and run it with Node. */
-export async function runTs(project: ConsumerProject, file: string, options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<ProcessResult> {
+/** Transpile `file` (TypeScript, relative to the project) to `<file>.mjs`; its path. */
+export function transpile(project: ConsumerProject, file: string): string {
   const source = fs.readFileSync(path.join(project.dir, file), 'utf8');
   const js = ts.transpileModule(source, { compilerOptions: { target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.ESNext }, fileName: file }).outputText;
   const out = path.join(project.dir, file.replace(/\.ts$/, '.mjs'));
   fs.writeFileSync(out, js);
+  return out;
+}
+
+/** Transpile `file` and run it with Node to its end. */
+export async function runTs(project: ConsumerProject, file: string, options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<ProcessResult> {
+  const out = transpile(project, file);
   return runProcess(process.execPath, [out], { cwd: project.dir, env: { ...process.env, ...options.env }, timeoutMs: options.timeoutMs ?? 600_000 });
 }
 
