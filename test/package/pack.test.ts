@@ -3,8 +3,8 @@
 // strict settings (skipLibCheck off), and its bin run through npx.
 //
 // Decisions asserted here:
-//   * published: package.json, README.md, build/cowchain.wasm, dist/**/*.js, dist/**/*.d.ts
-//     (and LICENSE*/CHANGELOG* should they appear, which npm adds by itself);
+//   * published: package.json, README.md, CHANGELOG.md, build/cowchain.wasm, dist/**/*.js,
+//     dist/**/*.d.ts (and LICENSE*, which npm adds by itself);
 //   * not published: src/, test/, bench/, assembly/, docs/, build/*.wat, build/bench/,
 //     node_modules, tsconfig/vitest/asconfig files, and source maps (dist/**/*.map point at
 //     src/*.ts, which is not published, so they would only be broken links);
@@ -89,7 +89,7 @@ describe('npm pack --dry-run', () => {
   });
 
   it('publishes the wasm (engine, zstd decoder and encoder), the JS, the .d.ts, README and package.json', () => {
-    for (const f of ['package.json', 'README.md', 'build/cowchain.wasm', 'build/zstd-decoder.wasm', 'build/zstd-encoder.wasm', 'build/zstd-encoder.json', 'dist/index.js', 'dist/index.d.ts', 'dist/cli/main.js', 'dist/engine/engine.js']) {
+    for (const f of ['package.json', 'README.md', 'CHANGELOG.md', 'build/cowchain.wasm', 'build/zstd-decoder.wasm', 'build/zstd-encoder.wasm', 'build/zstd-encoder.json', 'dist/index.js', 'dist/index.d.ts', 'dist/cli/main.js', 'dist/engine/engine.js']) {
       expect(files.has(f), `${f} is not in the package`).toBe(true);
     }
     expect(files.get('build/cowchain.wasm')).toBe(fs.statSync(path.join(ROOT, 'build/cowchain.wasm')).size);
