@@ -40,6 +40,16 @@ await build({
   // etcd3 (with grpc) reads its .proto files from beside its own modules: loaded from
   // node_modules, and only by a command given --coordination etcd://….
   external: ['etcd3'],
-  // CommonJS dependencies (commander) call require() for Node's built-ins.
-  banner: { js: "import { createRequire as __cowchainRequire } from 'node:module'; const require = __cowchainRequire(import.meta.url);" },
 });
+
+// CommonJS dependencies (commander) call require() for Node's built-ins, through esbuild's
+// require helper; ESM has no require, so the chunk holding that helper gets one. (esbuild's
+// banner would make one in every chunk, some 15 per command.)
+const REQUIRE = "import { createRequire as __cowchainRequire } from 'node:module'; const require = __cowchainRequire(import.meta.url);\n";
+for (const name of fs.readdirSync(outdir)) {
+  const file = path.join(outdir, name);
+  const code = fs.readFileSync(file, 'utf8');
+  if (!code.includes('Dynamic require of')) continue;
+  const shebang = code.startsWith('#!') ? code.slice(0, code.indexOf('\n') + 1) : '';
+  fs.writeFileSync(file, shebang + REQUIRE + code.slice(shebang.length));
+}
