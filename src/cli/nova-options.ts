@@ -4,6 +4,7 @@
 // are declared in volume-commands.ts.
 import * as z from 'zod';
 import { CowError } from '../errors.js';
+import { lazy } from '../lazy.js';
 import type { StatusServer } from '../nova/status-endpoint.js';
 import type { Hypervisor } from '../volume/hypervisor.js';
 import { NOVA_TOKEN_ENV, STATUS_TOKEN_ENV } from './nova-tokens.js';
@@ -24,14 +25,17 @@ function timeoutMs(text: string | undefined, option: string): number | undefined
   return Math.round(Number(text) * 1000);
 }
 
-const listenSchema = z
-  .string()
-  .regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:[\]]+):(\d{1,5})$/, 'HOST:PORT (an IPv6 host in brackets)')
-  .transform((s) => {
-    const at = s.lastIndexOf(':');
-    return { host: s.slice(0, at).replace(/^\[(.*)\]$/, '$1'), port: Number(s.slice(at + 1)) };
-  })
-  .refine((l) => l.port <= 65535, 'a port from 0 to 65535');
+/** Built at first use (lazy.ts): only a command given --status-listen parses it. */
+const listenSchema = lazy(() =>
+  z
+    .string()
+    .regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:[\]]+):(\d{1,5})$/, 'HOST:PORT (an IPv6 host in brackets)')
+    .transform((s) => {
+      const at = s.lastIndexOf(':');
+      return { host: s.slice(0, at).replace(/^\[(.*)\]$/, '$1'), port: Number(s.slice(at + 1)) };
+    })
+    .refine((l) => l.port <= 65535, 'a port from 0 to 65535'),
+);
 
 function tokenFrom(env: string, what: string): string {
   const token = process.env[env];
@@ -50,7 +54,7 @@ export async function withHypervisor<T>(o: NovaCliOptions, fn: (hypervisor: Hype
   if (o.novaEndpoint === undefined || o.statusListen === undefined) {
     throw new CowError('ECOW_BAD_ARGUMENT', '--nova-endpoint and --status-listen go together: Nova is asked to act, then reports its progress to the status endpoint');
   }
-  const listen = listenSchema.safeParse(o.statusListen);
+  const listen = listenSchema().safeParse(o.statusListen);
   if (!listen.success) throw new CowError('ECOW_BAD_ARGUMENT', `--status-listen ${JSON.stringify(o.statusListen)}: expected ${listen.error.issues[0].message}`);
   // The Nova client and the status endpoint load only for a command that talks to Nova.
   const [{ NovaClient }, { NovaHypervisor }, { startStatusServer }, { SnapshotStatusStore }] = await Promise.all([

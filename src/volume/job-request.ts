@@ -14,53 +14,59 @@ import { convertImage } from '../image/convert.js';
 import { createImage, type CreateOptions } from '../image/create.js';
 import type { JobOptions } from '../image/job.js';
 import { imageFormatSchema } from '../image/format-schema.js';
+import { lazy } from '../lazy.js';
 import { rebaseImage, streamImage } from '../image/rebase.js';
 import { MAX_CHAIN_DEPTH, VolumeFiles } from './volume-files.js';
 
-const Format = imageFormatSchema;
-const Path = z.string().min(1).max(4096);
+/** The schemas of a job request, built at first use (lazy.ts): a command that runs no job never builds them. */
+const schemas = lazy(() => {
+  const Format = imageFormatSchema;
+  const Path = z.string().min(1).max(4096);
 
-/**
- * The volume driver's strict backing-name policy (VolumeFiles.resolver), named by what it is built
- * from: a resolver function cannot cross threads, its inputs can.
- */
-const PolicySchema = z
-  .object({ dir: Path, volumeId: z.string().min(1).max(255), baseFormat: Format.optional(), probeFormat: z.boolean().optional() })
-  .strict();
-export type BackingPolicy = z.infer<typeof PolicySchema>;
+  /**
+   * The volume driver's strict backing-name policy (VolumeFiles.resolver), named by what it is built
+   * from: a resolver function cannot cross threads, its inputs can.
+   */
+  const PolicySchema = z
+    .object({ dir: Path, volumeId: z.string().min(1).max(255), baseFormat: Format.optional(), probeFormat: z.boolean().optional() })
+    .strict();
 
-export const JobRequestSchema = z.discriminatedUnion('op', [
-  z
-    .object({ op: z.literal('commit'), top: Path, format: Format.optional(), base: Path.optional(), keepTop: z.boolean().optional(), policy: PolicySchema.optional() })
-    .strict(),
-  z
-    .object({
-      op: z.literal('rebase'),
-      file: Path,
-      newBacking: z.string().max(1023),
-      unsafe: z.boolean().optional(),
-      backingFormat: Format.optional(),
-      policy: PolicySchema.optional(),
-    })
-    .strict(),
-  z.object({ op: z.literal('stream'), file: Path, base: Path.nullable().optional(), policy: PolicySchema.optional() }).strict(),
-  z
-    .object({
-      op: z.literal('convert'),
-      src: Path,
-      dst: Path,
-      srcFormat: Format.optional(),
-      format: Format.optional(),
-      size: z.number().int().nonnegative().max(2 ** 53).optional(),
-      // Validated where they are used (createImage's schema), in the thread that runs the job.
-      create: z.record(z.string(), z.unknown()).optional(),
-      policy: PolicySchema.optional(),
-    })
-    .strict(),
-  z.object({ op: z.literal('check'), file: Path, repair: z.enum(['leaks', 'all']).optional(), format: Format.optional() }).strict(),
-  z.object({ op: z.literal('create'), file: Path, options: z.record(z.string(), z.unknown()) }).strict(),
-]);
-export type JobRequest = z.infer<typeof JobRequestSchema>;
+  const request = z.discriminatedUnion('op', [
+    z
+      .object({ op: z.literal('commit'), top: Path, format: Format.optional(), base: Path.optional(), keepTop: z.boolean().optional(), policy: PolicySchema.optional() })
+      .strict(),
+    z
+      .object({
+        op: z.literal('rebase'),
+        file: Path,
+        newBacking: z.string().max(1023),
+        unsafe: z.boolean().optional(),
+        backingFormat: Format.optional(),
+        policy: PolicySchema.optional(),
+      })
+      .strict(),
+    z.object({ op: z.literal('stream'), file: Path, base: Path.nullable().optional(), policy: PolicySchema.optional() }).strict(),
+    z
+      .object({
+        op: z.literal('convert'),
+        src: Path,
+        dst: Path,
+        srcFormat: Format.optional(),
+        format: Format.optional(),
+        size: z.number().int().nonnegative().max(2 ** 53).optional(),
+        // Validated where they are used (createImage's schema), in the thread that runs the job.
+        create: z.record(z.string(), z.unknown()).optional(),
+        policy: PolicySchema.optional(),
+      })
+      .strict(),
+    z.object({ op: z.literal('check'), file: Path, repair: z.enum(['leaks', 'all']).optional(), format: Format.optional() }).strict(),
+    z.object({ op: z.literal('create'), file: Path, options: z.record(z.string(), z.unknown()) }).strict(),
+  ]);
+  return { policy: PolicySchema, request };
+});
+export type BackingPolicy = z.infer<ReturnType<typeof schemas>['policy']>;
+
+export type JobRequest = z.infer<ReturnType<typeof schemas>['request']>;
 
 type ConvertCreate = Omit<CreateOptions, 'format' | 'size' | 'backingFile' | 'backingFormat'>;
 
@@ -88,7 +94,7 @@ export interface JobRunner {
 
 /** The request, validated (ECOW_BAD_ARGUMENT naming the offending field). */
 export function parseJobRequest(request: unknown): JobRequest {
-  const r = JobRequestSchema.safeParse(request);
+  const r = schemas().request.safeParse(request);
   if (!r.success) throw new CowError('ECOW_BAD_ARGUMENT', `invalid job: ${r.error.issues.map((i) => `${i.path.join('.') || '(job)'}: ${i.message}`).join('; ')}`);
   return r.data;
 }

@@ -16,62 +16,68 @@
 import path from 'node:path';
 import * as z from 'zod';
 import { CowError } from '../errors.js';
+import { lazy } from '../lazy.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { describeIssues } from './info-file.js';
 import { readSmallFile } from './small-file.js';
 import type { VolumeFiles } from './volume-files.js';
 
-const Name = z.string().min(1);
-/**
- * The fencing token of the lock holder that wrote the journal (etcd: its lock key's create
- * revision; absent under the share lease). A holder with a lower token is superseded.
- */
-const Fence = z.string().regex(/^[0-9]{1,20}$/).optional();
-
-/** A snapshot create: `file` made (backed by `backing`, the active file), then the info file. */
-export const CreateJournalSchema = z.strictObject({
-  version: z.literal(1),
-  op: z.literal('create-snapshot'),
-  snapshot: Name,
-  file: Name,
-  backing: Name,
+/** The journal's schemas, built at first use (lazy.ts): most commands never read or write one. */
+const schemas = lazy(() => {
+  const Name = z.string().min(1);
   /**
-   * `overlay`: the hypervisor has not been asked (detached, or not yet): the guest, if any, is
-   * still on `backing`. `hypervisor`: it has been asked to move the guest onto `file`.
+   * The fencing token of the lock holder that wrote the journal (etcd: its lock key's create
+   * revision; absent under the share lease). A holder with a lower token is superseded.
    */
-  phase: z.enum(['overlay', 'hypervisor']),
-  /** The hypervisor accepted the request (its outcome was not seen yet): nothing may be undone. */
-  accepted: z.boolean().optional(),
-  fence: Fence,
+  const Fence = z.string().regex(/^[0-9]{1,20}$/).optional();
+
+  /** A snapshot create: `file` made (backed by `backing`, the active file), then the info file. */
+  const create = z.strictObject({
+    version: z.literal(1),
+    op: z.literal('create-snapshot'),
+    snapshot: Name,
+    file: Name,
+    backing: Name,
+    /**
+     * `overlay`: the hypervisor has not been asked (detached, or not yet): the guest, if any, is
+     * still on `backing`. `hypervisor`: it has been asked to move the guest onto `file`.
+     */
+    phase: z.enum(['overlay', 'hypervisor']),
+    /** The hypervisor accepted the request (its outcome was not seen yet): nothing may be undone. */
+    accepted: z.boolean().optional(),
+    fence: Fence,
+  });
+
+  /**
+   * A snapshot delete. `commit`: we commit `file` into `base` and rebase `higher` (null: `file`
+   * was active). `hypervisor-commit`: the hypervisor commits `file` into `base` and re-points
+   * `higher`. `hypervisor-pull`: `file` is active; the hypervisor pulls `base` into it, after which
+   * it is backed by `newBase`, and the snapshots in `remap` (those of `base`) map to `file`.
+   * `unlink` is the file removed last.
+   */
+  const remove = z.strictObject({
+    version: z.literal(1),
+    op: z.literal('delete-snapshot'),
+    snapshot: Name,
+    method: z.enum(['commit', 'hypervisor-commit', 'hypervisor-pull']),
+    file: Name,
+    base: Name,
+    higher: Name.nullable(),
+    newBase: Name.nullable(),
+    remap: z.array(Name),
+    unlink: Name,
+    /** The hypervisor accepted the merge (its outcome was not seen yet): nothing may be undone. */
+    accepted: z.boolean().optional(),
+    fence: Fence,
+  });
+
+  const journal = z.discriminatedUnion('op', [create, remove]);
+  return { create, remove, journal };
 });
 
-/**
- * A snapshot delete. `commit`: we commit `file` into `base` and rebase `higher` (null: `file`
- * was active). `hypervisor-commit`: the hypervisor commits `file` into `base` and re-points
- * `higher`. `hypervisor-pull`: `file` is active; the hypervisor pulls `base` into it, after which
- * it is backed by `newBase`, and the snapshots in `remap` (those of `base`) map to `file`.
- * `unlink` is the file removed last.
- */
-export const DeleteJournalSchema = z.strictObject({
-  version: z.literal(1),
-  op: z.literal('delete-snapshot'),
-  snapshot: Name,
-  method: z.enum(['commit', 'hypervisor-commit', 'hypervisor-pull']),
-  file: Name,
-  base: Name,
-  higher: Name.nullable(),
-  newBase: Name.nullable(),
-  remap: z.array(Name),
-  unlink: Name,
-  /** The hypervisor accepted the merge (its outcome was not seen yet): nothing may be undone. */
-  accepted: z.boolean().optional(),
-  fence: Fence,
-});
-
-export const JournalSchema = z.discriminatedUnion('op', [CreateJournalSchema, DeleteJournalSchema]);
-export type Journal = z.infer<typeof JournalSchema>;
-export type CreateJournal = z.infer<typeof CreateJournalSchema>;
-export type DeleteJournal = z.infer<typeof DeleteJournalSchema>;
+export type Journal = z.infer<ReturnType<typeof schemas>['journal']>;
+export type CreateJournal = z.infer<ReturnType<typeof schemas>['create']>;
+export type DeleteJournal = z.infer<ReturnType<typeof schemas>['remove']>;
 
 /** Largest journal read; ours are a few hundred bytes. */
 export const MAX_JOURNAL_BYTES = 64 << 10;
@@ -97,7 +103,7 @@ export async function readJournal(files: VolumeFiles): Promise<Journal | null> {
   } catch (e) {
     return invalid(`not JSON (${(e as Error).message})`, e);
   }
-  const parsed = JournalSchema.safeParse(raw);
+  const parsed = schemas().journal.safeParse(raw);
   if (!parsed.success) return invalid(describeIssues(parsed.error), parsed.error);
   const journal = parsed.data;
   // Its names are about to be opened and unlinked: this volume's chain names only.
@@ -123,7 +129,7 @@ export async function writeJournal(files: VolumeFiles, journal: Journal): Promis
   const { mode } = await files.fileModes();
   if (files.fence !== undefined) await readJournal(files); // a later holder's journal stops us here
   const fenced = files.fence === undefined ? journal : { ...journal, fence: files.fence };
-  await writeFileAtomic(files.dir, files.journalName, files.journalTempPrefix, JSON.stringify(JournalSchema.parse(fenced), null, 1), 'journal', files.guard, mode);
+  await writeFileAtomic(files.dir, files.journalName, files.journalTempPrefix, JSON.stringify(schemas().journal.parse(fenced), null, 1), 'journal', files.guard, mode);
 }
 
 /** The operation is over (done or undone): drop its record, durably. */

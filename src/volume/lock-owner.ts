@@ -13,20 +13,24 @@ import * as fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as z from 'zod';
+import { lazy } from '../lazy.js';
 import { readSmallFile } from './small-file.js';
 
 const OWNER_FILE = 'owner';
 const MAX_OWNER_BYTES = 4096;
 
-const OwnerSchema = z.strictObject({
-  host: z.string().max(255),
-  bootId: z.string().max(64),
-  pidNs: z.string().max(64),
-  pid: z.number().int().positive(),
-  /** The process's start time in clock ticks since boot (/proc/<pid>/stat, field 22). */
-  start: z.string().max(32),
-});
-export type LockOwner = z.infer<typeof OwnerSchema>;
+/** Built at first use (lazy.ts): only a command that finds another holder's record reads one. */
+const ownerSchema = lazy(() =>
+  z.strictObject({
+    host: z.string().max(255),
+    bootId: z.string().max(64),
+    pidNs: z.string().max(64),
+    pid: z.number().int().positive(),
+    /** The process's start time in clock ticks since boot (/proc/<pid>/stat, field 22). */
+    start: z.string().max(32),
+  }),
+);
+export type LockOwner = z.infer<ReturnType<typeof ownerSchema>>;
 
 function readText(p: string): string | null {
   try {
@@ -80,9 +84,9 @@ export function goneOwner(lockPath: string, me: LockOwner | null): LockOwner | n
     return null;
   }
   if (bytes === null) return null;
-  let parsed: ReturnType<typeof OwnerSchema.safeParse>;
+  let parsed: ReturnType<ReturnType<typeof ownerSchema>['safeParse']>;
   try {
-    parsed = OwnerSchema.safeParse(JSON.parse(bytes.toString('utf8')));
+    parsed = ownerSchema().safeParse(JSON.parse(bytes.toString('utf8')));
   } catch {
     return null;
   }
