@@ -731,6 +731,8 @@ class Checker {
       if (this.aborted != 0) return this.aborted;
     }
     this.inc(h.snapshotsOffset, this.snapshotsSize);
+    // The LUKS header and key material of an encrypted image (qemu counts them here too).
+    if (h.cryptoLength > 0) this.inc(h.cryptoOffset, h.cryptoLength);
     this.inc(h.rtOffset, this.disk.entries * 8);
     const r = this.checkBitmaps();
     if (r < 0) return r;

@@ -41,7 +41,8 @@ export class CommitJob extends Job {
     if (base.virtualSize() < this.total) base.grow(this.total);
     if (layers == 1 && top instanceof Qcow2Image) {
       const t = changetype<Qcow2Image>(top);
-      let ok = t.entryBytes == 8;
+      // An encrypted top's host clusters hold ciphertext keyed to their own offsets: generic path.
+      let ok = t.entryBytes == 8 && !t.encrypted;
       if (base instanceof Qcow2Image) {
         const b = changetype<Qcow2Image>(base);
         ok = ok && b.entryBytes == 8 && b.cs == t.cs;

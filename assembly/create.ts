@@ -1,15 +1,15 @@
 // New qcow2 images laid out as qemu-img create lays them out: header (cluster 0), refcount table
 // (cluster 1), first refcount block (cluster 2), L1 table (cluster 3 on), the L1 written only up to
 // its last entry. With qemu's defaults the file is byte-identical to qemu-img's.
-import { Header, writeHeader, l1EntriesFor, INCOMPAT_EXTL2, INCOMPAT_COMPRESSION, COMPRESSION_DEFLATE, COMPRESSION_ZSTD, MAX_HOST_OFFSET } from "./header";
+import { Header, Extension, writeHeader, l1EntriesFor, EXT_CRYPTO_HEADER, INCOMPAT_EXTL2, INCOMPAT_COMPRESSION, COMPRESSION_DEFLATE, COMPRESSION_ZSTD, MAX_HOST_OFFSET } from "./header";
 import { putU64 } from "./be";
-import { writeAt, truncateTo, flush } from "./io";
+import { writeAt, truncateTo, flush, fileSize } from "./io";
 import { Refcounts, writeEntry } from "./refcount";
 import { fail, E_BAD_ARGUMENT, E_BAD_SIZE } from "./errors";
 
 export function createQcow2(
   handle: i32, size: u64, clusterBits: u32, refcountOrder: u32, version: u32, extendedL2: bool,
-  compressionType: u8, backingName: string, backingFormat: string,
+  compressionType: u8, cryptoLength: u64, backingName: string, backingFormat: string,
 ): void {
   if (clusterBits < 9 || clusterBits > 21) fail(E_BAD_ARGUMENT, "cluster size must be a power of two between 512 B and 2 MiB");
   if (refcountOrder > 6) fail(E_BAD_ARGUMENT, "refcount_bits must be a power of two between 1 and 64");
@@ -59,15 +59,30 @@ export function createQcow2(
   h.size = size;
   h.l1Size = l1Size;
 
-  if (h.l1Size > 0) {
+  if (h.l1Size > 0 || cryptoLength > 0) {
     const rc = new Refcounts(handle, h);
-    const bytes = <u64>h.l1Size * 8;
-    const first = rc.allocate((bytes + cs - 1) / cs);
-    h.l1Offset = first << clusterBits;
-    const z = heap.alloc(<usize>bytes);
-    memory.fill(z, 0, <usize>bytes);
-    writeAt(handle, z, <i32>bytes, h.l1Offset);
-    heap.free(z);
+    if (h.l1Size > 0) {
+      const bytes = <u64>h.l1Size * 8;
+      const first = rc.allocate((bytes + cs - 1) / cs);
+      h.l1Offset = first << clusterBits;
+      const z = heap.alloc(<usize>bytes);
+      memory.fill(z, 0, <usize>bytes);
+      writeAt(handle, z, <i32>bytes, h.l1Offset);
+      heap.free(z);
+    }
+    if (cryptoLength > 0) {
+      // LUKS: the clusters after the L1 table hold the LUKS header and key material (the host
+      // writes them next), named by the crypto header extension, as qemu lays them out.
+      const first = rc.allocate((cryptoLength + cs - 1) / cs) << clusterBits;
+      h.cryptMethod = 2;
+      h.cryptoOffset = first;
+      h.cryptoLength = cryptoLength;
+      const ext = new StaticArray<u8>(16);
+      putU64(changetype<usize>(ext), first);
+      putU64(changetype<usize>(ext) + 8, cryptoLength);
+      h.extensions.push(new Extension(EXT_CRYPTO_HEADER, ext));
+      if (fileSize(handle) < first + cryptoLength) truncateTo(handle, first + cryptoLength);
+    }
     rc.writeBlocks();
     flush(handle);
     rc.writeTable();

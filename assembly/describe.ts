@@ -34,6 +34,8 @@ export function describeImage(img: Image): string {
   parts.push(field("backingFile", h.backingName.length > 0 ? jsonString(h.backingName) : "null"));
   parts.push(field("backingFormat", h.backingFormat.length > 0 ? jsonString(h.backingFormat) : "null"));
   parts.push(field("cryptMethod", h.cryptMethod.toString()));
+  parts.push(field("cryptoOffset", h.cryptoOffset.toString()));
+  parts.push(field("cryptoLength", h.cryptoLength.toString()));
   parts.push(field("l1Size", h.l1Size.toString()));
   parts.push(field("l1Offset", h.l1Offset.toString()));
   parts.push(field("refcountTableOffset", h.rtOffset.toString()));

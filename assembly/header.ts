@@ -4,7 +4,7 @@ import { getU8, getU32, getU64, putU8, putU32, putU64 } from "./be";
 import {
   fail, hex, E_BAD_MAGIC, E_BAD_VERSION, E_BAD_CLUSTER_BITS, E_BAD_HEADER_LENGTH, E_BAD_BACKING_NAME,
   E_UNSUPPORTED_FEATURE, E_BAD_COMPRESSION, E_BAD_REFCOUNT_ORDER, E_BAD_REFCOUNT_TABLE, E_BAD_L1_TABLE,
-  E_BAD_SIZE, E_BAD_SNAPSHOT_TABLE, E_BAD_CRYPT_METHOD, E_BAD_EXTENSION, E_ENCRYPTED, E_INTERNAL, E_BAD_BITMAPS,
+  E_BAD_SIZE, E_BAD_SNAPSHOT_TABLE, E_BAD_CRYPT_METHOD, E_BAD_EXTENSION, E_ENCRYPTED, E_INTERNAL, E_BAD_BITMAPS, E_BAD_LUKS_HEADER,
 } from "./errors";
 import { fileSize, readZeroFill, writeAt } from "./io";
 
@@ -75,6 +75,9 @@ export class Header {
   nbBitmaps: u32 = 0;
   bitmapDirSize: u64 = 0;
   bitmapDirOffset: u64 = 0;
+  /** LUKS (crypt_method 2): where the LUKS header lies in the file (the crypto header extension). */
+  cryptoOffset: u64 = 0;
+  cryptoLength: u64 = 0;
   /** Extensions other than backing format and feature table, in the order found. */
   extensions: Array<Extension> = new Array<Extension>();
 
@@ -244,12 +247,32 @@ export function parseHeader(handle: i32, forCheck: bool = false): Header {
   if (h.size > MAX_HOST_OFFSET) fail(E_BAD_SIZE, "virtual size " + h.size.toString() + " exceeds 2^53 bytes");
 
   if (h.cryptMethod > 2) fail(E_BAD_CRYPT_METHOD, "unknown encryption method " + h.cryptMethod.toString());
-  if (h.cryptMethod != 0) fail(E_ENCRYPTED, "encrypted images (method " + h.cryptMethod.toString() + ") are not supported");
+  if (h.cryptMethod == 1) fail(E_ENCRYPTED, "images encrypted with qcow2's old AES method (crypt_method 1) are not supported; only LUKS (2)");
+  if (h.cryptMethod == 2) validateCryptoExtension(h);
   if ((h.autoclear & AUTOCLEAR_BITMAPS) != 0) validateBitmapsExtension(h);
   // The block layer counts whole 512-byte sectors (qemu's total_sectors): a guest never sees
   // the bytes of a partial last sector, and qemu writes the rounded size back with the header.
   h.size = h.size & ~(<u64>511);
   return h;
+}
+
+/**
+ * A LUKS image names its LUKS header with the crypto header extension (offset and length, both
+ * big-endian u64); qemu requires it, cluster-aligned, and the header must lie within the file.
+ */
+function validateCryptoExtension(h: Header): void {
+  for (let i = 0; i < h.extensions.length; i++) {
+    const e = h.extensions[i];
+    if (e.magic != EXT_CRYPTO_HEADER) continue;
+    const p = changetype<usize>(e.data);
+    h.cryptoOffset = getU64(p);
+    h.cryptoLength = getU64(p + 8);
+  }
+  if (h.cryptoLength == 0) fail(E_BAD_LUKS_HEADER, "LUKS-encrypted image (crypt_method 2) without a crypto header extension naming its LUKS header");
+  if ((h.cryptoOffset & (h.clusterSize - 1)) != 0) fail(E_BAD_LUKS_HEADER, "LUKS header offset " + hex(h.cryptoOffset) + " is not cluster-aligned");
+  if (h.cryptoOffset < h.clusterSize || h.cryptoOffset > MAX_HOST_OFFSET || h.cryptoLength > MAX_HOST_OFFSET - h.cryptoOffset) {
+    fail(E_BAD_LUKS_HEADER, "LUKS header at " + hex(h.cryptoOffset) + " (" + h.cryptoLength.toString() + " bytes) lies outside the file's possible range");
+  }
 }
 
 /**

@@ -57,9 +57,9 @@ export function openQcow2(handle: i32, flags: i32): i32 {
 /** Lay out a new, empty qcow2 image on `handle` (existing content is discarded). */
 export function create(
   handle: i32, size: f64, clusterBits: i32, refcountOrder: i32, version: i32, extendedL2: bool,
-  compressionType: i32, backingName: string, backingFormat: string,
+  compressionType: i32, cryptoLength: f64, backingName: string, backingFormat: string,
 ): void {
-  createQcow2(handle, <u64>size, <u32>clusterBits, <u32>refcountOrder, <u32>version, extendedL2, <u8>compressionType, backingName, backingFormat);
+  createQcow2(handle, <u64>size, <u32>clusterBits, <u32>refcountOrder, <u32>version, extendedL2, <u8>compressionType, <u64>cryptoLength, backingName, backingFormat);
 }
 
 export function openRaw(handle: i32, writable: bool): i32 {

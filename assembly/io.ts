@@ -11,6 +11,11 @@ import { fail, E_CORRUPT, hex } from "./errors";
 @external("host", "flush") declare function hostFlush(handle: i32): void;
 /** Inflate `srcLen` bytes into exactly `dstLen` bytes; returns bytes produced, -1 on bad data. */
 @external("host", "decompress") declare function hostDecompress(type: i32, src: usize, srcLen: i32, dst: usize, dstLen: i32): i32;
+/**
+ * Encrypt (`encrypt` 1) or decrypt in place `len` bytes (whole 512-byte sectors) of image `handle`
+ * that lie at host offset `offset`: the sector numbers of the cipher's IVs come from it.
+ */
+@external("host", "crypt") declare function hostCrypt(handle: i32, encrypt: i32, ptr: usize, len: i32, offset: f64): void;
 /** Compress `srcLen` bytes into at most `dstCap` bytes; returns the length, -1 when it does not fit. */
 @external("host", "compress") declare function hostCompress(type: i32, src: usize, srcLen: i32, dst: usize, dstCap: i32): i32;
 
@@ -76,4 +81,8 @@ export function decompress(type: i32, src: usize, srcLen: i32, dst: usize, dstLe
 
 export function compress(type: i32, src: usize, srcLen: i32, dst: usize, dstCap: i32): i32 {
   return hostCompress(type, src, srcLen, dst, dstCap);
+}
+
+export function crypt(handle: i32, encrypt: bool, ptr: usize, len: i32, offset: u64): void {
+  hostCrypt(handle, encrypt ? 1 : 0, ptr, len, <f64>offset);
 }

@@ -3,7 +3,7 @@
 import { Image, st } from "./image";
 import { Header, parseHeader, writeHeader, l1EntriesFor, MAX_HOST_OFFSET, INCOMPAT_DIRTY, INCOMPAT_CORRUPT } from "./header";
 import { getU64, putU64 } from "./be";
-import { readTable, readZeroFill, decompress, fileSize, fileEnd, flush, writeAt } from "./io";
+import { readTable, readZeroFill, decompress, fileSize, fileEnd, flush, writeAt, crypt } from "./io";
 import { readSnapshotTable } from "./snapshots";
 import { checkBitmaps } from "./bitmaps";
 import { TableCache } from "./tablecache";
@@ -44,6 +44,10 @@ export class Qcow2Image extends Image {
   private zOut: usize = 0;
   private zIn: usize = 0;
   private zKey: u64 = 0;
+  /** LUKS (crypt_method 2): data clusters hold ciphertext, sector IVs from their host offsets. */
+  encrypted: bool = false;
+  /** One cluster of scratch for encrypting and decrypting partial ranges. */
+  private cryptBuf: usize = 0;
   /** End of the file as last seen (it only grows under us); refreshed when a cluster lies past it. */
   private knownEnd: u64 = 0;
 
@@ -78,6 +82,7 @@ export class Qcow2Image extends Image {
     this.l2Bits = h.l2Bits;
     this.l2Entries = <u64>1 << h.l2Bits;
     this.entryBytes = h.extendedL2 ? 16 : 8;
+    this.encrypted = h.cryptMethod == 2;
     this.scBits = h.clusterBits - 5;
     // The L1 table is validated by parseHeader (≤ 32 MiB), then held natively for cheap indexing.
     // Checked before anything is allocated: an engine error unwinds without freeing, so a failed
@@ -378,6 +383,7 @@ export class Qcow2Image extends Image {
       const kind = lk.kind;
       if (kind == K_NORMAL) {
         this.checkInFile(lk.host, n, off);
+        if (this.encrypted) { this.readDecrypted(lk.host, ptr, n); off += n; ptr += <usize>n; len -= n; continue; }
         let done: u64 = 0;
         while (done < n) {
           const m = n - done < MAX_IO ? n - done : MAX_IO;
@@ -393,6 +399,61 @@ export class Qcow2Image extends Image {
         this.readBacking(off, ptr, n);
       }
       off += n; ptr += <usize>n; len -= n;
+    }
+  }
+
+  private cryptScratch(): usize {
+    if (this.cryptBuf == 0) this.cryptBuf = heap.alloc(<usize>this.cs);
+    return this.cryptBuf;
+  }
+
+  /**
+   * Read `len` bytes of ciphertext at `host` and decrypt them into `ptr`. The cipher works on
+   * whole 512-byte sectors, so each piece (at most a cluster) is read sector-aligned through a
+   * scratch cluster, unless it is aligned already.
+   */
+  readDecrypted(host: u64, ptr: usize, len: u64): void {
+    const cs = this.cs;
+    while (len > 0) {
+      let n = cs - (host & (cs - 1));
+      if (n > len) n = len;
+      const s0 = host & ~(<u64>511);
+      const s1 = (host + n + 511) & ~(<u64>511);
+      if (s0 == host && s1 == host + n) {
+        readZeroFill(this.handle, ptr, <i32>n, host);
+        crypt(this.handle, false, ptr, <i32>n, host);
+      } else {
+        const buf = this.cryptScratch();
+        readZeroFill(this.handle, buf, <i32>(s1 - s0), s0);
+        crypt(this.handle, false, buf, <i32>(s1 - s0), s0);
+        memory.copy(ptr, buf + <usize>(host - s0), <usize>n);
+      }
+      host += n; ptr += <usize>n; len -= n;
+    }
+  }
+
+  /**
+   * Encrypt `len` bytes of guest data from `ptr` and write them at `host`, a piece (at most a
+   * cluster) at a time through the scratch cluster; the caller's buffer is left as it was. A
+   * piece that does not cover whole sectors keeps the other bytes of its first and last sector
+   * (read and decrypted first).
+   */
+  writeEncrypted(host: u64, ptr: usize, len: u64): void {
+    const cs = this.cs;
+    const buf = this.cryptScratch();
+    while (len > 0) {
+      let n = cs - (host & (cs - 1));
+      if (n > len) n = len;
+      const s0 = host & ~(<u64>511);
+      const s1 = (host + n + 511) & ~(<u64>511);
+      if (s0 != host || s1 != host + n) {
+        readZeroFill(this.handle, buf, <i32>(s1 - s0), s0);
+        crypt(this.handle, false, buf, <i32>(s1 - s0), s0);
+      }
+      memory.copy(buf + <usize>(host - s0), ptr, <usize>n);
+      crypt(this.handle, true, buf, <i32>(s1 - s0), s0);
+      writeAt(this.handle, buf, <i32>(s1 - s0), s0);
+      host += n; ptr += <usize>n; len -= n;
     }
   }
 
@@ -538,6 +599,7 @@ export class Qcow2Image extends Image {
     const w = this.writerObj;
     if (w != null) w.dispose();
     if (this.zOut != 0) { heap.free(this.zOut); heap.free(this.zIn); }
+    if (this.cryptBuf != 0) heap.free(this.cryptBuf);
   }
 }
 

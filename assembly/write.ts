@@ -65,7 +65,8 @@ function releaseEntry(img: Qcow2Image, e: u64): void {
 /** Guest data to a host offset, refused if it would land on metadata (a corrupt image). */
 function dataWrite(img: Qcow2Image, ptr: usize, len: u64, host: u64): void {
   img.checkNoOverlap(host, len, "data write", 0);
-  writeAt(img.handle, ptr, <i32>len, host);
+  if (img.encrypted) img.writeEncrypted(host, ptr, len);
+  else writeAt(img.handle, ptr, <i32>len, host);
 }
 
 /** Granularity at which freshly appended data skips zeros (qemu-img convert's default -S). */
@@ -128,6 +129,8 @@ export class Writer {
   writeCompressed(off: u64, ptr: usize, len: u64): void {
     const img = this.img;
     img.prepareWrite();
+    // qemu refuses compressed writes to encrypted images too: compressed data is never encrypted.
+    if (img.encrypted) fail(E_BAD_ARGUMENT, "compressed output cannot be written to an encrypted image");
     const cs = img.cs;
     const cb = img.clusterBits;
     if (this.packed == 0) this.packed = heap.alloc(<usize>cs);
@@ -259,7 +262,9 @@ export class Writer {
     if (fresh == 0) return;
     const first = img.refcounts().allocate(<u64>fresh) << cb;
     img.checkNoOverlap(first, <u64>fresh * cs, "data write", 0);
-    writeFresh(img.handle, ptr, <u64>fresh * cs, first);
+    // Ciphertext of zeros is not zeros: an encrypted image gets every byte written.
+    if (img.encrypted) img.writeEncrypted(first, ptr, <u64>fresh * cs);
+    else writeFresh(img.handle, ptr, <u64>fresh * cs, first);
     let j: u64 = 0;
     for (let k = 0; k < count; k++) {
       const g = unchecked(guests[from + k]);

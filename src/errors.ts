@@ -22,7 +22,10 @@ export const ERROR_CODES = {
   ECOW_BAD_BITMAPS: 'the persistent bitmaps (extension or directory) break the rules qemu checks on open',
   // --- run-time image state ---
   ECOW_CORRUPT: 'image metadata is inconsistent (qemu would mark it corrupt)',
-  ECOW_ENCRYPTED: 'encrypted images are not supported',
+  ECOW_ENCRYPTED: 'this kind of encrypted image is not supported (only LUKS)',
+  ECOW_BAD_LUKS_HEADER: 'the LUKS header of an encrypted image is missing, damaged or not supported',
+  ECOW_KEY_REQUIRED: 'the image is encrypted and no key secret was given for it',
+  ECOW_BAD_SECRET: 'the secret unlocks no key slot of the encrypted image',
   ECOW_READ_ONLY: 'the image was opened read-only',
   ECOW_INTERNAL_SNAPSHOTS: 'image has internal snapshots; writing to it is not supported',
   ECOW_MARKED_CORRUPT: 'image has the corrupt bit set; it may only be opened read-only',

@@ -10,7 +10,7 @@ export { type Backend, FileBackend, MemoryBackend } from './engine/backend.js';
 export type { LockMode } from './engine/image-lock.js';
 export { Image } from './image/image.js';
 export type { HeaderInfo, ImageFormat, MapEntry } from './image/types.js';
-export { openImage, openImageOn, defaultResolveBacking, type OpenOptions, type BackingResolver, type BackingFormatPolicy } from './image/open-chain.js';
+export { openImage, openImageOn, defaultResolveBacking, type OpenOptions, type BackingResolver, type BackingFormatPolicy, type KeySecrets } from './image/open-chain.js';
 export { qemuStyleInfo, type QemuStyleInfo } from './image/info.js';
 export { convertImage, convertToRaw, type ConvertOptions } from './image/convert.js';
 export { createImage, createQcow2On, type CreateOptions, type Qcow2LayoutOptions } from './image/create.js';

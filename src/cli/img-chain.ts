@@ -3,6 +3,13 @@ import { commitImage } from '../image/commit.js';
 import { rebaseImage, streamImage } from '../image/rebase.js';
 import { parseFormatOption, print } from './output.js';
 import { withProgress } from './progress.js';
+import { imageArgument } from './secrets.js';
+
+/** `--object` and `--image-opts`, which every command here takes (secrets.ts). */
+interface KeyOptions {
+  object?: string[];
+  imageOpts?: boolean;
+}
 
 export interface CommitCliOptions {
   f?: string;
@@ -13,8 +20,9 @@ export interface CommitCliOptions {
 }
 
 /** `img commit`. */
-export function imgCommit(top: string, o: CommitCliOptions): void {
-  withProgress(!!o.p && !o.q, (onProgress) => commitImage(top, { base: o.b, keepTop: o.d, format: parseFormatOption(o.f), onProgress }));
+export function imgCommit(arg: string, o: CommitCliOptions & KeyOptions): void {
+  const { file: top, format, keySecrets } = imageArgument(arg, o);
+  withProgress(!!o.p && !o.q, (onProgress) => commitImage(top, { base: o.b, keepTop: o.d, format, keySecrets, onProgress }));
   if (!o.q) print('Image committed.');
 }
 
@@ -27,8 +35,9 @@ export interface RebaseCliOptions {
 }
 
 /** `img rebase`. */
-export function imgRebase(file: string, o: RebaseCliOptions): void {
-  withProgress(!!o.p && !o.q, (onProgress) => rebaseImage(file, o.b, { unsafe: o.u, backingFormat: parseFormatOption(o.F), onProgress }));
+export function imgRebase(arg: string, o: RebaseCliOptions & KeyOptions): void {
+  const { file, keySecrets } = imageArgument(arg, o);
+  withProgress(!!o.p && !o.q, (onProgress) => rebaseImage(file, o.b, { unsafe: o.u, backingFormat: parseFormatOption(o.F), keySecrets, onProgress }));
 }
 
 export interface StreamCliOptions {
@@ -37,6 +46,7 @@ export interface StreamCliOptions {
 }
 
 /** `img stream`. */
-export function imgStream(file: string, o: StreamCliOptions): void {
-  withProgress(!!o.p, (onProgress) => streamImage(file, { base: o.b ?? null, onProgress }));
+export function imgStream(arg: string, o: StreamCliOptions & KeyOptions): void {
+  const { file, keySecrets } = imageArgument(arg, o);
+  withProgress(!!o.p, (onProgress) => streamImage(file, { base: o.b ?? null, keySecrets, onProgress }));
 }

@@ -1,6 +1,7 @@
 import { checkImage, formatCheckHuman, formatCheckJson, type RepairMode } from '../image/check.js';
 import { CowError } from '../errors.js';
-import { parseFormatOption, print } from './output.js';
+import { print } from './output.js';
+import { imageArgument } from './secrets.js';
 
 /** The exit status carries meaning here (2 corrupt, 3 leaks, 63 unsupported format); main() returns it. */
 function exitStatus(code: number): void {
@@ -18,13 +19,16 @@ export interface CheckCliOptions {
   output: string;
   r?: string;
   forceShare?: boolean;
+  object?: string[];
+  imageOpts?: boolean;
 }
 
 /** `img check`: qemu-img check's output, JSON and exit status (0 clean, 1 failed, 2 corrupt, 3 leaks). */
-export function imgCheck(file: string, o: CheckCliOptions): void {
+export function imgCheck(arg: string, o: CheckCliOptions): void {
+  const { file, format } = imageArgument(arg, o);
   const repair = parseRepair(o.r);
   if (repair && o.forceShare) throw new CowError('ECOW_BAD_ARGUMENT', '-U (force-share) cannot be used with -r: a repair writes the image');
-  const outcome = checkImage(file, { format: parseFormatOption(o.f), repair, readLocks: !o.forceShare });
+  const outcome = checkImage(file, { format, repair, readLocks: !o.forceShare });
   for (const line of outcome.log) process.stderr.write(line + '\n');
   if (outcome.result) print(o.output === 'json' ? formatCheckJson(outcome) : formatCheckHuman(outcome));
   // qemu-img's words after the code every cowchain error line has: 63 has no check, 1 failed

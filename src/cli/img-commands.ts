@@ -8,7 +8,12 @@ import { FORCE_SHARE, outputOption, refuseQemuOptions } from './common-options.j
 
 const PROGRESS = 'print progress as qemu-img -p does: (x.xx/100%) on stdout, also when it is not a terminal';
 
-/** qemu-img's options no cowchain command has. */
+/** Encrypted images (LUKS): qemu-img's forms for the key secrets (secrets.ts). */
+const OBJECT = 'secret,id=ID,file=PATH: a key secret that --image-opts or -o encrypt.key-secret names (repeatable; data= is refused: it would put the secret in argv)';
+const IMAGE_OPTS = 'the image argument is an option string: driver=qcow2,file.filename=F[,encrypt.key-secret=ID][,backing.encrypt.key-secret=ID…]';
+const CREATE_O = 'cluster_size=…,compat=0.10|1.1,refcount_bits=…,extended_l2=on|off,compression_type=zlib|zstd,encrypt.format=luks,encrypt.key-secret=ID,encrypt.iter-time=MS (repeatable)';
+
+/** qemu-img's options that `img map` lacks (the other commands take these two for encrypted images). */
 const NO_OBJECTS = {
   '--object <objectdef>': 'there are no QOM objects (secrets for encrypted images, throttle groups)',
   '--image-opts': 'FILE is a file name, not a QemuOpts image description',
@@ -32,8 +37,10 @@ export const IMG: CommandGroup = {
           .addOption(outputOption())
           .option('--backing-chain', 'describe every image of the chain')
           .option('-U, --force-share', FORCE_SHARE)
+          .option('--object <spec>', OBJECT, collect)
+          .option('--image-opts', IMAGE_OPTS)
           .action(async (file: string, o) => (await import('./img-read.js')).imgInfo(file, o)),
-        NO_OBJECTS,
+        {},
       ),
     map: (img) =>
       refuseQemuOptions(
@@ -60,14 +67,15 @@ export const IMG: CommandGroup = {
           .argument('<dst>')
           .option('-f <format>', 'format of SRC (raw|qcow2); probed when absent')
           .option('-O <format>', 'output format (raw|qcow2)', 'raw')
-          .option('-o <options>', 'qcow2 target: cluster_size=…,compat=0.10|1.1,refcount_bits=…,extended_l2=on|off,compression_type=zlib|zstd (repeatable)', collect)
+          .option('-o <options>', `qcow2 target: ${CREATE_O}`, collect)
           .option('-c', 'compress the qcow2 target: every cluster holding data is stored compressed (deflate, or zstd with -o compression_type=zstd)')
           .option('-p', PROGRESS)
           .option('-q', 'quiet')
           .option('-U, --force-share', FORCE_SHARE)
+          .option('--object <spec>', OBJECT, collect)
+          .option('--image-opts', IMAGE_OPTS)
           .action(async (src: string, dst: string, o) => (await import('./img-convert.js')).imgConvert(src, dst, o)),
         {
-          ...NO_OBJECTS,
           ...NO_CACHE_MODES,
           '--target-image-opts': 'DST is a file name',
           '-n': 'the target is always created',
@@ -94,8 +102,10 @@ export const IMG: CommandGroup = {
           .addOption(outputOption())
           .option('-r <mode>', 'repair: leaks (refcounts that are too high) or all (everything)')
           .option('-U, --force-share', 'check even while another process writes the image (results may be inconsistent); not with -r')
+          .option('--object <spec>', 'accepted as qemu-img takes it; a check reads no encrypted data, so needs no key', collect)
+          .option('--image-opts', IMAGE_OPTS)
           .action(async (file: string, o) => (await import('./img-check.js')).imgCheck(file, o)),
-        { ...NO_OBJECTS, '-T <src_cache>': NO_CACHE_MODES['-T <src_cache>'], '-q': 'the report is always printed' },
+        { '-T <src_cache>': NO_CACHE_MODES['-T <src_cache>'], '-q': 'the report is always printed' },
       ),
     create: (img) =>
       refuseQemuOptions(
@@ -108,10 +118,11 @@ export const IMG: CommandGroup = {
           .option('-b <backing>', "backing file, stored exactly as given (relative to FILE's directory)")
           .option('-F <format>', 'format of the backing file (raw|qcow2); required with -b')
           .option('-u', 'unsafe: do not open the backing file (it need not exist); SIZE must be given')
-          .option('-o <options>', 'cluster_size=…,compat=0.10|1.1,refcount_bits=…,extended_l2=on|off,compression_type=zlib|zstd (repeatable)', collect)
+          .option('-o <options>', CREATE_O, collect)
           .option('-q', 'quiet: do not print the Formatting line')
+          .option('--object <spec>', OBJECT, collect)
           .action(async (file: string, size: string | undefined, o) => (await import('./img-create.js')).imgCreate(file, size, o)),
-        NO_OBJECTS,
+        {},
       ),
     commit: (img) =>
       refuseQemuOptions(
@@ -124,8 +135,10 @@ export const IMG: CommandGroup = {
           .option('-d', 'leave TOP as it is')
           .option('-p', PROGRESS)
           .option('-q', 'quiet')
+          .option('--object <spec>', OBJECT, collect)
+          .option('--image-opts', IMAGE_OPTS)
           .action(async (top: string, o) => (await import('./img-chain.js')).imgCommit(top, o)),
-        { ...NO_OBJECTS, '-t <cache>': NO_CACHE_MODES['-t <cache>'], '-r <rate_limit>': 'there is no rate limit' },
+        { '-t <cache>': NO_CACHE_MODES['-t <cache>'], '-r <rate_limit>': 'there is no rate limit' },
       ),
     rebase: (img) =>
       refuseQemuOptions(
@@ -138,8 +151,10 @@ export const IMG: CommandGroup = {
           .option('-u', 'unsafe: rewrite the header only')
           .option('-p', PROGRESS)
           .option('-q', 'quiet')
+          .option('--object <spec>', OBJECT, collect)
+          .option('--image-opts', `${IMAGE_OPTS}; backing.encrypt.key-secret also opens the new backing file`)
           .action(async (file: string, o) => (await import('./img-chain.js')).imgRebase(file, o)),
-        { ...NO_OBJECTS, ...NO_CACHE_MODES, '-f <format>': 'the format of FILE is probed', '-U': 'a rebase writes FILE', '-c': 'a rebase does not compress' },
+        { ...NO_CACHE_MODES, '-f <format>': 'the format of FILE is probed', '-U': 'a rebase writes FILE', '-c': 'a rebase does not compress' },
       ),
     stream: (img) =>
       img
@@ -148,6 +163,8 @@ export const IMG: CommandGroup = {
         .argument('<file>')
         .option('-b <base>', 'keep this image of the chain as the new backing file (default: pull everything)')
         .option('-p', PROGRESS)
+        .option('--object <spec>', OBJECT, collect)
+        .option('--image-opts', IMAGE_OPTS)
         .action(async (file: string, o) => (await import('./img-chain.js')).imgStream(file, o)),
   },
 };

@@ -6,6 +6,7 @@ import { mergeOptionLists } from './args.js';
 import { parseCreateCommand } from './img-create.js';
 import { withImage } from './img-read.js';
 import { withProgress } from './progress.js';
+import { imageArgument, parseSecretObjects, secretById } from './secrets.js';
 
 export interface ConvertCliOptions {
   f?: string;
@@ -15,19 +16,26 @@ export interface ConvertCliOptions {
   p?: boolean;
   q?: boolean;
   forceShare?: boolean;
+  object?: string[];
+  imageOpts?: boolean;
 }
 
 /** `img convert`. */
-export function imgConvert(src: string, dst: string, o: ConvertCliOptions): void {
-  const target = convertTarget(dst, o.O, o.o, !!o.c);
+export function imgConvert(arg: string, dst: string, o: ConvertCliOptions): void {
+  const { file: src, format, keySecrets } = imageArgument(arg, o);
+  const { encryptKeyId, ...target } = convertTarget(dst, o.O, o.o, !!o.c);
+  if (encryptKeyId !== undefined && target.create?.encrypt) {
+    target.create.encrypt = { ...target.create.encrypt, keySecret: secretById(parseSecretObjects(o.object), encryptKeyId, '-o encrypt.key-secret') };
+  }
   withImage(
     src,
-    o.f,
+    format,
     (image) => {
       withProgress(!!o.p && !o.q, (onProgress) => convertImage(image, dst, { ...target, onProgress }));
     },
     false,
     o.forceShare,
+    keySecrets,
   );
 }
 
@@ -37,7 +45,7 @@ export function imgConvert(src: string, dst: string, o: ConvertCliOptions): void
  * convert, a `size` is validated and then ignored (the target takes the source's size); a target
  * with a backing file (backing_file, backing_fmt) is not supported.
  */
-export function convertTarget(dst: string, format: string, options: string[] | undefined, compressed = false): Pick<ConvertOptions, 'format' | 'create' | 'compressed'> {
+export function convertTarget(dst: string, format: string, options: string[] | undefined, compressed = false): Pick<ConvertOptions, 'format' | 'create' | 'compressed'> & { encryptKeyId?: string } {
   // An output format we cannot write is a bad argument (qemu-img knows more formats than we do).
   const fmt = parseImageFormat(format, 'output format', 'ECOW_BAD_ARGUMENT');
   if (compressed && fmt !== 'qcow2') throw new CowError('ECOW_BAD_ARGUMENT', `compression (-c) needs the qcow2 output format, not ${fmt}`);
@@ -54,5 +62,7 @@ export function convertTarget(dst: string, format: string, options: string[] | u
   if (c.compat !== undefined) create.compat = c.compat;
   if (c.extendedL2 !== undefined) create.extendedL2 = c.extendedL2;
   if (c.compressionType !== undefined) create.compressionType = c.compressionType;
-  return { format: 'qcow2', create, ...(compressed ? { compressed } : {}) };
+  // encrypt.key-secret names an --object secret: the caller looks it up (an empty placeholder until then).
+  if (c.encryptKeySecret !== undefined) create.encrypt = { format: 'luks', keySecret: new Uint8Array(0), ...(c.encryptIterTime !== undefined ? { iterTimeMs: c.encryptIterTime } : {}) };
+  return { format: 'qcow2', create, ...(compressed ? { compressed } : {}), ...(c.encryptKeySecret !== undefined ? { encryptKeyId: c.encryptKeySecret } : {}) };
 }

@@ -6,12 +6,13 @@ import { collect, mergeOptionLists, parseBool, parseCount, parseSize, parseSizeB
 import { print } from './output.js';
 import { parseImageFormat } from '../image/format.js';
 import { imageFormatSchema } from '../image/format-schema.js';
+import { parseSecretObjects, secretById, type SecretObjects } from './secrets.js';
 
 /** Largest virtual size we accept: offsets cross the engine boundary as exact doubles. */
 const MAX_SIZE = 2n ** 53n;
 
 /** `-o` keys per format (qemu-img's names). */
-const QCOW2_KEYS = ['size', 'backing_file', 'backing_fmt', 'cluster_size', 'compat', 'refcount_bits', 'extended_l2', 'compression_type'] as const;
+const QCOW2_KEYS = ['size', 'backing_file', 'backing_fmt', 'cluster_size', 'compat', 'refcount_bits', 'extended_l2', 'compression_type', 'encrypt.format', 'encrypt.key-secret', 'encrypt.iter-time'] as const;
 const RAW_KEYS = ['size'] as const;
 
 const Format = imageFormatSchema;
@@ -30,6 +31,10 @@ const CreateCommandSchema = z
     extendedL2: z.boolean().optional(),
     compressionType: z.enum(['zlib', 'zstd'], { message: "compression_type must be 'zlib' or 'zstd'" }).optional(),
     unsafe: z.boolean().optional(),
+    encryptFormat: z.literal('luks', { message: "encrypt.format must be 'luks'" }).optional(),
+    /** The id of an --object secret (never the secret itself). */
+    encryptKeySecret: z.string().min(1).optional(),
+    encryptIterTime: z.number().int().positive().max(600_000).optional(),
   })
   .strict()
   .superRefine((o, ctx) => {
@@ -47,6 +52,8 @@ const CreateCommandSchema = z
     if (![1, 2, 4, 8, 16, 32, 64].includes(rb)) ctx.addIssue({ code: 'custom', message: `refcount width ${rb} is not a power of two of at most 64 bits` });
     if (o.compat === '0.10' && rb !== 16) ctx.addIssue({ code: 'custom', message: 'refcount widths other than 16 bits require compat=1.1' });
     if (o.compat === '0.10' && o.extendedL2) ctx.addIssue({ code: 'custom', message: 'extended L2 entries require compat=1.1' });
+    if (o.encryptFormat !== undefined && o.encryptKeySecret === undefined) ctx.addIssue({ code: 'custom', message: "Parameter 'encrypt.key-secret' is required for cipher" });
+    if (o.encryptKeySecret !== undefined && o.encryptFormat === undefined) ctx.addIssue({ code: 'custom', message: 'encrypt.key-secret needs encrypt.format=luks' });
     if (o.compat === '0.10' && o.compressionType === 'zstd') ctx.addIssue({ code: 'custom', message: 'compression_type=zstd requires compat=1.1' });
     if (o.extendedL2 && cs < 16384) ctx.addIssue({ code: 'custom', message: 'extended L2 entries require a cluster size of at least 16384 bytes' });
   });
@@ -75,6 +82,8 @@ export interface CreateCliOptions {
   q?: boolean;
   /** -u: do not open the backing file (qemu-img create -u). */
   u?: boolean;
+  /** --object secrets (secrets.ts): -o encrypt.key-secret=ID names one. */
+  object?: string[];
 }
 
 function sizeArgument(text: string, what: string): number {
@@ -118,6 +127,12 @@ export function parseCreateCommand(file: string, sizeText: string | undefined, o
   const ct = opts.get('compression_type');
   if (ct !== undefined) raw.compressionType = ct;
   if (o.u) raw.unsafe = true;
+  const ef = opts.get('encrypt.format');
+  if (ef !== undefined) raw.encryptFormat = ef;
+  const ek = opts.get('encrypt.key-secret');
+  if (ek !== undefined) raw.encryptKeySecret = ek;
+  const it = opts.get('encrypt.iter-time');
+  if (it !== undefined) raw.encryptIterTime = parseCount(it, 'encrypt.iter-time');
   const r = CreateCommandSchema.safeParse(raw);
   if (!r.success) throw new CowError('ECOW_BAD_ARGUMENT', r.error.issues.map((i) => (i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message)).join('; '));
   checkQcow2Size(r.data);
@@ -128,6 +143,8 @@ export function parseCreateCommand(file: string, sizeText: string | undefined, o
 export function formattingLine(c: CreateCommand): string {
   if (c.format === 'raw') return `Formatting '${c.file}', fmt=raw size=${c.size ?? 0}`;
   const parts = [
+    ...(c.encryptFormat ? [`encrypt.format=${c.encryptFormat}`, `encrypt.key-secret=${c.encryptKeySecret}`] : []),
+    ...(c.encryptIterTime !== undefined ? [`encrypt.iter-time=${c.encryptIterTime}`] : []),
     `cluster_size=${c.clusterSize ?? 65536}`,
     `extended_l2=${c.extendedL2 ? 'on' : 'off'}`,
     `compression_type=${c.compressionType ?? 'zlib'}`,
@@ -141,7 +158,7 @@ export function formattingLine(c: CreateCommand): string {
 }
 
 /** Run a parsed create command (createImage validates the geometry: cluster size, refcount bits, …). */
-export function runCreateCommand(c: CreateCommand): void {
+export function runCreateCommand(c: CreateCommand, objects: SecretObjects = new Map()): void {
   const options: CreateOptions = { format: c.format };
   if (c.size !== undefined) options.size = c.size;
   if (c.backingFile !== undefined) options.backingFile = c.backingFile;
@@ -152,6 +169,10 @@ export function runCreateCommand(c: CreateCommand): void {
   if (c.extendedL2 !== undefined) options.extendedL2 = c.extendedL2;
   if (c.compressionType !== undefined) options.compressionType = c.compressionType;
   if (c.unsafe) options.unsafe = true;
+  if (c.encryptFormat !== undefined && c.encryptKeySecret !== undefined) {
+    const keySecret = secretById(objects, c.encryptKeySecret, '-o encrypt.key-secret');
+    options.encrypt = { format: c.encryptFormat, keySecret, ...(c.encryptIterTime !== undefined ? { iterTimeMs: c.encryptIterTime } : {}) };
+  }
   createImage(c.file, options);
 }
 
@@ -168,7 +189,7 @@ function createdSize(file: string): number {
 /** `img create`: qemu-img create's argument forms. */
 export function imgCreate(file: string, size: string | undefined, o: CreateCliOptions): void {
   const c = parseCreateCommand(file, size, o);
-  runCreateCommand(c);
+  runCreateCommand(c, parseSecretObjects(o.object));
   // qemu-img prints this line before formatting; printed once the image exists, a failure
   // leaves stdout empty (the error is the one stderr line).
   if (!o.q) print(formattingLine(c.size === undefined ? { ...c, size: createdSize(c.file) } : c));

@@ -5,13 +5,15 @@ import { qemuStyleInfo, type QemuStyleInfo } from '../image/info.js';
 import { CowError } from '../errors.js';
 import type { Image } from '../image/image.js';
 import { parseFormatOption, print } from './output.js';
+import { imageArgument } from './secrets.js';
+import type { KeySecrets } from '../image/open-chain.js';
 
 /**
  * Open FILE (and its chain) for the duration of `fn`, with qemu's image locks: reading is refused
  * while another process writes an image of the chain unless `forceShare` (-U), as in qemu-img.
  */
-export function withImage<T>(file: string, format: string | undefined, fn: (img: Image) => T, writable = false, forceShare = false): T {
-  const img = openImage(file, { format: parseFormatOption(format), writable, readLocks: !forceShare });
+export function withImage<T>(file: string, format: string | undefined, fn: (img: Image) => T, writable = false, forceShare = false, keySecrets?: KeySecrets): T {
+  const img = openImage(file, { format: parseFormatOption(format), writable, readLocks: !forceShare, keySecrets });
   try {
     return fn(img);
   } finally {
@@ -36,6 +38,7 @@ export function humanInfo(info: QemuStyleInfo): string {
     `virtual size: ${sizeToStr(info['virtual-size'])} (${info['virtual-size']} bytes)`,
     `disk size: ${sizeToStr(info['actual-size'])}`,
   ];
+  if (info.encrypted) lines.push('encrypted: yes');
   if (info['cluster-size']) lines.push(`cluster_size: ${info['cluster-size']}`);
   if (info['dirty-flag']) lines.push('cleanly shut down: no');
   const backing = info['backing-filename'];
@@ -57,21 +60,25 @@ export interface InfoCliOptions {
   output: string;
   backingChain?: boolean;
   forceShare?: boolean;
+  object?: string[];
+  imageOpts?: boolean;
 }
 
 /**
  * `img info`. Without --backing-chain only FILE is opened, as qemu-img opens it: a backing file
  * that is missing does not hide the image's own header; a warning line on stderr says it is missing.
  */
-export function imgInfo(file: string, o: InfoCliOptions): void {
+export function imgInfo(arg: string, o: InfoCliOptions): void {
+  // As qemu-img info: no data is read, so an encrypted image's key is not needed (nor checked).
+  const { file, format } = imageArgument(arg, o);
   if (o.backingChain) {
-    withImage(file, o.f, (image) => {
+    withImage(file, format, (image) => {
       const infos = image.chain().map(qemuStyleInfo);
       print(o.output === 'json' ? JSON.stringify(infos, null, 4) : infos.map(humanInfo).join('\n\n'));
     }, false, o.forceShare);
     return;
   }
-  const image = openImage(file, { format: parseFormatOption(o.f), noBacking: true, readLocks: !o.forceShare });
+  const image = openImage(file, { format, noBacking: true, readLocks: !o.forceShare });
   let info: QemuStyleInfo;
   try {
     info = qemuStyleInfo(image);

@@ -4,6 +4,7 @@ import { CowError, ERROR_CODES, type CowErrorCode } from '../errors.js';
 import type { Backend } from './backend.js';
 import { inflateCluster } from './decompress.js';
 import { compressCluster } from './compress.js';
+import type { SectorCipher } from './luks.js';
 
 /**
  * The raw wasm exports (numbers only; strings come back as pointers read with __getString).
@@ -27,7 +28,7 @@ interface RawExports {
   /** flags: 1 writable, 2 opened for a check (see src/image/image.ts OPEN_*). */
   openQcow2(handle: number, flags: number): number;
   openRaw(handle: number, writable: number): number;
-  create(handle: number, size: number, clusterBits: number, refcountOrder: number, version: number, extendedL2: number, compressionType: number, backingName: number, backingFormat: number): void;
+  create(handle: number, size: number, clusterBits: number, refcountOrder: number, version: number, extendedL2: number, compressionType: number, cryptoLength: number, backingName: number, backingFormat: number): void;
   setBacking(id: number, backingId: number): void;
   close(id: number): void;
   describe(id: number): number;
@@ -130,6 +131,8 @@ export class Engine {
   private static instance: Engine | undefined;
   private readonly raw: RawExports;
   private readonly backends: (Backend | null)[] = [];
+  /** The unlocked cipher of each encrypted image, by handle (setCipher). */
+  private readonly ciphers = new Map<number, SectorCipher>();
 
   static get(): Engine {
     if (!Engine.instance) Engine.instance = new Engine(engineModule());
@@ -161,6 +164,11 @@ export class Engine {
           if (!out) return -1;
           new Uint8Array(mem(), dst, dstLen).set(out);
           return out.length;
+        },
+        crypt: (h: number, encrypt: number, ptr: number, len: number, off: number) => {
+          const cipher = this.ciphers.get(h);
+          if (!cipher) throw new CowError('ECOW_KEY_REQUIRED', `${describeBackend(backend(h))} is encrypted (LUKS) and was opened without its key: give encrypt.key-secret`);
+          cipher.run(encrypt === 1, new Uint8Array(mem(), ptr, len), off / 512);
         },
         compress: (type: number, src: number, srcLen: number, dst: number, dstCap: number) => {
           const out = compressCluster(type, new Uint8Array(mem(), src, srcLen), dstCap);
@@ -225,6 +233,12 @@ export class Engine {
 
   removeBackend(h: number): void {
     this.backends[h] = null;
+    this.ciphers.delete(h);
+  }
+
+  /** The cipher the engine's crypt import uses for an encrypted image's data on handle `h`. */
+  setCipher(h: number, cipher: SectorCipher): void {
+    this.ciphers.set(h, cipher);
   }
 
   /**
@@ -261,4 +275,10 @@ export class Engine {
 /** Size of the engine's linear memory (it only grows): the engine's whole heap, caches included. */
 export function engineMemoryBytes(): number {
   return Engine.get().memoryBytes();
+}
+
+/** A backend's name for messages: its path when it has one. */
+function describeBackend(b: Backend): string {
+  const p = (b as { path?: unknown }).path;
+  return typeof p === 'string' ? `image ${p}` : 'the image';
 }

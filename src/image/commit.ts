@@ -1,5 +1,5 @@
 import { CowError } from '../errors.js';
-import { openImage, type BackingFormatPolicy, type BackingResolver } from './open-chain.js';
+import { openImage, type BackingFormatPolicy, type BackingResolver, type KeySecrets } from './open-chain.js';
 import type { ImageFormat } from './types.js';
 import { imageEngine, imageId } from './image.js';
 import { sameFile } from './same-file.js';
@@ -18,6 +18,8 @@ export interface CommitOptions extends JobOptions {
   /** The top's format (default: probed) and the formats of the files below it. */
   format?: ImageFormat;
   formatOf?: BackingFormatPolicy;
+  /** Key secrets of the chain's encrypted images (by depth from the top). */
+  keySecrets?: KeySecrets;
 }
 
 /** Depth of `base` in the chain of `top` (1 = top's backing file); the default is 1. */
@@ -43,7 +45,7 @@ function baseDepth(top: string, base: string | undefined, options: CommitOptions
 export function commitImage(top: string, options: CommitOptions = {}): void {
   const depth = baseDepth(top, options.base, options);
   const keepTop = options.keepTop || options.base !== undefined;
-  const img = openImage(top, { writable: !keepTop, writableDepths: [depth], guardIo: options.guardIo, resolveBacking: options.resolveBacking, format: options.format, formatOf: options.formatOf });
+  const img = openImage(top, { writable: !keepTop, writableDepths: [depth], guardIo: options.guardIo, resolveBacking: options.resolveBacking, format: options.format, formatOf: options.formatOf, keySecrets: options.keySecrets });
   try {
     commitLive(img, depth, options);
     if (!keepTop && img.format === 'qcow2') imageEngine(img).call((e) => e.makeEmpty(imageId(img)));

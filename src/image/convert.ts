@@ -28,10 +28,12 @@ export function convertImage(src: Image, dst: string, options: ConvertOptions = 
   const format = options.format ?? 'raw';
   const size = options.size ?? src.virtualSize;
   if (size < src.virtualSize) throw new CowError('ECOW_BAD_ARGUMENT', `size ${size} is smaller than the source's ${src.virtualSize}`);
+  if (options.compressed && options.create?.encrypt) throw new CowError('ECOW_BAD_ARGUMENT', 'compressed output cannot be encrypted (qemu refuses it too)');
   if (options.compressed && format !== 'qcow2') throw new CowError('ECOW_BAD_ARGUMENT', `compressed output needs the qcow2 format, not ${format}`);
   createImage(dst, { ...(options.create ?? {}), format, size }, { guardIo: options.guardIo });
   try {
-    const out = openImage(dst, { format, writable: true, noBacking: true, guardIo: options.guardIo });
+    const key = options.create?.encrypt?.keySecret;
+    const out = openImage(dst, { format, writable: true, noBacking: true, guardIo: options.guardIo, keySecrets: key && (() => key) });
     try {
       const engine = imageEngine(src);
       runJob(engine, () => engine.call((e) => e.convertStart(imageId(src), imageId(out), options.compressed ? 1 : 0)), options, [out]);

@@ -2,6 +2,7 @@ import { Engine } from '../engine/engine.js';
 import type { Backend } from '../engine/backend.js';
 import { BLOCK_STATUS } from '../engine/block-status.js';
 import { CowError } from '../errors.js';
+import { parseLuksHeader, unlockLuks } from '../engine/luks.js';
 import type { HeaderInfo, ImageFormat, MapEntry } from './types.js';
 
 const { DATA: ST_DATA, ZERO: ST_ZERO, OFFSET_VALID: ST_OFFSET_VALID, ALLOCATED: ST_ALLOCATED } = BLOCK_STATUS;
@@ -14,7 +15,7 @@ export const OPEN_FOR_CHECK = 2;
 const READ_CHUNK = 4 << 20;
 
 // Package-internal access to an Image (assigned in its static block; not exported by the package).
-type ImageArgs = [engine: Engine, backend: Backend, filename: string, format: ImageFormat, writable: boolean, backing: Image | null, forCheck?: boolean];
+type ImageArgs = [engine: Engine, backend: Backend, filename: string, format: ImageFormat, writable: boolean, backing: Image | null, forCheck?: boolean, keySecret?: Uint8Array];
 /** Open `backend` in the engine as an image above `backing` (openImage / openImageOn do this). */
 export let newImage: (...args: ImageArgs) => Image;
 /** The engine an image lives in. */
@@ -68,8 +69,11 @@ export class Image {
   /**
    * `forCheck` opens a qcow2 image as `qemu-img check` does: the internal snapshot table is left
    * for the check to judge instead of refusing the open.
+   *
+   * `keySecret` unlocks a LUKS-encrypted qcow2 image (its encrypt.key-secret); without it such an
+   * image opens for info, map and check, and any data read or write is ECOW_KEY_REQUIRED.
    */
-  private constructor(engine: Engine, backend: Backend, filename: string, format: ImageFormat, writable: boolean, backing: Image | null, forCheck = false) {
+  private constructor(engine: Engine, backend: Backend, filename: string, format: ImageFormat, writable: boolean, backing: Image | null, forCheck = false, keySecret?: Uint8Array) {
     this.#engine = engine;
     this.#backend = backend;
     this.filename = filename;
@@ -86,7 +90,38 @@ export class Image {
     } finally {
       engine.collect();
     }
+    if (format === 'qcow2' && keySecret) {
+      try {
+        this.#unlock(keySecret);
+      } catch (err) {
+        engine.call((e) => e.abandon(this.#id));
+        engine.removeBackend(this.#handle);
+        throw err;
+      }
+    }
     this.#backingImage = backing;
+  }
+
+  /** Read the LUKS area named by the header and give the engine the cipher the secret unlocks. */
+  #unlock(secret: Uint8Array): void {
+    const h = this.headerInfo();
+    if (h.cryptMethod !== 2 || !h.cryptoOffset || !h.cryptoLength) return;
+    const region = new Uint8Array(h.cryptoLength);
+    const n = this.#backend.read(region, h.cryptoOffset);
+    if (n < region.length) throw new CowError('ECOW_BAD_LUKS_HEADER', `${this.filename}: the LUKS area at ${h.cryptoOffset} (${h.cryptoLength} bytes) is cut off by the end of the file`);
+    let cipher;
+    try {
+      cipher = unlockLuks(parseLuksHeader(region, region.length), region, secret);
+    } catch (e) {
+      if (e instanceof CowError) throw new CowError(e.code, `${this.filename}: ${e.message.slice(e.code.length + 2)}`, { cause: e });
+      throw e;
+    }
+    this.#engine.setCipher(this.#handle, cipher);
+  }
+
+  /** Whether the image is LUKS-encrypted (qcow2 crypt_method 2). */
+  get encrypted(): boolean {
+    return this.format === 'qcow2' && this.headerInfo().cryptMethod === 2;
   }
 
   /** The image below this one in the chain (null for the bottom). */

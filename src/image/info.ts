@@ -9,6 +9,8 @@ export interface QemuStyleInfo {
   format: string;
   'actual-size': number;
   'dirty-flag': boolean;
+  /** Present (true) for an encrypted image, as qemu-img prints it. */
+  encrypted?: boolean;
   'cluster-size'?: number;
   'format-specific'?: {
     type: 'qcow2';
@@ -46,6 +48,7 @@ export function qemuStyleInfo(img: Image): QemuStyleInfo {
   };
   if (h.format !== 'qcow2') return out;
   out['cluster-size'] = h.clusterSize;
+  if (h.cryptMethod) out.encrypted = true;
   const v3 = h.version === 3;
   out['format-specific'] = {
     type: 'qcow2',

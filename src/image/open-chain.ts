@@ -20,6 +20,13 @@ export type BackingResolver = (backingName: string, childPath: string) => string
  */
 export type BackingFormatPolicy = (backingName: string, recorded: ImageFormat | null) => ImageFormat | undefined;
 
+/**
+ * The key secret of each LUKS-encrypted image of a chain, by depth (0 = the top, 1 = its backing
+ * file, …; qemu's encrypt.key-secret, backing.encrypt.key-secret, …) and file name; undefined
+ * for none. The bytes are the LUKS passphrase; they are never logged or stored.
+ */
+export type KeySecrets = (depth: number, filename: string) => Uint8Array | undefined;
+
 export interface OpenOptions {
   /** Open the top image for writing. */
   writable?: boolean;
@@ -46,6 +53,8 @@ export interface OpenOptions {
    * check to judge (a normal open refuses a table qemu cannot read).
    */
   forCheck?: boolean;
+  /** Key secrets of the encrypted images of the chain. */
+  keySecrets?: KeySecrets;
 }
 
 /**
@@ -109,7 +118,7 @@ export function openImage(file: string, options: OpenOptions = {}): Image {
     let below: Image | null = null;
     for (let i = layers.length - 1; i >= 0; i--) {
       const l = layers[i];
-      below = newImage(engine, l.backend, l.filename, l.format, l.writable, below, i === 0 && options.forCheck === true);
+      below = newImage(engine, l.backend, l.filename, l.format, l.writable, below, i === 0 && options.forCheck === true, options.keySecrets?.(i, l.filename));
       opened.push(below);
     }
     return below!;

@@ -1,5 +1,5 @@
 import { CowError } from '../errors.js';
-import { openImage, defaultResolveBacking, type BackingResolver } from './open-chain.js';
+import { openImage, defaultResolveBacking, type BackingResolver, type KeySecrets } from './open-chain.js';
 import { imageEngine, imageId, type Image } from './image.js';
 import type { ImageFormat } from './types.js';
 import { sameFile } from './same-file.js';
@@ -12,6 +12,11 @@ export interface RebaseOptions extends JobOptions {
   /** Format of the new backing file; probed when absent (and the file exists). */
   backingFormat?: ImageFormat;
   resolveBacking?: BackingResolver;
+  /**
+   * Key secrets of encrypted images: of the image's chain by depth (0 = the image), and of the
+   * new backing chain by the depth it will have (1 = the new backing file).
+   */
+  keySecrets?: KeySecrets;
 }
 
 /** The format to record for a new backing file: as given, else probed (if it can be opened). */
@@ -45,11 +50,11 @@ export function rebaseImage(file: string, newBacking: string, options: RebaseOpt
     }
     return;
   }
-  const img = openImage(file, { writable: true, resolveBacking: options.resolveBacking, guardIo: options.guardIo });
+  const img = openImage(file, { writable: true, resolveBacking: options.resolveBacking, guardIo: options.guardIo, keySecrets: options.keySecrets });
   let next: Image | null = null;
   try {
     if (img.format !== 'qcow2') throw new CowError('ECOW_BAD_ARGUMENT', `${file} is ${img.format}; only qcow2 images have a backing file`);
-    if (newBacking !== '') next = openImage(resolve(newBacking, file), { format: format || undefined, resolveBacking: options.resolveBacking });
+    if (newBacking !== '') next = openImage(resolve(newBacking, file), { format: format || undefined, resolveBacking: options.resolveBacking, keySecrets: options.keySecrets && ((d, f) => options.keySecrets!(d + 1, f)) });
     const nextId = next ? imageId(next) : -1;
     const engine = imageEngine(img);
     runJob(engine, () => engine.call((e) => e.rebaseStart(imageId(img), nextId)), options, [img]);
@@ -68,6 +73,8 @@ export interface StreamOptions extends JobOptions {
   /** Keep this image of the chain (path) as the new backing file; null/undefined: pull everything. */
   base?: string | null;
   resolveBacking?: BackingResolver;
+  /** Key secrets of the chain's encrypted images (by depth from the image). */
+  keySecrets?: KeySecrets;
 }
 
 /**
@@ -75,7 +82,7 @@ export interface StreamOptions extends JobOptions {
  * `base`, then make `base` its backing file (named as the chain named it) — or none.
  */
 export function streamImage(file: string, options: StreamOptions = {}): void {
-  const img = openImage(file, { writable: true, resolveBacking: options.resolveBacking, guardIo: options.guardIo });
+  const img = openImage(file, { writable: true, resolveBacking: options.resolveBacking, guardIo: options.guardIo, keySecrets: options.keySecrets });
   try {
     const chain = img.chain();
     let depth = chain.length;

@@ -12,6 +12,9 @@ export interface HeaderInfo {
   backingFile?: string | null;
   backingFormat?: string | null;
   cryptMethod?: number;
+  /** LUKS (cryptMethod 2): the LUKS header's place in the file (the crypto header extension). */
+  cryptoOffset?: number;
+  cryptoLength?: number;
   l1Size?: number;
   l1Offset?: number;
   refcountTableOffset?: number;

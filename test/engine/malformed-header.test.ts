@@ -248,7 +248,7 @@ const CASES: HeaderCase[] = [
   // qemu-img info prints an AES image without its key; reading needs the key.
   { name: 'crypt_method 1 (AES)', code: 'ECOW_ENCRYPTED', qemu: 'read', make: patch({}, 'cryptMethod', 4, 1) },
   // qemu-img 7.2 info crashes (SIGSEGV) on LUKS without its crypto header; convert refuses cleanly.
-  { name: 'crypt_method 2 (LUKS)', code: 'ECOW_ENCRYPTED', qemu: 'info', make: patch({}, 'cryptMethod', 4, 2) },
+  { name: 'crypt_method 2 (LUKS) without its crypto header extension', code: 'ECOW_BAD_LUKS_HEADER', qemu: 'info', make: patch({}, 'cryptMethod', 4, 2) },
   // --- header extensions ---
   {
     name: 'unknown extension overrunning cluster 0',
@@ -387,7 +387,7 @@ describe("qemu's open-time checks", () => {
       'ECOW_BAD_MAGIC', 'ECOW_BAD_VERSION', 'ECOW_BAD_CLUSTER_BITS', 'ECOW_BAD_HEADER_LENGTH', 'ECOW_BAD_BACKING_NAME',
       'ECOW_UNSUPPORTED_FEATURE', 'ECOW_BAD_COMPRESSION', 'ECOW_BAD_REFCOUNT_ORDER', 'ECOW_BAD_REFCOUNT_TABLE',
       'ECOW_BAD_L1_TABLE', 'ECOW_BAD_SIZE', 'ECOW_BAD_SNAPSHOT_TABLE', 'ECOW_BAD_CRYPT_METHOD', 'ECOW_ENCRYPTED',
-      'ECOW_BAD_EXTENSION', 'ECOW_BAD_BITMAPS',
+      'ECOW_BAD_EXTENSION', 'ECOW_BAD_BITMAPS', 'ECOW_BAD_LUKS_HEADER',
     ] as CowErrorCode[]) {
       expect(covered.has(code), code).toBe(true);
     }

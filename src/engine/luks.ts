@@ -1,0 +1,275 @@
+import * as crypto from 'node:crypto';
+import { CowError } from '../errors.js';
+
+/**
+ * LUKS version 1 headers as qemu stores them inside a qcow2 image (crypt_method 2, the crypto
+ * header extension naming where): parse, unlock a key slot with a secret, and make new ones.
+ * The format rules relied on are in docs/qcow2-rules.md ("Encryption"). Crypto is Node's:
+ * PBKDF2 and AES-XTS (both also in Deno's node:crypto).
+ *
+ * Supported: cipher aes in mode xts-plain64 (qemu's default; 256- or 512-bit XTS keys), PBKDF2
+ * with sha1, sha256 or sha512. Anything else is ECOW_BAD_LUKS_HEADER, naming what was found.
+ */
+
+const MAGIC = Buffer.from([0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe]);
+const HEADER_BYTES = 592;
+const SLOTS = 8;
+const SLOT_ACTIVE = 0x00ac71f3;
+const SLOT_INACTIVE = 0x0000dead;
+const DIGEST_BYTES = 20;
+const SALT_BYTES = 32;
+const SECTOR = 512;
+/** qemu's (and cryptsetup's) anti-forensic stripes, key-material alignment, and iteration floors. */
+const STRIPES = 4000;
+const ALIGN = 4096;
+const MIN_SLOT_ITERS = 1000;
+const MIN_DIGEST_ITERS = 1000;
+/** qemu's default encrypt.iter-time: PBKDF2 runs this long (ms) to unlock a key slot. */
+export const DEFAULT_ITER_TIME_MS = 2000;
+
+const HASHES: Record<string, { node: string; bytes: number }> = {
+  sha1: { node: 'sha1', bytes: 20 },
+  sha256: { node: 'sha256', bytes: 32 },
+  sha512: { node: 'sha512', bytes: 64 },
+};
+
+export interface LuksSlot {
+  active: boolean;
+  iterations: number;
+  salt: Buffer;
+  /** Offset of the key material from the start of the LUKS header, in bytes. */
+  keyOffset: number;
+  stripes: number;
+}
+
+export interface LuksHeader {
+  cipherName: string;
+  cipherMode: string;
+  hashSpec: string;
+  payloadOffset: number;
+  keyBytes: number;
+  mkDigest: Buffer;
+  mkDigestSalt: Buffer;
+  mkDigestIterations: number;
+  uuid: string;
+  slots: LuksSlot[];
+}
+
+function bad(message: string): CowError {
+  return new CowError('ECOW_BAD_LUKS_HEADER', message);
+}
+
+function cstr(b: Buffer): string {
+  const nul = b.indexOf(0);
+  return b.subarray(0, nul < 0 ? b.length : nul).toString('latin1');
+}
+
+/** The LUKS header at the start of `bytes` (at least 592 bytes), checked for what we can unlock. */
+export function parseLuksHeader(bytes: Uint8Array, regionBytes: number): LuksHeader {
+  const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (b.length < HEADER_BYTES || !b.subarray(0, 6).equals(MAGIC)) throw bad(`no LUKS magic at the start of the LUKS header area (found ${b.subarray(0, 6).toString('hex')})`);
+  const version = b.readUInt16BE(6);
+  if (version !== 1) throw bad(`LUKS version ${version} (only version 1, as qemu writes into qcow2)`);
+  const h: LuksHeader = {
+    cipherName: cstr(b.subarray(8, 40)),
+    cipherMode: cstr(b.subarray(40, 72)),
+    hashSpec: cstr(b.subarray(72, 104)),
+    payloadOffset: b.readUInt32BE(104) * SECTOR,
+    keyBytes: b.readUInt32BE(108),
+    mkDigest: Buffer.from(b.subarray(112, 132)),
+    mkDigestSalt: Buffer.from(b.subarray(132, 164)),
+    mkDigestIterations: b.readUInt32BE(164),
+    uuid: cstr(b.subarray(168, 208)),
+    slots: [],
+  };
+  for (let i = 0; i < SLOTS; i++) {
+    const o = 208 + i * 48;
+    const state = b.readUInt32BE(o);
+    if (state !== SLOT_ACTIVE && state !== SLOT_INACTIVE) throw bad(`key slot ${i} has state ${state.toString(16)} (neither active nor inactive)`);
+    h.slots.push({ active: state === SLOT_ACTIVE, iterations: b.readUInt32BE(o + 4), salt: Buffer.from(b.subarray(o + 8, o + 40)), keyOffset: b.readUInt32BE(o + 40) * SECTOR, stripes: b.readUInt32BE(o + 44) });
+  }
+  if (h.cipherName !== 'aes' || h.cipherMode !== 'xts-plain64') throw bad(`cipher ${h.cipherName}-${h.cipherMode} is not supported (aes-xts-plain64 only)`);
+  if (h.keyBytes !== 32 && h.keyBytes !== 64) throw bad(`master key of ${h.keyBytes} bytes (aes-xts takes 32 or 64)`);
+  if (!HASHES[h.hashSpec]) throw bad(`hash ${h.hashSpec} is not supported (sha1, sha256, sha512)`);
+  if (h.mkDigestIterations === 0) throw bad('master key digest with 0 iterations');
+  for (const [i, s] of h.slots.entries()) {
+    if (!s.active) continue;
+    if (s.stripes === 0 || s.iterations === 0) throw bad(`key slot ${i}: ${s.stripes} stripes, ${s.iterations} iterations`);
+    if (s.keyOffset < HEADER_BYTES || s.keyOffset + h.keyBytes * s.stripes > regionBytes) {
+      throw bad(`key slot ${i}: key material at ${s.keyOffset} (${h.keyBytes * s.stripes} bytes) lies outside the ${regionBytes}-byte LUKS area`);
+    }
+  }
+  return h;
+}
+
+/** AES-XTS with plain64 IVs (the sector number, little-endian), sector by sector, in place. */
+export class SectorCipher {
+  private readonly algorithm: string;
+  constructor(private readonly key: Buffer) {
+    this.algorithm = key.length === 64 ? 'aes-256-xts' : 'aes-128-xts';
+  }
+
+  /** `buf` is whole 512-byte sectors; `firstSector` the plain64 number of its first. */
+  run(encrypt: boolean, buf: Uint8Array, firstSector: number): void {
+    const iv = Buffer.alloc(16);
+    for (let off = 0, s = firstSector; off < buf.length; off += SECTOR, s++) {
+      iv.writeBigUInt64LE(BigInt(s), 0);
+      const sector = buf.subarray(off, off + SECTOR);
+      const c = encrypt ? crypto.createCipheriv(this.algorithm, this.key, iv) : crypto.createDecipheriv(this.algorithm, this.key, iv);
+      const out = c.update(sector);
+      c.final();
+      sector.set(out);
+    }
+  }
+}
+
+/** LUKS1's anti-forensic diffusion: the hash of (be32 block index ‖ block), block by block. */
+function diffuse(buf: Buffer, hash: { node: string; bytes: number }): Buffer {
+  const out = Buffer.alloc(buf.length);
+  const blocks = Math.ceil(buf.length / hash.bytes);
+  for (let i = 0; i < blocks; i++) {
+    const start = i * hash.bytes;
+    const end = Math.min(buf.length, start + hash.bytes);
+    const idx = Buffer.alloc(4);
+    idx.writeUInt32BE(i);
+    const d = crypto.createHash(hash.node).update(idx).update(buf.subarray(start, end)).digest();
+    d.copy(out, start, 0, end - start);
+  }
+  return out;
+}
+
+function afMerge(split: Buffer, keyBytes: number, stripes: number, hash: { node: string; bytes: number }): Buffer {
+  let acc: Buffer = Buffer.alloc(keyBytes);
+  for (let i = 0; i < stripes - 1; i++) {
+    const stripe = split.subarray(i * keyBytes, (i + 1) * keyBytes);
+    for (let j = 0; j < keyBytes; j++) acc[j] ^= stripe[j];
+    acc = diffuse(acc, hash);
+  }
+  const last = split.subarray((stripes - 1) * keyBytes, stripes * keyBytes);
+  const key = Buffer.alloc(keyBytes);
+  for (let j = 0; j < keyBytes; j++) key[j] = acc[j] ^ last[j];
+  return key;
+}
+
+function afSplit(key: Buffer, stripes: number, hash: { node: string; bytes: number }): Buffer {
+  const keyBytes = key.length;
+  const split = crypto.randomBytes(keyBytes * stripes);
+  let acc: Buffer = Buffer.alloc(keyBytes);
+  for (let i = 0; i < stripes - 1; i++) {
+    const stripe = split.subarray(i * keyBytes, (i + 1) * keyBytes);
+    for (let j = 0; j < keyBytes; j++) acc[j] ^= stripe[j];
+    acc = diffuse(acc, hash);
+  }
+  const last = split.subarray((stripes - 1) * keyBytes);
+  for (let j = 0; j < keyBytes; j++) last[j] = acc[j] ^ key[j];
+  return split;
+}
+
+function masterKeyDigest(h: LuksHeader, key: Buffer): Buffer {
+  return crypto.pbkdf2Sync(key, h.mkDigestSalt, h.mkDigestIterations, DIGEST_BYTES, HASHES[h.hashSpec].node);
+}
+
+/**
+ * The master key, from the first active key slot the secret opens (each slot: PBKDF2 of the
+ * secret, the slot's key material decrypted with that key, merged, checked against the digest).
+ * `region` holds the whole LUKS area (header and key material). A secret that opens no slot is
+ * ECOW_BAD_SECRET; the message never contains the secret.
+ */
+export function unlockLuks(h: LuksHeader, region: Uint8Array, secret: Uint8Array): SectorCipher {
+  const hash = HASHES[h.hashSpec];
+  for (const s of h.slots) {
+    if (!s.active) continue;
+    const slotKey = crypto.pbkdf2Sync(secret, s.salt, s.iterations, h.keyBytes, hash.node);
+    const bytes = h.keyBytes * s.stripes;
+    const sectors = Math.ceil(bytes / SECTOR) * SECTOR;
+    const split = Buffer.from(region.subarray(s.keyOffset, s.keyOffset + sectors));
+    new SectorCipher(slotKey).run(false, split, 0);
+    const key = afMerge(split, h.keyBytes, s.stripes, hash);
+    if (crypto.timingSafeEqual(masterKeyDigest(h, key), h.mkDigest)) return new SectorCipher(key);
+  }
+  throw new CowError('ECOW_BAD_SECRET', 'Invalid password, cannot unlock any keyslot');
+}
+
+/** PBKDF2 iterations of `hash` that take about `ms` milliseconds here (qemu's count_iters). */
+function itersFor(hash: string, keyBytes: number, ms: number): number {
+  let iters = 1 << 14;
+  for (;;) {
+    const t0 = process.hrtime.bigint();
+    crypto.pbkdf2Sync('probe', Buffer.alloc(SALT_BYTES), iters, keyBytes, hash);
+    const took = Number(process.hrtime.bigint() - t0) / 1e6;
+    if (took > 100 || iters >= 1 << 24) return Math.max(1, Math.floor((iters * ms) / Math.max(took, 0.001)));
+    iters *= 4;
+  }
+}
+
+export interface NewLuks {
+  /** The LUKS area: header, then the 8 key slots' material (slot 0 filled), `length` bytes. */
+  bytes: Buffer;
+  cipher: SectorCipher;
+}
+
+/** Bytes of the LUKS area qemu creates: 4 KiB of header, 8 slots of 4000 stripes, 4 KiB-aligned. */
+export function luksAreaBytes(keyBytes = 64): number {
+  const slot = Math.ceil((keyBytes * STRIPES) / ALIGN) * ALIGN;
+  return ALIGN + SLOTS * slot;
+}
+
+/**
+ * A new LUKS1 area as qemu's qcrypto_block_luks_create writes it: aes-xts-plain64 with a random
+ * 512-bit master key, sha256, key slot 0 opened by `secret`, PBKDF2 iterations measured to take
+ * `iterTimeMs` (the master key digest an eighth of that, as qemu and cryptsetup do).
+ */
+export function createLuks(secret: Uint8Array, iterTimeMs = DEFAULT_ITER_TIME_MS): NewLuks {
+  const keyBytes = 64;
+  const hash = HASHES.sha256;
+  const key = crypto.randomBytes(keyBytes);
+  const slotBytes = Math.ceil((keyBytes * STRIPES) / ALIGN) * ALIGN;
+  const total = luksAreaBytes(keyBytes);
+  const out = Buffer.alloc(total);
+  const perMs = itersFor(hash.node, keyBytes, 1);
+  const digestIters = Math.max(MIN_DIGEST_ITERS, Math.floor((perMs * iterTimeMs) / 8));
+  const slotIters = Math.max(MIN_SLOT_ITERS, Math.floor(perMs * iterTimeMs));
+  const h: LuksHeader = {
+    cipherName: 'aes',
+    cipherMode: 'xts-plain64',
+    hashSpec: 'sha256',
+    payloadOffset: total,
+    keyBytes,
+    mkDigest: Buffer.alloc(0),
+    mkDigestSalt: crypto.randomBytes(SALT_BYTES),
+    mkDigestIterations: digestIters,
+    uuid: crypto.randomUUID(),
+    slots: [],
+  };
+  h.mkDigest = masterKeyDigest(h, key);
+  MAGIC.copy(out, 0);
+  out.writeUInt16BE(1, 6);
+  out.write(h.cipherName, 8, 'latin1');
+  out.write(h.cipherMode, 40, 'latin1');
+  out.write(h.hashSpec, 72, 'latin1');
+  out.writeUInt32BE(total / SECTOR, 104);
+  out.writeUInt32BE(keyBytes, 108);
+  h.mkDigest.copy(out, 112);
+  h.mkDigestSalt.copy(out, 132);
+  out.writeUInt32BE(digestIters, 164);
+  out.write(h.uuid, 168, 'latin1');
+  for (let i = 0; i < SLOTS; i++) {
+    const o = 208 + i * 48;
+    const keyOffset = ALIGN + i * slotBytes;
+    out.writeUInt32BE(i === 0 ? SLOT_ACTIVE : SLOT_INACTIVE, o);
+    out.writeUInt32BE(i === 0 ? slotIters : 0, o + 4);
+    if (i === 0) {
+      const salt = crypto.randomBytes(SALT_BYTES);
+      salt.copy(out, o + 8);
+      const slotKey = crypto.pbkdf2Sync(secret, salt, slotIters, keyBytes, hash.node);
+      const split = afSplit(key, STRIPES, hash);
+      const sectors = Buffer.alloc(Math.ceil(split.length / SECTOR) * SECTOR);
+      split.copy(sectors);
+      new SectorCipher(slotKey).run(true, sectors, 0);
+      sectors.copy(out, keyOffset);
+    }
+    out.writeUInt32BE(keyOffset / SECTOR, o + 40);
+    out.writeUInt32BE(STRIPES, o + 44);
+  }
+  return { bytes: out, cipher: new SectorCipher(key) };
+}
