@@ -102,25 +102,69 @@ export function parseLuksHeader(bytes: Uint8Array, regionBytes: number): LuksHea
   return h;
 }
 
-/** AES-XTS with plain64 IVs (the sector number, little-endian), sector by sector, in place. */
+/**
+ * AES-XTS with plain64 IVs (the sector number, little-endian), on whole 512-byte sectors, in
+ * place. Node has aes-xts, but one cipher object per sector runs at ~40 MiB/s; XTS is built here
+ * from AES-ECB instead (IEEE 1619: tweak T = AES(K2, IV), each 16-byte block is
+ * AES(K1, P xor T) xor T, T doubles in GF(2^128) from block to block), with one ECB call for all
+ * the tweaks and one for all the data of a call. test/engine/xts.test.ts holds it equal to
+ * Node's aes-xts, sector by sector.
+ */
 export class SectorCipher {
-  private readonly algorithm: string;
-  constructor(private readonly key: Buffer) {
-    this.algorithm = key.length === 64 ? 'aes-256-xts' : 'aes-128-xts';
+  private readonly ecb: string;
+  private readonly k1: Buffer;
+  private readonly k2: Buffer;
+  constructor(key: Buffer) {
+    const half = key.length / 2;
+    this.ecb = half === 32 ? 'aes-256-ecb' : 'aes-128-ecb';
+    this.k1 = key.subarray(0, half);
+    this.k2 = key.subarray(half);
   }
 
   /** `buf` is whole 512-byte sectors; `firstSector` the plain64 number of its first. */
   run(encrypt: boolean, buf: Uint8Array, firstSector: number): void {
-    const iv = Buffer.alloc(16);
-    for (let off = 0, s = firstSector; off < buf.length; off += SECTOR, s++) {
-      iv.writeBigUInt64LE(BigInt(s), 0);
-      const sector = buf.subarray(off, off + SECTOR);
-      const c = encrypt ? crypto.createCipheriv(this.algorithm, this.key, iv) : crypto.createDecipheriv(this.algorithm, this.key, iv);
-      const out = c.update(sector);
-      c.final();
-      sector.set(out);
+    const sectors = buf.length / SECTOR;
+    if (!Number.isInteger(sectors)) throw new CowError('ECOW_INTERNAL', `encryption of ${buf.length} bytes: not whole sectors`);
+    if (sectors === 0) return;
+    if (buf.byteOffset % 4 !== 0) {
+      // Word access needs 4-byte alignment: work on an aligned copy.
+      const copy = new Uint8Array(buf);
+      this.run(encrypt, copy, firstSector);
+      buf.set(copy);
+      return;
     }
+    const ivs = Buffer.alloc(sectors * 16);
+    for (let s = 0; s < sectors; s++) ivs.writeBigUInt64LE(BigInt(firstSector + s), s * 16);
+    const first = ecb(this.ecb, this.k2, true, ivs);
+    // All tweaks, laid out like the data; words are little-endian (as the XTS tweak is).
+    const tweaks = new Uint32Array(buf.length / 4);
+    const t0 = new Uint32Array(first.buffer, first.byteOffset, first.length / 4);
+    for (let s = 0; s < sectors; s++) {
+      let w0 = t0[s * 4], w1 = t0[s * 4 + 1], w2 = t0[s * 4 + 2], w3 = t0[s * 4 + 3];
+      for (let b = 0, o = s * 128; b < 32; b++, o += 4) {
+        tweaks[o] = w0; tweaks[o + 1] = w1; tweaks[o + 2] = w2; tweaks[o + 3] = w3;
+        const carry = w3 >>> 31;
+        w3 = ((w3 << 1) | (w2 >>> 31)) >>> 0;
+        w2 = ((w2 << 1) | (w1 >>> 31)) >>> 0;
+        w1 = ((w1 << 1) | (w0 >>> 31)) >>> 0;
+        w0 = ((w0 << 1) ^ (carry ? 0x87 : 0)) >>> 0;
+      }
+    }
+    const data = new Uint32Array(buf.buffer, buf.byteOffset, buf.length / 4);
+    const x = new Uint32Array(data.length);
+    for (let i = 0; i < data.length; i++) x[i] = data[i] ^ tweaks[i];
+    const y = ecb(this.ecb, this.k1, encrypt, new Uint8Array(x.buffer));
+    const yw = new Uint32Array(y.buffer, y.byteOffset, y.length / 4);
+    for (let i = 0; i < data.length; i++) data[i] = yw[i] ^ tweaks[i];
   }
+}
+
+/** AES-ECB over whole blocks, no padding; the result is 4-byte aligned (a fresh copy). */
+function ecb(algorithm: string, key: Buffer, encrypt: boolean, data: Uint8Array): Uint8Array {
+  const c = encrypt ? crypto.createCipheriv(algorithm, key, null) : crypto.createDecipheriv(algorithm, key, null);
+  c.setAutoPadding(false);
+  const out = Buffer.concat([c.update(data), c.final()]);
+  return out.byteOffset % 4 === 0 ? out : new Uint8Array(out);
 }
 
 /** LUKS1's anti-forensic diffusion: the hash of (be32 block index ‖ block), block by block. */
