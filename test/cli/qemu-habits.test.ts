@@ -70,7 +70,7 @@ describe('qemu-img habits', () => {
   it("qemu-img's options that cowchain lacks are refused in one line naming the option", async () => {
     const { top } = chain('refused');
     expect(await usageError('img', 'commit', '-t', 'none', top)).toContain("qemu-img's -t is not supported by cowchain");
-    expect(await usageError('img', 'info', '--image-opts', top)).toContain("qemu-img's --image-opts is not supported");
+    expect(await usageError('img', 'map', '--image-opts', top)).toContain("qemu-img's --image-opts is not supported");
     expect(await usageError('img', 'convert', '-n', top, at('refused.raw'))).toContain("qemu-img's -n is not supported");
     expect(fs.existsSync(at('refused.raw'))).toBe(false);
   });
