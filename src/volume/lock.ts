@@ -246,6 +246,16 @@ export async function withVolumeLock<T>(
     );
   }
   const lockPath = path.join(realDir, `${base}.lock`);
+  // A lock is never made in a directory this process may not write (a read-only mount, or
+  // permissions): say so now rather than after waiting out someone's leftover lock.
+  try {
+    fs.accessSync(realDir, fs.constants.W_OK);
+  } catch (e) {
+    const code = errno(e);
+    if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
+      throw new CowError('ECOW_ACCESS', `cannot take lock ${lockPath} of volume ${volumeId}: ${code} (the volume directory is not writable for this user)`, { cause: new LockAccessError(code) });
+    }
+  }
 
   const observer = new StalenessObserver(staleMs);
   const deadline = Date.now() + acquireTimeoutMs;

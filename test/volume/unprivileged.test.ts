@@ -69,6 +69,10 @@ describe('a user without write permission', () => {
     const out = tmpDir('cowchain-unprivileged-out-');
     fs.chmodSync(out, 0o777);
     try {
+      // A lock left behind by someone who may write there: never waited for, as it can never be taken.
+      fs.chmodSync(dir, 0o755);
+      fs.mkdirSync(lockFilePath(dir, VOL));
+      fs.chmodSync(dir, 0o555);
       const before = fs.readdirSync(dir).sort();
       const info = await cliAsUser('volume', 'info', '--output', 'json');
       expect(info.stderr).toBe('');
