@@ -108,7 +108,7 @@ describe('the package engine file unreadable', () => {
     fs.writeFileSync(
       entry,
       `import { createImage } from ${JSON.stringify(path.join(ROOT, 'src/index.ts'))};
-try { createImage(${JSON.stringify(path.join(home, 'x.qcow2'))}, { size: 65536 }); console.log('created'); }
+try { createImage(${JSON.stringify(path.join(home, 'x.qcow2'))}, { format: 'qcow2', size: 65536 }); console.log('created'); }
 catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }`,
     );
     const out = path.join(home, 'a', 'b', 'nowasm.mjs');
