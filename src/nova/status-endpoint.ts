@@ -12,7 +12,9 @@ import { CowError, isCowError } from '../errors.js';
 import { updateSnapshotStatusSchema } from './schemas.js';
 import type { SnapshotStatusStore, StatusRejection } from './status-store.js';
 
+/** Options of `createStatusHandler` (a request listener to mount in your own HTTP server). */
 export interface StatusHandlerOptions {
+  /** Where the reports go: the same store the `NovaHypervisor` waits on. */
   store: SnapshotStatusStore;
   /** The token Nova must send as `X-Auth-Token`. */
   token: string;
@@ -22,6 +24,7 @@ export interface StatusHandlerOptions {
   onRejected?: (rejection: StatusRejection & { method: string; url: string }) => void;
 }
 
+/** Options of `startStatusServer`: the handler's, and where to listen. */
 export interface StatusServerOptions extends StatusHandlerOptions {
   /** Default 127.0.0.1. */
   host?: string;
@@ -29,9 +32,11 @@ export interface StatusServerOptions extends StatusHandlerOptions {
   port?: number;
 }
 
+/** A running status endpoint. */
 export interface StatusServer {
   /** Base URL to give Nova as Cinder's endpoint, e.g. `http://127.0.0.1:43121` (no `/v3`). */
   readonly url: string;
+  /** Stop listening and close its connections (keep-alive ones too). */
   close(): Promise<void>;
 }
 

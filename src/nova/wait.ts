@@ -37,8 +37,11 @@ export const CINDER_BACKOFF: readonly BackoffStep[] = [
 /** Cinder's time-outs: 600 s for a create, 7200 s for a delete. */
 export const DEFAULT_TIMEOUT_MS = { create: 600_000, delete: 7_200_000 } as const;
 
+/** Options of `waitForProgress`. */
 export interface WaitOptions {
+  /** Which report ends the wait: a create's (`creating` at 90%) or a delete's (`deleting` at 90%). */
   phase: 'create' | 'delete';
+  /** The time source (tests inject one); default `realClock`. */
   clock?: Clock;
   /** Ascending by `afterMs`; defaults to `CINDER_BACKOFF`. */
   intervals?: readonly BackoffStep[];

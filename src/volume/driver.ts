@@ -29,6 +29,7 @@ import { checkSize } from './size.js';
 import { checkStatus, isAttached, type VolumeStatus } from './status.js';
 import { VolumeFiles, type ChainLink } from './volume-files.js';
 
+/** How a `VolumeDriver` works on its share. Only `dir` is required. */
 export interface VolumeDriverOptions {
   /** The volume directory (one share). */
   dir: string;
@@ -83,15 +84,21 @@ export interface VolumeDriverOptions {
   onStep?: (step: DriverStep) => void;
 }
 
+/** Options every long operation takes. */
 export interface OperationOptions {
+  /** Cancels this operation (between engine steps; ECOW_CANCELLED), as the driver's own `signal` does for all. */
   signal?: AbortSignal;
+  /** Progress of the operation's engine job (a commit, a copy): guest bytes done of the total. */
   onProgress?: ProgressCallback;
 }
 
+/** Options of `createVolume`. */
 export interface CreateVolumeOptions {
+  /** The base image's format (default raw), recorded in `volume-<vol>.format`. */
   format?: ImageFormat;
 }
 
+/** Options of `cloneVolume`: the new volume's format and size, and the source's status. */
 export interface CloneVolumeOptions extends FlattenOptions, OperationOptions {
   /** The source volume's status (the temporary snapshot goes through the hypervisor when `in-use`). */
   status: VolumeStatus;
@@ -99,7 +106,9 @@ export interface CloneVolumeOptions extends FlattenOptions, OperationOptions {
   targetDir?: string;
 }
 
+/** What `volumeInfo` reports: the files, the snapshots, and any unfinished operation. */
 export interface VolumeDescription {
+  /** The volume's id (a uuid). */
   volumeId: string;
   /** The active file (bare name). */
   active: string;
@@ -113,14 +122,25 @@ export interface VolumeDescription {
   pending: Journal | null;
 }
 
+/** What a hypervisor needs to attach the volume (Cinder's connection info for remote-fs). */
 export interface AttachInfo {
+  /** The volume's id (a uuid). */
   volumeId: string;
   /** The file the guest opens (bare name in the volume directory) and its format. */
   activeFile: string;
   format: ImageFormat;
 }
 
+/**
+ * Cinder's remote-filesystem volume driver on one share: volumes as `volume-<uuid>` files,
+ * snapshots as qcow2 overlays, `volume-<uuid>.info` kept in step. Detached volumes (`available`,
+ * …) are worked on with this package's engine; attached ones (`in-use`) through the
+ * `hypervisor` (Nova's assisted snapshots). Every operation holds the volume's lock and journals
+ * what it changes, so an interrupted one is finished or undone by the next operation or `fsck`.
+ * One driver serves any number of volumes and concurrent calls.
+ */
 export class VolumeDriver {
+  /** The share's directory, as given. */
   readonly dir: string;
   private readonly options: VolumeDriverOptions;
   private readonly coordination: VolumeCoordinator;

@@ -18,8 +18,11 @@
 
 /** `create_info`: move the guest onto `new_file`, the overlay made for `snapshot_id`. */
 export interface CreateInfo {
+  /** Always `'qcow2'`: the format of the new file. */
   type: 'qcow2';
+  /** The new overlay's bare file name, in the volume's directory. */
   new_file: string;
+  /** The snapshot's id. */
   snapshot_id: string;
 }
 
@@ -29,12 +32,17 @@ export interface CreateInfo {
  * non-null target asks for a blockCommit of `file_to_merge` into it.
  */
 export interface DeleteInfo {
+  /** Always `'qcow2'`. */
   type: 'qcow2';
+  /** The file whose data moves (bare name), or null: everything below the active file. */
   file_to_merge: string | null;
+  /** The file it is committed into (bare name), or null for a pull into the active file. */
   merge_target_file: string | null;
+  /** The volume's id. */
   volume_id: string;
 }
 
+/** What the driver passes along with each hypervisor call. */
 export interface HypervisorCallOptions {
   /** Aborted when the operation must stop (cancelled, or the volume lock was lost). */
   signal?: AbortSignal;
@@ -46,6 +54,10 @@ export interface HypervisorCallOptions {
   onAccepted?: () => Promise<void>;
 }
 
+/**
+ * The hypervisor side of attached-volume snapshots. `NovaHypervisor` (cowchain/nova) implements
+ * it with Nova; implement it for another hypervisor and pass it as `VolumeDriverOptions.hypervisor`.
+ */
 export interface Hypervisor {
   /**
    * Whether this hypervisor calls `onAccepted`. Without it the driver cannot tell a refused
