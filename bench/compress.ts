@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Bench, type Task } from 'tinybench';
 import { convertImage, openImage } from 'cowchain';
+import { rng } from './workloads.js';
 
 export interface CompressRow {
   type: 'zlib' | 'zstd';
@@ -19,18 +20,6 @@ export interface CompressRow {
 
 const SOURCE_MIB = 128;
 const WORDS = ['volume', 'snapshot', 'cluster', 'backing', 'qcow2', 'refcount', 'the', 'of', 'a', 'and', 'log', 'INFO', '2026-12-05', 'kernel:', 'eth0', 'nova'];
-
-/** Deterministic pseudo-random numbers (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The source: per 64 KiB, 60 % text-like, 25 % random, 15 % zeros (a sparse raw file). */
 function writeSource(file: string): number {

@@ -18,7 +18,7 @@ function sh(cmd: string, args: string[], opts: { cwd: string; input?: string }):
 }
 
 /** Deterministic pseudo-random numbers (mulberry32) so every run builds the same workload. */
-function rng(seed: number): () => number {
+export function rng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

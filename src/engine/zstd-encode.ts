@@ -1,5 +1,5 @@
-import * as fs from 'node:fs';
 import { CowError } from '../errors.js';
+import { readBuildFile } from './build-file.js';
 
 /**
  * zstd clusters for compressed output, encoded by zstd's reference encoder (libzstd compiled to
@@ -9,9 +9,6 @@ import { CowError } from '../errors.js';
  * checksum, into a buffer of at most `capacity` bytes; a cluster whose frame does not fit is not
  * compressed (qemu then writes it as a normal cluster).
  */
-
-const WASM_URL = new URL('../../build/zstd-encoder.wasm', import.meta.url);
-const NAMES_URL = new URL('../../build/zstd-encoder.json', import.meta.url);
 
 /** libzstd's default level (ZSTD_CLEVEL_DEFAULT), the one qemu leaves in place. */
 const ZSTD_DEFAULT_LEVEL = 3;
@@ -37,15 +34,8 @@ let instance: EncoderExports | undefined;
 
 function load(): { module: WebAssembly.Module; names: NameMap } {
   if (compiled) return compiled;
-  let bytes: Uint8Array;
-  let names: NameMap;
-  try {
-    bytes = fs.readFileSync(WASM_URL);
-    names = JSON.parse(fs.readFileSync(NAMES_URL, 'utf8')) as NameMap;
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    throw new CowError('ECOW_ENGINE_LOAD', `cannot read the zstd encoder ${WASM_URL.href}: ${err.code ?? err.message} (npm run build writes it)`, { cause: e });
-  }
+  const bytes = readBuildFile('zstd-encoder.wasm', 'zstd encoder');
+  const names = JSON.parse(readBuildFile('zstd-encoder.json', 'zstd encoder export map').toString('utf8')) as NameMap;
   compiled = { module: new WebAssembly.Module(bytes), names };
   return compiled;
 }

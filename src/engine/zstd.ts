@@ -1,5 +1,4 @@
-import * as fs from 'node:fs';
-import { CowError } from '../errors.js';
+import { readBuildFile } from './build-file.js';
 
 /**
  * zstd clusters, decoded by zstd's own reference decoder (libzstd compiled to wasm, taken from the
@@ -17,8 +16,6 @@ import { CowError } from '../errors.js';
  * checks differ), so images qemu reads failed here. docs/qemu-differences.md names the one
  * difference left: libzstd versions disagree with each other on some damaged streams.
  */
-
-const WASM_URL = new URL('../../build/zstd-decoder.wasm', import.meta.url);
 
 /** libzstd's error codes are the last ZSTD_error_maxCode values of size_t (here 32-bit). */
 const ZSTD_ERROR_MAX_CODE = 120;
@@ -51,16 +48,7 @@ let kept = 0;
 
 function decoder(): ZstdExports {
   if (instance) return instance;
-  if (!compiled) {
-    let bytes: Uint8Array;
-    try {
-      bytes = fs.readFileSync(WASM_URL);
-    } catch (e) {
-      const err = e as NodeJS.ErrnoException;
-      throw new CowError('ECOW_ENGINE_LOAD', `cannot read the zstd decoder ${WASM_URL.href}: ${err.code ?? err.message} (npm run build writes it)`, { cause: e });
-    }
-    compiled = new WebAssembly.Module(bytes);
-  }
+  compiled ??= new WebAssembly.Module(readBuildFile('zstd-decoder.wasm', 'zstd decoder'));
   // The module tells its host when memory grows; views are re-made on every use instead.
   const wasm = new WebAssembly.Instance(compiled, { env: { emscripten_notify_memory_growth: () => {} } });
   instance = wasm.exports as unknown as ZstdExports;

@@ -24,6 +24,7 @@ import type { AcquireOptions, VolumeCoordinator, VolumeLockHandle } from './coor
 import { validateVolumeId } from './names.js';
 import type { EtcdTarget } from './etcd-target.js';
 import { NOTICE_AFTER_MS, NOTICE_INTERVAL_MS } from './lock.js';
+import { sleep } from './sleep.js';
 
 export interface EtcdLockOptions {
   /** Lease TTL in seconds (etcd's minimum applies). Default 15. */
@@ -51,17 +52,6 @@ function safetyMarginMs(ttlMs: number): number {
 type Etcd3Module = typeof import('etcd3');
 type Client = InstanceType<Etcd3Module['Etcd3']>;
 type Lease = ReturnType<Client['lease']>;
-
-const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
-  new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
 
 /** Failures that a reachable cluster may cure by itself (no answer, a member or the leader gone): retried. */
 const transient = new WeakSet<CowError>();

@@ -46,6 +46,7 @@ import type { VolumeCoordinator, VolumeLockHandle } from './coordination.js';
 
 export type { VolumeLockHandle } from './coordination.js';
 import { currentOwner, goneOwner, removeOwner, writeOwner, type LockOwner } from './lock-owner.js';
+import { sleep } from './sleep.js';
 
 export interface VolumeLockOptions {
   /** A lock not renewed for this long is stale and may be taken over. Default 30 s (min 1 s). */
@@ -92,17 +93,6 @@ export function isLockAccess(e: CowError): boolean {
 export function lockFilePath(dir: string, volumeId: string): string {
   return path.join(dir, `${baseName(volumeId)}.lock`);
 }
-
-const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
-  new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
 
 const errno = (e: unknown): string | undefined => (e as NodeJS.ErrnoException).code;
 
