@@ -1,6 +1,6 @@
 // Engine jobs in worker threads (issue 13): event-loop lag while the driver deletes a snapshot
 // holding 1 GiB, and two commits on two volumes at once against the same two one after the other.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -125,5 +125,41 @@ export async function benchParallel(template: string, root: string, runs: number
   } finally {
     await pool.close();
     for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+  }
+}
+
+/**
+ * What the device itself allows: two writers of `mib` MiB each (dd, then fdatasync) one after the
+ * other, then both at once. A commit ends with a flush, so when two writers at once take as long
+ * as one after the other, two commits cannot overlap on that file system either, however many
+ * cores run the engine.
+ */
+export async function benchDevice(root: string, mib: number, runs: number): Promise<{ sequentialMs: number[]; parallelMs: number[] }> {
+  const files = [path.join(root, 'device-1'), path.join(root, 'device-2')];
+  const write = (file: string) =>
+    new Promise<void>((resolve, reject) => {
+      const child = spawn('dd', ['if=/dev/zero', `of=${file}`, 'bs=1M', `count=${mib}`, 'conv=fdatasync'], { stdio: 'ignore' });
+      child.on('error', reject);
+      child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`dd of ${file} exited ${code}`))));
+    });
+  const sequentialMs: number[] = [];
+  const parallelMs: number[] = [];
+  const clean = () => {
+    for (const f of files) fs.rmSync(f, { force: true });
+  };
+  try {
+    for (let i = 0; i < runs; i++) {
+      clean();
+      let t0 = performance.now();
+      for (const f of files) await write(f);
+      sequentialMs.push(performance.now() - t0);
+      clean();
+      t0 = performance.now();
+      await Promise.all(files.map(write));
+      parallelMs.push(performance.now() - t0);
+    }
+    return { sequentialMs, parallelMs };
+  } finally {
+    clean();
   }
 }
