@@ -44,8 +44,7 @@ import { Header, INCOMPAT_DIRTY, INCOMPAT_CORRUPT, AUTOCLEAR_BITMAPS, EXT_BITMAP
 import { getU16, getU32, getU64, putU32, putU64 } from "./be";
 import { readZeroFill, writeAt, fileSize, flush, truncateTo } from "./io";
 import { readEntry, writeEntry } from "./refcount";
-import { TableCache } from "./tablecache";
-import { cachedTable, writeBackSlot } from "./cached-table";
+import { TableCache, cachedTable, writeBackSlot } from "./tablecache";
 import { csizeShift, csizeMask, L1E_OFFSET_MASK, L1E_RESERVED, L2E_OFFSET_MASK, L2E_RESERVED, L2_BITMAP_ALL_ALLOC, REFT_OFFSET_MASK, OFLAG_COPIED, OFLAG_COMPRESSED, OFLAG_ZERO } from "./layout";
 
 export const FIX_LEAKS: i32 = 1;

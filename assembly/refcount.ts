@@ -2,8 +2,7 @@
 // table. Any refcount_order 0..6. All changes stay in memory (dirty) until the image's
 // flushMetadata() writes them in the order that keeps a crash leak-only (see qcow2.ts).
 import { getU16, getU32, getU64, putU16, putU32, putU64 } from "./be";
-import { TableCache } from "./tablecache";
-import { cachedTable, writeBackSlot } from "./cached-table";
+import { TableCache, cachedTable, writeBackSlot } from "./tablecache";
 import { readExact, writeAt, fileSize } from "./io";
 import { fail, hex, E_CORRUPT, E_BAD_SIZE } from "./errors";
 import { REFT_OFFSET_MASK } from "./layout";

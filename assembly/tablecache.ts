@@ -1,12 +1,16 @@
 // A bounded number of table-sized slots (L2 tables, refcount blocks), least-recently-used eviction.
 // Memory does not grow with the image: the slot count is fixed when the cache is made. The cache
-// does no I/O; the image decides when a dirty table may be written (durability order).
+// itself does no I/O; the image decides when a dirty table may be written (durability order).
+// cachedTable and writeBackSlot below read through it and write back from it, for tables whose
+// dirty copies may reach the disk whenever they are evicted (refcount blocks: an early increment
+// only leaks). L2 tables are not among them: their write-back is ordered by flushMetadata.
 //
 // Slot memory is taken lazily, when a slot is first needed, and all caches of the engine share
 // one budget (ENGINE_CACHE_BUDGET): past it, a cache that already has its minimum number of
 // slots reuses its own least recently used one instead of growing. So a backing chain of
 // hundreds of images costs each layer only the tables it actually touched (a read through the
 // chain touches one table per layer), not a full cache per layer.
+import { readExact, readZeroFill, writeAt } from "./io";
 
 /** Table memory of all caches together beyond which no cache grows past its minimum. */
 export const ENGINE_CACHE_BUDGET: usize = 32 << 20;
@@ -119,4 +123,30 @@ export class TableCache {
     this.allocated = 0;
     for (let i = 0; i < this.slots; i++) unchecked(this.keys[i] = 0);
   }
+}
+
+/** Write slot `slot` back if it is dirty. */
+export function writeBackSlot(c: TableCache, handle: i32, slot: i32): void {
+  if (c.isDirty(slot)) {
+    writeAt(handle, c.ptr(slot), <i32>c.tableSize, c.key(slot));
+    c.markClean(slot);
+  }
+}
+
+/**
+ * The table at host offset `off`, read into the cache on a miss (evicting, and writing back, the
+ * least recently used slot). `what` names it in the error when the read comes up short; an empty
+ * `what` reads a short table as zeros instead (check must report, not fail).
+ */
+export function cachedTable(c: TableCache, handle: i32, off: u64, what: string): usize {
+  let slot = c.find(off);
+  if (slot >= 0) return c.ptr(slot);
+  slot = c.victim();
+  writeBackSlot(c, handle, slot);
+  c.drop(c.key(slot));
+  const p = c.ptr(slot);
+  if (what.length > 0) readExact(handle, p, <i32>c.tableSize, off, what);
+  else readZeroFill(handle, p, <i32>c.tableSize, off);
+  c.assign(slot, off);
+  return p;
 }
