@@ -501,7 +501,7 @@ class Checker {
   private checkL2(l2Off: u64, frag: bool, active: bool): void {
     const cs = this.cs;
     readZeroFill(this.handle, this.l2buf, <i32>cs, l2Off);
-    const st = frag ? this.stats() : null;
+    const stats = frag ? this.stats() : null;
     let nextContiguous: u64 = 0;
     for (let i: u64 = 0; i < this.l2Entries; i++) {
       const p = this.l2buf + <usize>(i * <u64>this.eb);
@@ -525,10 +525,10 @@ class Checker {
         const nsec = ((e >> shift) & csizeMask(this.cb)) + 1;
         const csize = nsec * 512 - (coff & 511);
         this.inc(coff, csize);
-        if (st != null) {
-          st.allocatedClusters++;
-          st.compressedClusters++;
-          st.fragmentedClusters++;
+        if (stats != null) {
+          stats.allocatedClusters++;
+          stats.compressedClusters++;
+          stats.fragmentedClusters++;
         }
       } else if (type == T_ZERO_ALLOC || type == T_NORMAL) {
         const off = e & L2E_OFFSET_MASK;
@@ -548,9 +548,9 @@ class Checker {
             this.corrupt(this.mute() ? "" : "ERROR offset=" + off.toString(16) + ": Data cluster is not properly aligned; L2 entry corrupted.");
           }
         }
-        if (st != null) {
-          st.allocatedClusters++;
-          if (nextContiguous != 0 && off != nextContiguous) st.fragmentedClusters++;
+        if (stats != null) {
+          stats.allocatedClusters++;
+          if (nextContiguous != 0 && off != nextContiguous) stats.fragmentedClusters++;
           nextContiguous = off + cs;
         }
         this.inc(off, cs);

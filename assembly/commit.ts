@@ -3,9 +3,9 @@
 // until the base is durable, so an interrupted commit changes no snapshot's content and a re-run
 // finishes it.
 import { Image } from "./image";
-import { Job, Gather, allocatedAbove, alloc, CHUNK } from "./job";
+import { Job, Gather, allocatedAbove, allocatingLayer, CHUNK } from "./job";
 import { fail, E_BAD_ARGUMENT } from "./errors";
-import { Qcow2Image, lk } from "./qcow2";
+import { Qcow2Image, lastLookup } from "./qcow2";
 import { RawImage } from "./raw";
 import { readZeroFill } from "./io";
 import { K_NORMAL, K_UNALLOC_PLAIN } from "./layout";
@@ -81,8 +81,8 @@ export class CommitJob extends Job {
     while (off < to) {
       const lim = to - off < CHUNK ? to - off : CHUNK;
       const n = allocatedAbove(this.top, this.layers, off, lim);
-      if (alloc.depth >= 0) {
-        if (alloc.zero) {
+      if (allocatingLayer.depth >= 0) {
+        if (allocatingLayer.zero) {
           this.gather.flush();
           this.base.zero(off, n, true);
         } else {
@@ -124,10 +124,10 @@ export class CommitJob extends Job {
         const g = tableStart + (idx << cb);
         if (g >= groupEnd) break;
         t.decode(t.l2Table(l2Off), idx, 0);
-        const kind = lk.kind;
+        const kind = lastLookup.kind;
         if (kind == K_UNALLOC_PLAIN) continue;
         if (kind == K_NORMAL && g + cs <= this.total) {
-          unchecked(keys[n++] = ((lk.host >> cb) << 20) | ((g - groupStart) >> cb));
+          unchecked(keys[n++] = ((lastLookup.host >> cb) << 20) | ((g - groupStart) >> cb));
         } else {
           this.commitRange(g, g + cs < groupEnd ? g + cs : groupEnd);
           this.gather.flush();

@@ -2,7 +2,7 @@
 // zeros are not written, so the target stays sparse (raw) or unallocated (qcow2). With
 // compression (qemu-img convert -c), every cluster holding data is stored compressed.
 import { Image } from "./image";
-import { Job, allocatedAbove, alloc, CHUNK } from "./job";
+import { Job, allocatedAbove, allocatingLayer, CHUNK } from "./job";
 import { fail, E_BAD_ARGUMENT } from "./errors";
 
 /** Zero detection granularity: qemu-img convert's default -S (4 KiB). */
@@ -44,7 +44,7 @@ export class ConvertJob extends Job {
       if (this.unit != 0) { this.cursor = this.compressFrom(this.cursor); continue; }
       const off = this.cursor;
       const n = allocatedAbove(this.src, this.depth, off, this.total - off < CHUNK ? this.total - off : CHUNK);
-      if (alloc.depth >= 0 && !alloc.zero) this.copy(off, n);
+      if (allocatingLayer.depth >= 0 && !allocatingLayer.zero) this.copy(off, n);
       this.cursor = off + n;
     }
     if (this.cursor >= this.total) {
@@ -63,7 +63,7 @@ export class ConvertJob extends Job {
   private compressFrom(off: u64): u64 {
     const cs = this.unit;
     const n = allocatedAbove(this.src, this.depth, off, this.total - off);
-    if (alloc.depth < 0 || alloc.zero) {
+    if (allocatingLayer.depth < 0 || allocatingLayer.zero) {
       const skipTo = off + n >= this.total ? this.total : (off + n) & ~(cs - 1);
       if (skipTo > off) return skipTo;
     }

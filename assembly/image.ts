@@ -17,12 +17,12 @@ export function writeZeroData(img: Image, off: u64, len: u64): void {
   heap.free(z);
 }
 
-/** One layer's block-status answer for a run of bytes (see Image.status). */
+/** One layer's block-status answer for a run of bytes (see Image.status), set by the last call. */
 export class Status {
   flags: i32 = 0;
   offset: u64 = 0;
 }
-export const st = new Status();
+export const lastStatus = new Status();
 
 export class Image {
   backing: Image | null = null;
@@ -34,7 +34,7 @@ export class Image {
   /** Guest read of this layer and, where it has no data, its backing chain. Range within the image. */
   read(off: u64, ptr: usize, len: u64): void { fail(E_INTERNAL, "read"); }
 
-  /** This layer's own status for [off, off+bytes): sets `st`, returns the run length. */
+  /** This layer's own status for [off, off+bytes): sets `lastStatus`, returns the run length. */
   ownStatus(off: u64, bytes: u64): u64 { fail(E_INTERNAL, "ownStatus"); return 0; }
 
   supportsBacking(): bool { return false; }
@@ -45,11 +45,11 @@ export class Image {
    */
   status(off: u64, bytes: u64): u64 {
     const n = this.ownStatus(off, bytes);
-    if ((st.flags & (ST_DATA | ST_ZERO)) != 0) {
-      st.flags |= ST_ALLOCATED;
+    if ((lastStatus.flags & (ST_DATA | ST_ZERO)) != 0) {
+      lastStatus.flags |= ST_ALLOCATED;
     } else if (this.supportsBacking()) {
       const b = this.backing;
-      if (b == null || off >= b.virtualSize()) st.flags |= ST_ZERO;
+      if (b == null || off >= b.virtualSize()) lastStatus.flags |= ST_ZERO;
     }
     return n;
   }

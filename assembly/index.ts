@@ -2,7 +2,7 @@
 // Every function that can fail traps after recording lastErrorCode/lastErrorMessage.
 import { lastCode, lastMessage, fail, E_BAD_ARGUMENT, E_RANGE } from "./errors";
 export { clearError } from "./errors";
-import { Image, st } from "./image";
+import { Image, lastStatus } from "./image";
 import { Qcow2Image } from "./qcow2";
 import { RawImage } from "./raw";
 import { QCOW_MAGIC } from "./header";
@@ -145,7 +145,7 @@ export function blockStatus(id: i32, off: f64, bytes: f64): f64 {
   if (b > size - o) b = size - o;
   return <f64>img.status(o, b);
 }
-export function statusFlags(): i32 { return st.flags; }
+export function statusFlags(): i32 { return lastStatus.flags; }
 
 // --- long operations, driven in steps by the host ---
 const jobs = new Array<Job | null>();
@@ -206,7 +206,7 @@ export function makeEmpty(id: i32): void {
   if (!(img instanceof Qcow2Image)) fail(E_BAD_ARGUMENT, "only a qcow2 image can be emptied");
   emptyImage(changetype<Qcow2Image>(img));
 }
-export function statusOffset(): f64 { return <f64>st.offset; }
+export function statusOffset(): f64 { return <f64>lastStatus.offset; }
 
 // ---------------------------------------------------------------------------------------------
 // check / repair (assembly/check.ts): qemu-img check semantics. Appended block; keep it last.

@@ -2,7 +2,7 @@
 // and returns, so the host can report progress, cancel, or yield to its event loop between steps.
 import { Image } from "./image";
 import { ST_DATA, ST_ZERO } from "./layout";
-import { st } from "./image";
+import { lastStatus } from "./image";
 
 /**
  * Bytes moved per host read/write: big enough to amortise calls, small enough that the buffer
@@ -34,17 +34,20 @@ export class Job {
   }
 }
 
-/** Result of allocatedAbove: which layer holds the run, and whether it reads as zeros. */
-export class Alloc {
+/**
+ * The answer of the last allocatedAbove call: which layer holds the run, and whether it reads as
+ * zeros. One shared instance rather than a new object per call: the calls are on the copy path.
+ */
+export class AllocatingLayer {
   depth: i32 = -1;
   zero: bool = false;
 }
-export const alloc = new Alloc();
+export const allocatingLayer = new AllocatingLayer();
 
 /**
  * For the run at `off` (at most `max` bytes), find the topmost of the first `layers` images of the
- * chain starting at `top` that allocates it. Sets `alloc` (depth -1: none) and returns the run
- * length over which that answer holds. A layer shorter than `off` with images below it counts as
+ * chain starting at `top` that allocates it. Sets `allocatingLayer` (depth -1: none) and returns
+ * the run length over which that answer holds. A layer shorter than `off` with images below it counts as
  * allocating zeros (they hide the images below, which may be longer).
  */
 export function allocatedAbove(top: Image, layers: i32, off: u64, max: u64): u64 {
@@ -56,21 +59,21 @@ export function allocatedAbove(top: Image, layers: i32, off: u64, max: u64): u64
       // This layer ends before `off`: the layers above deferred to it, and it reads as zeros there,
       // hiding whatever lies below (qemu's bdrv_co_common_block_status_above counts these zeros as
       // allocated at this layer). With nothing below, unallocated means zeros anyway.
-      alloc.depth = i.backing != null ? d : -1;
-      alloc.zero = i.backing != null;
+      allocatingLayer.depth = i.backing != null ? d : -1;
+      allocatingLayer.zero = i.backing != null;
       return n;
     }
     const lim = i.virtualSize() - off;
     n = i.ownStatus(off, n < lim ? n : lim);
-    if ((st.flags & (ST_DATA | ST_ZERO)) != 0) {
-      alloc.depth = d;
-      alloc.zero = (st.flags & ST_ZERO) != 0;
+    if ((lastStatus.flags & (ST_DATA | ST_ZERO)) != 0) {
+      allocatingLayer.depth = d;
+      allocatingLayer.zero = (lastStatus.flags & ST_ZERO) != 0;
       return n;
     }
     img = i.backing;
   }
-  alloc.depth = -1;
-  alloc.zero = false;
+  allocatingLayer.depth = -1;
+  allocatingLayer.zero = false;
   return n;
 }
 

@@ -1,6 +1,6 @@
 // An open qcow2 image: L1 in memory, L2 tables through a bounded cache, guest reads through the
 // backing chain, per-layer block status. The write side lives in write.ts.
-import { Image, st } from "./image";
+import { Image, lastStatus } from "./image";
 import { Header, parseHeader, writeHeader, l1EntriesFor, MAX_HOST_OFFSET, INCOMPAT_DIRTY, INCOMPAT_CORRUPT } from "./header";
 import { getU64, putU64 } from "./be";
 import { readTable, readZeroFill, decompress, fileSize, fileEnd, flush, writeAt, crypt } from "./io";
@@ -28,7 +28,7 @@ class Lookup {
   host: u64 = 0;
   entry: u64 = 0;
 }
-export const lk = new Lookup();
+export const lastLookup = new Lookup();
 
 export class Qcow2Image extends Image {
   h: Header;
@@ -284,16 +284,16 @@ export class Qcow2Image extends Image {
 
   /**
    * Decode the entry for the cluster at index `idx` of L2 table `p`, starting `offIn` bytes into
-   * the cluster. Sets `lk` and returns how many bytes from there share its kind (and, with
+   * the cluster. Sets `lastLookup` and returns how many bytes from there share its kind (and, with
    * extended L2, its subcluster run).
    */
   decode(p: usize, idx: u64, offIn: u64): u64 {
     const cs = this.cs;
     const e = getU64(p + <usize>(idx * this.entryBytes));
-    lk.entry = e;
+    lastLookup.entry = e;
     if ((e & OFLAG_COMPRESSED) != 0) {
-      lk.kind = K_COMPRESSED;
-      lk.host = 0;
+      lastLookup.kind = K_COMPRESSED;
+      lastLookup.host = 0;
       return cs - offIn;
     }
     const host = e & L2E_OFFSET_MASK;
@@ -324,8 +324,8 @@ export class Qcow2Image extends Image {
       if ((host & (cs - 1)) != 0) fail(E_CORRUPT, "data cluster offset " + hex(host) + " is not cluster-aligned");
       if (host >= MAX_HOST_OFFSET) fail(E_CORRUPT, "data cluster offset " + hex(host) + " beyond 2^53");
     }
-    lk.kind = kind;
-    lk.host = kindHasHost(kind) ? host + offIn : 0;
+    lastLookup.kind = kind;
+    lastLookup.host = kindHasHost(kind) ? host + offIn : 0;
     return bytes;
   }
 
@@ -338,7 +338,7 @@ export class Qcow2Image extends Image {
 
   /**
    * Find the run starting at `off` (at most `max` bytes, never crossing an L2 table) whose bytes
-   * share one kind and, for kinds with a host offset, contiguous host offsets. Sets `lk`.
+   * share one kind and, for kinds with a host offset, contiguous host offsets. Sets `lastLookup`.
    */
   lookup(off: u64, max: u64): u64 {
     const cs = this.cs;
@@ -348,52 +348,52 @@ export class Qcow2Image extends Image {
     let limit = tableEnd - off;
     if (max < limit) limit = max;
     if (l1i >= <u64>this.h.l1Size) {
-      lk.kind = K_UNALLOC_PLAIN; lk.host = 0; lk.entry = 0;
+      lastLookup.kind = K_UNALLOC_PLAIN; lastLookup.host = 0; lastLookup.entry = 0;
       return limit;
     }
     const l2Off = this.l1Entry(l1i) & L1E_OFFSET_MASK;
     if (l2Off == 0) {
-      lk.kind = K_UNALLOC_PLAIN; lk.host = 0; lk.entry = 0;
+      lastLookup.kind = K_UNALLOC_PLAIN; lastLookup.host = 0; lastLookup.entry = 0;
       return limit;
     }
     if ((l2Off & (cs - 1)) != 0) fail(E_CORRUPT, "L2 table offset " + hex(l2Off) + " is not cluster-aligned (L1 index " + l1i.toString() + ")");
     const p = this.l2Table(l2Off);
     let idx = (off >> this.clusterBits) & (this.l2Entries - 1);
     let total = this.decode(p, idx, off & (cs - 1));
-    const kind = lk.kind;
-    const host = lk.host;
-    const entry = lk.entry;
+    const kind = lastLookup.kind;
+    const host = lastLookup.host;
+    const entry = lastLookup.entry;
     if (kind != K_COMPRESSED) {
       const withHost = kindHasHost(kind);
       while (total < limit && ((off + total) & (cs - 1)) == 0) {
         idx++;
         const n = this.decode(p, idx, 0);
-        if (lk.kind != kind || (withHost && lk.host != host + total)) break;
+        if (lastLookup.kind != kind || (withHost && lastLookup.host != host + total)) break;
         total += n;
         if (n < cs) break;
       }
     }
-    lk.kind = kind; lk.host = host; lk.entry = entry;
+    lastLookup.kind = kind; lastLookup.host = host; lastLookup.entry = entry;
     return total < limit ? total : limit;
   }
 
   read(off: u64, ptr: usize, len: u64): void {
     while (len > 0) {
       const n = this.lookup(off, len);
-      const kind = lk.kind;
+      const kind = lastLookup.kind;
       if (kind == K_NORMAL) {
-        this.checkInFile(lk.host, n, off);
-        if (this.encrypted) { this.readDecrypted(lk.host, ptr, n); off += n; ptr += <usize>n; len -= n; continue; }
+        this.checkInFile(lastLookup.host, n, off);
+        if (this.encrypted) { this.readDecrypted(lastLookup.host, ptr, n); off += n; ptr += <usize>n; len -= n; continue; }
         let done: u64 = 0;
         while (done < n) {
           const m = n - done < MAX_IO ? n - done : MAX_IO;
-          readZeroFill(this.handle, ptr + <usize>done, <i32>m, lk.host + done);
+          readZeroFill(this.handle, ptr + <usize>done, <i32>m, lastLookup.host + done);
           done += m;
         }
       } else if (kind == K_ZERO_PLAIN || kind == K_ZERO_ALLOC) {
         memory.fill(ptr, 0, <usize>n);
       } else if (kind == K_COMPRESSED) {
-        const src = this.decompressed(lk.entry, off);
+        const src = this.decompressed(lastLookup.entry, off);
         memory.copy(ptr, src + <usize>(off & (this.cs - 1)), <usize>n);
       } else {
         this.readBacking(off, ptr, n);
@@ -496,13 +496,13 @@ export class Qcow2Image extends Image {
 
   ownStatus(off: u64, bytes: u64): u64 {
     const n = this.lookup(off, bytes);
-    const k = lk.kind;
+    const k = lastLookup.kind;
     let f = 0;
     if (k == K_NORMAL || k == K_COMPRESSED) f = ST_DATA;
     else if (k == K_ZERO_PLAIN || k == K_ZERO_ALLOC) f = ST_ZERO;
     if (kindHasHost(k)) f |= ST_OFFSET_VALID;
-    st.flags = f;
-    st.offset = lk.host;
+    lastStatus.flags = f;
+    lastStatus.offset = lastLookup.host;
     return n;
   }
 

@@ -1,6 +1,6 @@
 // A raw image: guest offset = file offset; size = file size rounded up to whole 512-byte sectors, as
 // qemu counts it (bdrv_getlength), the tail past the end of the file reading as zeros.
-import { Image, st, writeZeroData } from "./image";
+import { Image, lastStatus, writeZeroData } from "./image";
 import { readZeroFill, fileSize, flush, writeAt, truncateTo } from "./io";
 import { fail, E_READ_ONLY } from "./errors";
 import { ST_DATA, ST_ZERO, ST_OFFSET_VALID } from "./layout";
@@ -30,12 +30,12 @@ export class RawImage extends Image {
    */
   ownStatus(off: u64, bytes: u64): u64 {
     const end = fileSize(this.handle);
-    st.offset = off;
+    lastStatus.offset = off;
     if (off >= end) {
-      st.flags = ST_ZERO | ST_OFFSET_VALID;
+      lastStatus.flags = ST_ZERO | ST_OFFSET_VALID;
       return bytes;
     }
-    st.flags = ST_DATA | ST_OFFSET_VALID;
+    lastStatus.flags = ST_DATA | ST_OFFSET_VALID;
     return bytes < end - off ? bytes : end - off;
   }
 

@@ -6,7 +6,7 @@
 // The header switch (setBackingFile) happens only after the copied data is durable.
 import { Image } from "./image";
 import { Qcow2Image } from "./qcow2";
-import { Job, Gather, allocatedAbove, alloc, CHUNK } from "./job";
+import { Job, Gather, allocatedAbove, allocatingLayer, CHUNK } from "./job";
 import { writeHeader } from "./header";
 import { flush } from "./io";
 import { fail, E_BAD_ARGUMENT } from "./errors";
@@ -30,7 +30,7 @@ export class RebaseJob extends Job {
     while (this.cursor < end) {
       const off = this.cursor;
       const n = allocatedAbove(img, 1, off, this.total - off < CHUNK ? this.total - off : CHUNK);
-      if (alloc.depth < 0) this.syncRange(off, n);
+      if (allocatingLayer.depth < 0) this.syncRange(off, n);
       this.cursor = off + n;
     }
     if (this.cursor >= this.total) {
@@ -95,13 +95,13 @@ export class StreamJob extends Job {
     while (this.cursor < end) {
       const off = this.cursor;
       let n = allocatedAbove(img, 1, off, this.total - off < CHUNK ? this.total - off : CHUNK);
-      if (alloc.depth < 0) {
+      if (allocatingLayer.depth < 0) {
         const b = img.backing;
         // A backing file that ends before `off` still counts: its zeros hide a longer new base.
         if (b != null) {
           n = allocatedAbove(b, this.layers, off, n);
-          if (alloc.depth >= 0) {
-            if (alloc.zero) { this.gather.flush(); img.zero(off, n, false); }
+          if (allocatingLayer.depth >= 0) {
+            if (allocatingLayer.zero) { this.gather.flush(); img.zero(off, n, false); }
             else this.gather.add(img, off, n);
           }
         }
