@@ -22,14 +22,15 @@ export interface CommitOptions extends JobOptions {
   keySecrets?: KeySecrets;
 }
 
-/** Depth of `base` in the chain of `top` (1 = top's backing file); the default is 1. */
+/**
+ * Depth of `base` in the chain of `top` (1 = top's backing file). Only a named base needs the
+ * chain opened to find it; the default base is the top's backing file.
+ */
 function baseDepth(top: string, base: string | undefined, options: CommitOptions): number {
+  if (base === undefined) return 1;
   const chain = openImage(top, { resolveBacking: options.resolveBacking, format: options.format, formatOf: options.formatOf });
   try {
-    const images = chain.chain();
-    if (images.length < 2) throw new CowError('ECOW_BAD_ARGUMENT', `${top} has no backing file to commit into`);
-    if (base === undefined) return 1;
-    const depth = images.findIndex((img, i) => i > 0 && sameFile(img.filename, base));
+    const depth = chain.chain().findIndex((img, i) => i > 0 && sameFile(img.filename, base));
     if (depth < 0) throw new CowError('ECOW_BAD_ARGUMENT', `${base} is not in the backing chain of ${top}`);
     return depth;
   } finally {
@@ -47,6 +48,7 @@ export function commitImage(top: string, options: CommitOptions = {}): void {
   const keepTop = options.keepTop || options.base !== undefined;
   const img = openImage(top, { writable: !keepTop, writableDepths: [depth], guardIo: options.guardIo, resolveBacking: options.resolveBacking, format: options.format, formatOf: options.formatOf, keySecrets: options.keySecrets });
   try {
+    if (img.backing === null) throw new CowError('ECOW_BAD_ARGUMENT', `${top} has no backing file to commit into`);
     commitLive(img, depth, options);
     if (!keepTop && img.format === 'qcow2') imageEngine(img).call((e) => e.makeEmpty(imageId(img)));
   } finally {

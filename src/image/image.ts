@@ -30,6 +30,10 @@ export let closeLayer: (img: Image) => void;
  * metadata only reaches the disk in crash-safe order). For a job whose volume lock was lost.
  */
 export let abandonWrites: (img: Image, reason: Error) => void;
+/** Link an image opened without its backing file to `backing` (openImage links bottom-up after opening top-down). */
+export let linkBacking: (img: Image, backing: Image) => void;
+/** Unlock an encrypted image with its key secret (a LUKS passphrase); nothing for an unencrypted one. */
+export let unlockImage: (img: Image, secret: Uint8Array) => void;
 /** ECOW_BAD_ARGUMENT if the image was closed. */
 export let assertOpen: (img: Image) => void;
 
@@ -64,6 +68,13 @@ export class Image {
       img.#failed ??= reason;
     };
     assertOpen = (img) => img.#assertOpen();
+    unlockImage = (img, secret) => {
+      if (img.format === 'qcow2') img.#unlock(secret);
+    };
+    linkBacking = (img, backing) => {
+      img.#engine.call((e) => e.setBacking(img.#id, backing.#id));
+      img.#backingImage = backing;
+    };
   }
 
   /**

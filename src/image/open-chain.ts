@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { Engine } from '../engine/engine.js';
 import { FileBackend, type Backend } from '../engine/backend.js';
 import { CowError } from '../errors.js';
-import { newImage, OPEN_FOR_CHECK, type Image } from './image.js';
+import { closeLayer, linkBacking, newImage, unlockImage, type Image } from './image.js';
 import { parseImageFormat } from './format.js';
 import type { ImageFormat } from './types.js';
 
@@ -84,48 +84,55 @@ function probeFormat(engine: Engine, backend: Backend): ImageFormat {
   }
 }
 
-/** Open an image file and its whole backing chain. */
+/**
+ * Open an image file and its whole backing chain. Each layer is opened once, from the top down
+ * (its header names the next), and the layers are linked from the bottom up.
+ */
 export function openImage(file: string, options: OpenOptions = {}): Image {
   const engine = Engine.get();
   const resolve = options.resolveBacking ?? defaultResolveBacking;
   const maxDepth = options.maxDepth ?? DEFAULT_MAX_CHAIN_DEPTH;
-  // Open from the top down to learn the names, then link from the bottom up.
-  const layers: { backend: FileBackend; filename: string; format: ImageFormat; writable: boolean }[] = [];
+  const layers: Image[] = [];
   const seen = new Set<string>();
-  const opened: Image[] = [];
+  let backend: FileBackend | undefined;
   try {
     let filename = file;
     let format = options.format;
     let writable = options.writable ?? false;
     for (;;) {
-      if (layers.length >= maxDepth) throw new CowError('ECOW_CHAIN_TOO_DEEP', `backing chain of ${file} is deeper than ${maxDepth} images`);
-      const real = realpathOrThrow(filename, layers.length === 0 ? undefined : layers[layers.length - 1].filename);
+      const depth = layers.length;
+      if (depth >= maxDepth) throw new CowError('ECOW_CHAIN_TOO_DEEP', `backing chain of ${file} is deeper than ${maxDepth} images`);
+      const real = realpathOrThrow(filename, depth === 0 ? undefined : layers[depth - 1].filename);
       if (seen.has(real)) throw new CowError('ECOW_CHAIN_LOOP', `backing chain of ${file} loops back to ${filename}`);
       seen.add(real);
-      const backend = new FileBackend(filename, writable, false, options.readLocks ? 'read' : 'none');
+      backend = new FileBackend(filename, writable, false, options.readLocks ? 'read' : 'none');
       if (writable) backend.guard = options.guardIo;
       const fmt = format ?? probeFormat(engine, backend);
-      layers.push({ backend, filename, format: fmt, writable });
+      const forCheck = depth === 0 && options.forCheck === true;
+      // Unlocked later, bottom-up, as the chain is linked: a key error never hides a broken chain.
+      const layer = newImage(engine, backend, filename, fmt, writable, null, forCheck);
+      backend = undefined; // the image owns it now
+      layers.push(layer);
       if (fmt !== 'qcow2' || options.noBacking) break;
-      const info = peekBacking(engine, backend, layers.length === 1 && options.forCheck === true);
-      if (info.name === null) break;
+      const header = layer.headerInfo();
+      const name = header.backingFile ?? null;
+      if (name === null) break;
       const child = filename;
-      filename = resolve(info.name, child);
-      const recorded = info.format === null ? null : parseImageFormat(info.format, `the backing format recorded in ${filename}`);
-      format = options.formatOf ? options.formatOf(info.name, recorded) : (recorded ?? undefined);
+      filename = resolve(name, child);
+      const recordedName = header.backingFormat ?? null;
+      const recorded = recordedName === null ? null : parseImageFormat(recordedName, `the backing format recorded in ${filename}`);
+      format = options.formatOf ? options.formatOf(name, recorded) : (recorded ?? undefined);
       writable = options.writableDepths?.includes(layers.length) ?? false;
     }
-    let below: Image | null = null;
     for (let i = layers.length - 1; i >= 0; i--) {
-      const l = layers[i];
-      below = newImage(engine, l.backend, l.filename, l.format, l.writable, below, i === 0 && options.forCheck === true, options.keySecrets?.(i, l.filename));
-      opened.push(below);
+      if (i + 1 < layers.length) linkBacking(layers[i], layers[i + 1]);
+      const secret = options.keySecrets?.(i, layers[i].filename);
+      if (secret) unlockImage(layers[i], secret);
     }
-    return below!;
+    return layers[0];
   } catch (e) {
-    const top = opened[opened.length - 1];
-    if (top) top.close();
-    for (const l of layers.slice(0, layers.length - opened.length)) l.backend.close();
+    backend?.close();
+    for (const layer of layers) closeLayer(layer);
     throw e;
   }
 }
@@ -140,21 +147,6 @@ function realpathOrThrow(filename: string, child: string | undefined): string {
       throw new CowError('ECOW_NOT_FOUND', `image ${filename} does not exist`, { cause: e });
     }
     throw new CowError('ECOW_IO', `cannot resolve ${filename}: ${err.message}`, { cause: e });
-  }
-}
-
-/** Backing name and format from a qcow2 header, without linking a chain. */
-function peekBacking(engine: Engine, backend: Backend, forCheck: boolean): { name: string | null; format: string | null } {
-  const handle = engine.addBackend(backend);
-  let id = -1;
-  try {
-    id = engine.call((e) => e.openQcow2(handle, forCheck ? OPEN_FOR_CHECK : 0));
-    const d = JSON.parse(engine.call((e) => engine.string(e.describe(id)))) as { backingFile: string | null; backingFormat: string | null };
-    return { name: d.backingFile, format: d.backingFormat };
-  } finally {
-    if (id >= 0) engine.call((e) => e.close(id));
-    engine.removeBackend(handle);
-    engine.collect();
   }
 }
 
