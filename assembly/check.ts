@@ -438,7 +438,7 @@ class Checker {
     }
     if (!ignoreActiveL2) {
       for (let i: u64 = 0; i < <u64>h.l1Size; i++) {
-        const t = this.img.l1Entry(i) & L1E_OFFSET_MASK;
+        const t = this.img.map.l1Entry(i) & L1E_OFFSET_MASK;
         if (t != 0 && rangesOverlap(off, sz, t, cs)) return "active L2 table";
       }
     }
@@ -492,7 +492,7 @@ class Checker {
     }
     writeAt(this.handle, p, <i32>this.eb, l2Off + i * <u64>this.eb);
     flush(this.handle);
-    this.img.l2.drop(l2Off);
+    this.img.map.dropL2(l2Off);
     r.corruptions--;
     r.corruptionsFixed++;
     return true;
@@ -924,7 +924,7 @@ class Checker {
     else if ((fix & FIX_LEAKS) != 0) repair = res.checkErrors == 0 && res.corruptions == 0 && res.leaks == 0;
     const n = <u64>this.h.l1Size;
     for (let i: u64 = 0; i < n; i++) {
-      const l1e = img.l1Entry(i);
+      const l1e = img.map.l1Entry(i);
       const l2Off = l1e & L1E_OFFSET_MASK;
       if (l2Off == 0) continue;
       let rc = d.get(l2Off >> this.cb);
@@ -938,7 +938,7 @@ class Checker {
             res.checkErrors++;
             return EIO;
           }
-          store<u64>(img.l1 + <usize>(i * 8), ne);
+          img.map.setL1EntryWritten(i, ne);
           const b = heap.alloc(8);
           putU64(b, ne);
           writeAt(this.handle, b, 8, this.h.l1Offset + i * 8);
@@ -973,7 +973,7 @@ class Checker {
           return EIO;
         }
         writeAt(this.handle, this.l2buf, <i32>this.cs, l2Off);
-        img.l2.drop(l2Off);
+        img.map.dropL2(l2Off);
         res.corruptions -= dirty;
         res.corruptionsFixed += dirty;
       }

@@ -5,13 +5,12 @@
 import { Image } from "./image";
 import { Job, Gather, allocatedAbove, allocatingLayer, CHUNK } from "./job";
 import { fail, E_BAD_ARGUMENT } from "./errors";
-import { Qcow2Image, lastLookup } from "./qcow2";
+import { Qcow2Image } from "./qcow2";
+import { lastLookup } from "./mapping";
 import { RawImage } from "./raw";
-import { readZeroFill } from "./io";
-import { K_NORMAL, K_UNALLOC_PLAIN } from "./layout";
+import { readZeroFill, truncateTo, flush } from "./io";
 import { getU64 } from "./be";
-import { truncateTo, flush } from "./io";
-import { L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COMPRESSED } from "./layout";
+import { K_NORMAL, K_UNALLOC_PLAIN, L1E_OFFSET_MASK } from "./layout";
 
 /** Clusters sorted at once on the fast path: bounds its memory (8 bytes each) whatever the image size. */
 const GROUP_ENTRIES: u64 = 65536;
@@ -42,15 +41,15 @@ export class CommitJob extends Job {
     if (layers == 1 && top instanceof Qcow2Image) {
       const t = changetype<Qcow2Image>(top);
       // An encrypted top's host clusters hold ciphertext keyed to their own offsets: generic path.
-      let ok = t.entryBytes == 8 && !t.encrypted;
+      let ok = t.map.entryBytes == 8 && !t.encrypted;
       if (base instanceof Qcow2Image) {
         const b = changetype<Qcow2Image>(base);
-        ok = ok && b.entryBytes == 8 && b.cs == t.cs;
+        ok = ok && b.map.entryBytes == 8 && b.cs == t.cs;
       } else if (!(base instanceof RawImage)) ok = false;
       if (ok) {
         this.fast = true;
-        const cap = t.l2Entries > GROUP_ENTRIES ? t.l2Entries : GROUP_ENTRIES;
-        this.tablesPerGroup = <i32>(cap / t.l2Entries);
+        const cap = t.map.l2Entries > GROUP_ENTRIES ? t.map.l2Entries : GROUP_ENTRIES;
+        this.tablesPerGroup = <i32>(cap / t.map.l2Entries);
         this.keys = new StaticArray<u64>(<i32>cap);
         // A read holds at least one cluster: clusters larger than CHUNK (2 MiB) get their own buffer.
         this.ioBytes = t.cs > CHUNK ? t.cs : CHUNK;
@@ -102,9 +101,10 @@ export class CommitJob extends Job {
    * tables hold (zero or compressed clusters, a partial last cluster) goes the generic way.
    */
   private commitGroup(t: Qcow2Image, from: u64, budget: u64): u64 {
-    const cb = t.clusterBits;
-    const cs = t.cs;
-    const span = cb + t.l2Bits;
+    const map = t.map;
+    const cb = map.clusterBits;
+    const cs = map.cs;
+    const span = cb + map.l2Bits;
     const first = from >> span;
     // [from, from + budget) rounded up to whole clusters, at most a group's worth of tables.
     const groupStart = from & ~(cs - 1);
@@ -116,14 +116,14 @@ export class CommitJob extends Job {
     const keys = this.keys;
     let n = 0;
     for (let l1i = first; (l1i << span) < groupEnd; l1i++) {
-      const l2Off = l1i < <u64>t.h.l1Size ? t.l1Entry(l1i) & L1E_OFFSET_MASK : 0;
+      const l2Off = l1i < <u64>t.h.l1Size ? map.l1Entry(l1i) & L1E_OFFSET_MASK : 0;
       if (l2Off == 0) continue;
       const tableStart = l1i << span;
       const idx0 = groupStart > tableStart ? (groupStart - tableStart) >> cb : 0;
-      for (let idx: u64 = idx0; idx < t.l2Entries; idx++) {
+      for (let idx: u64 = idx0; idx < map.l2Entries; idx++) {
         const g = tableStart + (idx << cb);
         if (g >= groupEnd) break;
-        t.decode(t.l2Table(l2Off), idx, 0);
+        map.decode(map.l2Table(l2Off), idx, 0);
         const kind = lastLookup.kind;
         if (kind == K_UNALLOC_PLAIN) continue;
         if (kind == K_NORMAL && g + cs <= this.total) {
@@ -140,7 +140,7 @@ export class CommitJob extends Job {
 
   /** Copy the `n` clusters listed in `keys` (host cluster << 20 | guest cluster - groupStart). */
   private copySorted(t: Qcow2Image, groupStart: u64, n: i32): void {
-    const cb = t.clusterBits;
+    const cb = t.h.clusterBits;
     const cs = t.cs;
     const keys = this.keys;
     sortU64(keys, n);
@@ -168,7 +168,7 @@ export class CommitJob extends Job {
         unchecked(this.guests[k] = groupStart + ((key & 0xfffff) << cb));
       }
       if (this.base instanceof Qcow2Image) {
-        changetype<Qcow2Image>(this.base).writer().writeClusters(this.guests, 0, count, buf);
+        changetype<Qcow2Image>(this.base).writeClusters(this.guests, 0, count, buf);
       } else {
         // A raw base: one write per run of guest-adjacent clusters.
         let k = 0;
@@ -218,23 +218,19 @@ function siftDown(a: StaticArray<u64>, i: i32, n: i32): void {
  */
 export function emptyImage(q: Qcow2Image): void {
   q.prepareWrite();
+  const map = q.map;
   const n = <u64>q.h.l1Size;
   for (let i: u64 = 0; i < n; i++) {
-    const l1e = q.l1Entry(i);
-    const table = l1e & L1E_OFFSET_MASK;
+    const table = map.l1Entry(i) & L1E_OFFSET_MASK;
     if (table == 0) continue;
-    const p = q.l2Table(table);
-    for (let k: u64 = 0; k < q.l2Entries; k++) {
-      const e = getU64(p + <usize>(k * q.entryBytes));
-      if ((e & OFLAG_COMPRESSED) != 0) q.freeCompressedLater(e);
-      else if ((e & L2E_OFFSET_MASK) != 0) q.freeLater((e & L2E_OFFSET_MASK) >> q.clusterBits);
-    }
-    q.freeLater(table >> q.clusterBits);
-    q.l2.drop(table);
-    q.setL1Entry(i, 0);
-    q.flushMetadata();
+    const p = map.l2Table(table);
+    for (let k: u64 = 0; k < map.l2Entries; k++) map.releaseEntry(getU64(p + <usize>(k * map.entryBytes)));
+    map.freeLater(table >> map.clusterBits);
+    map.dropL2(table);
+    map.setL1Entry(i, 0);
+    map.flushMetadata();
   }
-  q.flushMetadata();
-  truncateTo(q.handle, q.refcounts().highestUsed() << q.clusterBits);
+  map.flushMetadata();
+  truncateTo(q.handle, map.refcounts().highestUsed() << map.clusterBits);
   flush(q.handle);
 }

@@ -7,8 +7,6 @@
 import { Image } from "./image";
 import { Qcow2Image } from "./qcow2";
 import { Job, Gather, allocatedAbove, allocatingLayer, CHUNK } from "./job";
-import { writeHeader } from "./header";
-import { flush } from "./io";
 import { fail, E_BAD_ARGUMENT } from "./errors";
 
 /** Comparison granularity of a safe rebase (qemu compares in 512-byte sectors). */
@@ -124,11 +122,5 @@ export class StreamJob extends Job {
  */
 export function setBackingFile(img: Image, name: string, format: string): void {
   if (!(img instanceof Qcow2Image)) fail(E_BAD_ARGUMENT, "only qcow2 images have a backing file");
-  const q = changetype<Qcow2Image>(img);
-  q.prepareWrite();
-  q.flushMetadata();
-  q.h.backingName = name;
-  q.h.backingFormat = name.length > 0 ? format : "";
-  writeHeader(q.handle, q.h);
-  flush(q.handle);
+  changetype<Qcow2Image>(img).setBackingFile(name, format);
 }

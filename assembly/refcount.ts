@@ -1,6 +1,6 @@
 // The refcount table and refcount blocks of one qcow2 image: get, set, find free clusters, grow the
 // table. Any refcount_order 0..6. All changes stay in memory (dirty) until the image's
-// flushMetadata() writes them in the order that keeps a crash leak-only (see qcow2.ts).
+// flushMetadata() writes them in the order that keeps a crash leak-only (see mapping.ts).
 import { getU16, getU32, getU64, putU16, putU32, putU64 } from "./be";
 import { TableCache, cachedTable, writeBackSlot } from "./tablecache";
 import { readExact, writeAt, fileSize } from "./io";

@@ -1,72 +1,31 @@
 // Guest writes into a qcow2 image: in place where a cluster is ours alone (COPIED), otherwise into
 // newly allocated clusters (copy-on-write of the partial head/tail from whatever the guest saw
-// before). Metadata changes stay in memory until Qcow2Image.flushMetadata() orders them to disk.
-import { Qcow2Image } from "./qcow2";
-import { writeZeroData } from "./image";
+// before). Metadata changes stay in the mapping until Mapping.flushMetadata() orders them to disk.
+import { Image, writeZeroData } from "./image";
+import { Mapping } from "./mapping";
+import { DataCipher } from "./cipher";
 import { getU64, putU64 } from "./be";
 import { writeAt, fileSize, truncateTo, compress } from "./io";
-import { fail, hex, E_CORRUPT, E_BAD_ARGUMENT } from "./errors";
+import { fail, hex, E_BAD_ARGUMENT } from "./errors";
 import {
-  L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COPIED, OFLAG_COMPRESSED, OFLAG_ZERO, L2_BITMAP_ALL_ALLOC,
-  csizeShift,
+  L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COPIED, OFLAG_COMPRESSED, OFLAG_ZERO, L2_BITMAP_ALL_ALLOC, csizeShift,
 } from "./layout";
 
 const ALL_ZEROES: u64 = 0xffffffff00000000;
 /** Largest single host write of freshly allocated clusters. */
 const MAX_RUN_BYTES: u64 = 16 << 20;
 
-/** The L2 table for L1 index `l1i`, allocating an empty one if there is none. */
-function l2ForWrite(img: Qcow2Image, l1i: u64): u64 {
-  const e = img.l1Entry(l1i);
-  const off = e & L1E_OFFSET_MASK;
-  if (off != 0) {
-    if ((off & (img.cs - 1)) != 0) fail(E_CORRUPT, "L2 table offset " + hex(off) + " is not cluster-aligned (L1 index " + l1i.toString() + ")");
-    if ((e & OFLAG_COPIED) == 0) fail(E_CORRUPT, "L2 table at " + hex(off) + " is shared (COPIED not set in L1 entry " + l1i.toString() + ")");
-    img.checkNoOverlap(off, img.cs, "L2 table update", off);
-    img.l2Table(off);
-    return off;
-  }
-  const nt = img.refcounts().allocate(1) << img.clusterBits;
-  img.checkNoOverlap(nt, img.cs, "new L2 table", 0);
-  // An empty table in the cache, dirty: it reaches the disk before the L1 entry naming it.
-  const slot = img.l2.victim();
-  img.evictL2(slot);
-  const q = img.l2.assign(slot, nt);
-  memory.fill(q, 0, <usize>img.cs);
-  img.l2.markDirty(slot);
-  img.setL1Entry(l1i, nt | OFLAG_COPIED);
-  return nt;
-}
-
-function entryPtr(img: Qcow2Image, table: u64, idx: u64): usize {
-  return img.l2Table(table) + <usize>(idx * img.entryBytes);
-}
-
 /** Guest content of one whole cluster as it reads now (the old data a partial write keeps). */
-function readCluster(img: Qcow2Image, clusterStart: u64, buf: usize): void {
+function readCluster(img: Image, cs: u64, clusterStart: u64, buf: usize): void {
   const size = img.virtualSize();
-  let n = img.cs;
+  let n = cs;
   if (clusterStart + n > size) {
     // Past the virtual size the guest sees zeros (a grow zeroes its new range before the size
     // switches, writing clusters wholly past the old end).
     n = clusterStart < size ? size - clusterStart : 0;
-    memory.fill(buf + <usize>n, 0, <usize>(img.cs - n));
+    memory.fill(buf + <usize>n, 0, <usize>(cs - n));
   }
   if (n > 0) img.read(clusterStart, buf, n);
-}
-
-/** Queue the old allocation of an entry being replaced. */
-function releaseEntry(img: Qcow2Image, e: u64): void {
-  if ((e & OFLAG_COMPRESSED) != 0) { img.freeCompressedLater(e); return; }
-  const host = e & L2E_OFFSET_MASK;
-  if (host != 0) img.freeLater(host >> img.clusterBits);
-}
-
-/** Guest data to a host offset, refused if it would land on metadata (a corrupt image). */
-function dataWrite(img: Qcow2Image, ptr: usize, len: u64, host: u64): void {
-  img.checkNoOverlap(host, len, "data write", 0);
-  if (img.encrypted) img.writeEncrypted(host, ptr, len);
-  else writeAt(img.handle, ptr, <i32>len, host);
 }
 
 /** Granularity at which freshly appended data skips zeros (qemu-img convert's default -S). */
@@ -104,14 +63,27 @@ export function isZeroBlock(p: usize, n: u64): bool {
   return true;
 }
 
+/**
+ * The write side of one qcow2 image. Its callers go through Qcow2Image, which refuses what cannot
+ * be written safely (prepareWrite) before any of these runs.
+ */
 export class Writer {
   private scratch: usize = 0;
   private packed: usize = 0;
-  constructor(public img: Qcow2Image) {}
+  /** `img` is the image `map` maps: the guest view a partial write keeps comes from its reads. */
+  constructor(public img: Image, public map: Mapping, public cipher: DataCipher | null) {}
 
   private buf(): usize {
-    if (this.scratch == 0) this.scratch = heap.alloc(<usize>this.img.cs);
+    if (this.scratch == 0) this.scratch = heap.alloc(<usize>this.map.cs);
     return this.scratch;
+  }
+
+  /** Guest data to a host offset, refused if it would land on metadata (a corrupt image). */
+  private dataWrite(ptr: usize, len: u64, host: u64): void {
+    this.map.checkNoOverlap(host, len, "data write", 0);
+    const cipher = this.cipher;
+    if (cipher != null) cipher.writeEncrypted(host, ptr, len);
+    else writeAt(this.map.handle, ptr, <i32>len, host);
   }
 
   dispose(): void {
@@ -127,40 +99,38 @@ export class Writer {
    * a normal cluster instead. Like qemu, a compressed write never replaces an allocated cluster.
    */
   writeCompressed(off: u64, ptr: usize, len: u64): void {
-    const img = this.img;
-    img.prepareWrite();
+    const map = this.map;
     // qemu refuses compressed writes to encrypted images too: compressed data is never encrypted.
-    if (img.encrypted) fail(E_BAD_ARGUMENT, "compressed output cannot be written to an encrypted image");
-    const cs = img.cs;
-    const cb = img.clusterBits;
+    if (this.cipher != null) fail(E_BAD_ARGUMENT, "compressed output cannot be written to an encrypted image");
+    const cs = map.cs;
+    const cb = map.clusterBits;
     if (this.packed == 0) this.packed = heap.alloc(<usize>cs);
-    const n = compress(<i32>img.h.compressionType, ptr, <i32>cs, this.packed, <i32>(cs - 1));
+    const n = compress(<i32>map.h.compressionType, ptr, <i32>cs, this.packed, <i32>(cs - 1));
     if (n <= 0) { this.write(off, ptr, len); return; }
-    const table = l2ForWrite(img, off >> (cb + img.l2Bits));
-    const p = entryPtr(img, table, (off >> cb) & (img.l2Entries - 1));
+    const table = map.tableForWrite(off >> (cb + map.l2Bits));
+    const p = map.entryPtr(table, (off >> cb) & (map.l2Entries - 1));
     const e = getU64(p);
     if ((e & OFLAG_COMPRESSED) != 0 || (e & L2E_OFFSET_MASK) != 0) {
       fail(E_BAD_ARGUMENT, "compressed write at guest offset " + off.toString() + ": the cluster is already allocated (L2 entry " + hex(e) + ")");
     }
-    const host = img.refcounts().allocateBytes(<u64>n);
-    img.checkNoOverlap(host, <u64>n, "compressed data write", 0);
-    writeAt(img.handle, this.packed, n, host);
+    const host = map.refcounts().allocateBytes(<u64>n);
+    map.checkNoOverlap(host, <u64>n, "compressed data write", 0);
+    writeAt(map.handle, this.packed, n, host);
     // The descriptor counts the 512-byte sectors it reaches into, less one.
     const sectors = ((host + <u64>n - 1) >> 9) - (host >> 9);
     putU64(p, OFLAG_COMPRESSED | (sectors << csizeShift(cb)) | host);
-    if (img.entryBytes == 16) putU64(p + 8, 0);
-    img.markL2Dirty(table);
+    if (map.entryBytes == 16) putU64(p + 8, 0);
+    map.markL2Dirty(table);
   }
 
   /** Write `len` bytes from `ptr` at guest offset `off`. */
   write(off: u64, ptr: usize, len: u64): void {
-    const img = this.img;
-    img.prepareWrite();
-    const cs = img.cs;
+    const map = this.map;
+    const cs = map.cs;
     while (len > 0) {
-      const l1i = off >> (img.clusterBits + img.l2Bits);
-      const table = l2ForWrite(img, l1i);
-      const tableEnd = (l1i + 1) << (img.clusterBits + img.l2Bits);
+      const l1i = off >> (map.clusterBits + map.l2Bits);
+      const table = map.tableForWrite(l1i);
+      const tableEnd = (l1i + 1) << (map.clusterBits + map.l2Bits);
       const inTable = tableEnd - off < len ? tableEnd - off : len;
       let done: u64 = 0;
       while (done < inTable) {
@@ -168,12 +138,12 @@ export class Writer {
         const offIn = o & (cs - 1);
         let n = cs - offIn;
         if (n > inTable - done) n = inTable - done;
-        if (offIn == 0 && n == cs && img.entryBytes == 8) {
+        if (offIn == 0 && n == cs && map.entryBytes == 8) {
           // A run of whole clusters: in place where possible, else one fresh contiguous run.
           done += this.writeWholeClusters(table, o, ptr + <usize>done, inTable - done);
           continue;
         }
-        if (img.entryBytes == 8) this.writePartial(table, o, ptr + <usize>done, n);
+        if (map.entryBytes == 8) this.writePartial(table, o, ptr + <usize>done, n);
         else this.writeSubclusters(table, o, ptr + <usize>done, n);
         done += n;
       }
@@ -186,46 +156,46 @@ export class Writer {
    * table. Returns the bytes consumed (≥ one cluster).
    */
   private writeWholeClusters(table: u64, o: u64, ptr: usize, max: u64): u64 {
-    const img = this.img;
-    const cs = img.cs;
-    const cb = img.clusterBits;
-    const idx0 = (o >> cb) & (img.l2Entries - 1);
+    const map = this.map;
+    const cs = map.cs;
+    const cb = map.clusterBits;
+    const idx0 = (o >> cb) & (map.l2Entries - 1);
     const whole = max >> cb;
-    const e0 = getU64(entryPtr(img, table, idx0));
+    const e0 = getU64(map.entryPtr(table, idx0));
     const host0 = e0 & L2E_OFFSET_MASK;
     if ((e0 & OFLAG_COMPRESSED) == 0 && host0 != 0 && (e0 & OFLAG_COPIED) != 0) {
       // Ours alone: overwrite in place, as far as the host run stays contiguous.
       let k: u64 = 1;
       while (k < whole && k * cs < MAX_RUN_BYTES) {
-        const e = getU64(entryPtr(img, table, idx0 + k));
+        const e = getU64(map.entryPtr(table, idx0 + k));
         if ((e & OFLAG_COMPRESSED) != 0 || (e & OFLAG_COPIED) == 0 || (e & L2E_OFFSET_MASK) != host0 + k * cs) break;
         k++;
       }
-      dataWrite(img, ptr, k * cs, host0);
+      this.dataWrite(ptr, k * cs, host0);
       let dirty = false;
       for (let j: u64 = 0; j < k; j++) {
-        const p = entryPtr(img, table, idx0 + j);
+        const p = map.entryPtr(table, idx0 + j);
         const e = getU64(p);
         if ((e & OFLAG_ZERO) != 0) { putU64(p, e & ~OFLAG_ZERO); dirty = true; }
       }
-      if (dirty) img.markL2Dirty(table);
+      if (dirty) map.markL2Dirty(table);
       return k * cs;
     }
     // Needs new clusters: gather the run of entries that are not ours-in-place.
     let k: u64 = 1;
     while (k < whole && k * cs < MAX_RUN_BYTES) {
-      const e = getU64(entryPtr(img, table, idx0 + k));
+      const e = getU64(map.entryPtr(table, idx0 + k));
       if ((e & OFLAG_COMPRESSED) == 0 && (e & L2E_OFFSET_MASK) != 0 && (e & OFLAG_COPIED) != 0) break;
       k++;
     }
-    const first = img.refcounts().allocate(k) << cb;
-    dataWrite(img, ptr, k * cs, first);
+    const first = map.refcounts().allocate(k) << cb;
+    this.dataWrite(ptr, k * cs, first);
     for (let j: u64 = 0; j < k; j++) {
-      const p = entryPtr(img, table, idx0 + j);
-      releaseEntry(img, getU64(p));
+      const p = map.entryPtr(table, idx0 + j);
+      map.releaseEntry(getU64(p));
       putU64(p, (first + j * cs) | OFLAG_COPIED);
     }
-    img.markL2Dirty(table);
+    map.markL2Dirty(table);
     return k * cs;
   }
 
@@ -236,22 +206,21 @@ export class Writer {
    * (their data is first compacted within `ptr`, so the buffer's contents are not preserved).
    */
   writeClusters(guests: StaticArray<u64>, from: i32, count: i32, ptr: usize): void {
-    const img = this.img;
-    img.prepareWrite();
-    const cs = img.cs;
-    const cb = img.clusterBits;
-    const span = cb + img.l2Bits;
+    const map = this.map;
+    const cs = map.cs;
+    const cb = map.clusterBits;
+    const span = cb + map.l2Bits;
     let fresh = 0;
     for (let k = 0; k < count; k++) {
       const g = unchecked(guests[from + k]);
-      const table = l2ForWrite(img, g >> span);
-      const p = entryPtr(img, table, (g >> cb) & (img.l2Entries - 1));
+      const table = map.tableForWrite(g >> span);
+      const p = map.entryPtr(table, (g >> cb) & (map.l2Entries - 1));
       const e = getU64(p);
       const host = e & L2E_OFFSET_MASK;
       const src = ptr + <usize>(<u64>k * cs);
       if ((e & OFLAG_COMPRESSED) == 0 && host != 0 && (e & OFLAG_COPIED) != 0) {
-        dataWrite(img, src, cs, host);
-        if ((e & OFLAG_ZERO) != 0) { putU64(p, e & ~OFLAG_ZERO); img.markL2Dirty(table); }
+        this.dataWrite(src, cs, host);
+        if ((e & OFLAG_ZERO) != 0) { putU64(p, e & ~OFLAG_ZERO); map.markL2Dirty(table); }
         // Marks the cluster as done for the second pass.
         unchecked(guests[from + k] = g | 1);
       } else {
@@ -260,62 +229,63 @@ export class Writer {
       }
     }
     if (fresh == 0) return;
-    const first = img.refcounts().allocate(<u64>fresh) << cb;
-    img.checkNoOverlap(first, <u64>fresh * cs, "data write", 0);
+    const first = map.refcounts().allocate(<u64>fresh) << cb;
+    map.checkNoOverlap(first, <u64>fresh * cs, "data write", 0);
     // Ciphertext of zeros is not zeros: an encrypted image gets every byte written.
-    if (img.encrypted) img.writeEncrypted(first, ptr, <u64>fresh * cs);
-    else writeFresh(img.handle, ptr, <u64>fresh * cs, first);
+    const cipher = this.cipher;
+    if (cipher != null) cipher.writeEncrypted(first, ptr, <u64>fresh * cs);
+    else writeFresh(map.handle, ptr, <u64>fresh * cs, first);
     let j: u64 = 0;
     for (let k = 0; k < count; k++) {
       const g = unchecked(guests[from + k]);
       if ((g & 1) != 0) { unchecked(guests[from + k] = g & ~(<u64>1)); continue; }
-      const table = l2ForWrite(img, g >> span);
-      const p = entryPtr(img, table, (g >> cb) & (img.l2Entries - 1));
-      releaseEntry(img, getU64(p));
+      const table = map.tableForWrite(g >> span);
+      const p = map.entryPtr(table, (g >> cb) & (map.l2Entries - 1));
+      map.releaseEntry(getU64(p));
       putU64(p, (first + j * cs) | OFLAG_COPIED);
-      img.markL2Dirty(table);
+      map.markL2Dirty(table);
       j++;
     }
   }
 
   /** Part of one cluster (standard L2). */
   private writePartial(table: u64, o: u64, ptr: usize, n: u64): void {
-    const img = this.img;
-    const cs = img.cs;
-    const idx = (o >> img.clusterBits) & (img.l2Entries - 1);
+    const map = this.map;
+    const cs = map.cs;
+    const idx = (o >> map.clusterBits) & (map.l2Entries - 1);
     const offIn = o & (cs - 1);
-    const e = getU64(entryPtr(img, table, idx));
+    const e = getU64(map.entryPtr(table, idx));
     const host = e & L2E_OFFSET_MASK;
     const ours = (e & OFLAG_COMPRESSED) == 0 && host != 0 && (e & OFLAG_COPIED) != 0;
     if (ours && (e & OFLAG_ZERO) == 0) {
-      dataWrite(img, ptr, n, host + offIn);
+      this.dataWrite(ptr, n, host + offIn);
       return;
     }
     const buf = this.buf();
-    readCluster(img, o - offIn, buf);
+    readCluster(this.img, map.cs, o - offIn, buf);
     memory.copy(buf + <usize>offIn, ptr, <usize>n);
     if (ours) {
       // A preallocated zero cluster: fill it, then drop the zero flag.
-      dataWrite(img, buf, cs, host);
-      putU64(entryPtr(img, table, idx), e & ~OFLAG_ZERO);
+      this.dataWrite(buf, cs, host);
+      putU64(map.entryPtr(table, idx), e & ~OFLAG_ZERO);
     } else {
-      const nc = img.refcounts().allocate(1) << img.clusterBits;
-      dataWrite(img, buf, cs, nc);
-      const p = entryPtr(img, table, idx);
-      releaseEntry(img, getU64(p));
+      const nc = map.refcounts().allocate(1) << map.clusterBits;
+      this.dataWrite(buf, cs, nc);
+      const p = map.entryPtr(table, idx);
+      map.releaseEntry(getU64(p));
       putU64(p, nc | OFLAG_COPIED);
     }
-    img.markL2Dirty(table);
+    map.markL2Dirty(table);
   }
 
   /** Part of one cluster with extended L2: write whole subclusters, keep the others as they were. */
   private writeSubclusters(table: u64, o: u64, ptr: usize, n: u64): void {
-    const img = this.img;
-    const cs = img.cs;
-    const scb = img.scBits;
-    const idx = (o >> img.clusterBits) & (img.l2Entries - 1);
+    const map = this.map;
+    const cs = map.cs;
+    const scb = map.scBits;
+    const idx = (o >> map.clusterBits) & (map.l2Entries - 1);
     const offIn = o & (cs - 1);
-    const p = entryPtr(img, table, idx);
+    const p = map.entryPtr(table, idx);
     const e = getU64(p);
     const bm = getU64(p + 8);
     const host = e & L2E_OFFSET_MASK;
@@ -323,14 +293,14 @@ export class Writer {
     const cstart = o - offIn;
     if ((e & OFLAG_COMPRESSED) != 0 || (host != 0 && (e & OFLAG_COPIED) == 0)) {
       // Cannot keep part of a compressed or shared cluster: rewrite all of it into a new one.
-      readCluster(img, cstart, buf);
+      readCluster(this.img, map.cs, cstart, buf);
       memory.copy(buf + <usize>offIn, ptr, <usize>n);
-      const nc = img.refcounts().allocate(1) << img.clusterBits;
-      dataWrite(img, buf, cs, nc);
-      releaseEntry(img, e);
+      const nc = map.refcounts().allocate(1) << map.clusterBits;
+      this.dataWrite(buf, cs, nc);
+      map.releaseEntry(e);
       putU64(p, nc | OFLAG_COPIED);
       putU64(p + 8, L2_BITMAP_ALL_ALLOC);
-      img.markL2Dirty(table);
+      map.markL2Dirty(table);
       return;
     }
     const sc0 = <u32>(offIn >> scb);
@@ -339,17 +309,17 @@ export class Writer {
     const hi = (<u64>sc1) << scb;
     if (lo != offIn || hi != offIn + n) {
       // Partial subclusters at either end keep the bytes the guest saw there.
-      readCluster(img, cstart, buf);
+      readCluster(this.img, map.cs, cstart, buf);
     }
     memory.copy(buf + <usize>offIn, ptr, <usize>n);
     let h = host;
-    if (h == 0) h = img.refcounts().allocate(1) << img.clusterBits;
-    dataWrite(img, buf + <usize>lo, hi - lo, h + lo);
+    if (h == 0) h = map.refcounts().allocate(1) << map.clusterBits;
+    this.dataWrite(buf + <usize>lo, hi - lo, h + lo);
     const mask: u64 = sc1 - sc0 == 32 ? 0xffffffff : (((<u64>1 << (sc1 - sc0)) - 1) << sc0);
     const nbm = (bm | mask) & ~(mask << 32);
     if (host == 0) putU64(p, h | OFLAG_COPIED);
     if (nbm != bm) putU64(p + 8, nbm);
-    if (host == 0 || nbm != bm) img.markL2Dirty(table);
+    if (host == 0 || nbm != bm) map.markL2Dirty(table);
   }
 
   /**
@@ -359,11 +329,10 @@ export class Writer {
    * written as zero data.
    */
   zero(off: u64, len: u64, unmap: bool): void {
-    const img = this.img;
-    img.prepareWrite();
-    const cs = img.cs;
-    const unit: u64 = img.entryBytes == 16 ? (<u64>1 << img.scBits) : cs;
-    if (img.h.version < 3) { this.zeroData(off, len); return; }
+    const map = this.map;
+    const cs = map.cs;
+    const unit: u64 = map.entryBytes == 16 ? (<u64>1 << map.scBits) : cs;
+    if (map.h.version < 3) { this.zeroData(off, len); return; }
     const end = off + len;
     let a = (off + unit - 1) & ~(unit - 1);
     let b = end & ~(unit - 1);
@@ -371,44 +340,44 @@ export class Writer {
     if (a > off) this.zeroData(off, a - off);
     if (end > b) this.zeroData(b, end - b);
     while (a < b) {
-      const l1i = a >> (img.clusterBits + img.l2Bits);
-      const table = l2ForWrite(img, l1i);
-      const idx = (a >> img.clusterBits) & (img.l2Entries - 1);
-      const p = entryPtr(img, table, idx);
+      const l1i = a >> (map.clusterBits + map.l2Bits);
+      const table = map.tableForWrite(l1i);
+      const idx = (a >> map.clusterBits) & (map.l2Entries - 1);
+      const p = map.entryPtr(table, idx);
       const e = getU64(p);
       const offIn = a & (cs - 1);
       let n = cs - offIn;
       if (n > b - a) n = b - a;
-      if (img.entryBytes == 8) {
+      if (map.entryBytes == 8) {
         let ne: u64;
-        if ((e & OFLAG_COMPRESSED) != 0 || (unmap && (e & L2E_OFFSET_MASK) != 0)) { releaseEntry(img, e); ne = OFLAG_ZERO; }
+        if ((e & OFLAG_COMPRESSED) != 0 || (unmap && (e & L2E_OFFSET_MASK) != 0)) { map.releaseEntry(e); ne = OFLAG_ZERO; }
         else ne = e | OFLAG_ZERO;
-        if (ne != e) { putU64(p, ne); img.markL2Dirty(table); }
+        if (ne != e) { putU64(p, ne); map.markL2Dirty(table); }
       } else {
         const bm = getU64(p + 8);
-        const sc0 = <u32>(offIn >> img.scBits);
-        const cnt = <u32>(n >> img.scBits);
+        const sc0 = <u32>(offIn >> map.scBits);
+        const cnt = <u32>(n >> map.scBits);
         const mask: u64 = cnt == 32 ? 0xffffffff : (((<u64>1 << cnt) - 1) << sc0);
         if ((e & OFLAG_COMPRESSED) != 0) {
           if (cnt != 32) {
             // Part of a compressed cluster: rewrite it uncompressed first, then zero subclusters.
             const buf = this.buf();
-            readCluster(img, a - offIn, buf);
+            readCluster(this.img, map.cs, a - offIn, buf);
             this.writeSubclusters(table, a - offIn, buf, cs);
             continue;
           }
-          releaseEntry(img, e);
+          map.releaseEntry(e);
           putU64(p, 0);
           putU64(p + 8, ALL_ZEROES);
-          img.markL2Dirty(table);
+          map.markL2Dirty(table);
         } else if (unmap && cnt == 32 && (e & L2E_OFFSET_MASK) != 0) {
-          releaseEntry(img, e);
+          map.releaseEntry(e);
           putU64(p, 0);
           putU64(p + 8, ALL_ZEROES);
-          img.markL2Dirty(table);
+          map.markL2Dirty(table);
         } else {
           const nbm = (bm & ~mask) | (mask << 32);
-          if (nbm != bm) { putU64(p + 8, nbm); img.markL2Dirty(table); }
+          if (nbm != bm) { putU64(p + 8, nbm); map.markL2Dirty(table); }
         }
       }
       a += n;
@@ -428,34 +397,33 @@ export class Writer {
    * Released clusters are freed once no durable entry references them.
    */
   discard(off: u64, len: u64): void {
-    const img = this.img;
-    img.prepareWrite();
-    if (img.h.version < 3 && img.backing != null) return;
-    const cs = img.cs;
+    const map = this.map;
+    if (map.h.version < 3 && this.img.backing != null) return;
+    const cs = map.cs;
     let a = (off + cs - 1) & ~(cs - 1);
     const end = off + len;
-    const size = img.virtualSize();
+    const size = this.img.virtualSize();
     const b = end == size ? (end + cs - 1) & ~(cs - 1) : end & ~(cs - 1);
     while (a < b) {
-      const l1i = a >> (img.clusterBits + img.l2Bits);
-      const l1e = img.l1Entry(l1i) & L1E_OFFSET_MASK;
-      if (l1e == 0 && img.backing == null) { a = (l1i + 1) << (img.clusterBits + img.l2Bits); continue; }
-      const table = l2ForWrite(img, l1i);
-      const p = entryPtr(img, table, (a >> img.clusterBits) & (img.l2Entries - 1));
+      const l1i = a >> (map.clusterBits + map.l2Bits);
+      const l1e = map.l1Entry(l1i) & L1E_OFFSET_MASK;
+      if (l1e == 0 && this.img.backing == null) { a = (l1i + 1) << (map.clusterBits + map.l2Bits); continue; }
+      const table = map.tableForWrite(l1i);
+      const p = map.entryPtr(table, (a >> map.clusterBits) & (map.l2Entries - 1));
       const e = getU64(p);
       const allocated = (e & OFLAG_COMPRESSED) != 0 || (e & L2E_OFFSET_MASK) != 0;
-      const bm = img.entryBytes == 16 ? getU64(p + 8) : 0;
+      const bm = map.entryBytes == 16 ? getU64(p + 8) : 0;
       let ne = e;
       let nbm = bm;
-      if (img.backing != null || allocated) {
-        if (img.entryBytes == 16) { ne = 0; nbm = ALL_ZEROES; }
-        else ne = img.h.version >= 3 ? OFLAG_ZERO : 0;
+      if (this.img.backing != null || allocated) {
+        if (map.entryBytes == 16) { ne = 0; nbm = ALL_ZEROES; }
+        else ne = map.h.version >= 3 ? OFLAG_ZERO : 0;
       }
       if (ne != e || nbm != bm) {
         putU64(p, ne);
-        if (img.entryBytes == 16) putU64(p + 8, nbm);
-        img.markL2Dirty(table);
-        releaseEntry(img, e);
+        if (map.entryBytes == 16) putU64(p + 8, nbm);
+        map.markL2Dirty(table);
+        map.releaseEntry(e);
       }
       a += cs;
     }
