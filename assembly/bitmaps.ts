@@ -5,29 +5,25 @@
 // must), so only the verdict is kept. Everything is read in small pieces: nothing is held.
 import { getU16, getU32, getU64, getU8 } from "./be";
 import { Header } from "./header";
-import { readZeroFill } from "./io";
+import { readZeroFill, refusedRead } from "./io";
 import { fail, hex, E_BAD_BITMAPS } from "./errors";
 
 const ENTRY_HEADER: u64 = 24;
-const MAX_TABLE_SIZE: u64 = 0x8000000;
+// qemu's rules for a bitmap directory entry and its table (block/qcow2-bitmap.c); check.ts applies
+// them too.
+export const BITMAP_MAX_TABLE_SIZE: u64 = 0x8000000;
 const MAX_PHYS_SIZE: u64 = 0x20000000;
-const MAX_GRANULARITY_BITS: u32 = 31;
-const MIN_GRANULARITY_BITS: u32 = 9;
-const MAX_NAME_SIZE: u32 = 1023;
-const RESERVED_FLAGS: u32 = 0xfffffffc;
+export const BITMAP_MAX_GRANULARITY_BITS: u32 = 31;
+export const BITMAP_MIN_GRANULARITY_BITS: u32 = 9;
+export const BITMAP_MAX_NAME_SIZE: u32 = 1023;
+export const BITMAP_RESERVED_FLAGS: u32 = 0xfffffffc;
 const FLAG_IN_USE: u32 = 1;
-const TYPE_DIRTY_TRACKING: u8 = 1;
-const TABLE_RESERVED_MASK: u64 = 0xff000000000001fe;
-const TABLE_OFFSET_MASK: u64 = 0x00fffffffffffe00;
-const TABLE_ALL_ONES: u64 = 1;
-/** The block layer refuses any request reaching past this (INT64_MAX aligned down to 1 GiB). */
-const BDRV_MAX_LENGTH: u64 = 0x7fffffffc0000000;
+export const BITMAP_TYPE_DIRTY_TRACKING: u8 = 1;
+export const BITMAP_TABLE_RESERVED_MASK: u64 = 0xff000000000001fe;
+export const BITMAP_TABLE_OFFSET_MASK: u64 = 0x00fffffffffffe00;
+export const BITMAP_TABLE_ALL_ONES: u64 = 1;
 /** Bitmap table entries read at a time. */
 const CHUNK: u64 = 512;
-
-function refusedRead(off: u64, len: u64): bool {
-  return off > BDRV_MAX_LENGTH || len > BDRV_MAX_LENGTH - off;
-}
 
 class Bitmap {
   constructor(public name: string, public tableOffset: u64, public tableSize: u32, public flags: u32, public granularityBits: u32) {}
@@ -76,9 +72,9 @@ export function checkBitmaps(handle: i32, h: Header, virtualSize: u64): void {
     const size = (ENTRY_HEADER + <u64>nameSize + <u64>extraSize + 7) & ~(<u64>7);
     if (e + size > end) { heap.free(eh); fail(E_BAD_BITMAPS, "broken bitmap directory (entry at " + hex(e) + " overruns it)"); }
     if (extraSize != 0) { heap.free(eh); fail(E_BAD_BITMAPS, "bitmap extra data is not supported (" + extraSize.toString() + " bytes in the entry at " + hex(e) + ")"); }
-    const bad = tableSize == 0 || tableOffset == 0 || (tableOffset & (cs - 1)) != 0 || <u64>tableSize > MAX_TABLE_SIZE ||
-      gran > MAX_GRANULARITY_BITS || gran < MIN_GRANULARITY_BITS || (flags & RESERVED_FLAGS) != 0 ||
-      nameSize > MAX_NAME_SIZE || type != TYPE_DIRTY_TRACKING;
+    const bad = tableSize == 0 || tableOffset == 0 || (tableOffset & (cs - 1)) != 0 || <u64>tableSize > BITMAP_MAX_TABLE_SIZE ||
+      gran > BITMAP_MAX_GRANULARITY_BITS || gran < BITMAP_MIN_GRANULARITY_BITS || (flags & BITMAP_RESERVED_FLAGS) != 0 ||
+      nameSize > BITMAP_MAX_NAME_SIZE || type != BITMAP_TYPE_DIRTY_TRACKING;
     const phys = <u64>tableSize * cs;
     if (bad || phys > MAX_PHYS_SIZE || ((flags & FLAG_IN_USE) == 0 && virtualSize > ((phys * 8) << gran))) {
       heap.free(eh);
@@ -110,8 +106,8 @@ function checkTable(handle: i32, b: Bitmap, cs: u64, virtualSize: u64): void {
     readZeroFill(handle, buf, <i32>(m * 8), b.tableOffset + i * 8);
     for (let k: u64 = 0; k < m; k++) {
       const entry = getU64(buf + <usize>(k * 8));
-      const off = entry & TABLE_OFFSET_MASK;
-      const bad = (entry & TABLE_RESERVED_MASK) != 0 || (off != 0 && ((entry & TABLE_ALL_ONES) != 0 || (off & (cs - 1)) != 0)) ||
+      const off = entry & BITMAP_TABLE_OFFSET_MASK;
+      const bad = (entry & BITMAP_TABLE_RESERVED_MASK) != 0 || (off != 0 && ((entry & BITMAP_TABLE_ALL_ONES) != 0 || (off & (cs - 1)) != 0)) ||
         (off != 0 && refusedRead(off, cs));
       if (bad) {
         heap.free(buf);

@@ -40,38 +40,29 @@
 // limit fails the check in every mode); the bitmap directory is validated only in part (entry
 // layout, counts, flags, type, granularity, table offsets; not the bitmap sizes against the disk).
 import { Qcow2Image } from "./qcow2";
-import { Header, INCOMPAT_DIRTY, INCOMPAT_CORRUPT, AUTOCLEAR_BITMAPS, EXT_BITMAPS, MAX_HOST_OFFSET } from "./header";
+import {
+  Header, INCOMPAT_DIRTY, INCOMPAT_CORRUPT, AUTOCLEAR_BITMAPS, EXT_BITMAPS, MAX_HOST_OFFSET, MAX_L1_ENTRIES, MAX_REFTABLE_BYTES, INT_MAX,
+} from "./header";
+import { MAX_SNAPSHOT_EXTRA_DATA, MAX_SNAPSHOT_TABLE_BYTES } from "./snapshots";
+import {
+  BITMAP_MAX_TABLE_SIZE, BITMAP_MAX_GRANULARITY_BITS, BITMAP_MIN_GRANULARITY_BITS, BITMAP_MAX_NAME_SIZE, BITMAP_RESERVED_FLAGS,
+  BITMAP_TYPE_DIRTY_TRACKING, BITMAP_TABLE_RESERVED_MASK, BITMAP_TABLE_OFFSET_MASK, BITMAP_TABLE_ALL_ONES,
+} from "./bitmaps";
 import { getU16, getU32, getU64, putU32, putU64 } from "./be";
 import { readZeroFill, writeAt, fileSize, flush, truncateTo } from "./io";
 import { readEntry, writeEntry } from "./refcount";
 import { TableCache, cachedTable, writeBackSlot } from "./tablecache";
-import { csizeShift, csizeMask, L1E_OFFSET_MASK, L1E_RESERVED, L2E_OFFSET_MASK, L2E_RESERVED, L2_BITMAP_ALL_ALLOC, REFT_OFFSET_MASK, OFLAG_COPIED, OFLAG_COMPRESSED, OFLAG_ZERO } from "./layout";
+import {
+  csizeShift, csizeMask, clusterKind, L1E_OFFSET_MASK, L1E_RESERVED, L2E_OFFSET_MASK, L2E_RESERVED, L2_BITMAP_ALL_ALLOC, L2_BITMAP_ALL_ZEROES,
+  REFT_OFFSET_MASK, REFT_RESERVED, OFLAG_COPIED, OFLAG_ZERO, K_UNALLOC_PLAIN, K_ZERO_ALLOC, K_NORMAL, K_COMPRESSED,
+} from "./layout";
 
 export const FIX_LEAKS: i32 = 1;
 export const FIX_ERRORS: i32 = 2;
 
-// qemu's block/qcow2.h masks (the L1 and L2 ones, and the all-allocated bitmap, are layout.ts's).
-const REFT_RESERVED_MASK: u64 = 0x1ff;
-const L2_BITMAP_ALL_ZEROES: u64 = 0xffffffff00000000;
-const MAX_L1_ENTRIES: u64 = (32 << 20) / 8;
-const MAX_REFTABLE_BYTES: u64 = 8 << 20;
-const MAX_SNAPSHOT_EXTRA_DATA: u64 = 1024;
-const MAX_SNAPSHOTS_SIZE: u64 = 1024 * 65536;
-const INT_MAX: u64 = 0x7fffffff;
-// Bitmaps (block/qcow2-bitmap.c)
-const BME_TABLE_RESERVED_MASK: u64 = 0xff000000000001fe;
-const BME_TABLE_OFFSET_MASK: u64 = 0x00fffffffffffe00;
-const BME_TABLE_FLAG_ALL_ONES: u64 = 1;
-const BME_MAX_TABLE_SIZE: u64 = 0x8000000;
-const BME_RESERVED_FLAGS: u32 = 0xfffffffc;
+// Masks, limits and cluster kinds are the engine's one copy (layout.ts, header.ts, snapshots.ts,
+// bitmaps.ts). qemu's QCOW2_MAX_BITMAP_DIRECTORY_SIZE (1 KiB per bitmap):
 const MAX_BITMAP_DIRECTORY_SIZE: u64 = 1024 * 65535;
-
-// qemu's QCow2ClusterType
-const T_UNALLOCATED: i32 = 0;
-const T_ZERO_PLAIN: i32 = 1;
-const T_ZERO_ALLOC: i32 = 2;
-const T_NORMAL: i32 = 3;
-const T_COMPRESSED: i32 = 4;
 
 // Negative errno values, as qemu returns them.
 export const EIO: i32 = -5;
@@ -407,13 +398,6 @@ class Checker {
 
   // ---- the walk (qemu's calculate_refcounts) ----
 
-  private clusterType(e: u64): i32 {
-    if ((e & OFLAG_COMPRESSED) != 0) return T_COMPRESSED;
-    if ((e & OFLAG_ZERO) != 0 && !this.ext) return (e & L2E_OFFSET_MASK) != 0 ? T_ZERO_ALLOC : T_ZERO_PLAIN;
-    if ((e & L2E_OFFSET_MASK) == 0) return T_UNALLOCATED;
-    return T_NORMAL;
-  }
-
   private stats(): CheckResult | null {
     return this.first ? this.res : null;
   }
@@ -507,11 +491,11 @@ class Checker {
       const p = this.l2buf + <usize>(i * <u64>this.eb);
       let e = getU64(p);
       const bm: u64 = this.ext ? getU64(p + 8) : 0;
-      const type = this.clusterType(e);
-      if (type != T_COMPRESSED && (e & L2E_RESERVED) != 0) {
+      const type = clusterKind(e, this.ext);
+      if (type != K_COMPRESSED && (e & L2E_RESERVED) != 0) {
         this.corrupt(this.mute() ? "" : "ERROR found l2 entry with reserved bits set: " + e.toString(16));
       }
-      if (type == T_COMPRESSED) {
+      if (type == K_COMPRESSED) {
         if ((e & OFLAG_COPIED) != 0) {
           this.corrupt(this.mute() ? "" : "ERROR: coffset=0x" + (e & ((<u64>1 << csizeShift(this.cb)) - 1)).toString(16) + ": copied flag must never be set for compressed clusters");
           e &= ~OFLAG_COPIED;
@@ -530,7 +514,7 @@ class Checker {
           stats.compressedClusters++;
           stats.fragmentedClusters++;
         }
-      } else if (type == T_ZERO_ALLOC || type == T_NORMAL) {
+      } else if (type == K_ZERO_ALLOC || type == K_NORMAL) {
         const off = e & L2E_OFFSET_MASK;
         if (((bm >> 32) & bm) != 0) {
           this.corrupt(this.mute() ? "" : "ERROR offset=" + off.toString(16) + ": Allocated cluster has corrupted subcluster allocation bitmap");
@@ -554,7 +538,7 @@ class Checker {
           nextContiguous = off + cs;
         }
         this.inc(off, cs);
-      } else if (type == T_UNALLOCATED) {
+      } else if (type == K_UNALLOC_PLAIN) {
         if ((bm & L2_BITMAP_ALL_ALLOC) != 0) {
           this.corrupt(this.mute() ? "" : "ERROR: Unallocated cluster has non-zero subcluster allocation map");
         }
@@ -614,8 +598,9 @@ class Checker {
       if (++found > this.nbBitmaps) { broken = "More bitmaps found than specified in header extension"; break; }
       if (next > size) { broken = "broken bitmap directory"; break; }
       if (extra != 0) { broken = "Bitmap extra data is not supported"; break; }
-      if (tSize == 0 || tOff == 0 || (tOff & (this.cs - 1)) != 0 || tSize > BME_MAX_TABLE_SIZE ||
-          gran > 31 || gran < 9 || (flags & BME_RESERVED_FLAGS) != 0 || nameSize > 1023 || type != 1) {
+      if (tSize == 0 || tOff == 0 || (tOff & (this.cs - 1)) != 0 || tSize > BITMAP_MAX_TABLE_SIZE ||
+          gran > BITMAP_MAX_GRANULARITY_BITS || gran < BITMAP_MIN_GRANULARITY_BITS || (flags & BITMAP_RESERVED_FLAGS) != 0 ||
+          nameSize > <u64>BITMAP_MAX_NAME_SIZE || type != BITMAP_TYPE_DIRTY_TRACKING) {
         broken = "a bitmap doesn't satisfy the constraints";
         break;
       }
@@ -640,8 +625,8 @@ class Checker {
         readZeroFill(this.handle, tbuf, <i32>(n * 8), tOff + base * 8);
         for (let j: u64 = 0; j < n; j++) {
           const te = getU64(tbuf + <usize>(j * 8));
-          const off = te & BME_TABLE_OFFSET_MASK;
-          if ((te & BME_TABLE_RESERVED_MASK) != 0 || (off != 0 && ((te & BME_TABLE_FLAG_ALL_ONES) != 0 || (off & (this.cs - 1)) != 0))) {
+          const off = te & BITMAP_TABLE_OFFSET_MASK;
+          if ((te & BITMAP_TABLE_RESERVED_MASK) != 0 || (off != 0 && ((te & BITMAP_TABLE_ALL_ONES) != 0 || (off & (this.cs - 1)) != 0))) {
             this.corrupt(this.mute() ? "" : "ERROR bitmap table entry " + te.toString(16) + " is invalid");
             continue;
           }
@@ -662,7 +647,7 @@ class Checker {
       const te = d.entry(i);
       const off = te & REFT_OFFSET_MASK;
       const cluster = off >> this.cb;
-      if ((te & REFT_RESERVED_MASK) != 0) {
+      if ((te & REFT_RESERVED) != 0) {
         this.corrupt(this.mute() ? "" : "ERROR refcount table entry " + i.toString() + " has reserved bits set");
         this.rebuild = true;
         continue;
@@ -953,8 +938,8 @@ class Checker {
       for (let j: u64 = 0; j < this.l2Entries; j++) {
         const p = this.l2buf + <usize>(j * <u64>this.eb);
         const e = getU64(p);
-        const type = this.clusterType(e);
-        if (type != T_NORMAL && type != T_ZERO_ALLOC) continue;
+        const type = clusterKind(e, this.ext);
+        if (type != K_NORMAL && type != K_ZERO_ALLOC) continue;
         rc = d.get((e & L2E_OFFSET_MASK) >> this.cb);
         if (d.err) continue;
         if ((rc == 1) != ((e & OFLAG_COPIED) != 0)) {
@@ -1020,7 +1005,7 @@ class Checker {
       }
       offset += idSize + nameSize;
       tableLength += 40 + extra + idSize + nameSize;
-      if (tableLength > MAX_SNAPSHOTS_SIZE || offset - h.snapshotsOffset > INT_MAX) {
+      if (tableLength > MAX_SNAPSHOT_TABLE_BYTES || offset - h.snapshotsOffset > INT_MAX) {
         heap.free(hb);
         res.checkErrors++;
         this.say(this.quiet() ? "" : "ERROR failed to read the snapshot table: Snapshot table is too big");

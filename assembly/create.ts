@@ -1,7 +1,7 @@
 // New qcow2 images laid out as qemu-img create lays them out: header (cluster 0), refcount table
 // (cluster 1), first refcount block (cluster 2), L1 table (cluster 3 on), the L1 written only up to
 // its last entry. With qemu's defaults the file is byte-identical to qemu-img's.
-import { Header, Extension, writeHeader, l1EntriesFor, EXT_CRYPTO_HEADER, INCOMPAT_EXTL2, INCOMPAT_COMPRESSION, COMPRESSION_DEFLATE, COMPRESSION_ZSTD, MAX_HOST_OFFSET } from "./header";
+import { Header, Extension, writeHeader, l1EntriesFor, EXT_CRYPTO_HEADER, INCOMPAT_EXTL2, INCOMPAT_COMPRESSION, COMPRESSION_DEFLATE, COMPRESSION_ZSTD, MAX_HOST_OFFSET, MAX_L1_ENTRIES } from "./header";
 import { putU64 } from "./be";
 import { writeAt, truncateTo, flush, fileSize } from "./io";
 import { Refcounts, writeEntry } from "./refcount";
@@ -32,7 +32,7 @@ export function createQcow2(
   h.compressionType = compressionType;
   if (compressionType != COMPRESSION_DEFLATE) h.incompat |= INCOMPAT_COMPRESSION;
   const needed = l1EntriesFor(size, clusterBits, h.l2Bits);
-  if (needed > (32 << 20) / 8) fail(E_BAD_SIZE, "virtual size " + size.toString() + " needs an L1 table larger than 32 MiB");
+  if (needed > MAX_L1_ENTRIES) fail(E_BAD_SIZE, "virtual size " + size.toString() + " needs an L1 table larger than 32 MiB");
   h.l1Size = <u32>needed;
   const cs = h.clusterSize;
   h.rtOffset = cs;

@@ -33,13 +33,15 @@ export const COMPRESSION_ZSTD: u8 = 1;
 
 // qemu's limits (block/qcow2.h)
 const MAX_L1_BYTES: u64 = 32 << 20;
-const MAX_REFTABLE_BYTES: u64 = 8 << 20;
+export const MAX_L1_ENTRIES: u64 = MAX_L1_BYTES / 8;
+export const MAX_REFTABLE_BYTES: u64 = 8 << 20;
 const MAX_SNAPSHOTS: u32 = 65536;
 const SNAPSHOT_HEADER_SIZE: u64 = 40;
 const MAX_BACKING_NAME: u32 = 1023;
 const MAX_BITMAPS: u32 = 65535;
 const MAX_BITMAP_DIRECTORY_SIZE: u64 = 64 << 20;
 const INT64_MAX: u64 = 0x7fffffffffffffff;
+export const INT_MAX: u64 = 0x7fffffff;
 /** Largest offset the host boundary carries exactly (offsets cross it as f64). */
 export const MAX_HOST_OFFSET: u64 = 1 << 53;
 
@@ -235,9 +237,9 @@ export function parseHeader(handle: i32, forCheck: bool = false): Header {
     }
   }
 
-  if (<u64>h.l1Size > MAX_L1_BYTES / 8) fail(E_BAD_L1_TABLE, "L1 table of " + h.l1Size.toString() + " entries exceeds 32 MiB");
+  if (<u64>h.l1Size > MAX_L1_ENTRIES) fail(E_BAD_L1_TABLE, "L1 table of " + h.l1Size.toString() + " entries exceeds 32 MiB");
   const needed = l1EntriesFor(h.size, h.clusterBits, h.l2Bits);
-  if (needed > 0x7fffffff) fail(E_BAD_SIZE, "virtual size " + h.size.toString() + " needs more than INT_MAX L1 entries");
+  if (needed > INT_MAX) fail(E_BAD_SIZE, "virtual size " + h.size.toString() + " needs more than INT_MAX L1 entries");
   if (<u64>h.l1Size < needed) {
     fail(E_BAD_L1_TABLE, "L1 table of " + h.l1Size.toString() + " entries is too small for size " + h.size.toString() + " (needs " + needed.toString() + ")");
   }

@@ -51,6 +51,14 @@ export function readTable(handle: i32, ptr: usize, len: i32, offset: u64, what: 
   readZeroFill(handle, ptr, len, offset);
 }
 
+/** The block layer refuses any request reaching past this (INT64_MAX aligned down to 1 GiB). */
+const BDRV_MAX_LENGTH: u64 = 0x7fffffffc0000000;
+
+/** A read qemu's block layer would refuse with EIO (the bytes past the file itself read as zeros). */
+export function refusedRead(off: u64, len: u64): bool {
+  return off > BDRV_MAX_LENGTH || len > BDRV_MAX_LENGTH - off;
+}
+
 export function writeAt(handle: i32, ptr: usize, len: i32, offset: u64): void {
   hostWrite(handle, ptr, len, <f64>offset);
 }

@@ -1,7 +1,7 @@
 // An open qcow2 image: the header, guest reads through the mapping (mapping.ts) and the backing
 // chain, per-layer block status, growth. The write side lives in write.ts.
 import { Image, lastStatus } from "./image";
-import { Header, parseHeader, writeHeader, l1EntriesFor, MAX_HOST_OFFSET, INCOMPAT_DIRTY, INCOMPAT_CORRUPT } from "./header";
+import { Header, parseHeader, writeHeader, l1EntriesFor, MAX_HOST_OFFSET, MAX_L1_ENTRIES, INCOMPAT_DIRTY, INCOMPAT_CORRUPT } from "./header";
 import { readZeroFill, decompress, fileSize, fileEnd, flush } from "./io";
 import { readSnapshotTable } from "./snapshots";
 import { checkBitmaps } from "./bitmaps";
@@ -189,7 +189,7 @@ export class Qcow2Image extends Image {
     this.prepareWrite();
     if (size > MAX_HOST_OFFSET) fail(E_BAD_SIZE, "virtual size " + size.toString() + " exceeds 2^53 bytes");
     const needed = l1EntriesFor(size, this.h.clusterBits, this.h.l2Bits);
-    if (needed > (32 << 20) / 8) fail(E_BAD_SIZE, "virtual size " + size.toString() + " needs an L1 table larger than 32 MiB");
+    if (needed > MAX_L1_ENTRIES) fail(E_BAD_SIZE, "virtual size " + size.toString() + " needs an L1 table larger than 32 MiB");
     this.flushMetadata();
     const old = h.size;
     this.map.growL1(needed);

@@ -6,10 +6,9 @@ import { TableCache, cachedTable, writeBackSlot } from "./tablecache";
 import { readExact, writeAt, fileSize } from "./io";
 import { fail, hex, E_CORRUPT, E_BAD_SIZE } from "./errors";
 import { REFT_OFFSET_MASK } from "./layout";
-import { Header } from "./header";
+import { Header, MAX_REFTABLE_BYTES } from "./header";
 
 const BLOCK_CACHE_BYTES: usize = 2 << 20;
-const MAX_REFTABLE_BYTES: u64 = 8 << 20;
 
 export class Refcounts {
   readonly handle: i32;

@@ -2,22 +2,14 @@
 // table qemu refuses to read is refused here too. We never use the snapshots themselves (writing
 // to an image that has any is refused), only the verdict and the table's size.
 import { getU16, getU32 } from "./be";
-import { Header } from "./header";
-import { readZeroFill } from "./io";
+import { Header, INT_MAX } from "./header";
+import { readZeroFill, refusedRead } from "./io";
 import { fail, hex, E_BAD_SNAPSHOT_TABLE } from "./errors";
 
 /** qemu's limits (block/qcow2.h): extra data per entry, and the whole table. */
-const MAX_EXTRA_DATA: u64 = 1024;
-const MAX_TABLE_BYTES: u64 = 1024 * 65536;
-const INT_MAX: u64 = 0x7fffffff;
+export const MAX_SNAPSHOT_EXTRA_DATA: u64 = 1024;
+export const MAX_SNAPSHOT_TABLE_BYTES: u64 = 1024 * 65536;
 const ENTRY_HEADER: u64 = 40;
-/** The block layer refuses any request reaching past this (INT64_MAX aligned down to 1 GiB). */
-const BDRV_MAX_LENGTH: u64 = 0x7fffffffc0000000;
-
-/** A read qemu's block layer would refuse with EIO (the bytes past the file itself read as zeros). */
-function refusedRead(off: u64, len: u64): bool {
-  return off > BDRV_MAX_LENGTH || len > BDRV_MAX_LENGTH - off;
-}
 
 /**
  * Walk the `h.nbSnapshots` entries from `h.snapshotsOffset`; fails with ECOW_BAD_SNAPSHOT_TABLE
@@ -41,7 +33,7 @@ export function readSnapshotTable(handle: i32, h: Header): u64 {
     const idSize = <u64>getU16(hb + 12);
     const nameSize = <u64>getU16(hb + 14);
     const extra = <u64>getU32(hb + 36);
-    if (extra > MAX_EXTRA_DATA) {
+    if (extra > MAX_SNAPSHOT_EXTRA_DATA) {
       heap.free(hb);
       fail(E_BAD_SNAPSHOT_TABLE, "too much extra metadata in snapshot table entry " + i.toString() + " (" + extra.toString() + " bytes, qemu's maximum is 1024)");
     }
@@ -53,7 +45,7 @@ export function readSnapshotTable(handle: i32, h: Header): u64 {
     }
     offset += rest;
     tableLength += ENTRY_HEADER + rest;
-    if (tableLength > MAX_TABLE_BYTES || offset - h.snapshotsOffset > INT_MAX) {
+    if (tableLength > MAX_SNAPSHOT_TABLE_BYTES || offset - h.snapshotsOffset > INT_MAX) {
       heap.free(hb);
       fail(E_BAD_SNAPSHOT_TABLE, "snapshot table is too big (" + n.toString() + " entries, " + tableLength.toString() + " bytes by entry " + i.toString() + ")");
     }

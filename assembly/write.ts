@@ -8,10 +8,10 @@ import { getU64, putU64 } from "./be";
 import { writeAt, fileSize, truncateTo, compress } from "./io";
 import { fail, hex, E_BAD_ARGUMENT } from "./errors";
 import {
-  L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COPIED, OFLAG_COMPRESSED, OFLAG_ZERO, L2_BITMAP_ALL_ALLOC, csizeShift,
+  L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COPIED, OFLAG_COMPRESSED, OFLAG_ZERO, L2_BITMAP_ALL_ALLOC, L2_BITMAP_ALL_ZEROES,
+  csizeShift,
 } from "./layout";
 
-const ALL_ZEROES: u64 = 0xffffffff00000000;
 /** Largest single host write of freshly allocated clusters. */
 const MAX_RUN_BYTES: u64 = 16 << 20;
 
@@ -368,12 +368,12 @@ export class Writer {
           }
           map.releaseEntry(e);
           putU64(p, 0);
-          putU64(p + 8, ALL_ZEROES);
+          putU64(p + 8, L2_BITMAP_ALL_ZEROES);
           map.markL2Dirty(table);
         } else if (unmap && cnt == 32 && (e & L2E_OFFSET_MASK) != 0) {
           map.releaseEntry(e);
           putU64(p, 0);
-          putU64(p + 8, ALL_ZEROES);
+          putU64(p + 8, L2_BITMAP_ALL_ZEROES);
           map.markL2Dirty(table);
         } else {
           const nbm = (bm & ~mask) | (mask << 32);
@@ -416,7 +416,7 @@ export class Writer {
       let ne = e;
       let nbm = bm;
       if (this.img.backing != null || allocated) {
-        if (map.entryBytes == 16) { ne = 0; nbm = ALL_ZEROES; }
+        if (map.entryBytes == 16) { ne = 0; nbm = L2_BITMAP_ALL_ZEROES; }
         else ne = map.h.version >= 3 ? OFLAG_ZERO : 0;
       }
       if (ne != e || nbm != bm) {
