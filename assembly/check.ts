@@ -50,8 +50,7 @@ import {
 } from "./bitmaps";
 import { getU16, getU32, getU64, putU32, putU64 } from "./be";
 import { readZeroFill, writeAt, fileSize, flush, truncateTo } from "./io";
-import { readEntry, writeEntry } from "./refcount";
-import { TableCache, cachedTable, writeBackSlot } from "./tablecache";
+import { Refcounts, writeEntry } from "./refcount";
 import {
   csizeShift, csizeMask, clusterKind, L1E_OFFSET_MASK, L1E_RESERVED, L2E_OFFSET_MASK, L2E_RESERVED, L2_BITMAP_ALL_ALLOC, L2_BITMAP_ALL_ZEROES,
   REFT_OFFSET_MASK, REFT_RESERVED, OFLAG_COPIED, OFLAG_ZERO, K_UNALLOC_PLAIN, K_ZERO_ALLOC, K_NORMAL, K_COMPRESSED,
@@ -128,80 +127,6 @@ export class CheckResult {
   }
 }
 
-/**
- * The refcounts as stored on disk, read without trapping: an unaligned refcount block is an error
- * the caller counts (`err`), a block past the end of the file reads as zeros (as qemu's pread).
- */
-class DiskRefs {
-  handle: i32;
-  cs: u64;
-  cb: u32;
-  order: u32;
-  rbBits: u32;
-  entries: u64;
-  table: usize;
-  cache: TableCache;
-  err: bool = false;
-
-  constructor(handle: i32, h: Header) {
-    const entries = (<u64>h.rtClusters << h.clusterBits) / 8;
-    const bytes = <usize>(entries * 8);
-    const table = heap.alloc(bytes > 0 ? bytes : 8);
-    readZeroFill(handle, table, <i32>bytes, h.rtOffset);
-    for (let i: u64 = 0; i < entries; i++) {
-      const p = table + <usize>(i * 8);
-      store<u64>(p, bswap<u64>(load<u64>(p)));
-    }
-    this.handle = handle;
-    this.cs = h.clusterSize;
-    this.cb = h.clusterBits;
-    this.order = h.refcountOrder;
-    this.rbBits = h.clusterBits + 3 - h.refcountOrder;
-    this.entries = entries;
-    this.table = table;
-    this.cache = new TableCache(<usize>h.clusterSize, 2 << 20, 2, 8);
-  }
-
-  entry(i: u64): u64 { return load<u64>(this.table + <usize>(i * 8)); }
-
-  /** Offset of the block for `cluster`: 0 = none, 1 = unaligned (an error). */
-  private blockFor(cluster: u64): u64 {
-    const i = cluster >> this.rbBits;
-    if (i >= this.entries) return 0;
-    const off = this.entry(i) & REFT_OFFSET_MASK;
-    if (off == 0) return 0;
-    if ((off & (this.cs - 1)) != 0) return 1;
-    return off;
-  }
-
-  get(cluster: u64): u64 {
-    this.err = false;
-    const off = this.blockFor(cluster);
-    if (off == 0) return 0;
-    if (off == 1) { this.err = true; return 0; }
-    return readEntry(cachedTable(this.cache, this.handle, off, ""), cluster & ((<u64>1 << this.rbBits) - 1), this.order);
-  }
-
-  /** Set a refcount in an existing block; false when there is no usable block. */
-  set(cluster: u64, value: u64): bool {
-    const off = this.blockFor(cluster);
-    if (off <= 1) return false;
-    const p = cachedTable(this.cache, this.handle, off, "");
-    writeEntry(p, cluster & ((<u64>1 << this.rbBits) - 1), this.order, value);
-    this.cache.markDirty(this.cache.find(off));
-    return true;
-  }
-
-  writeAll(): void {
-    for (let s = 0; s < this.cache.slots; s++) writeBackSlot(this.cache, this.handle, s);
-  }
-
-  dispose(): void {
-    heap.free(this.table);
-    this.cache.dispose();
-  }
-}
-
 function rangesOverlap(a: u64, an: u64, b: u64, bn: u64): bool {
   return a < b + bn && b < a + an;
 }
@@ -222,7 +147,7 @@ class Checker {
   l2Entries: u64;
   rbBits: u32;
   refMax: u64;
-  disk: DiskRefs;
+  disk: Refcounts;
   fileLen: u64 = 0;
   /** qemu's nb_clusters: the file's clusters, grown by references that end in the last partial cluster. */
   nb: u64 = 0;
@@ -275,7 +200,7 @@ class Checker {
     this.l2Entries = cs / <u64>eb;
     this.rbBits = h.clusterBits + 3 - h.refcountOrder;
     this.refMax = h.refcountOrder == 6 ? u64.MAX_VALUE : (<u64>1 << (<u64>1 << h.refcountOrder)) - 1;
-    this.disk = new DiskRefs(img.handle, h);
+    this.disk = new Refcounts(img.handle, h, true);
     this.l2buf = heap.alloc(<usize>cs);
     this.l1buf = heap.alloc(<usize>(L1_CHUNK_ENTRIES * 8));
     this.log = log;
@@ -414,7 +339,7 @@ class Checker {
     const sz = ((offset & (cs - 1)) + size + cs - 1) & ~(cs - 1);
     const off = offset & ~(cs - 1);
     if (!ignoreActiveL1 && h.l1Size != 0 && rangesOverlap(off, sz, h.l1Offset, <u64>h.l1Size * 8)) return "active L1 table";
-    if (rangesOverlap(off, sz, h.rtOffset, this.disk.entries * 8)) return "refcount table";
+    if (rangesOverlap(off, sz, h.rtOffset, this.disk.rtEntries * 8)) return "refcount table";
     if (this.snapshotsSize != 0 && rangesOverlap(off, sz, h.snapshotsOffset, this.snapshotsSize)) return "snapshot table";
     for (let i = 0; i < this.snapL1Off.length; i++) {
       const n = <u64>unchecked(this.snapL1Size[i]);
@@ -427,8 +352,8 @@ class Checker {
       }
     }
     const d = this.disk;
-    for (let i: u64 = 0; i < d.entries; i++) {
-      const b = d.entry(i) & REFT_OFFSET_MASK;
+    for (let i: u64 = 0; i < d.rtEntries; i++) {
+      const b = d.tableEntry(i) & REFT_OFFSET_MASK;
       if (b != 0 && rangesOverlap(off, sz, b, cs)) return "refcount block";
     }
     if ((h.autoclear & AUTOCLEAR_BITMAPS) != 0 && this.nbBitmaps != 0 && rangesOverlap(off, sz, this.bmDirOff, this.bmDirSize)) return "bitmap directory";
@@ -643,8 +568,8 @@ class Checker {
   private checkRefblocks(): i32 {
     const d = this.disk;
     const cs = this.cs;
-    for (let i: u64 = 0; i < d.entries; i++) {
-      const te = d.entry(i);
+    for (let i: u64 = 0; i < d.rtEntries; i++) {
+      const te = d.tableEntry(i);
       const off = te & REFT_OFFSET_MASK;
       const cluster = off >> this.cb;
       if ((te & REFT_RESERVED) != 0) {
@@ -717,7 +642,7 @@ class Checker {
     this.inc(h.snapshotsOffset, this.snapshotsSize);
     // The LUKS header and key material of an encrypted image (qemu counts them here too).
     if (h.cryptoLength > 0) this.inc(h.cryptoOffset, h.cryptoLength);
-    this.inc(h.rtOffset, this.disk.entries * 8);
+    this.inc(h.rtOffset, this.disk.rtEntries * 8);
     const r = this.checkBitmaps();
     if (r < 0) return r;
     return this.checkRefblocks();
@@ -746,8 +671,8 @@ class Checker {
       const r2 = this.count(i);
       // The regions a rebuild needs blocks for, whether or not their old block is readable.
       if (r2 > 0) this.markUsed(i);
-      const r1 = d.get(i);
-      if (d.err) {
+      const r1 = d.getChecked(i);
+      if (d.readFailed) {
         res.checkErrors++;
         this.say(this.quiet() ? "" : "Can't get refcount for cluster " + i.toString() + ": Input/output error");
         continue;
@@ -760,7 +685,7 @@ class Checker {
       else if (r1 > r2 && (fix & FIX_LEAKS) != 0) fixing = 1;
       else if (r1 < r2 && (fix & FIX_ERRORS) != 0) fixing = 2;
       this.say(this.quiet() ? "" : (fixing != 0 ? "Repairing" : (r1 < r2 ? "ERROR" : "Leaked")) + " cluster " + i.toString() + " refcount=" + r1.toString() + " reference=" + r2.toString());
-      if (fixing != 0 && d.set(i, r2)) {
+      if (fixing != 0 && d.setInBlock(i, r2)) {
         if (fixing == 1) res.leaksFixed++;
         else res.corruptionsFixed++;
         continue;
@@ -894,7 +819,7 @@ class Checker {
     this.h.rtOffset = tableOff;
     this.h.rtClusters = <u32>tClusters;
     this.disk.dispose();
-    this.disk = new DiskRefs(this.handle, this.h);
+    this.disk = new Refcounts(this.handle, this.h, true);
     this.refreshFileLen();
     return 0;
   }
@@ -912,8 +837,8 @@ class Checker {
       const l1e = img.map.l1Entry(i);
       const l2Off = l1e & L1E_OFFSET_MASK;
       if (l2Off == 0) continue;
-      let rc = d.get(l2Off >> this.cb);
-      if (d.err) continue;
+      let rc = d.getChecked(l2Off >> this.cb);
+      if (d.readFailed) continue;
       if ((rc == 1) != ((l1e & OFLAG_COPIED) != 0)) {
         res.corruptions++;
         this.say(this.quiet() ? "" : (repair ? "Repairing" : "ERROR") + " OFLAG_COPIED L2 cluster: l1_index=" + i.toString() + " l1_entry=" + l1e.toString(16) + " refcount=" + rc.toString());
@@ -940,8 +865,8 @@ class Checker {
         const e = getU64(p);
         const type = clusterKind(e, this.ext);
         if (type != K_NORMAL && type != K_ZERO_ALLOC) continue;
-        rc = d.get((e & L2E_OFFSET_MASK) >> this.cb);
-        if (d.err) continue;
+        rc = d.getChecked((e & L2E_OFFSET_MASK) >> this.cb);
+        if (d.readFailed) continue;
         if ((rc == 1) != ((e & OFLAG_COPIED) != 0)) {
           res.corruptions++;
           this.say(this.quiet() ? "" : (repair ? "Repairing" : "ERROR") + " OFLAG_COPIED data cluster: l2_entry=" + e.toString(16) + " refcount=" + rc.toString());
@@ -1065,7 +990,7 @@ class Checker {
       const tmp = new CheckResult();
       r = this.runSet(res, 0, tmp, fix & FIX_LEAKS);
       if (r < 0) return r;
-      this.disk.writeAll();
+      this.disk.writeBlocks();
       flush(this.handle);
       if ((fix & FIX_LEAKS) != 0) {
         if (this.rebuild) this.say("ERROR rebuilt refcount structure is still broken", true);
@@ -1087,7 +1012,7 @@ class Checker {
         res.corruptionsFixed = back.corruptionsFixed; res.leaksFixed = back.leaksFixed;
         r = this.runSet(null, 0, res, fix);
         if (r < 0) return r;
-        this.disk.writeAll();
+        this.disk.writeBlocks();
         flush(this.handle);
         highest = this.highest;
       }

@@ -3,12 +3,14 @@
 // flushMetadata() writes them in the order that keeps a crash leak-only (see mapping.ts).
 import { getU16, getU32, getU64, putU16, putU32, putU64 } from "./be";
 import { TableCache, cachedTable, writeBackSlot } from "./tablecache";
-import { readExact, writeAt, fileSize } from "./io";
+import { readExact, readZeroFill, writeAt, fileSize } from "./io";
 import { fail, hex, E_CORRUPT, E_BAD_SIZE } from "./errors";
 import { REFT_OFFSET_MASK } from "./layout";
 import { Header, MAX_REFTABLE_BYTES } from "./header";
 
 const BLOCK_CACHE_BYTES: usize = 2 << 20;
+/** Blocks cached for check, which reads them in cluster order (and never allocates). */
+const CHECK_BLOCK_SLOTS: i32 = 8;
 
 export class Refcounts {
   readonly handle: i32;
@@ -46,8 +48,15 @@ export class Refcounts {
    * last one ended in, so compressed clusters pack back to back; 0 when none is open.
    */
   freeByte: u64 = 0;
+  /** Set by getChecked when the block for the cluster cannot be read (it is not cluster-aligned). */
+  readFailed: bool = false;
 
-  constructor(handle: i32, h: Header) {
+  /**
+   * `forCheck`: the refcounts as check reads them, never failing on what check must report: a
+   * table or block past the end of the file reads as zeros (as qemu's pread), an unaligned block
+   * is reported by getChecked. Such an instance is read with getChecked and setInBlock only.
+   */
+  constructor(handle: i32, h: Header, forCheck: bool = false) {
     this.handle = handle;
     this.h = h;
     this.cs = h.clusterSize;
@@ -58,18 +67,19 @@ export class Refcounts {
     const n = (<u64>h.rtClusters << h.clusterBits) / 8;
     // Checked before anything is allocated: an engine error unwinds without freeing, and the
     // table alone may be 8 MiB (every failed write to such an image would leak it again).
-    if (h.rtOffset + n * 8 > fileSize(handle)) {
+    if (!forCheck && h.rtOffset + n * 8 > fileSize(handle)) {
       fail(E_CORRUPT, "refcount table at " + hex(h.rtOffset) + " lies past the end of the file");
     }
-    this.blocks = new TableCache(<usize>h.clusterSize, BLOCK_CACHE_BYTES, 2, 256);
+    this.blocks = new TableCache(<usize>h.clusterSize, BLOCK_CACHE_BYTES, 2, forCheck ? CHECK_BLOCK_SLOTS : 256);
     this.rtEntries = n;
-    this.rt = heap.alloc(<usize>(n * 8));
-    readExact(handle, this.rt, <i32>(n * 8), h.rtOffset, "refcount table");
+    this.rt = heap.alloc(<usize>(n > 0 ? n * 8 : 8));
+    if (forCheck) readZeroFill(handle, this.rt, <i32>(n * 8), h.rtOffset);
+    else readExact(handle, this.rt, <i32>(n * 8), h.rtOffset, "refcount table");
     for (let i: u64 = 0; i < n; i++) {
       const p = this.rt + <usize>(i * 8);
       const v = bswap<u64>(load<u64>(p));
       store<u64>(p, v);
-      if ((v & REFT_OFFSET_MASK) != 0) this.blockClusters.add((v & REFT_OFFSET_MASK) >> h.clusterBits);
+      if (!forCheck && (v & REFT_OFFSET_MASK) != 0) this.blockClusters.add((v & REFT_OFFSET_MASK) >> h.clusterBits);
     }
   }
 
@@ -98,6 +108,38 @@ export class Refcounts {
     const off = this.blockOffset(i, cluster);
     if (off == 0) return 0;
     return readEntry(cachedTable(this.blocks, this.handle, off, "refcount block"), cluster & ((<u64>1 << this.rbBits) - 1), this.order);
+  }
+
+  /** Offset of the readable block for `cluster`: 0 = none, 1 = not cluster-aligned (check). */
+  private checkedBlockFor(cluster: u64): u64 {
+    const i = cluster >> this.rbBits;
+    if (i >= this.rtEntries) return 0;
+    const off = this.tableEntry(i) & REFT_OFFSET_MASK;
+    if (off == 0) return 0;
+    if ((off & (this.cs - 1)) != 0) return 1;
+    return off;
+  }
+
+  /**
+   * The refcount as check reads it, without failing: 0 where no block covers the cluster, 0 with
+   * `readFailed` set where its block is not cluster-aligned (check counts an error there).
+   */
+  getChecked(cluster: u64): u64 {
+    this.readFailed = false;
+    const off = this.checkedBlockFor(cluster);
+    if (off == 0) return 0;
+    if (off == 1) { this.readFailed = true; return 0; }
+    return readEntry(cachedTable(this.blocks, this.handle, off, ""), cluster & ((<u64>1 << this.rbBits) - 1), this.order);
+  }
+
+  /** Check's repair: set a refcount in the block that holds it; false when there is no usable block. */
+  setInBlock(cluster: u64, value: u64): bool {
+    const off = this.checkedBlockFor(cluster);
+    if (off <= 1) return false;
+    const p = cachedTable(this.blocks, this.handle, off, "");
+    writeEntry(p, cluster & ((<u64>1 << this.rbBits) - 1), this.order, value);
+    this.blocks.markDirty(this.blocks.find(off));
+    return true;
   }
 
   set(cluster: u64, value: u64): void {
