@@ -32,6 +32,11 @@ export interface OpenOptions {
   writable?: boolean;
   /** Backing images (by depth: 1 = the top's backing file) to open for writing too (commit bases). */
   writableDepths?: number[];
+  /**
+   * Open a backing file for writing too when this says so: asked with its name as `child`'s
+   * header stores it, once that header is read (a caller that knows the chain by name, not by depth).
+   */
+  writableBacking?: (name: string, child: string) => boolean;
   /** The top image's format; probed from its first bytes when absent. */
   format?: ImageFormat;
   /** Do not open backing files (header-only work, e.g. an unsafe rebase). */
@@ -122,7 +127,7 @@ export function openImage(file: string, options: OpenOptions = {}): Image {
       const recordedName = header.backingFormat ?? null;
       const recorded = recordedName === null ? null : parseImageFormat(recordedName, `the backing format recorded in ${filename}`);
       format = options.formatOf ? options.formatOf(name, recorded) : (recorded ?? undefined);
-      writable = options.writableDepths?.includes(layers.length) ?? false;
+      writable = (options.writableDepths?.includes(layers.length) ?? false) || (options.writableBacking?.(name, child) ?? false);
     }
     for (let i = layers.length - 1; i >= 0; i--) {
       if (i + 1 < layers.length) linkBacking(layers[i], layers[i + 1]);

@@ -34,8 +34,20 @@ export interface OperationContext {
   lock: VolumeLockHandle;
   /** Aborted when the caller cancels or the lock is lost. */
   signal: AbortSignal;
-  /** Options for engine jobs (commit, convert): progress, step size, the signal above, the lock check. */
+  /**
+   * The one lock check of the operation: it runs before every change to the volume (VolumeFiles
+   * runs it), before every step of an engine job (`job.checkpoint`) and before every write a job
+   * issues (`job.guardIo`). Throws once the lock is lost or the driver interrupted.
+   */
+  guard: () => void;
+  /** Options for engine jobs (commit, convert): progress, step size, the signal above, `guard`. */
   job: JobOptions;
+  /**
+   * Whether `runJob` runs jobs in this thread. Then an operation may run its job on the chain it
+   * has open (VolumeChain) instead of letting the job open it again; a job in an engine worker
+   * opens its files there, so the operation closes its own images first (qemu's image locks).
+   */
+  jobsInThread: boolean;
   /**
    * Run an engine job with `job`'s options (`onProgress` replaces the operation's own): in this
    * thread, or in an engine worker when the driver was given a `jobs` runner — then the host's

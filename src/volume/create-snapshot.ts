@@ -20,10 +20,10 @@ import { needHypervisor, type OperationContext } from './context.js';
 import { needsFsck, provesFailure } from './hypervisor-outcome.js';
 import { checkSize } from './size.js';
 import { MAX_ATTACHED_CHAIN_DEPTH, MAX_SNAPSHOT_CHAIN_DEPTH } from './volume-files.js';
-import { checkStatus, isAttached, type VolumeStatus } from './status.js';
+import { isAttached, type VolumeStatus } from './status.js';
 
 export interface CreateSnapshotOptions {
-  /** The volume's status: `available`, `in-use` (through the hypervisor) or `backing-up`. */
+  /** The volume's status: `available`, `in-use` (through the hypervisor) or `backing-up`. The driver checks it (checkStatus). */
   status: VolumeStatus;
   /** Virtual size of the overlay (bytes); default and minimum: the active image's size. */
   size?: number;
@@ -41,7 +41,7 @@ export interface CreateSnapshotResult {
 export async function createSnapshot(ctx: OperationContext, snapshotId: string, options: CreateSnapshotOptions): Promise<CreateSnapshotResult> {
   const { files } = ctx;
   validateSnapshotId(snapshotId);
-  const status = checkStatus('createSnapshot', options.status, files.volumeId);
+  const { status } = options;
   const hypervisor = isAttached(status) ? needHypervisor(ctx, `snapshot create ${snapshotId}`) : undefined;
   const { info } = await files.readInfo();
   const file = files.snapshotFile(snapshotId);

@@ -23,11 +23,13 @@ import { clearJournal, writeJournal, type DeleteJournal } from './journal.js';
 import type { NovaOutcome, Recovery } from './recovery.js';
 import { needHypervisor, type OperationContext } from './context.js';
 import { needsFsck, provesFailure } from './hypervisor-outcome.js';
-import { checkStatus, isAttached, type VolumeStatus } from './status.js';
-import { snapshotsMapping, withoutSnapshot, type ChainLink } from './volume-files.js';
+import { isAttached, type VolumeStatus } from './status.js';
+import { snapshotsMapping, withoutSnapshot } from './volume-files.js';
+import type { ChainLink, VolumeChain } from './volume-chain.js';
+import { commitLive } from '../image/live.js';
 
 export interface DeleteSnapshotOptions {
-  /** The volume's status: `in-use` goes through the hypervisor. */
+  /** The volume's status: `in-use` goes through the hypervisor. The driver checks it (checkStatus). */
   status: VolumeStatus;
 }
 
@@ -48,10 +50,15 @@ export interface DeleteSnapshotResult {
   removed: string[];
 }
 
+/**
+ * Delete snapshot `snapshotId`; `options.status` was checked by the caller (the driver's
+ * checkStatus). The live chain is opened once: it is validated from its links, and a detached
+ * delete whose jobs run in this thread commits on these very images.
+ */
 export async function deleteSnapshot(ctx: OperationContext, snapshotId: string, options: DeleteSnapshotOptions): Promise<DeleteSnapshotResult> {
   const { files } = ctx;
+  const { status } = options;
   validateSnapshotId(snapshotId);
-  const status = checkStatus('deleteSnapshot', options.status, files.volumeId);
   const { info } = await files.readInfo();
   if (!Object.hasOwn(info, snapshotId)) return { snapshotId, outcome: 'not-found', info, removed: [] };
   const file = info[snapshotId];
@@ -65,60 +72,75 @@ export async function deleteSnapshot(ctx: OperationContext, snapshotId: string, 
   }
 
   if (!files.exists(file)) return dropMissing(ctx, snapshotId, info);
-  const own = files.header(file);
-  const live = files.chain(info.active);
-  const at = live.findIndex((l) => l.name === file);
-  if (own.backing === null || at < 0) return dropStale(ctx, snapshotId, info, live);
-  const base = live[at + 1];
-  const higher = at > 0 ? live[at - 1].name : null;
-
+  const commitHere = !isAttached(status) && ctx.jobsInThread;
+  const chain = files.openChain(info.active, commitHere ? { commitInto: file } : {});
   let journal: DeleteJournal;
-  const common = { version: 1, op: 'delete-snapshot', snapshot: snapshotId, file, base: base.name } as const;
-  if (!isAttached(status)) {
-    journal = { ...common, method: 'commit', higher, newBase: null, remap: [], unlink: file };
-  } else {
-    needHypervisor(ctx, `snapshot delete ${snapshotId}`);
-    journal =
-      higher === null
-        ? { ...common, method: 'hypervisor-pull', higher: null, newBase: base.backing, remap: snapshotsMapping(info, base.name), unlink: base.name }
-        : { ...common, method: 'hypervisor-commit', higher, newBase: null, remap: [], unlink: file };
+  try {
+    const live = chain.links;
+    const at = live.findIndex((l) => l.name === file);
+    // Not in the live chain: its own header still has to open (and name a valid backing file).
+    const own = at < 0 ? files.header(file) : live[at];
+    if (own.backing === null || at < 0) {
+      chain.close();
+      return await dropStale(ctx, snapshotId, info, live);
+    }
+    const base = live[at + 1];
+    const higher = at > 0 ? live[at - 1].name : null;
+
+    const common = { version: 1, op: 'delete-snapshot', snapshot: snapshotId, file, base: base.name } as const;
+    if (!isAttached(status)) {
+      journal = { ...common, method: 'commit', higher, newBase: null, remap: [], unlink: file };
+    } else {
+      needHypervisor(ctx, `snapshot delete ${snapshotId}`);
+      journal =
+        higher === null
+          ? { ...common, method: 'hypervisor-pull', higher: null, newBase: base.backing, remap: snapshotsMapping(info, base.name), unlink: base.name }
+          : { ...common, method: 'hypervisor-commit', higher, newBase: null, remap: [], unlink: file };
+    }
+    // What this process writes itself (a hypervisor writes its own files): checked before the journal.
+    files.checkWritable(journal.method === 'commit' ? [journal.base, ...(journal.higher === null ? [] : [journal.higher])] : [], `snapshot delete ${snapshotId}`);
+    await writeJournal(files, journal);
+    ctx.step('delete:journal');
+    await moveData(ctx, journal, base, chain);
+  } finally {
+    chain.close();
   }
-  // What this process writes itself (a hypervisor writes its own files): checked before the journal.
-  files.checkWritable(journal.method === 'commit' ? [journal.base, ...(journal.higher === null ? [] : [journal.higher])] : [], `snapshot delete ${snapshotId}`);
-  await writeJournal(files, journal);
-  ctx.step('delete:journal');
-  await moveData(ctx, journal, base);
   return finishDelete(ctx, journal, info);
 }
 
 /**
  * The data move of a journaled delete, run from a normal (pre-move) chain. A hypervisor error
  * leaves everything as it was: the journal is dropped unless the hypervisor did move the data
- * (then recovery finishes the bookkeeping).
+ * (then recovery finishes the bookkeeping). `chain`: the live chain the delete opened; a commit
+ * runs on it when its base was opened for writing, else in a job that opens the files itself
+ * (the chain is closed first: its image locks would stand in the job's way).
  */
-async function moveData(ctx: OperationContext, journal: DeleteJournal, base: ChainLink): Promise<void> {
+async function moveData(ctx: OperationContext, journal: DeleteJournal, base: ChainLink, chain: VolumeChain): Promise<void> {
   const { files } = ctx;
   if (journal.method === 'commit') {
     // keepTop: F stays as it is until it is unlinked, so until then H -> F -> B reads the same
     // whether or not the commit finished.
-    await ctx.runJob(
-      { op: 'commit', top: files.resolve(journal.file), format: files.formatOf(journal.file), keepTop: true, policy: files.policy },
-      {
-        onProgress: (done, total) => {
-          ctx.job.onProgress?.(done, total);
-          ctx.step('delete:commit-progress');
-        },
-      },
-    );
+    const onProgress = (done: number, total: number) => {
+      ctx.job.onProgress?.(done, total);
+      ctx.step('delete:commit-progress');
+    };
+    const top = chain.image(journal.file);
+    if (ctx.jobsInThread && top?.backing?.writable) {
+      commitLive(top, 1, { ...ctx.job, onProgress });
+    } else {
+      chain.close();
+      await ctx.runJob({ op: 'commit', top: files.resolve(journal.file), format: files.formatOf(journal.file), keepTop: true, policy: files.policy }, { onProgress });
+    }
+    chain.close(); // the base flushed and its lock released before H's header names it
     ctx.step('delete:commit');
     if (journal.higher !== null) {
-      files.guard();
       // A header write and its flush: in the worker too, as a flush can wait long on a busy disk.
       await ctx.runJob({ op: 'rebase', file: files.resolve(journal.higher), newBacking: journal.base, unsafe: true, backingFormat: base.format, policy: files.policy });
       ctx.step('delete:rebase');
     }
     return;
   }
+  chain.close();
   const hypervisor = needHypervisor(ctx, `snapshot delete ${journal.snapshot}`);
   const deleteInfo =
     journal.method === 'hypervisor-pull'

@@ -166,13 +166,13 @@ export class VolumeDriver {
       this.dir,
       volumeId,
       (lock) => {
-        // Every change checks (and renews) the lock first, and stops once the driver is
-        // interrupted; so does every step of an engine job, and every write it issues.
+        // The one check: every change verifies (and renews) the lock first, and stops once the
+        // driver is interrupted; so does every step of an engine job, and every write it issues.
         const guard = (): void => {
           lock.assertHeld();
           if (interrupt?.aborted) throw interrupted(volumeId, interrupt.reason);
         };
-        return this.withContext(volumeId, op, lock, waitSignal, guard, guard, fn);
+        return this.withContext(volumeId, op, lock, waitSignal, guard, fn);
       },
       { signal: waitSignal, onNotice: this.options.onNotice },
     );
@@ -199,37 +199,47 @@ export class VolumeDriver {
         throw new CowError('ECOW_ACCESS', `volume ${volumeId}: ${this.dir} is not writable, so it was read without the lock; nothing in it may change`);
       },
     };
-    const jobGuard = (): void => {
+    // No lock to check: a job (a copy out of the volume) stops only when interrupted, and the
+    // volume's files refuse every change (the lock handle's assertHeld).
+    const guard = (): void => {
       if (interrupt?.aborted) throw interrupted(volumeId, interrupt.reason);
     };
-    return this.withContext(volumeId, op, lock, signal, lock.assertHeld, jobGuard, fn);
+    return this.withContext(volumeId, op, lock, signal, guard, fn, { readOnly: true });
   }
 
-  /** An operation context for `fn`: `guard` before every change to the volume, `jobGuard` before every step and write of an engine job. */
+  /**
+   * An operation context for `fn`, whose `guard` runs before every change to the volume and every
+   * step and write of an engine job. `readOnly`: read without the lock; the volume's files refuse
+   * every change (ECOW_ACCESS, from the lock handle).
+   */
   private async withContext<T>(
     volumeId: string,
     op: OperationOptions,
     lock: VolumeLockHandle,
     waitSignal: AbortSignal | undefined,
     guard: () => void,
-    jobGuard: () => void,
     fn: (ctx: OperationContext) => Promise<T>,
+    { readOnly = false } = {},
   ): Promise<T> {
     const signal = AbortSignal.any([lock.signal, ...(waitSignal ? [waitSignal] : [])]);
     const onStep = this.options.onStep;
     const known = pinBaseFormat(volumeId, this.options.baseFormat, await readFormatRecord(this.dir, volumeId));
-    const files = new VolumeFiles(this.dir, volumeId, guard, { known, probe: this.options.probeFormat, warn: this.options.onWarning }, () => this.fileModes());
+    const filesGuard = readOnly ? lock.assertHeld : guard;
+    const files = new VolumeFiles(this.dir, volumeId, filesGuard, { known, probe: this.options.probeFormat, warn: this.options.onWarning }, () => this.fileModes());
     files.fence = lock.fence;
-    const job = { signal, onProgress: op.onProgress, stepBytes: this.options.stepBytes, checkpoint: jobGuard, guardIo: jobGuard };
+    const job = { signal, onProgress: op.onProgress, stepBytes: this.options.stepBytes, checkpoint: guard, guardIo: guard };
+    const jobs = this.options.jobs;
     return fn({
       files,
       hypervisor: this.options.hypervisor,
       lock,
       signal,
+      guard,
       job,
+      jobsInThread: jobs === undefined,
       runJob: async (request, options = {}) => {
         const hooks = { ...job, ...options };
-        return this.options.jobs ? this.options.jobs.run(request, hooks) : runJobRequest(request, hooks);
+        return jobs ? jobs.run(request, hooks) : runJobRequest(request, hooks);
       },
       step: onStep ? (s) => onStep(s) : () => {},
     });
@@ -285,7 +295,7 @@ export class VolumeDriver {
       const status = checkStatus('createSnapshot', options.status, volumeId);
       ctx.files.readLocks = !isAttached(status);
       await this.recoverFirst(ctx, status, `creating snapshot ${snapshotId}`);
-      return createSnapshot(ctx, snapshotId, options);
+      return createSnapshot(ctx, snapshotId, { ...options, status });
     });
   }
 
@@ -298,7 +308,7 @@ export class VolumeDriver {
       const status = checkStatus('deleteSnapshot', options.status, volumeId);
       ctx.files.readLocks = !isAttached(status);
       const recovered = await this.recoverFirst(ctx, status, `deleting snapshot ${snapshotId}`);
-      const result = await deleteSnapshot(ctx, snapshotId, options);
+      const result = await deleteSnapshot(ctx, snapshotId, { status });
       const finishedNow = recovered?.journal.op === 'delete-snapshot' && recovered.journal.snapshot === snapshotId;
       return finishedNow && result.outcome === 'not-found' ? { ...result, outcome: 'deleted' } : result;
     });

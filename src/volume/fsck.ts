@@ -304,8 +304,7 @@ function repairActiveChain(run: FsckRun, scan: Scan): string[] | null {
     const target = candidates[0];
     const format = graph.get(target)!.format;
     if (!run.dryRun) {
-      files.guard();
-      rebaseImage(files.resolve(name), target, { unsafe: true, backingFormat: format });
+      rebaseImage(files.resolve(name), target, { unsafe: true, backingFormat: format, guardIo: files.guard });
     }
     node.backing = target;
     const dropped = snapshotsMapping(info, missing);

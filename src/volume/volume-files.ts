@@ -20,6 +20,9 @@ import { applyFileModes, resolveFileModes, type FileModes } from './file-modes.j
 import { formatRecordName, formatRecordTempPrefix } from './format-record.js';
 import { infoTempPrefix, readInfo, writeInfo, type VolumeInfo } from './info-file.js';
 import { isImageFormat } from '../image/format.js';
+import { VolumeChain, type ChainLink } from './volume-chain.js';
+
+export type { ChainLink };
 
 /**
  * Most images in one volume's chain the driver opens; a deeper chain is ECOW_CHAIN_TOO_DEEP.
@@ -40,17 +43,6 @@ export const MAX_SNAPSHOT_CHAIN_DEPTH = MAX_CHAIN_DEPTH - 1;
  * a guest on a backing chain deeper than 200 images; one is kept for a clone's temporary snapshot.
  */
 export const MAX_ATTACHED_CHAIN_DEPTH = 199;
-
-/** One image of a chain, as its own header and its child's header describe it. */
-export interface ChainLink {
-  /** Bare file name in the volume directory. */
-  name: string;
-  format: ImageFormat;
-  virtualSize: number;
-  /** Backing file name exactly as the header stores it (already validated); null: none. */
-  backing: string | null;
-  backingFormat: ImageFormat | null;
-}
 
 /** What is known of the base image's format (format-record.ts), and whether guessing is allowed. */
 export interface BaseFormat {
@@ -212,8 +204,8 @@ export class VolumeFiles {
   }
 
   /** Open `name` and its backing chain under the policy (every backing name checked first). */
-  open(name: string, options: { writable?: boolean; writableDepths?: number[]; noBacking?: boolean; format?: ImageFormat } = {}): Image {
-    if (options.writable || options.writableDepths?.length) this.guard();
+  open(name: string, options: { writable?: boolean; writableDepths?: number[]; writableBacking?: (name: string, child: string) => boolean; noBacking?: boolean; format?: ImageFormat } = {}): Image {
+    if (options.writable || options.writableDepths?.length || options.writableBacking) this.guard();
     let file: string;
     try {
       file = this.resolve(name);
@@ -228,24 +220,39 @@ export class VolumeFiles {
   }
 
   /**
-   * The chain from `top` down to its bottom: names read from the headers, each validated and
-   * opened under the policy (ECOW_BACKING_REJECTED / ECOW_CHAIN_LOOP / ECOW_CHAIN_TOO_DEEP /
-   * ECOW_BACKING_MISSING).
+   * The chain from `top` down to its bottom, open: names read from the headers, each validated
+   * and opened under the policy (ECOW_BACKING_REJECTED / ECOW_CHAIN_LOOP / ECOW_CHAIN_TOO_DEEP /
+   * ECOW_BACKING_MISSING). `commitInto`: the backing file of this file is opened for writing (the
+   * base of a commit run on this chain), if this process may write it — if not, it is opened
+   * read-only and the operation's own access check (checkWritable) says so in its words.
    */
-  chain(top: string): ChainLink[] {
-    const img = this.open(top);
+  openChain(top: string, options: { commitInto?: string } = {}): VolumeChain {
+    const { commitInto } = options;
+    const above = commitInto === undefined ? undefined : this.resolve(commitInto);
+    const img = this.open(top, { writableBacking: above === undefined ? undefined : (name, child) => child === above && this.mayWrite(name) });
     try {
-      const links: ChainLink[] = [];
-      let name = top;
-      for (const layer of img.chain()) {
-        const h = layer.headerInfo();
-        const backing = h.backingFile ?? null;
-        links.push({ name, format: layer.format, virtualSize: layer.virtualSize, backing, backingFormat: backing === null ? null : (layer.backing?.format ?? null) });
-        if (backing !== null) name = backing;
-      }
-      return links;
-    } finally {
+      return new VolumeChain(top, img);
+    } catch (e) {
       img.close();
+      throw e;
+    }
+  }
+
+  /** The chain from `top` down to its bottom, as openChain reads it (closed again). */
+  chain(top: string): ChainLink[] {
+    const chain = this.openChain(top);
+    chain.close();
+    return chain.links;
+  }
+
+  /** Whether this process may write the chain file `name` and the directory (access(2)). */
+  private mayWrite(name: string): boolean {
+    try {
+      this.checkWritable([name], '');
+      return true;
+    } catch (e) {
+      if (isCowError(e, 'ECOW_ACCESS')) return false;
+      throw e;
     }
   }
 
