@@ -18,26 +18,7 @@ peer_port() { echo $((BASE + 10 + $1)); }
 endpoints() { local n out=""; for n in "${MEMBERS[@]}"; do out="$out${out:+,}127.0.0.1:$(client_port "$n")"; done; echo "$out"; }
 initial_cluster() { local n out=""; for n in "${MEMBERS[@]}"; do out="$out${out:+,}m$n=http://127.0.0.1:$(peer_port "$n")"; done; echo "$out"; }
 
-# Process start time (field 22 of /proc/<pid>/stat): with the PID it names one process for good.
-proc_starttime() {
-  local stat
-  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-  stat="${stat##*) }"
-  set -- $stat
-  echo "${20}"
-}
-proc_state() {
-  local stat
-  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-  stat="${stat##*) }"
-  echo "${stat%% *}"
-}
-proc_alive() { # pid starttime
-  local st
-  st="$(proc_starttime "$1")" || return 1
-  [ "$st" = "$2" ] || return 1
-  [ "$(proc_state "$1")" != Z ]
-}
+. "$(dirname "${BASH_SOURCE[0]}")/../support/pids.sh"
 
 # Start member $1 (state "new" or "existing") in the background; records its PID file.
 start_member() {
