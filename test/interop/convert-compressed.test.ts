@@ -13,13 +13,13 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as crypto from 'node:crypto';
-import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { convertImage, openImage } from '../../src/index.js';
 import { qemuCheck, qemuImg, requireQemu, tmpDir } from '../support/qemu.js';
 import { KiB, MiB, readBE, writePatternedRaw } from '../support/images.js';
 import { byTier } from '../support/tier.js';
-import { buildChain, chainArb, describeChain, expectCheckClean, expectIdentical, headerFacts, qcow2Options } from '../support/chains.js';
+import { describeChain, expectCheckClean, expectIdentical, headerFacts, qcow2Options } from '../support/chains.js';
+import { assertOnChains, createOptions, qcow2TargetArb, type Qcow2Target } from '../support/convert-property.js';
 import { fails, ok } from '../support/cli.js';
 
 /** The quick tier's seed is one whose 8 draws cover every kind of case counted below (found with fc.sample). */
@@ -27,43 +27,11 @@ const SEED = byTier(13, 0x18c0de);
 const RUNS = byTier(8, 30);
 
 let root: string;
-let counter = 0;
 
 beforeAll(() => {
   requireQemu();
   root = tmpDir('cowchain-convert-c-');
 });
-
-interface Target {
-  clusterSize: number;
-  compat: '0.10' | '1.1';
-  extendedL2: boolean;
-  refcountBits: number;
-  compressionType: 'zlib' | 'zstd';
-}
-
-const targetArb: fc.Arbitrary<Target> = fc
-  .record({
-    clusterBits: fc.constantFrom(9, 12, 14, 16, 16, 21),
-    v3: fc.integer({ min: 0, max: 3 }).map((n) => n > 0),
-    extendedL2: fc.boolean(),
-    refcountOrder: fc.constantFrom(4, 4, 0, 2, 5, 6),
-    zstd: fc.boolean(),
-  })
-  .map((g) => {
-    const clusterSize = 2 ** g.clusterBits;
-    return {
-      clusterSize,
-      compat: g.v3 ? '1.1' : '0.10',
-      extendedL2: g.v3 && g.extendedL2 && clusterSize >= 16 * KiB,
-      refcountBits: g.v3 ? 2 ** g.refcountOrder : 16,
-      compressionType: g.v3 && g.zstd ? 'zstd' : 'zlib',
-    } as Target;
-  });
-
-function createOptions(t: Target) {
-  return { clusterSize: t.clusterSize, compat: t.compat, extendedL2: t.extendedL2, refcountBits: t.refcountBits, compressionType: t.compressionType };
-}
 
 /** `qemu-img check --output=json`'s count of compressed clusters. */
 function compressedClusters(file: string): number {
@@ -82,46 +50,37 @@ function readAll(file: string): Buffer {
 
 describe('convert -c: random chains into compressed qcow2, refereed by qemu-img', () => {
   it(`fast-check (${RUNS} sources × a compressed target)`, async () => {
-    const seen = { runs: 0, zstd: 0, zlib: 0, c512: 0, c2m: 0, extl2: 0, refcount1: 0, v2: 0, compressedSource: 0 };
-    await fc.assert(
-      fc.asyncProperty(chainArb({ maxOverlays: 2 }), targetArb, async (spec, target) => {
-        await new Promise((r) => setImmediate(r));
-        const dir = path.join(root, `c${counter++}`);
-        fs.mkdirSync(dir);
+    const seen = { zstd: 0, zlib: 0, c512: 0, c2m: 0, extl2: 0, refcount1: 0, v2: 0, compressedSource: 0 };
+    await assertOnChains(
+      { root, seed: SEED, runs: RUNS, maxOverlays: 2, coverage: seen },
+      [qcow2TargetArb({ compression: true })],
+      (dir, spec, target: Qcow2Target) => {
+        const compressionType = target.compressionType!;
+        const top = spec.layers[spec.layers.length - 1];
+        const file = path.join(dir, top.name);
+        const ours = path.join(dir, 'ours.qcow2');
+        const theirs = path.join(dir, 'qemu.qcow2');
+        const label = `convert -c, target ${qcow2Options(target)},compression_type=${compressionType}\n${describeChain(spec)}`;
+        seen[compressionType]++;
+        if (target.clusterSize === 512) seen.c512++;
+        if (target.clusterSize === 2 * MiB) seen.c2m++;
+        if (target.extendedL2) seen.extl2++;
+        if (target.refcountBits === 1) seen.refcount1++;
+        if (target.compat === '0.10') seen.v2++;
+        if (spec.layers[0].fill === 'compressed') seen.compressedSource++;
+        const img = openImage(file);
         try {
-          buildChain(dir, spec);
-          const top = spec.layers[spec.layers.length - 1];
-          const file = path.join(dir, top.name);
-          const ours = path.join(dir, 'ours.qcow2');
-          const theirs = path.join(dir, 'qemu.qcow2');
-          const label = `convert -c, target ${qcow2Options(target)},compression_type=${target.compressionType}\n${describeChain(spec)}`;
-          seen.runs++;
-          seen[target.compressionType]++;
-          if (target.clusterSize === 512) seen.c512++;
-          if (target.clusterSize === 2 * MiB) seen.c2m++;
-          if (target.extendedL2) seen.extl2++;
-          if (target.refcountBits === 1) seen.refcount1++;
-          if (target.compat === '0.10') seen.v2++;
-          if (spec.layers[0].fill === 'compressed') seen.compressedSource++;
-          const img = openImage(file);
-          try {
-            convertImage(img, ours, { format: 'qcow2', compressed: true, create: createOptions(target) });
-          } finally {
-            img.close();
-          }
-          expectCheckClean(ours, 'qcow2', label);
-          expectIdentical(ours, file, `${label}\nagainst the source`, 'qcow2', top.format);
-          expect(readAll(ours).equals(readAll(file)), `${label}\ncowchain reads its own compressed image as the source`).toBe(true);
-          qemuImg(['convert', '-c', '-O', 'qcow2', '-o', `${qcow2Options(target)},compression_type=${target.compressionType}`, file, theirs]);
-          expect(headerFacts(ours), `${label}\nheader`).toStrictEqual(headerFacts(theirs));
+          convertImage(img, ours, { format: 'qcow2', compressed: true, create: createOptions(target) });
         } finally {
-          fs.rmSync(dir, { recursive: true, force: true });
+          img.close();
         }
-      }),
-      { seed: SEED, numRuns: RUNS, endOnFailure: true },
+        expectCheckClean(ours, 'qcow2', label);
+        expectIdentical(ours, file, `${label}\nagainst the source`, 'qcow2', top.format);
+        expect(readAll(ours).equals(readAll(file)), `${label}\ncowchain reads its own compressed image as the source`).toBe(true);
+        qemuImg(['convert', '-c', '-O', 'qcow2', '-o', `${qcow2Options(target)},compression_type=${compressionType}`, file, theirs]);
+        expect(headerFacts(ours), `${label}\nheader`).toStrictEqual(headerFacts(theirs));
+      },
     );
-    expect(seen.runs).toBe(RUNS);
-    for (const [k, n] of Object.entries(seen)) expect(n, `cases with ${k}`).toBeGreaterThanOrEqual(1);
   });
 });
 

@@ -21,9 +21,8 @@ import { CowError, convertImage, openImage } from '../../src/index.js';
 import { qemuImg, qemuInfo, requireQemu, tmpDir } from '../support/qemu.js';
 import { KiB, MiB } from '../support/images.js';
 import { byTier } from '../support/tier.js';
-import {
-  type ChainSpec, type LayerSpec, buildChain, chainArb, describeChain, expectCheckClean, expectIdentical, headerFacts, qcow2Options,
-} from '../support/chains.js';
+import { type ChainSpec, buildChain, describeChain, expectCheckClean, expectIdentical, headerFacts, qcow2Options } from '../support/chains.js';
+import { assertOnChains, createOptions, qcow2TargetArb, type Qcow2Target } from '../support/convert-property.js';
 
 /**
  * Cases of the property: a smoke in `npm test`, more in `npm run test:full`. The quick tier's seed
@@ -33,31 +32,11 @@ const SEED = byTier(16, 0x0c0fe27);
 const RUNS = byTier(10, 36);
 
 let root: string;
-let counter = 0;
 
 beforeAll(() => {
   requireQemu();
   root = tmpDir('cowchain-convert-');
 });
-
-type Target = Pick<LayerSpec, 'clusterSize' | 'compat' | 'extendedL2' | 'refcountBits'>;
-
-const targetArb: fc.Arbitrary<Target> = fc
-  .record({
-    clusterBits: fc.constantFrom(9, 12, 14, 16, 16, 21),
-    v3: fc.integer({ min: 0, max: 3 }).map((n) => n > 0),
-    extendedL2: fc.boolean(),
-    refcountOrder: fc.constantFrom(4, 4, 0, 2, 5, 6),
-  })
-  .map((g) => {
-    const clusterSize = 2 ** g.clusterBits;
-    return {
-      clusterSize,
-      compat: g.v3 ? '1.1' : '0.10',
-      extendedL2: g.v3 && g.extendedL2 && clusterSize >= 16 * KiB,
-      refcountBits: g.v3 ? 2 ** g.refcountOrder : 16,
-    } as Target;
-  });
 
 /**
  * qemu-img map without host offsets: what is data, what is zero, at which depth. On a raw file
@@ -96,12 +75,8 @@ function recorder(label: string, size: number): { onProgress: (d: number, t: num
   };
 }
 
-function createOptions(t: Target) {
-  return { clusterSize: t.clusterSize, compat: t.compat, extendedL2: t.extendedL2, refcountBits: t.refcountBits };
-}
-
 /** Convert `srcName` (in `src`) three ways, by cowchain and by qemu-img, and compare. */
-function runConvert(src: string, spec: ChainSpec, srcIndex: number, target: Target, extra: number): void {
+function runConvert(src: string, spec: ChainSpec, srcIndex: number, target: Qcow2Target, extra: number): void {
   const layer = spec.layers[srcIndex];
   const file = path.join(src, layer.name);
   const out = `${src}-out`;
@@ -157,36 +132,26 @@ function runConvert(src: string, spec: ChainSpec, srcIndex: number, target: Targ
 
 describe('convert: random chains, cowchain vs qemu-img convert', () => {
   it(`fast-check (${RUNS} sources × -O raw, -O qcow2 -o …, a larger target)`, async () => {
-    const seen = { runs: 0, top: 0, deeper: 0, rawSource: 0, compressed: 0, v2Target: 0, extl2Target: 0, c512Target: 0, c2mTarget: 0, refcount1: 0 };
-    await fc.assert(
-      fc.asyncProperty(chainArb({ maxOverlays: 3 }), fc.nat(), targetArb, fc.integer({ min: 1, max: 3000 }), async (spec, pick, target, extra) => {
-        await new Promise((r) => setImmediate(r));
-        const src = path.join(root, `c${counter++}`);
-        fs.mkdirSync(src);
-        try {
-          buildChain(src, spec);
-          const n = spec.layers.length;
-          // Mostly the top; sometimes an image deeper in the chain (its own chain below it).
-          const srcIndex = pick % 3 === 0 ? pick % n : n - 1;
-          seen.runs++;
-          if (srcIndex === n - 1) seen.top++;
-          else seen.deeper++;
-          if (spec.layers[srcIndex].format === 'raw') seen.rawSource++;
-          if (spec.layers[0].fill === 'compressed') seen.compressed++;
-          if (target.compat === '0.10') seen.v2Target++;
-          if (target.extendedL2) seen.extl2Target++;
-          if (target.clusterSize === 512) seen.c512Target++;
-          if (target.clusterSize === 2 * MiB) seen.c2mTarget++;
-          if (target.refcountBits === 1) seen.refcount1++;
-          runConvert(src, spec, srcIndex, target, extra * 512 + (extra % 5 === 0 ? 100 : 0));
-        } finally {
-          fs.rmSync(src, { recursive: true, force: true });
-        }
-      }),
-      { seed: SEED, numRuns: RUNS, endOnFailure: true },
+    const seen = { top: 0, deeper: 0, rawSource: 0, compressed: 0, v2Target: 0, extl2Target: 0, c512Target: 0, c2mTarget: 0, refcount1: 0 };
+    await assertOnChains(
+      { root, seed: SEED, runs: RUNS, maxOverlays: 3, coverage: seen },
+      [fc.nat(), qcow2TargetArb(), fc.integer({ min: 1, max: 3000 })],
+      (src, spec, pick: number, target: Qcow2Target, extra: number) => {
+        const n = spec.layers.length;
+        // Mostly the top; sometimes an image deeper in the chain (its own chain below it).
+        const srcIndex = pick % 3 === 0 ? pick % n : n - 1;
+        if (srcIndex === n - 1) seen.top++;
+        else seen.deeper++;
+        if (spec.layers[srcIndex].format === 'raw') seen.rawSource++;
+        if (spec.layers[0].fill === 'compressed') seen.compressed++;
+        if (target.compat === '0.10') seen.v2Target++;
+        if (target.extendedL2) seen.extl2Target++;
+        if (target.clusterSize === 512) seen.c512Target++;
+        if (target.clusterSize === 2 * MiB) seen.c2mTarget++;
+        if (target.refcountBits === 1) seen.refcount1++;
+        runConvert(src, spec, srcIndex, target, extra * 512 + (extra % 5 === 0 ? 100 : 0));
+      },
     );
-    expect(seen.runs).toBe(RUNS);
-    for (const [k, n] of Object.entries(seen)) expect(n, `cases with ${k}`).toBeGreaterThanOrEqual(1);
   });
 
   it('a target smaller than the source is refused (ECOW_BAD_ARGUMENT) and nothing is left behind', () => {
