@@ -8,7 +8,7 @@
 //  - a compressed L2 entry with COPIED set: read as qemu reads it, never written in place;
 //  - metadata overlap: a guest write that would land on the header, L1 or refcount table.
 //    qemu refuses these writes ("Preventing invalid write on metadata"); so do we
-//    (Qcow2Image.checkNoOverlap, ECOW_CORRUPT, nothing written).
+//    (Mapping.checkNoOverlap in assembly/mapping.ts, ECOW_CORRUPT, nothing written).
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
