@@ -27,6 +27,7 @@ import { isAttached, type VolumeStatus } from './status.js';
 import { snapshotsMapping, withoutSnapshot } from './volume-files.js';
 import type { ChainLink, VolumeChain } from './volume-chain.js';
 import { commitLive } from '../image/live.js';
+import { beforeJob } from './job-request.js';
 
 export interface DeleteSnapshotOptions {
   /** The volume's status: `in-use` goes through the hypervisor. The driver checks it (checkStatus). */
@@ -126,7 +127,9 @@ async function moveData(ctx: OperationContext, journal: DeleteJournal, base: Cha
     };
     const top = chain.image(journal.file);
     if (ctx.jobsInThread && top?.backing?.writable) {
-      commitLive(top, 1, { ...ctx.job, onProgress });
+      const hooks = { ...ctx.job, onProgress };
+      beforeJob('commit', hooks);
+      commitLive(top, 1, hooks);
     } else {
       chain.close();
       await ctx.runJob({ op: 'commit', top: files.resolve(journal.file), format: files.formatOf(journal.file), keepTop: true, policy: files.policy }, { onProgress });

@@ -9,6 +9,8 @@ import { createFileAtomic } from './atomic-file.js';
 import type { OperationContext } from './context.js';
 import { checkSize } from './size.js';
 import { newFilePrefix } from './volume-files.js';
+import { beforeJob } from './job-request.js';
+import { convertImage } from '../image/convert.js';
 
 export interface FlattenOptions {
   /** Format of the new image (default raw). */
@@ -39,23 +41,36 @@ export async function flattenSnapshot(ctx: OperationContext, snapshotId: string,
   }
   const format = options.format ?? 'raw';
   if (format !== 'raw' && format !== 'qcow2') throw new CowError('ECOW_UNKNOWN_FORMAT', `format "${String(format)}" is not raw or qcow2`);
-  // The whole chain is validated here (policy, depth, loops) before the job opens it again.
-  const [top] = files.chain(backing);
-  const size = options.size === undefined ? top.virtualSize : checkSize(options.size, 'new volume size');
-  if (size < top.virtualSize) {
-    throw new CowError('ECOW_BAD_ARGUMENT', `size ${size} is smaller than snapshot ${snapshotId} (${top.virtualSize} bytes)`);
+  // The whole chain is validated here (policy, depth, loops); a copy run in this thread reads
+  // these very images, one run in an engine worker opens them there.
+  const chain = files.openChain(backing);
+  try {
+    const [top] = chain.links;
+    const size = options.size === undefined ? top.virtualSize : checkSize(options.size, 'new volume size');
+    if (size < top.virtualSize) {
+      throw new CowError('ECOW_BAD_ARGUMENT', `size ${size} is smaller than snapshot ${snapshotId} (${top.virtualSize} bytes)`);
+    }
+    const dir = path.dirname(outFile);
+    const name = path.basename(outFile);
+    const { mode } = await files.fileModes();
+    await createFileAtomic(
+      dir,
+      name,
+      newFilePrefix(name),
+      async (temp) => {
+        const src = chain.image(backing);
+        if (ctx.jobsInThread && src) {
+          beforeJob('convert', ctx.job);
+          convertImage(src, temp, { ...ctx.job, format, size });
+        } else {
+          chain.close();
+          await ctx.runJob({ op: 'convert', src: files.resolve(backing), srcFormat: top.format, dst: temp, format, size, policy: files.policy });
+        }
+      },
+      mode,
+    );
+    return { file: outFile, format, size };
+  } finally {
+    chain.close();
   }
-  const dir = path.dirname(outFile);
-  const name = path.basename(outFile);
-  const { mode } = await files.fileModes();
-  await createFileAtomic(
-    dir,
-    name,
-    newFilePrefix(name),
-    async (temp) => {
-      await ctx.runJob({ op: 'convert', src: files.resolve(backing), srcFormat: top.format, dst: temp, format, size, policy: files.policy });
-    },
-    mode,
-  );
-  return { file: outFile, format, size };
 }

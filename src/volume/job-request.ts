@@ -107,12 +107,20 @@ function volumePolicy(policy: BackingPolicy | undefined): { resolveBacking?: Bac
 }
 
 /**
+ * What runs before a job opens anything for writing: the checkpoint, then the cancel (a job run
+ * on images the caller already has open starts with this too, as runJobRequest does).
+ */
+export function beforeJob(op: JobRequest['op'], hooks: JobOptions): void {
+  hooks.checkpoint?.();
+  if (hooks.signal?.aborted) throw new CowError('ECOW_CANCELLED', `${op} cancelled before it started`, { cause: hooks.signal.reason });
+}
+
+/**
  * Run `request` here, synchronously, with the job hooks (progress, cancel, checkpoint). The
  * checkpoint runs once before anything is opened for writing, and then before every engine step.
  */
 export function runJobRequest(request: JobRequest, hooks: JobOptions = {}): JobResult {
-  hooks.checkpoint?.();
-  if (hooks.signal?.aborted) throw new CowError('ECOW_CANCELLED', `${request.op} cancelled before it started`, { cause: hooks.signal.reason });
+  beforeJob(request.op, hooks);
   switch (request.op) {
     case 'commit':
       commitImage(request.top, { ...hooks, base: request.base, keepTop: request.keepTop, format: request.format, ...volumePolicy(request.policy) });

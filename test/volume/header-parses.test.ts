@@ -8,7 +8,7 @@ import { afterEach, beforeEach, expect, it } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import type { FileBackend } from '../../src/engine/backend.js';
 import { tmpDir } from '../support/qemu.js';
-import { VolumeFixture, f } from '../support/volume.js';
+import { SNAP, VolumeFixture, f } from '../support/volume.js';
 
 let dir: string;
 beforeEach(() => {
@@ -75,4 +75,14 @@ it('with jobs in an engine worker, this thread opens the snapshot file once (the
   // In this thread: the live chain, opened once (and the next file's header, rewritten).
   expect(counts.get(f('aaaa'))).toBe(1);
   v.expectSnapshotsIntact();
+});
+
+it('a volume made from a snapshot parses each file of the chain it copies once', async () => {
+  const v = await seeded();
+  const out = path.join(dir, 'copy.raw');
+  const counts = await countOpens(() => v.driver.createVolumeFromSnapshot(v.vol, SNAP.bbbb, out));
+  console.log('volume from a snapshot: header parses per file', Object.fromEntries(counts));
+  // The snapshot's own file (its header names the chain), then the chain below it: aaaa <- base.
+  expect(Object.fromEntries(counts)).toStrictEqual({ [f('bbbb')]: 1, [f('aaaa')]: 1, [v.base]: 1 });
+  expect(fs.readFileSync(out).equals(v.recorded.get(SNAP.bbbb)!)).toBe(true);
 });
