@@ -4,7 +4,7 @@
 // `qemu-img check` calls the image corrupt and the refusal is a listed strictness
 // (docs/qemu-differences.md).
 //
-// Counts: in `npm test`, COWCHAIN_DIFF_SECONDS (default 10) of mutants, at least MIN_MUTANTS; in
+// Counts: in `npm test`, COWCHAIN_DIFF_SECONDS (default 5) of mutants, at least MIN_MUTANTS; in
 // `npm run test:full` 5000 mutants; with COWCHAIN_DIFF_MUTANTS set (`npm run fuzz:diff`: 5000)
 // exactly that many. COWCHAIN_DIFF_SEED fixes the seed (default: random, printed; under CI=true a
 // fixed one, see fuzzSeed). Every
@@ -22,7 +22,7 @@ import {
 } from '../support/qemu-diff.js';
 
 const MUTANTS = Number(process.env.COWCHAIN_DIFF_MUTANTS ?? byTier(0, 5000));
-const TIME_LIMIT_MS = MUTANTS ? 0 : Number(process.env.COWCHAIN_DIFF_SECONDS ?? 10) * 1000;
+const TIME_LIMIT_MS = MUTANTS ? 0 : Number(process.env.COWCHAIN_DIFF_SECONDS ?? 5) * 1000;
 /** A time-limited run goes on past its time until this many are judged (a loaded machine is slow). */
 const MIN_MUTANTS = 60;
 const SEED = fuzzSeed('COWCHAIN_DIFF_SEED', 1124128831);
