@@ -1,4 +1,4 @@
-import * as zlib from 'node:zlib';
+import { nodeZlib } from '../load-on-use.js';
 import { zstdCompressCluster } from './zstd-encode.js';
 
 /**
@@ -14,6 +14,7 @@ import { zstdCompressCluster } from './zstd-encode.js';
  */
 export function compressCluster(type: number, src: Uint8Array, capacity: number): Uint8Array | null {
   if (type === 0) {
+    const zlib = nodeZlib();
     const out = zlib.deflateRawSync(src, { windowBits: 12, memLevel: 9, level: zlib.constants.Z_DEFAULT_COMPRESSION });
     return out.length <= capacity ? out : null;
   }

@@ -1,5 +1,4 @@
-import * as zlib from 'node:zlib';
-import { ZStream, Z_BUF_ERROR, Z_FINISH, Z_STREAM_END, zlibInflate, zlibInflateEnd, zlibInflateInit2 } from 'pako';
+import { nodeZlib, pako } from '../load-on-use.js';
 import { CowError } from '../errors.js';
 import { zstdClusterAsQemu } from './zstd.js';
 
@@ -33,6 +32,7 @@ export function inflateCluster(type: number, src: Uint8Array, clusterSize: numbe
 function deflateCluster(src: Uint8Array, clusterSize: number): Uint8Array | null {
   try {
     // qemu writes raw deflate (no zlib header) with a 4 KiB window; a larger window decodes it too.
+    const zlib = nodeZlib();
     const out = zlib.inflateRawSync(src, { finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength: clusterSize });
     if (out.length === clusterSize) return out;
   } catch {
@@ -43,6 +43,7 @@ function deflateCluster(src: Uint8Array, clusterSize: number): Uint8Array | null
 
 /** qemu's qcow2_zlib_decompress: raw deflate, window 2^12, one call, success when the output is full. */
 export function deflateClusterAsQemu(src: Uint8Array, clusterSize: number): Uint8Array | null {
+  const { ZStream, Z_BUF_ERROR, Z_FINISH, Z_STREAM_END, zlibInflate, zlibInflateEnd, zlibInflateInit2 } = pako();
   const strm = new ZStream();
   strm.input = src;
   strm.next_in = 0;

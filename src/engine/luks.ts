@@ -1,4 +1,4 @@
-import * as crypto from 'node:crypto';
+import { nodeCrypto } from '../load-on-use.js';
 import { CowError } from '../errors.js';
 
 /**
@@ -161,7 +161,7 @@ export class SectorCipher {
 
 /** AES-ECB over whole blocks, no padding; the result is 4-byte aligned (a fresh copy). */
 function ecb(algorithm: string, key: Buffer, encrypt: boolean, data: Uint8Array): Uint8Array {
-  const c = encrypt ? crypto.createCipheriv(algorithm, key, null) : crypto.createDecipheriv(algorithm, key, null);
+  const c = encrypt ? nodeCrypto().createCipheriv(algorithm, key, null) : nodeCrypto().createDecipheriv(algorithm, key, null);
   c.setAutoPadding(false);
   const out = Buffer.concat([c.update(data), c.final()]);
   return out.byteOffset % 4 === 0 ? out : new Uint8Array(out);
@@ -176,7 +176,7 @@ function diffuse(buf: Buffer, hash: { node: string; bytes: number }): Buffer {
     const end = Math.min(buf.length, start + hash.bytes);
     const idx = Buffer.alloc(4);
     idx.writeUInt32BE(i);
-    const d = crypto.createHash(hash.node).update(idx).update(buf.subarray(start, end)).digest();
+    const d = nodeCrypto().createHash(hash.node).update(idx).update(buf.subarray(start, end)).digest();
     d.copy(out, start, 0, end - start);
   }
   return out;
@@ -197,7 +197,7 @@ function afMerge(split: Buffer, keyBytes: number, stripes: number, hash: { node:
 
 function afSplit(key: Buffer, stripes: number, hash: { node: string; bytes: number }): Buffer {
   const keyBytes = key.length;
-  const split = crypto.randomBytes(keyBytes * stripes);
+  const split = nodeCrypto().randomBytes(keyBytes * stripes);
   let acc: Buffer = Buffer.alloc(keyBytes);
   for (let i = 0; i < stripes - 1; i++) {
     const stripe = split.subarray(i * keyBytes, (i + 1) * keyBytes);
@@ -210,7 +210,7 @@ function afSplit(key: Buffer, stripes: number, hash: { node: string; bytes: numb
 }
 
 function masterKeyDigest(h: LuksHeader, key: Buffer): Buffer {
-  return crypto.pbkdf2Sync(key, h.mkDigestSalt, h.mkDigestIterations, DIGEST_BYTES, HASHES[h.hashSpec].node);
+  return nodeCrypto().pbkdf2Sync(key, h.mkDigestSalt, h.mkDigestIterations, DIGEST_BYTES, HASHES[h.hashSpec].node);
 }
 
 /**
@@ -223,13 +223,13 @@ export function unlockLuks(h: LuksHeader, region: Uint8Array, secret: Uint8Array
   const hash = HASHES[h.hashSpec];
   for (const s of h.slots) {
     if (!s.active) continue;
-    const slotKey = crypto.pbkdf2Sync(secret, s.salt, s.iterations, h.keyBytes, hash.node);
+    const slotKey = nodeCrypto().pbkdf2Sync(secret, s.salt, s.iterations, h.keyBytes, hash.node);
     const bytes = h.keyBytes * s.stripes;
     const sectors = Math.ceil(bytes / SECTOR) * SECTOR;
     const split = Buffer.from(region.subarray(s.keyOffset, s.keyOffset + sectors));
     new SectorCipher(slotKey).run(false, split, 0);
     const key = afMerge(split, h.keyBytes, s.stripes, hash);
-    if (crypto.timingSafeEqual(masterKeyDigest(h, key), h.mkDigest)) return new SectorCipher(key);
+    if (nodeCrypto().timingSafeEqual(masterKeyDigest(h, key), h.mkDigest)) return new SectorCipher(key);
   }
   throw new CowError('ECOW_BAD_SECRET', 'Invalid password, cannot unlock any keyslot');
 }
@@ -239,7 +239,7 @@ function itersFor(hash: string, keyBytes: number, ms: number): number {
   let iters = 1 << 14;
   for (;;) {
     const t0 = process.hrtime.bigint();
-    crypto.pbkdf2Sync('probe', Buffer.alloc(SALT_BYTES), iters, keyBytes, hash);
+    nodeCrypto().pbkdf2Sync('probe', Buffer.alloc(SALT_BYTES), iters, keyBytes, hash);
     const took = Number(process.hrtime.bigint() - t0) / 1e6;
     if (took > 100 || iters >= 1 << 24) return Math.max(1, Math.floor((iters * ms) / Math.max(took, 0.001)));
     iters *= 4;
@@ -266,7 +266,7 @@ export function luksAreaBytes(keyBytes = 64): number {
 export function createLuks(secret: Uint8Array, iterTimeMs = DEFAULT_ITER_TIME_MS): NewLuks {
   const keyBytes = 64;
   const hash = HASHES.sha256;
-  const key = crypto.randomBytes(keyBytes);
+  const key = nodeCrypto().randomBytes(keyBytes);
   const slotBytes = Math.ceil((keyBytes * STRIPES) / ALIGN) * ALIGN;
   const total = luksAreaBytes(keyBytes);
   const out = Buffer.alloc(total);
@@ -280,9 +280,9 @@ export function createLuks(secret: Uint8Array, iterTimeMs = DEFAULT_ITER_TIME_MS
     payloadOffset: total,
     keyBytes,
     mkDigest: Buffer.alloc(0),
-    mkDigestSalt: crypto.randomBytes(SALT_BYTES),
+    mkDigestSalt: nodeCrypto().randomBytes(SALT_BYTES),
     mkDigestIterations: digestIters,
-    uuid: crypto.randomUUID(),
+    uuid: nodeCrypto().randomUUID(),
     slots: [],
   };
   h.mkDigest = masterKeyDigest(h, key);
@@ -303,9 +303,9 @@ export function createLuks(secret: Uint8Array, iterTimeMs = DEFAULT_ITER_TIME_MS
     out.writeUInt32BE(i === 0 ? SLOT_ACTIVE : SLOT_INACTIVE, o);
     out.writeUInt32BE(i === 0 ? slotIters : 0, o + 4);
     if (i === 0) {
-      const salt = crypto.randomBytes(SALT_BYTES);
+      const salt = nodeCrypto().randomBytes(SALT_BYTES);
       salt.copy(out, o + 8);
-      const slotKey = crypto.pbkdf2Sync(secret, salt, slotIters, keyBytes, hash.node);
+      const slotKey = nodeCrypto().pbkdf2Sync(secret, salt, slotIters, keyBytes, hash.node);
       const split = afSplit(key, STRIPES, hash);
       const sectors = Buffer.alloc(Math.ceil(split.length / SECTOR) * SECTOR);
       split.copy(sectors);

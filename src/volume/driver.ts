@@ -3,7 +3,7 @@
  * volume directory, with qcow2 work done in-process by the engine. Every operation holds the
  * volume's lock (lock.ts) and first finishes or undoes whatever a crash interrupted (recover.ts).
  */
-import { randomUUID } from 'node:crypto';
+import { nodeCrypto } from '../load-on-use.js';
 import * as fsSync from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -346,7 +346,7 @@ export class VolumeDriver {
       }
       // The new volume's format record first, as createVolume does; removed again on failure.
       await writeFormatRecord(targetDir, newVolumeId, format, undefined, (await ctx.files.fileModes()).mode);
-      const tmp = `tmp-snap-${randomUUID()}`;
+      const tmp = `tmp-snap-${nodeCrypto().randomUUID()}`;
       let result: FlattenResult;
       try {
         await createSnapshot(ctx, tmp, { status: tmpStatus });
@@ -413,7 +413,7 @@ export class VolumeDriver {
       const chain = files.chain(file);
       if (chain.length < 2) throw new CowError('ECOW_INVALID_STATE', `snapshot ${snapshotId}: ${file} has no backing file to revert to`);
       const [top, below] = chain;
-      const temp = `${files.newFilePrefix}${randomUUID()}`;
+      const temp = `${files.newFilePrefix}${nodeCrypto().randomUUID()}`;
       try {
         await files.createOverlay(temp, { size: top.virtualSize, backing: below.name, backingFormat: below.format });
         ctx.lock.assertHeld();
