@@ -20,8 +20,8 @@ export interface CommitCliOptions {
 }
 
 /** `img commit`. */
-export function imgCommit(arg: string, o: CommitCliOptions & KeyOptions): void {
-  const { file: top, format, keySecrets } = imageArgument(arg, o);
+export async function imgCommit(arg: string, o: CommitCliOptions & KeyOptions): Promise<void> {
+  const { file: top, format, keySecrets } = await imageArgument(arg, o);
   withProgress(!!o.p && !o.q, (onProgress) => commitImage(top, { base: o.b, keepTop: o.d, format, keySecrets, onProgress }));
   if (!o.q) print('Image committed.');
 }
@@ -35,8 +35,8 @@ export interface RebaseCliOptions {
 }
 
 /** `img rebase`. */
-export function imgRebase(arg: string, o: RebaseCliOptions & KeyOptions): void {
-  const { file, keySecrets } = imageArgument(arg, o);
+export async function imgRebase(arg: string, o: RebaseCliOptions & KeyOptions): Promise<void> {
+  const { file, keySecrets } = await imageArgument(arg, o);
   withProgress(!!o.p && !o.q, (onProgress) => rebaseImage(file, o.b, { unsafe: o.u, backingFormat: parseFormatOption(o.F), keySecrets, onProgress }));
 }
 
@@ -46,7 +46,7 @@ export interface StreamCliOptions {
 }
 
 /** `img stream`. */
-export function imgStream(arg: string, o: StreamCliOptions & KeyOptions): void {
-  const { file, keySecrets } = imageArgument(arg, o);
+export async function imgStream(arg: string, o: StreamCliOptions & KeyOptions): Promise<void> {
+  const { file, keySecrets } = await imageArgument(arg, o);
   withProgress(!!o.p, (onProgress) => streamImage(file, { base: o.b ?? null, keySecrets, onProgress }));
 }

@@ -24,8 +24,8 @@ export interface CheckCliOptions {
 }
 
 /** `img check`: qemu-img check's output, JSON and exit status (0 clean, 1 failed, 2 corrupt, 3 leaks). */
-export function imgCheck(arg: string, o: CheckCliOptions): void {
-  const { file, format } = imageArgument(arg, o);
+export async function imgCheck(arg: string, o: CheckCliOptions): Promise<void> {
+  const { file, format } = await imageArgument(arg, o);
   const repair = parseRepair(o.r);
   if (repair && o.forceShare) throw new CowError('ECOW_BAD_ARGUMENT', '-U (force-share) cannot be used with -r: a repair writes the image');
   const outcome = checkImage(file, { format, repair, readLocks: !o.forceShare });

@@ -6,7 +6,7 @@ import { mergeOptionLists } from './args.js';
 import { parseCreateCommand } from './img-create.js';
 import { withImage } from './img-read.js';
 import { withProgress } from './progress.js';
-import { imageArgument, parseSecretObjects, secretById } from './secrets.js';
+import { imageArgument, secretById, secretObjects } from './secrets.js';
 
 export interface ConvertCliOptions {
   f?: string;
@@ -21,11 +21,11 @@ export interface ConvertCliOptions {
 }
 
 /** `img convert`. */
-export function imgConvert(arg: string, dst: string, o: ConvertCliOptions): void {
-  const { file: src, format, keySecrets } = imageArgument(arg, o);
+export async function imgConvert(arg: string, dst: string, o: ConvertCliOptions): Promise<void> {
+  const { file: src, format, keySecrets } = await imageArgument(arg, o);
   const { encryptKeyId, ...target } = convertTarget(dst, o.O, o.o, !!o.c);
   if (encryptKeyId !== undefined && target.create?.encrypt) {
-    target.create.encrypt = { ...target.create.encrypt, keySecret: secretById(parseSecretObjects(o.object), encryptKeyId, '-o encrypt.key-secret') };
+    target.create.encrypt = { ...target.create.encrypt, keySecret: secretById(await secretObjects(o.object), encryptKeyId, '-o encrypt.key-secret') };
   }
   withImage(
     src,

@@ -6,7 +6,7 @@ import { collect, mergeOptionLists, parseBool, parseCount, parseSize, parseSizeB
 import { print } from './output.js';
 import { parseImageFormat } from '../image/format.js';
 import { imageFormatSchema } from '../image/format-schema.js';
-import { parseSecretObjects, secretById, type SecretObjects } from './secrets.js';
+import { secretById, secretObjects, type SecretObjects } from './secrets.js';
 
 /** Largest virtual size we accept: offsets cross the engine boundary as exact doubles. */
 const MAX_SIZE = 2n ** 53n;
@@ -187,9 +187,9 @@ function createdSize(file: string): number {
 }
 
 /** `img create`: qemu-img create's argument forms. */
-export function imgCreate(file: string, size: string | undefined, o: CreateCliOptions): void {
+export async function imgCreate(file: string, size: string | undefined, o: CreateCliOptions): Promise<void> {
   const c = parseCreateCommand(file, size, o);
-  runCreateCommand(c, parseSecretObjects(o.object));
+  runCreateCommand(c, await secretObjects(o.object));
   // qemu-img prints this line before formatting; printed once the image exists, a failure
   // leaves stdout empty (the error is the one stderr line).
   if (!o.q) print(formattingLine(c.size === undefined ? { ...c, size: createdSize(c.file) } : c));

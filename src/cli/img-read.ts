@@ -68,9 +68,9 @@ export interface InfoCliOptions {
  * `img info`. Without --backing-chain only FILE is opened, as qemu-img opens it: a backing file
  * that is missing does not hide the image's own header; a warning line on stderr says it is missing.
  */
-export function imgInfo(arg: string, o: InfoCliOptions): void {
+export async function imgInfo(arg: string, o: InfoCliOptions): Promise<void> {
   // As qemu-img info: no data is read, so an encrypted image's key is not needed (nor checked).
-  const { file, format } = imageArgument(arg, o);
+  const { file, format } = await imageArgument(arg, o);
   if (o.backingChain) {
     withImage(file, format, (image) => {
       const infos = image.chain().map(qemuStyleInfo);

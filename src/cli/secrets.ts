@@ -1,5 +1,3 @@
-import * as fs from 'node:fs';
-import * as z from 'zod';
 import { CowError } from '../errors.js';
 import type { KeySecrets } from '../image/open-chain.js';
 import { parseImageFormat } from '../image/format.js';
@@ -16,45 +14,15 @@ import { parseOptionList } from './args.js';
  * refused. No message here repeats a value given with a secret.
  */
 
-const SecretObjectSchema = z
-  .object({
-    qomType: z.literal('secret', { message: "only --object secret,… is supported" }),
-    id: z.string().regex(/^[A-Za-z][A-Za-z0-9_.-]*$/, 'the secret id must start with a letter (letters, digits, _ . -)'),
-    file: z.string().min(1, 'file= must name the file holding the secret'),
-    format: z.enum(['raw', 'base64']).default('raw'),
-  })
-  .strict();
-
 export type SecretObjects = ReadonlyMap<string, Uint8Array>;
 
-/** `--object` arguments → secrets by id, each read from its file now. */
-export function parseSecretObjects(specs: readonly string[] | undefined): SecretObjects {
-  const out = new Map<string, Uint8Array>();
-  for (const spec of specs ?? []) {
-    if (/(^|,)data=/.test(spec)) {
-      throw new CowError('ECOW_BAD_ARGUMENT', '--object: data= would put the secret on the command line; give it in a file (file=PATH)');
-    }
-    const first = spec.indexOf(',');
-    const qomType = first < 0 ? spec : spec.slice(0, first);
-    const opts = first < 0 ? new Map<string, string>() : parseOptionList(spec.slice(first + 1), '--object');
-    const r = SecretObjectSchema.safeParse({ qomType, ...Object.fromEntries(opts) });
-    if (!r.success) {
-      const keys = [...opts.keys()].join(',');
-      throw new CowError('ECOW_BAD_ARGUMENT', `--object ${qomType} (${keys}): ${r.error.issues.map((i) => (i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message)).join('; ')}`);
-    }
-    const o = r.data;
-    if (out.has(o.id)) throw new CowError('ECOW_BAD_ARGUMENT', `--object secret: id ${o.id} is given twice`);
-    let bytes: Buffer;
-    try {
-      bytes = fs.readFileSync(o.file);
-    } catch (e) {
-      throw new CowError('ECOW_BAD_ARGUMENT', `--object secret,id=${o.id}: cannot read ${o.file}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`, { cause: e });
-    }
-    if (o.format === 'base64') bytes = Buffer.from(bytes.toString('latin1').trim(), 'base64');
-    if (bytes.length === 0) throw new CowError('ECOW_BAD_ARGUMENT', `--object secret,id=${o.id}: ${o.file} is empty`);
-    out.set(o.id, bytes);
-  }
-  return out;
+/**
+ * `--object` arguments → secrets by id, each read from its file now. The checks (zod) load only
+ * when a command is given --object (secret-objects.ts): most runs have none.
+ */
+export async function secretObjects(specs: readonly string[] | undefined): Promise<SecretObjects> {
+  if (!specs?.length) return new Map();
+  return (await import('./secret-objects.js')).parseSecretObjects(specs);
 }
 
 export interface ImageOpts {
@@ -110,8 +78,8 @@ export interface ImageArgument {
 }
 
 /** Resolve FILE with `--image-opts` and `--object` (the common part of every img command). */
-export function imageArgument(arg: string, o: { imageOpts?: boolean; object?: string[]; f?: string }): ImageArgument {
-  const objects = parseSecretObjects(o.object);
+export async function imageArgument(arg: string, o: { imageOpts?: boolean; object?: string[]; f?: string }): Promise<ImageArgument> {
+  const objects = await secretObjects(o.object);
   if (!o.imageOpts) return { file: arg, format: o.f === undefined ? undefined : parseImageFormat(o.f, 'format') };
   if (o.f !== undefined) throw new CowError('ECOW_BAD_ARGUMENT', '-f cannot be used with --image-opts (give driver= in the options)');
   const opts = parseImageOpts(arg);
