@@ -36,6 +36,8 @@ await build({
   format: 'esm',
   target: 'node20',
   logLevel: 'warning',
+  minifyWhitespace: true,
+  minifySyntax: true,
   plugins: [noChildProcess],
   // etcd3 (with grpc) reads its .proto files from beside its own modules: loaded from
   // node_modules, and only by a command given --coordination etcd://….
