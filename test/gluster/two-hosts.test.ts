@@ -20,6 +20,7 @@ import { parseInfo } from '../../src/volume/info-file.js';
 import type { VolumeCoordinator } from '../../src/volume/coordination.js';
 import { VolumeDriver } from '../../src/volume/driver.js';
 import { qemuCheck, qemuImg, requireQemu } from '../support/qemu.js';
+import { readGuest } from '../support/guest.js';
 import { etcdUrl, testCoordinator } from '../etcd/support.js';
 import { bundleChild, glusterMounts, localDir, runChild, sharedDir } from './support.js';
 
@@ -51,15 +52,6 @@ interface Event {
 
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function readAll(file: string): Buffer {
-  const img = openImage(file);
-  try {
-    return Buffer.from(img.read(0, img.virtualSize));
-  } finally {
-    img.close();
-  }
-}
 
 /** The lock both hosts and this process take: the share lease (none given), or etcd. */
 interface Coordination {
@@ -230,12 +222,12 @@ async function race(name: string, coordination: Coordination, own: VolumeCoordin
     const backing = top.headerInfo().backingFile!;
     top.close();
     const want = fs.readFileSync(path.join(records, id));
-    expect(readAll(path.join(d.b, backing)).equals(want), `snapshot ${id} (our engine, mount B)`).toBe(true);
+    expect(readGuest(path.join(d.b, backing)).equals(want), `snapshot ${id} (our engine, mount B)`).toBe(true);
     const fmt = JSON.parse(qemuImg(['info', '--output=json', path.join(d.b, backing)]).stdout).format as string;
     const cmp = qemuImg(['compare', '-f', 'raw', '-F', fmt, path.join(records, id), path.join(d.b, backing)], { ok: [0, 1] });
     expect(cmp.status, `qemu-img compare of snapshot ${id}: ${cmp.stdout}`).toBe(0);
   }
-  expect(sha(readAll(path.join(d.b, info.active))), 'volume content: the last write').toBe(state);
+  expect(sha(readGuest(path.join(d.b, info.active))), 'volume content: the last write').toBe(state);
   const { chain } = await new VolumeDriver({ dir: d.b, coordination: own }).volumeInfo(VOL);
   expect(fs.readdirSync(d.b).sort(), 'nothing but the chain and the info file').toEqual(['.cinderSecureEnvIndicator', ...chain.map((l) => l.name), `${BASE}.format`, `${BASE}.info`].sort());
   for (const l of chain) {

@@ -21,7 +21,7 @@ import { KiB, MiB } from '../support/images.js';
 import {
   type ChainSpec, type LayerSpec, buildChain, copyDir, expectCheckClean, expectIdentical, expectNothingAllocated, expectSameChainHeaders, headerFacts,
 } from '../support/chains.js';
-import { cliProcess, expectCliFailure } from '../support/cli.js';
+import { cliProcess, expectCliError, expectCliFailure } from '../support/cli.js';
 
 
 interface Run {
@@ -46,11 +46,6 @@ function bothOk(sub: string[], ours: string, theirs: string): string {
   expect(a.stderr, `cowchain img ${sub.join(' ')}`).toBe('');
   expect(a.stdout, `cowchain img ${sub.join(' ')}: stdout as qemu-img's`).toBe(b.stdout);
   return a.stdout;
-}
-
-/** The error contract (exit 1, one coded stderr line) from a process run; returns the message. */
-function expectCliError(args: string[], cwd: string, code: string): string {
-  return expectCliFailure(cliProcess(args, cwd), code, `cowchain ${args.join(' ')}`);
 }
 
 /** The same failure by qemu-img (exit 1), for the arguments that make ours fail. */
@@ -165,14 +160,14 @@ describe('img commit', () => {
       [['commit', '-d', 'nothing/here.qcow2'], 'ECOW_NOT_FOUND'],
     ];
     for (const [args, code] of cases) {
-      expectCliError(['img', ...args], ours, code);
+      expectCliError(['img', ...args], code, ours);
       expectQemuFails(args, theirs);
     }
     expectSameFiles(pristine, ours, 'after the refused commands');
     // A chain whose backing file is gone.
     fs.rmSync(path.join(ours, 'l1.qcow2'));
     fs.rmSync(path.join(theirs, 'l1.qcow2'));
-    expectCliError(['img', 'commit', 'l3.qcow2'], ours, 'ECOW_BACKING_MISSING');
+    expectCliError(['img', 'commit', 'l3.qcow2'], 'ECOW_BACKING_MISSING', ours);
     expectQemuFails(['commit', 'l3.qcow2'], theirs);
     expect(fs.readFileSync(path.join(ours, 'l3.qcow2')).equals(fs.readFileSync(path.join(pristine, 'l3.qcow2')))).toBe(true);
     expect(fs.readFileSync(path.join(ours, 'l2.qcow2')).equals(fs.readFileSync(path.join(pristine, 'l2.qcow2')))).toBe(true);
@@ -237,10 +232,10 @@ describe('img rebase', () => {
     ];
     for (const [args, code] of cases) {
       // Our rebase has no -f: a raw FILE is recognised by probing.
-      expectCliError(['img', ...args.filter((x, i, a) => x !== '-f' && a[i - 1] !== '-f')], ours, code);
+      expectCliError(['img', ...args.filter((x, i, a) => x !== '-f' && a[i - 1] !== '-f')], code, ours);
       expectQemuFails(args, theirs);
     }
-    expectCliError(['img', 'rebase', '-b', 'l1.qcow2', '-F', 'vmdk', 'l3.qcow2'], ours, 'ECOW_UNKNOWN_FORMAT');
+    expectCliError(['img', 'rebase', '-b', 'l1.qcow2', '-F', 'vmdk', 'l3.qcow2'], 'ECOW_UNKNOWN_FORMAT', ours);
     expectSameFiles(pristine, ours, 'after the refused commands');
   });
 });
@@ -267,8 +262,8 @@ describe('img stream', () => {
 
   it('errors: a base outside the chain, a missing file', () => {
     const { ours } = copies();
-    expectCliError(['img', 'stream', '-b', 'other.qcow2', 'l3.qcow2'], ours, 'ECOW_BAD_ARGUMENT');
-    expectCliError(['img', 'stream', 'missing.qcow2'], ours, 'ECOW_NOT_FOUND');
+    expectCliError(['img', 'stream', '-b', 'other.qcow2', 'l3.qcow2'], 'ECOW_BAD_ARGUMENT', ours);
+    expectCliError(['img', 'stream', 'missing.qcow2'], 'ECOW_NOT_FOUND', ours);
     expectSameFiles(pristine, ours, 'after the refused commands');
   });
 });
@@ -314,12 +309,12 @@ describe('img convert', () => {
       [['convert', '-O', 'raw', 'missing.qcow2', 'x.raw'], 'ECOW_NOT_FOUND'],
     ];
     for (const [args, code] of cases) {
-      expectCliError(['img', ...args], ours, code);
+      expectCliError(['img', ...args], code, ours);
       expectQemuFails(args, theirs);
     }
     // Formats qemu has and we do not: a bad argument (as cli-read.test.ts pins it).
-    expect(expectCliError(['img', 'convert', '-O', 'vmdk', 'l3.qcow2', 'x.vmdk'], ours, 'ECOW_BAD_ARGUMENT')).toContain('vmdk');
-    expectCliError(['img', 'convert', '-O', 'qcow2', '-o', 'backing_file=l2.qcow2,backing_fmt=qcow2', 'l3.qcow2', 'x.qcow2'], ours, 'ECOW_BAD_ARGUMENT');
+    expect(expectCliError(['img', 'convert', '-O', 'vmdk', 'l3.qcow2', 'x.vmdk'], 'ECOW_BAD_ARGUMENT', ours)).toContain('vmdk');
+    expectCliError(['img', 'convert', '-O', 'qcow2', '-o', 'backing_file=l2.qcow2,backing_fmt=qcow2', 'l3.qcow2', 'x.qcow2'], 'ECOW_BAD_ARGUMENT', ours);
     expectSameFiles(pristine, ours, 'after the refused commands');
   });
 });

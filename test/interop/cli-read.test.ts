@@ -11,18 +11,13 @@ import {
   H, KiB, MiB, createQcow2, expectInfoMatches, expectSameBytes, join, makeFullRaw, qemuIoMany, randomCommands,
   writeBE, writePatternedRaw,
 } from '../support/images.js';
-import { cliProcess, expectCliFailure } from '../support/cli.js';
+import { cliProcess, expectCliError, expectCliFailure } from '../support/cli.js';
 
 function cliOk(args: string[], cwd?: string): string {
   const r = cliProcess(args, cwd);
   if (r.status !== 0) throw new Error(`cowchain ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
   expect(r.stderr).toBe('');
   return r.stdout;
-}
-
-/** The error contract (exit 1, one coded stderr line) from a process run; returns the message. */
-function expectCliError(args: string[], code: string, cwd?: string): string {
-  return expectCliFailure(cliProcess(args, cwd), code, `cowchain ${args.join(' ')}`);
 }
 
 let dir: string;

@@ -21,6 +21,7 @@ import { byTier } from '../support/tier.js';
 import { describeChain, expectCheckClean, expectIdentical, headerFacts, qcow2Options } from '../support/chains.js';
 import { assertOnChains, createOptions, qcow2TargetArb, type Qcow2Target } from '../support/convert-property.js';
 import { fails, ok } from '../support/cli.js';
+import { readGuest } from '../support/guest.js';
 
 /** The quick tier's seed is one whose 8 draws cover every kind of case counted below (found with fc.sample). */
 const SEED = byTier(13, 0x18c0de);
@@ -36,16 +37,6 @@ beforeAll(() => {
 /** `qemu-img check --output=json`'s count of compressed clusters. */
 function compressedClusters(file: string): number {
   return qemuCheck(file).result['compressed-clusters'] ?? 0;
-}
-
-/** The guest view of `file` read by cowchain, whole. */
-function readAll(file: string): Buffer {
-  const img = openImage(file);
-  try {
-    return Buffer.from(img.read(0, img.virtualSize));
-  } finally {
-    img.close();
-  }
 }
 
 describe('convert -c: random chains into compressed qcow2, refereed by qemu-img', () => {
@@ -76,7 +67,7 @@ describe('convert -c: random chains into compressed qcow2, refereed by qemu-img'
         }
         expectCheckClean(ours, 'qcow2', label);
         expectIdentical(ours, file, `${label}\nagainst the source`, 'qcow2', top.format);
-        expect(readAll(ours).equals(readAll(file)), `${label}\ncowchain reads its own compressed image as the source`).toBe(true);
+        expect(readGuest(ours).equals(readGuest(file)), `${label}\ncowchain reads its own compressed image as the source`).toBe(true);
         qemuImg(['convert', '-c', '-O', 'qcow2', '-o', `${qcow2Options(target)},compression_type=${compressionType}`, file, theirs]);
         expect(headerFacts(ours), `${label}\nheader`).toStrictEqual(headerFacts(theirs));
       },

@@ -16,6 +16,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { commitImage, convertImage, createImage, openImage, rebaseImage, streamImage, checkImage } from '../../src/index.js';
 import { qemuImg, requireQemu, tmpDir } from '../support/qemu.js';
 import { runProcess } from '../support/child.js';
+import { readGuest } from '../support/guest.js';
 import { KiB, MiB, rng, randInt } from '../support/images.js';
 import { codeOf } from '../support/errors.js';
 import { cli, expectCliFailure } from '../support/cli.js';
@@ -82,15 +83,6 @@ function qemuGuest(file: string, depth: number): Buffer {
   return b;
 }
 
-function ourGuest(file: string): Buffer {
-  const img = openImage(file, { keySecrets: keys });
-  try {
-    return Buffer.from(img.read(0, img.virtualSize));
-  } finally {
-    img.close();
-  }
-}
-
 function qemuCheckClean(file: string, depth = 1): void {
   const r = qemuImg(['check', ...OBJECT(), '--image-opts', imageOpts(file, depth)], { ok: [0, 1, 2, 3] });
   expect(r.status, `qemu-img check ${file}: ${r.stdout}${r.stderr}`).toBe(0);
@@ -118,7 +110,7 @@ describe('qemu-made LUKS images read here as qemu reads them', () => {
       await qemuCreate(file, size, [], `cluster_size=${clusterSize}`);
       qio(file, 1, randomWrites(clusterSize, size, 12));
       const want = qemuGuest(file, 1);
-      expect(ourGuest(file).equals(want)).toBe(true);
+      expect(readGuest(file, { keySecrets: keys }).equals(want)).toBe(true);
       const info = JSON.parse(qemuImg(['info', '--output=json', file]).stdout);
       expect(info.encrypted).toBe(true);
       // check needs no key here (qemu-img check wants it; a check reads no data).
@@ -154,7 +146,7 @@ describe('LUKS images cowchain creates open in qemu with the secret', () => {
     qemuCheckClean(base);
     qemuCheckClean(top, 2);
     expect(qemuGuest(top, 2).equals(model), 'qemu reads the overlay chain as written').toBe(true);
-    expect(ourGuest(top).equals(model)).toBe(true);
+    expect(readGuest(top, { keySecrets: keys }).equals(model)).toBe(true);
     // The LUKS header is qemu's: qemu-img info describes it.
     const info = JSON.parse(qemuImg(['info', '--output=json', top]).stdout);
     const enc = info['format-specific'].data.encrypt;

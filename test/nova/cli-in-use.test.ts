@@ -10,6 +10,7 @@ import { NOVA_TOKEN_ENV, STATUS_TOKEN_ENV } from '../../src/cli/nova-tokens.js';
 import { LoopbackNova } from '../../src/nova/loopback.js';
 import { readInfo } from '../../src/volume/info-file.js';
 import { cli, fails, ok } from '../support/cli.js';
+import { freePort } from '../support/net.js';
 import { expectClean, requireQemu, tmpDir } from '../support/qemu.js';
 
 requireQemu();
@@ -21,15 +22,6 @@ const SIZE = 4 << 20;
 const base = `volume-${VOL}`;
 const fileA = `${base}.${AAAA}`;
 const fileB = `${base}.${BBBB}`;
-
-/** A port free right now on 127.0.0.1 (the status endpoint's, which Nova must know in advance). */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as { port: number };
-  await new Promise((r) => server.close(r));
-  return port;
-}
 
 let dir: string;
 let nova: LoopbackNova;

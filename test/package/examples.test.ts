@@ -6,7 +6,6 @@
 // detached and attached, then SIGTERM. (The same Deno example from the packed tarball: pack.test.ts.)
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -14,6 +13,7 @@ import { ROOT } from '../support/bundle.js';
 import { runProcess } from '../support/child.js';
 import { consumerProject, explain, runTs, transpile } from '../support/consumer-code.js';
 import { findDeno } from '../support/deno.js';
+import { freePort } from '../support/net.js';
 import { LoopbackNova } from '../../src/testing/index.js';
 
 const EXAMPLES = path.join(ROOT, 'examples');
@@ -118,15 +118,3 @@ describe('examples/', () => {
     }
   });
 });
-
-/** A port nothing listens on right now (the status endpoint's, which Nova must know beforehand). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}

@@ -68,3 +68,8 @@ export function cliProcess(args: string[], cwd?: string): CliRun {
   if (r.error) throw r.error;
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
+
+/** The built CLI as its own process: the error contract (expectCliFailure) with `code`; returns the message. */
+export function expectCliError(args: string[], code: string, cwd?: string): string {
+  return expectCliFailure(cliProcess(args, cwd), code, `cowchain ${args.join(' ')}`);
+}

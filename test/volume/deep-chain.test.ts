@@ -11,7 +11,9 @@ import { createQcow2On } from '../../src/image/create.js';
 import { MAX_CHAIN_DEPTH, MAX_SNAPSHOT_CHAIN_DEPTH } from '../../src/volume/volume-files.js';
 import { cli, ok } from '../support/cli.js';
 import { expectClean, requireQemu, tmpDir } from '../support/qemu.js';
+import { rng } from '../support/images.js';
 import { byTier } from '../support/tier.js';
+import { readGuest } from '../support/guest.js';
 import { BASE, MiB, VOL, VolumeFixture } from '../support/volume.js';
 
 let dir: string;
@@ -21,31 +23,12 @@ beforeEach(() => {
 });
 afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-/** A deterministic pseudo-random generator (mulberry32). */
-function rng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const snapId = (i: number) => `${i.toString(16).padStart(8, '0')}-5555-4555-8555-555555555555`;
 const common = ['--dir', '', '--volume', VOL];
 
 function activeFile(): string {
   const info = JSON.parse(fs.readFileSync(path.join(dir, `${BASE}.info`), 'utf8')) as Record<string, string>;
   return info.active;
-}
-
-function readAll(file: string): Buffer {
-  const img = openImage(file);
-  try {
-    return Buffer.from(img.read(0, img.virtualSize));
-  } finally {
-    img.close();
-  }
 }
 
 const SNAPSHOTS = byTier(40, 200);
@@ -87,7 +70,7 @@ describe(`a chain of ${SNAPSHOTS} snapshots through the CLI`, () => {
       recorded.delete(id);
       // Guest view unchanged by every delete; after each quarter, every survivor's content.
       if (n % CHECK_EVERY === CHECK_EVERY - 1 || n === order.length - 1) {
-        expect(readAll(path.join(dir, activeFile())).equals(content), `active after ${n + 1} deletes`).toBe(true);
+        expect(readGuest(path.join(dir, activeFile())).equals(content), `active after ${n + 1} deletes`).toBe(true);
         for (const [sid, want] of recorded) {
           const out = path.join(dir, `check-${sid}.raw`);
           await ok(...args('volume', 'from-snapshot', '--snapshot', sid, '--out', out));
