@@ -1,12 +1,15 @@
 // Deleting any snapshot never changes another snapshot's content nor the volume's: every order
 // of deleting three snapshots, detached, attached, and mixed (the status decides the method per
 // delete), checked after every step against what the volume held when each snapshot was taken.
+// The quick tier runs every order once: detached and attached each take a Latin square of the
+// orders (each snapshot deleted first, second and last once), the two squares together all six.
 import * as fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import type { VolumeStatus } from '../../src/volume/status.js';
 import { FakeHypervisor } from '../support/fake-hypervisor.js';
 import { rng } from '../support/images.js';
 import { requireQemu, tmpDir } from '../support/qemu.js';
+import { FULL } from '../support/tier.js';
 import { BASE, VolumeFixture, type SnapName } from '../support/volume.js';
 
 requireQemu();
@@ -42,10 +45,14 @@ async function scenario(order: SnapName[], statuses: VolumeStatus[], createStatu
   v.expectAllClean();
 }
 
+/** abc, bca, cab: each snapshot deleted at each position once; the other three orders form the other square. */
+const SQUARE = new Set(['aaaa,bbbb,cccc', 'bbbb,cccc,aaaa', 'cccc,aaaa,bbbb']);
+
 describe('every delete order keeps every other snapshot intact', () => {
   for (const order of permutations(NAMES)) {
-    it(`detached: ${order.join(', ')}`, () => scenario(order, ['available', 'available', 'available'], ['available', 'available', 'available']));
-    it(`attached: ${order.join(', ')}`, () => scenario(order, ['in-use', 'in-use', 'in-use'], ['in-use', 'in-use', 'in-use']));
+    const inSquare = SQUARE.has(order.join(','));
+    if (FULL || inSquare) it(`detached: ${order.join(', ')}`, () => scenario(order, ['available', 'available', 'available'], ['available', 'available', 'available']));
+    if (FULL || !inSquare) it(`attached: ${order.join(', ')}`, () => scenario(order, ['in-use', 'in-use', 'in-use'], ['in-use', 'in-use', 'in-use']));
   }
   const r = rng(2024);
   const pick = (): VolumeStatus => (r() < 0.5 ? 'available' : 'in-use');
