@@ -220,6 +220,37 @@ function masterKeyDigest(h: LuksHeader, key: Buffer): Buffer {
  * ECOW_BAD_SECRET; the message never contains the secret.
  */
 export function unlockLuks(h: LuksHeader, region: Uint8Array, secret: Uint8Array): SectorCipher {
+  const known = unlocked.get(unlockTag(region, secret));
+  if (known) return new SectorCipher(known);
+  const key = unlockSlow(h, region, secret);
+  remember(region, secret, key);
+  return new SectorCipher(key);
+}
+
+/**
+ * Master keys already unlocked in this process, by a tag of (LUKS area, secret). Unlocking runs
+ * PBKDF2 for as long as the image's creator asked (qemu's default: 2 s), and a volume operation
+ * opens the same chain several times (validate, then the job): without this each open paid it
+ * again. The tag is an HMAC under a key made at first use and never stored, so it says nothing
+ * about the secret outside this process; the keys live only in memory, as open images' do.
+ */
+const unlocked = new Map<string, Buffer>();
+const UNLOCKED_MAX = 256;
+let tagKey: Buffer | undefined;
+
+function unlockTag(region: Uint8Array, secret: Uint8Array): string {
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(secret.length);
+  tagKey ??= nodeCrypto().randomBytes(32);
+  return nodeCrypto().createHmac('sha256', tagKey).update(len).update(secret).update(region).digest('base64');
+}
+
+function remember(region: Uint8Array, secret: Uint8Array, key: Buffer): void {
+  if (unlocked.size >= UNLOCKED_MAX) unlocked.delete(unlocked.keys().next().value!);
+  unlocked.set(unlockTag(region, secret), key);
+}
+
+function unlockSlow(h: LuksHeader, region: Uint8Array, secret: Uint8Array): Buffer {
   const hash = HASHES[h.hashSpec];
   for (const s of h.slots) {
     if (!s.active) continue;
@@ -229,7 +260,7 @@ export function unlockLuks(h: LuksHeader, region: Uint8Array, secret: Uint8Array
     const split = Buffer.from(region.subarray(s.keyOffset, s.keyOffset + sectors));
     new SectorCipher(slotKey).run(false, split, 0);
     const key = afMerge(split, h.keyBytes, s.stripes, hash);
-    if (nodeCrypto().timingSafeEqual(masterKeyDigest(h, key), h.mkDigest)) return new SectorCipher(key);
+    if (nodeCrypto().timingSafeEqual(masterKeyDigest(h, key), h.mkDigest)) return key;
   }
   throw new CowError('ECOW_BAD_SECRET', 'Invalid password, cannot unlock any keyslot');
 }
@@ -315,5 +346,7 @@ export function createLuks(secret: Uint8Array, iterTimeMs = DEFAULT_ITER_TIME_MS
     out.writeUInt32BE(keyOffset / SECTOR, o + 40);
     out.writeUInt32BE(STRIPES, o + 44);
   }
+  // The image about to be written opens with this secret at no cost (see unlocked).
+  remember(out, secret, key);
   return { bytes: out, cipher: new SectorCipher(key) };
 }
