@@ -2,6 +2,7 @@
 // Every command takes `--dir D --volume VOL`. The actions load volume.ts (the volume driver, zod,
 // and for attached volumes the Nova client) when they run.
 import type { Command } from 'commander';
+import { collect } from './args.js';
 import type { CommandGroup } from './command-group.js';
 import { outputOption } from './common-options.js';
 import { COORDINATION_HELP } from './coordination-help.js';
@@ -23,6 +24,9 @@ function common(cmd: Command): Command {
       'auto',
     )
     .option('--coordination <url>', COORDINATION_HELP)
+    .option('--object <spec>', 'secret,id=ID,file=PATH[,format=raw|base64]: a key secret, read from a file, as qemu-img takes it (repeatable; data= is refused: it would put the secret in argv)', collect)
+    .option('--key-secret <id>', "the --object secret that is the volume's key (an encrypted volume: every image a LUKS qcow2, as Cinder's encrypted volume types)")
+    .option('--encrypt-iter-time <ms>', "PBKDF2 time (ms) to open the key slot of each encrypted image the command creates (qemu's encrypt.iter-time; default 2000)")
     .addHelpText('after', EXIT_HELP);
 }
 
@@ -54,7 +58,8 @@ export const VOLUME: CommandGroup = {
     create: (volume) =>
       common(volume.command('create').description('create the base image volume-<uuid>'))
         .requiredOption('--size <size>', 'virtual size (bytes, or with a k/M/G/T suffix)')
-        .option('--format <fmt>', 'raw or qcow2 (recorded in volume-<uuid>.format)')
+        .option('--format <fmt>', 'raw or qcow2 (recorded in volume-<uuid>.format; default raw, qcow2 with --encrypt)')
+        .option('--encrypt', 'an encrypted volume: qcow2 with encrypt.format=luks (aes-256-xts-plain64), keyed by --key-secret')
         .action(async (o) => (await actions()).volumeCreate(o)),
     info: (volume) =>
       common(volume.command('info').description('the info file and the active chain as the headers record it (in a directory this user may not write, read without the lock)')).action(async (o) => (await actions()).volumeInfo(o)),
@@ -62,7 +67,7 @@ export const VOLUME: CommandGroup = {
       common(volume.command('from-snapshot').description("create a new image holding a snapshot's content (flattened; in a directory this user may not write, read without the lock)"))
         .requiredOption('--snapshot <uuid>', 'the snapshot id: a UUID')
         .requiredOption('--out <file>', 'the new image (must not exist)')
-        .option('-O, --format <fmt>', 'raw or qcow2', 'raw')
+        .option('-O, --format <fmt>', 'raw or qcow2 (default raw; an encrypted volume: encrypted qcow2, keyed by --key-secret)')
         .option('--size <size>', "virtual size (default: the snapshot's; never smaller)")
         .option('-p', PROGRESS)
         .action(async (o) => (await actions()).volumeFromSnapshot(o)),
@@ -70,7 +75,8 @@ export const VOLUME: CommandGroup = {
       novaOptions(common(volume.command('clone').description('clone into a new volume through a temporary snapshot')))
         .requiredOption('--to <uuid>', 'the new volume id (volume-<uuid> is created)')
         .option('--status <status>', "the source volume's status (available, in-use, backing-up)", 'available')
-        .option('-O, --format <fmt>', 'raw or qcow2', 'raw')
+        .option('-O, --format <fmt>', 'raw or qcow2 (default raw; an encrypted volume: encrypted qcow2)')
+        .option('--to-key-secret <id>', 'the --object secret that keys the clone of an encrypted volume (default: --key-secret)')
         .option('--size <size>', "virtual size (default: the source's; never smaller)")
         .option('--target-dir <dir>', 'directory of the new volume (default: --dir)')
         .option('-p', PROGRESS)

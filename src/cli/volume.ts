@@ -6,13 +6,14 @@
 // The volume lock is the share lease, or etcd with `--coordination etcd://…` / COWCHAIN_COORDINATION
 // (coordination-option.ts). SIGINT/SIGTERM: interrupt.ts (exit 130/143).
 import { CowError } from '../errors.js';
-import { VolumeDriver } from '../volume/driver.js';
+import { VolumeDriver, type VolumeEncryption } from '../volume/driver.js';
 import { parseSecureFilePermissions } from '../volume/file-modes.js';
 import type { VolumeCoordinator } from '../volume/coordination.js';
 import type { FsckReport } from '../volume/fsck.js';
 import type { Hypervisor } from '../volume/hypervisor.js';
 import type { VolumeStatus } from '../volume/status.js';
 import { parseSize } from './args.js';
+import { secretById, secretObjects, type SecretObjects } from './secrets.js';
 import { coordinationFrom } from './coordination-option.js';
 import { withHypervisor, type NovaCliOptions } from './nova-options.js';
 import { print } from './output.js';
@@ -31,6 +32,11 @@ export interface Common {
   coordination?: string;
   /** -p, on the commands that copy data. */
   p?: boolean;
+  /** `--object secret,id=…,file=…` (repeatable) and the ids naming the volume's key (and a clone's). */
+  object?: string[];
+  keySecret?: string;
+  toKeySecret?: string;
+  encryptIterTime?: string;
 }
 
 /** The coordinator of each command's options, made at first use and closed by run(). */
@@ -53,7 +59,30 @@ function driver(o: Common, hypervisor?: Hypervisor): VolumeDriver {
     probeFormat: o.probeFormat ?? false,
     secureFilePermissions: parseSecureFilePermissions(o.secureFilePermissions ?? 'auto'),
     onWarning: (m) => process.stderr.write(`cowchain: warning: ${m}\n`),
+    encryption: encryption(o),
   });
+}
+
+/**
+ * The driver's key provider from `--object` secrets: `--key-secret` keys the volume, and
+ * `--to-key-secret` (default: the same) the new volume of a clone. The secrets are read from
+ * their files when the driver first asks for one; no message repeats them.
+ */
+function encryption(o: Common & { to?: string }): VolumeEncryption | undefined {
+  if (o.keySecret === undefined) {
+    if (o.toKeySecret !== undefined) throw new CowError('ECOW_BAD_ARGUMENT', '--to-key-secret needs --key-secret (the source volume is encrypted too)');
+    return undefined;
+  }
+  const iterTimeMs = o.encryptIterTime === undefined ? undefined : Number(o.encryptIterTime);
+  if (iterTimeMs !== undefined && !(Number.isInteger(iterTimeMs) && iterTimeMs > 0)) throw new CowError('ECOW_BAD_ARGUMENT', `--encrypt-iter-time must be a positive whole number of ms, not "${o.encryptIterTime}"`);
+  let objects: Promise<SecretObjects> | undefined;
+  const keySecret = async (id: string): Promise<Uint8Array | undefined> => {
+    const secrets = await (objects ??= secretObjects(o.object));
+    if (id === o.volume) return secretById(secrets, o.keySecret!, '--key-secret');
+    if (id === o.to) return secretById(secrets, o.toKeySecret ?? o.keySecret!, o.toKeySecret === undefined ? '--key-secret' : '--to-key-secret');
+    return undefined;
+  };
+  return { keySecret, ...(iterTimeMs === undefined ? {} : { iterTimeMs }) };
 }
 
 /** A driver with the Nova path the options describe, for the commands that may act on attached volumes. */
@@ -109,8 +138,12 @@ function humanFsck(r: FsckReport): string {
   return lines.join('\n');
 }
 
-export function volumeCreate(o: Common & { size: string; format?: string }): Promise<void> {
-  return run(o, () => driver(o).createVolume(o.volume, parseSize(o.size, '--size'), { format: format(o.format) }), (r) => `created ${r.file} (${r.format}, ${r.size} bytes)`);
+export function volumeCreate(o: Common & { size: string; format?: string; encrypt?: boolean }): Promise<void> {
+  return run(
+    o,
+    () => driver(o).createVolume(o.volume, parseSize(o.size, '--size'), { format: format(o.format), encrypted: o.encrypt ?? false }),
+    (r) => `created ${r.file} (${r.format}${o.encrypt ? ', encrypted' : ''}, ${r.size} bytes)`,
+  );
 }
 
 export function volumeInfo(o: Common): Promise<void> {
@@ -118,17 +151,17 @@ export function volumeInfo(o: Common): Promise<void> {
     const lines = [`volume: ${r.volumeId}`, `active: ${r.active}`, 'snapshots:'];
     for (const [id, file] of Object.entries(r.snapshots)) lines.push(`  ${id}: ${file}`);
     lines.push('chain:');
-    for (const l of r.chain) lines.push(`  ${l.name} (${l.format}, ${l.virtualSize} bytes)${l.backing ? ` -> ${l.backing} (${l.backingFormat ?? 'probed'})` : ''}`);
+    for (const l of r.chain) lines.push(`  ${l.name} (${l.format}${l.encrypted ? ', encrypted' : ''}, ${l.virtualSize} bytes)${l.backing ? ` -> ${l.backing} (${l.backingFormat ?? 'probed'})` : ''}`);
     if (r.pending) lines.push(`pending: interrupted ${r.pending.op} of snapshot ${r.pending.snapshot} (the next operation or fsck finishes it)`);
     return lines.join('\n');
   });
 }
 
-export function volumeFromSnapshot(o: Common & { snapshot: string; out: string; format: string; size?: string }): Promise<void> {
+export function volumeFromSnapshot(o: Common & { snapshot: string; out: string; format?: string; size?: string }): Promise<void> {
   return run(o, (onProgress) => driver(o).createVolumeFromSnapshot(o.volume, o.snapshot, o.out, { format: format(o.format), size: size(o.size, '--size'), onProgress }), (r) => `created ${r.file} (${r.format}, ${r.size} bytes)`);
 }
 
-export function volumeClone(o: Common & NovaCliOptions & { to: string; status: string; format: string; size?: string; targetDir?: string }): Promise<void> {
+export function volumeClone(o: Common & NovaCliOptions & { to: string; status: string; format?: string; size?: string; targetDir?: string }): Promise<void> {
   return run(
     o,
     withDriver(o, (d, onProgress) => d.cloneVolume(o.volume, o.to, { status: o.status as VolumeStatus, format: format(o.format), size: size(o.size, '--size'), targetDir: o.targetDir, onProgress })),

@@ -155,9 +155,9 @@ function realpathOrThrow(filename: string, child: string | undefined): string {
   }
 }
 
-/** Open an image on any Backend (memory, custom storage); `backing` is linked as given. */
-export function openImageOn(backend: Backend, options: { name?: string; format?: ImageFormat; writable?: boolean; backing?: Image | null } = {}): Image {
+/** Open an image on any Backend (memory, custom storage); `backing` is linked as given; `keySecret` unlocks a LUKS-encrypted one. */
+export function openImageOn(backend: Backend, options: { name?: string; format?: ImageFormat; writable?: boolean; backing?: Image | null; keySecret?: Uint8Array } = {}): Image {
   const engine = Engine.get();
   const format = options.format ?? probeFormat(engine, backend);
-  return newImage(engine, backend, options.name ?? '<memory>', format, options.writable ?? false, options.backing ?? null);
+  return newImage(engine, backend, options.name ?? '<memory>', format, options.writable ?? false, options.backing ?? null, false, options.keySecret);
 }

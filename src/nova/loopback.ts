@@ -68,6 +68,8 @@ export class SimulatedGuest {
     readonly dir: string,
     public image: Image,
     private readonly slot = 64 * 1024,
+    /** The disk's LUKS secret (libvirt's secret for an encrypted volume): opens the overlays Cinder creates. */
+    readonly keySecret?: Uint8Array,
   ) {}
 
   /** One guest write of a fresh pattern into one of a handful of slots at the front of the disk. */
@@ -126,16 +128,21 @@ export class LoopbackNova {
     return this.base;
   }
 
-  /** Boot a guest on the volume's active file (from its info file, else the base file). */
-  async attach(volumeId: string, dir: string): Promise<SimulatedGuest> {
+  /**
+   * Boot a guest on the volume's active file (from its info file, else the base file). An
+   * encrypted volume needs its `keySecret`, as Nova fetches it from the key manager at attach.
+   */
+  async attach(volumeId: string, dir: string, options: { keySecret?: Uint8Array } = {}): Promise<SimulatedGuest> {
     const info = await readInfo(dir, volumeId);
     const active = info?.active ?? `volume-${volumeId}`;
+    const secret = options.keySecret;
+    const keySecrets = secret && (() => secret);
     // A hypervisor may write to any file of the chain during a live merge.
     const probe = openImage(path.join(dir, active));
     const depth = probe.chain().length;
     probe.close();
-    const image = openImage(path.join(dir, active), { writable: true, writableDepths: Array.from({ length: depth }, (_, i) => i + 1) });
-    const guest = new SimulatedGuest(volumeId, dir, image);
+    const image = openImage(path.join(dir, active), { writable: true, writableDepths: Array.from({ length: depth }, (_, i) => i + 1), keySecrets });
+    const guest = new SimulatedGuest(volumeId, dir, image, undefined, secret);
     this.guests.set(volumeId, guest);
     return guest;
   }
@@ -196,7 +203,7 @@ export class LoopbackNova {
         const expectedBacking = guest.activeName();
         // libvirt's external snapshot flushes the disk first: the old active file becomes read-only history.
         guest.image.flush();
-        const overlay = openImageOn(new FileBackend(file, true), { name: file, format: 'qcow2', writable: true, backing: guest.image });
+        const overlay = openImageOn(new FileBackend(file, true), { name: file, format: 'qcow2', writable: true, backing: guest.image, keySecret: guest.keySecret });
         if (overlay.headerInfo().backingFile !== expectedBacking) {
           closeLayer(overlay);
           throw new Error(`${info.new_file} is not backed by the active file ${expectedBacking}`);

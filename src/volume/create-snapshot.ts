@@ -54,6 +54,7 @@ export async function createSnapshot(ctx: OperationContext, snapshotId: string, 
   const backing = info.active;
   const chain = files.chain(backing); // the whole chain below the new overlay, validated
   const [top] = chain;
+  files.needKey(chain, `snapshot create ${snapshotId}`);
   // Never build a chain the driver (or the hypervisor) then refuses to open: a clone's temporary
   // snapshot may go one deeper than a snapshot the user asks for.
   const temporary = snapshotId.startsWith('tmp-snap-');
@@ -75,7 +76,8 @@ export async function createSnapshot(ctx: OperationContext, snapshotId: string, 
   const next: VolumeInfo = { ...info, active: file, [snapshotId]: file };
   let accepted = false;
   try {
-    await files.createOverlay(file, { size, backing, backingFormat: top.format });
+    // Over an encrypted file, a LUKS overlay keyed by the same secret (as Cinder creates it).
+    await files.createOverlay(file, { size, backing, backingFormat: top.format, encrypted: top.encrypted === true });
     ctx.step('create:overlay');
     if (hypervisor) {
       // From here on the guest may move onto the overlay at any moment: recovery must know.

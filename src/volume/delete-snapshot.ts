@@ -85,6 +85,7 @@ export async function deleteSnapshot(ctx: OperationContext, snapshotId: string, 
       chain.close();
       return await dropStale(ctx, snapshotId, info, live);
     }
+    files.needKey(live, `snapshot delete ${snapshotId}`);
     const base = live[at + 1];
     const higher = at > 0 ? live[at - 1].name : null;
 
@@ -132,13 +133,13 @@ async function moveData(ctx: OperationContext, journal: DeleteJournal, base: Cha
       commitLive(top, 1, hooks);
     } else {
       chain.close();
-      await ctx.runJob({ op: 'commit', top: files.resolve(journal.file), format: files.formatOf(journal.file), keepTop: true, policy: files.policy }, { onProgress });
+      await ctx.runJob({ op: 'commit', top: files.resolve(journal.file), format: files.formatOf(journal.file), keepTop: true, policy: files.policy, keySecret: files.keySecret }, { onProgress });
     }
     chain.close(); // the base flushed and its lock released before H's header names it
     ctx.step('delete:commit');
     if (journal.higher !== null) {
       // A header write and its flush: in the worker too, as a flush can wait long on a busy disk.
-      await ctx.runJob({ op: 'rebase', file: files.resolve(journal.higher), newBacking: journal.base, unsafe: true, backingFormat: base.format, policy: files.policy });
+      await ctx.runJob({ op: 'rebase', file: files.resolve(journal.higher), newBacking: journal.base, unsafe: true, backingFormat: base.format, policy: files.policy, keySecret: files.keySecret });
       ctx.step('delete:rebase');
     }
     return;

@@ -7,6 +7,8 @@ import { nodeCrypto } from '../load-on-use.js';
 import * as fsSync from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import * as z from 'zod';
+import { lazy } from '../lazy.js';
 import { baseName, validateSnapshotId, validateVolumeId } from './names.js';
 import { CowError, isCowError } from '../errors.js';
 import type { ProgressCallback } from '../image/job.js';
@@ -80,9 +82,50 @@ export interface VolumeDriverOptions {
    * host's event loop stays free, and the lock is renewed while a job copies.
    */
   jobs?: JobRunner;
+  /**
+   * Encrypted volumes (Cinder's encrypted volume types: every image of the chain a LUKS qcow2,
+   * all opened by the volume's one secret). Without it, an operation that reads, writes or
+   * creates images of an encrypted volume fails with ECOW_KEY_REQUIRED before changing anything.
+   */
+  encryption?: VolumeEncryption;
   /** Test hook: called at each named point of create/delete, once that point is durable. */
   onStep?: (step: DriverStep) => void;
 }
+
+/** Where the driver gets volumes' key secrets, and how it keys the images it creates. */
+export interface VolumeEncryption {
+  /**
+   * The key secret (the LUKS passphrase, as bytes) of volume `volumeId`, as Cinder gets it from
+   * its key manager (Barbican) by the volume's encryption key id; undefined when the volume has
+   * none. Asked once at the start of every operation on the volume (and, for a clone, for the
+   * new volume). The bytes are never written to any file, message or log; a secret that opens
+   * no key slot of an image is ECOW_BAD_SECRET.
+   */
+  keySecret: (volumeId: string) => Uint8Array | undefined | Promise<Uint8Array | undefined>;
+  /**
+   * How long PBKDF2 takes to open the key slot of each image the driver encrypts, in ms (qemu's
+   * encrypt.iter-time; default 2000, as qemu and Cinder). Every open of such an image by anyone
+   * else (qemu, the guest) pays it once.
+   */
+  iterTimeMs?: number;
+}
+
+const VolumeEncryptionSchema = lazy(() =>
+  z
+    .object({
+      keySecret: z.custom<VolumeEncryption['keySecret']>((v) => typeof v === 'function', 'keySecret must be a function (volumeId) => Uint8Array | undefined'),
+      iterTimeMs: z.number().int().positive().max(600_000).optional(),
+    })
+    .strict(),
+);
+
+/** What `keySecret(volumeId)` returned, checked: bytes, or undefined for none. Never echoed. */
+const KeySecretResultSchema = lazy(() =>
+  z
+    .custom<Uint8Array>((v) => v instanceof Uint8Array, 'not bytes (a Uint8Array) or undefined')
+    .refine((v) => v.length > 0, 'empty')
+    .optional(),
+);
 
 /** Options every long operation takes. */
 export interface OperationOptions {
@@ -94,13 +137,22 @@ export interface OperationOptions {
 
 /** Options of `createVolume`. */
 export interface CreateVolumeOptions {
-  /** The base image's format (default raw), recorded in `volume-<vol>.format`. */
+  /** The base image's format (default raw; qcow2 when encrypted), recorded in `volume-<vol>.format`. */
   format?: ImageFormat;
+  /**
+   * A LUKS-encrypted volume (qcow2 with encrypt.format=luks, as Cinder creates for an encrypted
+   * volume type), keyed by `encryption.keySecret(volumeId)` (ECOW_KEY_REQUIRED without one).
+   */
+  encrypted?: boolean;
 }
 
 /** Options of `cloneVolume`: the new volume's format and size, and the source's status. */
 export interface CloneVolumeOptions extends FlattenOptions, OperationOptions {
-  /** The source volume's status (the temporary snapshot goes through the hypervisor when `in-use`). */
+  /**
+   * The source volume's status (the temporary snapshot goes through the hypervisor when `in-use`).
+   * The clone of an encrypted volume is encrypted too (qcow2, the default format then), keyed by
+   * `encryption.keySecret(newVolumeId)`.
+   */
   status: VolumeStatus;
   /** Directory of the new volume (default: the source's). */
   targetDir?: string;
@@ -148,6 +200,10 @@ export class VolumeDriver {
   private modes: Promise<FileModes> | undefined;
 
   constructor(options: VolumeDriverOptions) {
+    if (options.encryption !== undefined) {
+      const r = VolumeEncryptionSchema().safeParse(options.encryption);
+      if (!r.success) throw new CowError('ECOW_BAD_ARGUMENT', `invalid encryption option: ${r.error.issues.map((i) => `${i.path.join('.') || 'encryption'}: ${i.message}`).join('; ')}`);
+    }
     this.options = options;
     this.dir = options.dir;
     this.coordination = options.coordination ?? shareLease(options.lock);
@@ -228,6 +284,8 @@ export class VolumeDriver {
     const files = new VolumeFiles(this.dir, volumeId, filesGuard, { known, probe: this.options.probeFormat, warn: this.options.onWarning }, () => this.fileModes());
     files.fence = lock.fence;
     const job = { signal, onProgress: op.onProgress, stepBytes: this.options.stepBytes, checkpoint: guard, guardIo: guard };
+    files.setKeySecret(await this.keySecret(volumeId));
+    files.encryptIterTimeMs = this.options.encryption?.iterTimeMs;
     const jobs = this.options.jobs;
     return fn({
       files,
@@ -243,6 +301,15 @@ export class VolumeDriver {
       },
       step: onStep ? (s) => onStep(s) : () => {},
     });
+  }
+
+  /** Volume `volumeId`'s key secret from `encryption.keySecret` (undefined: none), checked. */
+  private async keySecret(volumeId: string): Promise<Uint8Array | undefined> {
+    const provider = this.options.encryption?.keySecret;
+    if (!provider) return undefined;
+    const r = KeySecretResultSchema().safeParse(await provider(volumeId));
+    if (!r.success) throw new CowError('ECOW_BAD_ARGUMENT', `encryption.keySecret(${volumeId}) returned a value that is ${r.error.issues.map((i) => i.message).join('; ')}`);
+    return r.data;
   }
 
   /**
@@ -265,12 +332,14 @@ export class VolumeDriver {
    */
   async createVolume(volumeId: string, size: number, options: CreateVolumeOptions = {}): Promise<{ file: string; format: ImageFormat; size: number }> {
     checkSize(size, 'volume size');
-    const format = options.format ?? this.options.baseFormat ?? 'raw';
+    const format = options.format ?? this.options.baseFormat ?? (options.encrypted ? 'qcow2' : 'raw');
     if (format !== 'raw' && format !== 'qcow2') throw new CowError('ECOW_UNKNOWN_FORMAT', `format "${String(format)}" is not raw or qcow2`);
+    if (options.encrypted && format !== 'qcow2') throw new CowError('ECOW_BAD_ARGUMENT', `volume ${volumeId}: an encrypted volume is qcow2 (LUKS inside qcow2), not ${format}`);
     if (this.options.baseFormat !== undefined && this.options.baseFormat !== format) {
       throw new CowError('ECOW_FORMAT_CONFLICT', `volume ${volumeId}: creating it ${format}, but the driver's base format is ${this.options.baseFormat}`);
     }
     return this.run(volumeId, {}, async ({ files, runJob }) => {
+      const encrypt = options.encrypted ? files.encryptOptions(files.base) : undefined; // ECOW_KEY_REQUIRED before any file
       if ((await files.readInfo()).exists) throw new CowError('ECOW_EXISTS', `volume ${volumeId} already has an info file in ${this.dir}`);
       if (files.exists(files.base)) throw new CowError('ECOW_EXISTS', `cannot create ${files.path(files.base)}: EEXIST`);
       // The record first: a crash before the image leaves a record that the next create replaces.
@@ -281,7 +350,7 @@ export class VolumeDriver {
         files.base,
         files.newFilePrefix,
         async (temp) => {
-          await runJob({ op: 'create', file: temp, options: { format, size } });
+          await runJob({ op: 'create', file: temp, options: { format, size, ...(encrypt ? { encrypt } : {}) } });
         },
         mode,
       );
@@ -335,11 +404,20 @@ export class VolumeDriver {
       const tmpStatus = isAttached(status) ? 'in-use' : 'available';
       const targetDir = options.targetDir ?? this.dir;
       const outFile = path.join(targetDir, baseName(newVolumeId));
-      const format = options.format ?? 'raw';
       // What can be checked before the temporary snapshot exists is checked first.
-      if (format !== 'raw' && format !== 'qcow2') throw new CowError('ECOW_UNKNOWN_FORMAT', `format "${String(format)}" is not raw or qcow2`);
       const { info } = await ctx.files.readInfo();
-      const [top] = ctx.files.chain(info.active);
+      const chain = ctx.files.chain(info.active);
+      const [top] = chain;
+      const encrypted = chain.some((l) => l.encrypted);
+      const format = options.format ?? (encrypted ? 'qcow2' : 'raw');
+      if (format !== 'raw' && format !== 'qcow2') throw new CowError('ECOW_UNKNOWN_FORMAT', `format "${String(format)}" is not raw or qcow2`);
+      let newKey: Uint8Array | undefined;
+      if (encrypted) {
+        ctx.files.needKey(chain, `clone of volume ${volumeId}`);
+        if (format !== 'qcow2') throw new CowError('ECOW_BAD_ARGUMENT', `volume ${volumeId} is encrypted: its clone is encrypted qcow2, not ${format}`);
+        newKey = await this.keySecret(newVolumeId);
+        if (!newKey) throw new CowError('ECOW_KEY_REQUIRED', `clone of encrypted volume ${volumeId}: no key secret was given for the new volume ${newVolumeId} (encryption.keySecret); nothing was changed`);
+      }
       if (fsSync.existsSync(outFile)) throw new CowError('ECOW_EXISTS', `volume ${newVolumeId} already exists (${outFile})`);
       if (options.size !== undefined && checkSize(options.size, 'new volume size') < top.virtualSize) {
         throw new CowError('ECOW_BAD_ARGUMENT', `size ${options.size} is smaller than volume ${volumeId} (${top.virtualSize} bytes)`);
@@ -351,7 +429,7 @@ export class VolumeDriver {
       try {
         await createSnapshot(ctx, tmp, { status: tmpStatus });
         try {
-          result = await flattenSnapshot(ctx, tmp, outFile, { format, size: options.size });
+          result = await flattenSnapshot(ctx, tmp, outFile, { format, size: options.size }, newKey);
         } catch (e) {
           await deleteSnapshot(ctx, tmp, { status: tmpStatus }).catch(() => {}); // fsck deletes a leftover tmp-snap
           throw e;
@@ -413,9 +491,10 @@ export class VolumeDriver {
       const chain = files.chain(file);
       if (chain.length < 2) throw new CowError('ECOW_INVALID_STATE', `snapshot ${snapshotId}: ${file} has no backing file to revert to`);
       const [top, below] = chain;
+      files.needKey(chain, `revert to snapshot ${snapshotId}`);
       const temp = `${files.newFilePrefix}${nodeCrypto().randomUUID()}`;
       try {
-        await files.createOverlay(temp, { size: top.virtualSize, backing: below.name, backingFormat: below.format });
+        await files.createOverlay(temp, { size: top.virtualSize, backing: below.name, backingFormat: below.format, encrypted: below.encrypted === true });
         ctx.lock.assertHeld();
         await fs.rename(files.path(temp), files.path(file)); // atomic: the old overlay or the new one
         await syncDir(this.dir);

@@ -13,7 +13,11 @@ import { beforeJob } from './job-request.js';
 import { convertImage } from '../image/convert.js';
 
 export interface FlattenOptions {
-  /** Format of the new image (default raw). */
+  /**
+   * Format of the new image (default raw). The content of an encrypted volume stays encrypted:
+   * qcow2 with LUKS (the default then), keyed by the volume's own secret (a clone: the new
+   * volume's); raw is refused.
+   */
   format?: ImageFormat;
   /** Virtual size (bytes); default and minimum: the snapshot's size. */
   size?: number;
@@ -29,7 +33,7 @@ export interface FlattenResult {
  * Write snapshot `snapshotId`'s content to `outFile`, which must not exist (ECOW_EXISTS); it
  * appears whole or not at all (written beside it under a temp name, then linked).
  */
-export async function flattenSnapshot(ctx: OperationContext, snapshotId: string, outFile: string, options: FlattenOptions = {}): Promise<FlattenResult> {
+export async function flattenSnapshot(ctx: OperationContext, snapshotId: string, outFile: string, options: FlattenOptions = {}, outputKeySecret?: Uint8Array): Promise<FlattenResult> {
   const { files } = ctx;
   const { info } = await files.readInfo();
   if (!Object.hasOwn(info, snapshotId) || snapshotId === 'active') {
@@ -39,13 +43,18 @@ export async function flattenSnapshot(ctx: OperationContext, snapshotId: string,
   if (backing === null) {
     throw new CowError('ECOW_INVALID_STATE', `snapshot ${snapshotId}: its file ${info[snapshotId]} has no backing file, so it holds no point-in-time content`);
   }
-  const format = options.format ?? 'raw';
-  if (format !== 'raw' && format !== 'qcow2') throw new CowError('ECOW_UNKNOWN_FORMAT', `format "${String(format)}" is not raw or qcow2`);
   // The whole chain is validated here (policy, depth, loops); a copy run in this thread reads
   // these very images, one run in an engine worker opens them there.
   const chain = files.openChain(backing);
   try {
     const [top] = chain.links;
+    files.needKey(chain.links, `snapshot ${snapshotId}'s content`);
+    const encrypted = chain.links.some((l) => l.encrypted);
+    const format = options.format ?? (encrypted ? 'qcow2' : 'raw');
+    if (format !== 'raw' && format !== 'qcow2') throw new CowError('ECOW_UNKNOWN_FORMAT', `format "${String(format)}" is not raw or qcow2`);
+    if (encrypted && format !== 'qcow2') throw new CowError('ECOW_BAD_ARGUMENT', `snapshot ${snapshotId} of volume ${files.volumeId} is encrypted: its content is written as encrypted qcow2, not ${format}`);
+    // An encrypted volume's content stays encrypted: keyed by its own secret, or a clone's.
+    const create = encrypted ? { encrypt: { ...files.encryptOptions(path.basename(outFile)), ...(outputKeySecret ? { keySecret: outputKeySecret } : {}) } } : undefined;
     const size = options.size === undefined ? top.virtualSize : checkSize(options.size, 'new volume size');
     if (size < top.virtualSize) {
       throw new CowError('ECOW_BAD_ARGUMENT', `size ${size} is smaller than snapshot ${snapshotId} (${top.virtualSize} bytes)`);
@@ -61,10 +70,10 @@ export async function flattenSnapshot(ctx: OperationContext, snapshotId: string,
         const src = chain.image(backing);
         if (ctx.jobsInThread && src) {
           beforeJob('convert', ctx.job);
-          convertImage(src, temp, { ...ctx.job, format, size });
+          convertImage(src, temp, { ...ctx.job, format, size, create });
         } else {
           chain.close();
-          await ctx.runJob({ op: 'convert', src: files.resolve(backing), srcFormat: top.format, dst: temp, format, size, policy: files.policy });
+          await ctx.runJob({ op: 'convert', src: files.resolve(backing), srcFormat: top.format, dst: temp, format, size, policy: files.policy, keySecret: files.keySecret, ...(create ? { create } : {}) });
         }
       },
       mode,

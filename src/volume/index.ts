@@ -7,6 +7,7 @@
 export {
   VolumeDriver,
   type VolumeDriverOptions,
+  type VolumeEncryption,
   type OperationOptions,
   type CreateVolumeOptions,
   type CloneVolumeOptions,

@@ -6,7 +6,7 @@
  * carry its backing-name and format policy, which the worker rebuilds from VolumeFiles.
  */
 import * as z from 'zod';
-import { openImage, type BackingFormatPolicy, type BackingResolver } from '../image/open-chain.js';
+import { openImage, type BackingFormatPolicy, type BackingResolver, type KeySecrets } from '../image/open-chain.js';
 import { CowError } from '../errors.js';
 import { checkImage, type CheckOutcome } from '../image/check.js';
 import { commitImage } from '../image/commit.js';
@@ -31,9 +31,26 @@ const schemas = lazy(() => {
     .object({ dir: Path, volumeId: z.string().min(1).max(255), baseFormat: Format.optional(), probeFormat: z.boolean().optional() })
     .strict();
 
+  /**
+   * The key secret of the chain's encrypted images (one for all, as a volume's): bytes, which
+   * cross to a worker thread by structured clone and are never printed (no message repeats them).
+   */
+  const KeySecret = z
+    .custom<Uint8Array>((v) => v instanceof Uint8Array, 'the key secret must be bytes (a Uint8Array)')
+    .refine((s) => s.length > 0, 'the key secret must not be empty')
+    .optional();
+
   const request = z.discriminatedUnion('op', [
     z
-      .object({ op: z.literal('commit'), top: Path, format: Format.optional(), base: Path.optional(), keepTop: z.boolean().optional(), policy: PolicySchema.optional() })
+      .object({
+        op: z.literal('commit'),
+        top: Path,
+        format: Format.optional(),
+        base: Path.optional(),
+        keepTop: z.boolean().optional(),
+        policy: PolicySchema.optional(),
+        keySecret: KeySecret,
+      })
       .strict(),
     z
       .object({
@@ -43,9 +60,10 @@ const schemas = lazy(() => {
         unsafe: z.boolean().optional(),
         backingFormat: Format.optional(),
         policy: PolicySchema.optional(),
+        keySecret: KeySecret,
       })
       .strict(),
-    z.object({ op: z.literal('stream'), file: Path, base: Path.nullable().optional(), policy: PolicySchema.optional() }).strict(),
+    z.object({ op: z.literal('stream'), file: Path, base: Path.nullable().optional(), policy: PolicySchema.optional(), keySecret: KeySecret }).strict(),
     z
       .object({
         op: z.literal('convert'),
@@ -57,6 +75,8 @@ const schemas = lazy(() => {
         // Validated where they are used (createImage's schema), in the thread that runs the job.
         create: z.record(z.string(), z.unknown()).optional(),
         policy: PolicySchema.optional(),
+        /** Of the source chain (the output's, if encrypted, is in `create.encrypt`). */
+        keySecret: KeySecret,
       })
       .strict(),
     z.object({ op: z.literal('check'), file: Path, repair: z.enum(['leaks', 'all']).optional(), format: Format.optional() }).strict(),
@@ -100,6 +120,10 @@ export function parseJobRequest(request: unknown): JobRequest {
 }
 
 /** The volume's resolver and format policy, rebuilt from their inputs (none: the defaults). */
+function keySecretsOf(secret: Uint8Array | undefined): KeySecrets | undefined {
+  return secret && (() => secret);
+}
+
 function volumePolicy(policy: BackingPolicy | undefined): { resolveBacking?: BackingResolver; formatOf?: BackingFormatPolicy } {
   if (!policy) return {};
   const files = new VolumeFiles(policy.dir, policy.volumeId, undefined, { known: policy.baseFormat, probe: policy.probeFormat });
@@ -123,16 +147,22 @@ export function runJobRequest(request: JobRequest, hooks: JobOptions = {}): JobR
   beforeJob(request.op, hooks);
   switch (request.op) {
     case 'commit':
-      commitImage(request.top, { ...hooks, base: request.base, keepTop: request.keepTop, format: request.format, ...volumePolicy(request.policy) });
+      commitImage(request.top, { ...hooks, base: request.base, keepTop: request.keepTop, format: request.format, ...volumePolicy(request.policy), keySecrets: keySecretsOf(request.keySecret) });
       return null;
     case 'rebase':
-      rebaseImage(request.file, request.newBacking, { ...hooks, unsafe: request.unsafe, backingFormat: request.backingFormat, resolveBacking: volumePolicy(request.policy).resolveBacking });
+      rebaseImage(request.file, request.newBacking, {
+        ...hooks,
+        unsafe: request.unsafe,
+        backingFormat: request.backingFormat,
+        resolveBacking: volumePolicy(request.policy).resolveBacking,
+        keySecrets: keySecretsOf(request.keySecret),
+      });
       return null;
     case 'stream':
-      streamImage(request.file, { ...hooks, base: request.base, resolveBacking: volumePolicy(request.policy).resolveBacking });
+      streamImage(request.file, { ...hooks, base: request.base, resolveBacking: volumePolicy(request.policy).resolveBacking, keySecrets: keySecretsOf(request.keySecret) });
       return null;
     case 'convert': {
-      const src = openImage(request.src, { format: request.srcFormat, ...volumePolicy(request.policy), maxDepth: request.policy ? MAX_CHAIN_DEPTH : undefined });
+      const src = openImage(request.src, { format: request.srcFormat, ...volumePolicy(request.policy), maxDepth: request.policy ? MAX_CHAIN_DEPTH : undefined, keySecrets: keySecretsOf(request.keySecret) });
       try {
         convertImage(src, request.dst, { ...hooks, format: request.format, size: request.size, create: request.create as ConvertCreate });
       } finally {

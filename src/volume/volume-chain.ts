@@ -16,6 +16,8 @@ export interface ChainLink {
   /** Backing file name exactly as the header stores it (already validated); null: none. */
   backing: string | null;
   backingFormat: ImageFormat | null;
+  /** Present (true) when the image is LUKS-encrypted (qcow2 encrypt.format=luks). */
+  encrypted?: true;
 }
 
 export class VolumeChain {
@@ -30,7 +32,14 @@ export class VolumeChain {
     this.links = [];
     for (const layer of this.#images) {
       const backing = layer.headerInfo().backingFile ?? null;
-      this.links.push({ name, format: layer.format, virtualSize: layer.virtualSize, backing, backingFormat: backing === null ? null : (layer.backing?.format ?? null) });
+      this.links.push({
+        name,
+        format: layer.format,
+        virtualSize: layer.virtualSize,
+        backing,
+        backingFormat: backing === null ? null : (layer.backing?.format ?? null),
+        ...(layer.encrypted ? { encrypted: true as const } : {}),
+      });
       if (backing !== null) name = backing;
     }
   }

@@ -86,6 +86,14 @@ export class VolumeFiles {
   /** Modes of the files created (file-modes.ts); default: Cinder's `auto` for this directory. */
   readonly fileModes: () => Promise<FileModes>;
 
+  /**
+   * The volume's key secret (LUKS passphrase), the same for every image of its chain as Cinder
+   * keys them; undefined: none was given. Private, so that no inspect or log of this object shows it.
+   */
+  #keySecret: Uint8Array | undefined;
+  /** PBKDF2 time (ms) of the LUKS key slot of each encrypted image created (qemu's encrypt.iter-time). */
+  encryptIterTimeMs: number | undefined;
+
   constructor(dir: string, volumeId: string, guard: () => void = () => {}, baseFormat: BaseFormat = {}, fileModes?: () => Promise<FileModes>) {
     let modes: Promise<FileModes> | undefined;
     this.fileModes = fileModes ?? (() => (modes ??= resolveFileModes(dir, 'auto')));
@@ -126,6 +134,29 @@ export class VolumeFiles {
    */
   get policy(): { dir: string; volumeId: string; baseFormat?: ImageFormat; probeFormat?: boolean } {
     return { dir: this.dir, volumeId: this.volumeId, baseFormat: this.baseFormat.known, probeFormat: this.baseFormat.probe };
+  }
+
+  /** Give the volume's key secret: every image opened from now on is unlocked with it. */
+  setKeySecret(secret: Uint8Array | undefined): void {
+    this.#keySecret = secret;
+  }
+
+  /** The volume's key secret, for a job that opens the chain again (another thread's engine). */
+  get keySecret(): Uint8Array | undefined {
+    return this.#keySecret;
+  }
+
+  /**
+   * ECOW_KEY_REQUIRED unless the key secret was given or no image of `links` is encrypted: the
+   * check an operation that reads or writes data, or creates an image, makes before it changes
+   * anything. (A wrong secret already failed to open them: ECOW_BAD_SECRET.)
+   */
+  needKey(links: readonly ChainLink[], what: string): void {
+    if (this.#keySecret) return;
+    const locked = links.find((l) => l.encrypted);
+    if (locked) {
+      throw new CowError('ECOW_KEY_REQUIRED', `${what}: ${locked.name} of volume ${this.volumeId} is encrypted (LUKS) and no key secret was given for the volume (encryption.keySecret; CLI: --object secret,id=ID,file=PATH --key-secret ID); nothing was changed`);
+    }
   }
 
   /** `volume-<vol>.<snap>` */
@@ -216,7 +247,17 @@ export class VolumeFiles {
       throw e;
     }
     const format = options.format ?? this.formatOf(name);
-    return openImage(file, { ...options, format, resolveBacking: this.resolver, formatOf: this.formatPolicy, maxDepth: MAX_CHAIN_DEPTH, readLocks: this.readLocks, guardIo: this.guard });
+    const secret = this.#keySecret;
+    return openImage(file, {
+      ...options,
+      format,
+      resolveBacking: this.resolver,
+      formatOf: this.formatPolicy,
+      maxDepth: MAX_CHAIN_DEPTH,
+      readLocks: this.readLocks,
+      guardIo: this.guard,
+      keySecrets: secret && (() => secret),
+    });
   }
 
   /**
@@ -268,7 +309,7 @@ export class VolumeFiles {
       if (backing !== null) checkChainName(this.volumeId, backing);
       const bf = h.backingFormat ?? null;
       const backingFormat = isImageFormat(bf) ? bf : null;
-      return { name, format: img.format, virtualSize: img.virtualSize, backing, backingFormat };
+      return { name, format: img.format, virtualSize: img.virtualSize, backing, backingFormat, ...(img.encrypted ? { encrypted: true as const } : {}) };
     } finally {
       img.close();
     }
@@ -278,9 +319,10 @@ export class VolumeFiles {
    * Create `name` (which must not exist: never clobbers) as an empty qcow2 overlay of `size`
    * bytes backed by the bare name `backing` — relative, so the chain survives a remount at
    * another path. Durable (file and directory entry) when this returns; the backing file is
-   * neither opened nor followed here (the caller validated the chain it heads).
+   * neither opened nor followed here (the caller validated the chain it heads). `encrypted`: a
+   * LUKS overlay keyed by the volume's secret, as Cinder makes over an encrypted backing file.
    */
-  async createOverlay(name: string, options: { size: number; backing: string; backingFormat: ImageFormat }): Promise<void> {
+  async createOverlay(name: string, options: { size: number; backing: string; backingFormat: ImageFormat; encrypted?: boolean }): Promise<void> {
     const modes = await this.fileModes();
     this.guard();
     const file = this.path(name);
@@ -296,12 +338,19 @@ export class VolumeFiles {
     const backend = new FileBackend(file, true, true);
     backend.guard = this.guard; // every write of the new header, as every write of a job
     try {
-      createQcow2On(backend, { format: 'qcow2', size: options.size, backingFile: options.backing, backingFormat: options.backingFormat });
+      createQcow2On(backend, { format: 'qcow2', size: options.size, backingFile: options.backing, backingFormat: options.backingFormat, encrypt: options.encrypted ? this.encryptOptions(name) : undefined });
       backend.flush();
     } finally {
       backend.close();
     }
     await syncDir(this.dir);
+  }
+
+  /** CreateOptions.encrypt for a new image of this volume (ECOW_KEY_REQUIRED without the key secret). */
+  encryptOptions(name: string): { format: 'luks'; keySecret: Uint8Array; iterTimeMs?: number } {
+    const keySecret = this.#keySecret;
+    if (!keySecret) throw new CowError('ECOW_KEY_REQUIRED', `${name} of volume ${this.volumeId} is to be encrypted (LUKS) and no key secret was given for the volume`);
+    return { format: 'luks', keySecret, ...(this.encryptIterTimeMs === undefined ? {} : { iterTimeMs: this.encryptIterTimeMs }) };
   }
 
   /** Whether the image `name` itself allocates anything (data or zero clusters). */

@@ -30,7 +30,19 @@ export class FakeHypervisor implements Hypervisor {
    */
   onWork?: (point: 'switched' | 'merged' | 'done') => void;
 
-  constructor(readonly dir: string) {}
+  /**
+   * @param keySecret the volume's LUKS secret, as libvirt holds it for an encrypted disk (Nova
+   * gets it from the key manager at attach, never from Cinder's requests).
+   */
+  constructor(
+    readonly dir: string,
+    private readonly keySecret?: Uint8Array,
+  ) {}
+
+  private get keySecrets() {
+    const secret = this.keySecret;
+    return secret && (() => secret);
+  }
 
   private fail(when: 'before' | 'after'): void {
     if (this.failNext === when) {
@@ -43,7 +55,7 @@ export class FakeHypervisor implements Hypervisor {
     this.calls.push({ op: 'create', volumeId, snapshotId, createInfo: createInfoSchema.parse(createInfo) });
     this.fail('before');
     // libvirt's snapshot-create with a reused external file: the guest now writes new_file.
-    openImage(path.join(this.dir, createInfo.new_file)).close();
+    openImage(path.join(this.dir, createInfo.new_file), { keySecrets: this.keySecrets }).close();
     this.guestDisk = createInfo.new_file;
     this.onWork?.('switched');
     this.fail('after');
@@ -57,18 +69,18 @@ export class FakeHypervisor implements Hypervisor {
     const p = (n: string) => path.join(this.dir, n);
     if (deleteInfo.merge_target_file === null) {
       // blockRebase: pull everything above file_to_merge into the active disk.
-      streamImage(active, { base: deleteInfo.file_to_merge === null ? null : p(deleteInfo.file_to_merge) });
+      streamImage(active, { base: deleteInfo.file_to_merge === null ? null : p(deleteInfo.file_to_merge), keySecrets: this.keySecrets });
     } else {
       // blockCommit of a lower layer: file_to_merge into merge_target_file, then the layer
       // above file_to_merge is re-pointed at the target.
       const top = deleteInfo.file_to_merge!;
       const above = this.layerAbove(active, top);
-      commitImage(p(top), { base: p(deleteInfo.merge_target_file) });
+      commitImage(p(top), { base: p(deleteInfo.merge_target_file), keySecrets: this.keySecrets });
       this.onWork?.('merged');
       const target = openImage(p(deleteInfo.merge_target_file), { noBacking: true });
       const format = target.format;
       target.close();
-      rebaseImage(p(above), deleteInfo.merge_target_file, { unsafe: true, backingFormat: format });
+      rebaseImage(p(above), deleteInfo.merge_target_file, { unsafe: true, backingFormat: format, keySecrets: this.keySecrets });
     }
     this.onWork?.('done');
     this.fail('after');

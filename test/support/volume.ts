@@ -8,7 +8,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { expect } from 'vitest';
-import { openImage } from '../../src/image/open-chain.js';
+import { openImage, type KeySecrets } from '../../src/image/open-chain.js';
 import { serializeInfo, type VolumeInfo } from '../../src/volume/info-file.js';
 import { VolumeDriver, type VolumeDriverOptions } from '../../src/volume/driver.js';
 import type { VolumeStatus } from '../../src/volume/status.js';
@@ -40,8 +40,24 @@ export function infoOf(active: string, snaps: Partial<Record<SnapName, string>>)
   return info;
 }
 
+/**
+ * An encrypted volume's key: the secret's bytes, and a file holding them for qemu's
+ * `--object secret,id=sec0,file=…` (the only way the tests hand it to qemu).
+ */
+export interface FixtureKey {
+  secret: Buffer;
+  file: string;
+}
+
+/** qemu's `--image-opts` for `file`, keyed with sec0 for every one of `depth` layers. */
+export function keyedImageOpts(file: string, depth: number): string {
+  return ['driver=qcow2', `file.filename=${file}`, ...Array.from({ length: depth }, (_, d) => `${'backing.'.repeat(d)}encrypt.key-secret=sec0`)].join(',');
+}
+
 export class VolumeFixture {
   readonly driver: VolumeDriver;
+  /** Set: the volume is encrypted with this key (the driver gets it through `encryption`). */
+  readonly key: FixtureKey | undefined;
   /** Content of the volume when each snapshot was taken (by snapshot id). */
   readonly recorded = new Map<string, Buffer>();
   private seed: number;
@@ -51,10 +67,46 @@ export class VolumeFixture {
     readonly size = 4 * MiB,
     options: Partial<VolumeDriverOptions> = {},
     readonly vol = VOL,
+    key?: FixtureKey,
   ) {
+    this.key = key;
+    // PBKDF2 kept short (10 ms): unlocking every image must not dominate the run.
+    const encryption = key && { keySecret: (id: string) => (id === vol ? key.secret : undefined), iterTimeMs: 10 };
     // Engine jobs in worker threads, as a service runs them (pass `jobs: undefined` for in-process).
-    this.driver = new VolumeDriver({ dir, jobs: defaultEnginePool(), ...options });
+    this.driver = new VolumeDriver({ dir, jobs: defaultEnginePool(), ...(encryption ? { encryption } : {}), ...options });
     this.seed = 7;
+  }
+
+  /** openImage's keySecrets for this volume's images (none unless encrypted). */
+  private get keySecrets(): KeySecrets | undefined {
+    const secret = this.key?.secret;
+    return secret && (() => secret);
+  }
+
+  /** qemu-img's way to `file` (with its chain of `depth` images): the plain name, or the secret and --image-opts. */
+  qemuTarget(file: string, depth: number): string[] {
+    return this.key ? ['--object', `secret,id=sec0,file=${this.key.file}`, '--image-opts', keyedImageOpts(file, depth)] : [file];
+  }
+
+  /** How many images `file`'s chain has (qemu opens them all: each needs its key). */
+  depthOf(file: string): number {
+    const img = openImage(file);
+    try {
+      return img.chain().length;
+    } finally {
+      img.close();
+    }
+  }
+
+  /** The guest view of `file`'s chain as qemu-img convert reads it (with the secret when encrypted). */
+  qemuGuest(file: string): Buffer {
+    if (!this.key) return qemuRaw(file, this.dir);
+    const depth = this.depthOf(file);
+    const out = path.join(this.dir, `qemu-raw-${Math.random().toString(36).slice(2)}.raw`);
+    qemuImg(['convert', ...this.qemuTarget(file, depth), '-O', 'raw', out]);
+    const data = fs.readFileSync(out);
+    fs.rmSync(out);
+    return data;
   }
 
   get base(): string {
@@ -80,7 +132,7 @@ export class VolumeFixture {
   /** Write `count` distinct pseudo-random patterns (unaligned offsets and lengths) into the active file, through our engine. */
   write(count = 6): void {
     const r = rng(this.seed++);
-    const img = openImage(this.p(this.active()), { writable: true });
+    const img = openImage(this.p(this.active()), { writable: true, keySecrets: this.keySecrets });
     try {
       for (let i = 0; i < count; i++) {
         const len = 1 + Math.floor(r() * 200_000);
@@ -96,7 +148,7 @@ export class VolumeFixture {
 
   /** The volume's current guest view (the active chain), through our engine. */
   content(): Buffer {
-    const img = openImage(this.p(this.active()));
+    const img = openImage(this.p(this.active()), { keySecrets: this.keySecrets });
     try {
       return Buffer.from(img.read(0, img.virtualSize));
     } finally {
@@ -105,7 +157,7 @@ export class VolumeFixture {
   }
 
   async createVolume(format: 'raw' | 'qcow2' = 'raw'): Promise<void> {
-    await this.driver.createVolume(this.vol, this.size, { format });
+    await this.driver.createVolume(this.vol, this.size, this.key ? { encrypted: true } : { format });
   }
 
   /** Take snapshot `s` and record what the volume holds at this point. */
@@ -182,14 +234,14 @@ export class VolumeFixture {
     const backing = openImage(this.p(file), { noBacking: true });
     const name = backing.headerInfo().backingFile!;
     backing.close();
-    const img = openImage(this.p(name));
+    const img = openImage(this.p(name), { keySecrets: this.keySecrets });
     let engine: Buffer;
     try {
       engine = Buffer.from(img.read(0, img.virtualSize));
     } finally {
       img.close();
     }
-    return { engine, qemu: qemu ? qemuRaw(this.p(name), this.dir) : null };
+    return { engine, qemu: qemu ? this.qemuGuest(this.p(name)) : null };
   }
 
   /** Every recorded snapshot still in the info file reads exactly as when it was taken (ours, and qemu's unless `qemu` is false). */
@@ -208,7 +260,7 @@ export class VolumeFixture {
   /** The volume reads `want` through its active file (ours and qemu's). */
   expectContent(want: Buffer): void {
     expectSameBytes(this.content(), want, 'volume content (our engine)');
-    expectSameBytes(qemuRaw(this.p(this.active()), this.dir), want, 'volume content (qemu-img convert)');
+    expectSameBytes(this.qemuGuest(this.p(this.active())), want, 'volume content (qemu-img convert)');
   }
 
   /**
@@ -221,12 +273,18 @@ export class VolumeFixture {
     return fs.readdirSync(this.dir).filter((n) => n !== `${this.base}.format` && n !== '.cinderSecureEnvIndicator').sort();
   }
 
-  /** qemu-img check reports no error and no leak on every qcow2 file of the volume. */
+  /** qemu-img check reports no error and no leak on every qcow2 file of the volume (given the secret, when encrypted). */
   expectAllClean(): void {
     for (const n of this.listing()) {
       if (!n.startsWith(this.base) || n.endsWith('.info')) continue;
-      const fmt = JSON.parse(qemuImg(['info', '--output=json', this.p(n)]).stdout).format;
-      if (fmt !== 'qcow2') continue;
+      const info = JSON.parse(qemuImg(['info', '--output=json', this.p(n)]).stdout);
+      if (info.format !== 'qcow2') continue;
+      if (this.key) {
+        expect(info.encrypted, `${n} is encrypted`).toBe(true);
+        const r = qemuImg(['check', ...this.qemuTarget(this.p(n), this.depthOf(this.p(n)))], { ok: [0, 1, 2, 3] });
+        expect({ file: n, status: r.status, out: r.stdout + r.stderr }).toMatchObject({ file: n, status: 0 });
+        continue;
+      }
       const { status, result } = qemuCheck(this.p(n));
       expect({ file: n, status, result }).toMatchObject({ file: n, status: 0 });
     }
