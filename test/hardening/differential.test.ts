@@ -138,6 +138,20 @@ const REGRESSIONS: Regression[] = [
     mutant: { mutations: [field('backing_file_size', 0n)], regions: [], truncate: null },
     expect: (j) => expect(j.verdict).toBe('same'),
   },
+  {
+    // qemu-img info opens an image without I/O and so without the data-file checks; with a
+    // virtual size of 0 the judge took that open as qemu's read and saw cowchain refuse what qemu
+    // "reads". A read open (qemu-img dd, convert) refuses it. Found by the 5000-mutant run of
+    // COWCHAIN_DIFF_SEED=2030873568 (#2985); the judge now opens for I/O even with nothing to read.
+    name: 'a zero-size image with autoclear data-file-raw is refused by both (qemu-img info alone opens it)',
+    base: 'v3 64K',
+    mutant: { mutations: [field('size', 0n), field('autoclear_features', 0xd68642b2f256b8an)], regions: [], truncate: null },
+    expect: (j) => {
+      expect(j.verdict).toBe('both-refuse');
+      expect(j.qemu).toMatch(/data-file-raw requires a data file/);
+      expect(j.ours).toBe('open: ECOW_UNSUPPORTED_FEATURE');
+    },
+  },
   // Found by the fuzz while it was being written:
   {
     // The file ends 0x220 bytes before the end of the L1 table (512-byte clusters). qemu counts

@@ -316,21 +316,22 @@ interface Side {
 
 let serial = 0;
 
-/** qemu's verdict: `qemu-img info` (opens, no backing chain), then `qemu-img dd` of the guest view. */
+/** qemu's verdict: `qemu-img info` (opens, no backing chain), then `qemu-img dd` of the guest view (also of none). */
 async function qemuSide(file: string, scratch: string): Promise<Side & { timedOut: boolean }> {
   const info = await qemuImg(['info', '--output=json', '-f', 'qcow2', file]);
   if (info.timedOut) return { data: null, size: null, why: 'info timed out', timedOut: true };
   if (info.status !== 0) return { data: null, size: null, why: `info: ${firstLine(info.stderr)}`, timedOut: false };
   const size = Number(JSON.parse(info.stdout)['virtual-size']);
   const n = Math.min(size, READ_CAP);
-  if (n === 0) return { data: new Uint8Array(0), size, why: 'read', timedOut: false };
+  // Even with nothing to read, dd opens the image for I/O (count=0): `qemu-img info` opens it
+  // without, which skips checks a read open makes (autoclear data-file-raw without a data file).
   const out = path.join(scratch, `dd-${process.pid}-${serial++}.raw`);
   try {
     const bs = 64 * KiB;
     const dd = await qemuImg(['dd', '-f', 'qcow2', '-O', 'raw', `bs=${bs}`, `count=${Math.ceil(n / bs)}`, `if=${file}`, `of=${out}`]);
     if (dd.timedOut) return { data: null, size, why: 'dd timed out', timedOut: true };
     if (dd.status !== 0) return { data: null, size, why: `read: ${firstLine(dd.stderr)}`, timedOut: false };
-    const data = new Uint8Array(fs.readFileSync(out));
+    const data = n === 0 ? new Uint8Array(0) : new Uint8Array(fs.readFileSync(out));
     return { data: data.subarray(0, n), size, why: 'read', timedOut: false };
   } finally {
     fs.rmSync(out, { force: true });
