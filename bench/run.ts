@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { Bench, type Task } from 'tinybench';
 import { EnginePool, commit, commitImage, createImage, openImage, engineMemoryBytes } from 'cowchain';
 import { WORKLOADS, template, freshCopy } from './workloads.js';
-import { benchDevice, benchLag, benchParallel } from './workers.js';
+import { benchDevice, benchLag, benchParallel, benchParallelQemu } from './workers.js';
 import { benchCompress, printCompress } from './compress.js';
 import { benchStartup } from './startup.js';
 
@@ -145,8 +145,8 @@ async function main(): Promise<void> {
   }
 
   // Two commits at once overlap only as far as the file system lets two flushing writers overlap:
-  // the same pair runs on the bench directory, on a tmpfs (the engine's own parallelism), and the
-  // device's two-writer ratio is printed beside them.
+  // the same pair runs on the bench directory, on a tmpfs (the engine's own parallelism), and
+  // qemu-img's ratio for the same pair and the device's two-writer ratio are printed beside them.
   const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   const places: { name: string; dir: string }[] = [{ name: ROOT, dir: ROOT }];
   if (fs.existsSync(SHM)) places.push({ name: `${SHM} (tmpfs)`, dir: path.join(SHM, 'cowchain-bench-par') });
@@ -154,15 +154,23 @@ async function main(): Promise<void> {
   for (const p of places) {
     fs.mkdirSync(p.dir, { recursive: true });
     const r = await benchParallel(template(ROOT, WORKLOADS[0], 0), p.dir, ITERATIONS);
+    const q = await benchParallelQemu(template(ROOT, WORKLOADS[0], 0), p.dir, ITERATIONS);
     const device = await benchDevice(p.dir, 256, Math.min(ITERATIONS, 3));
     if (p.dir !== ROOT) fs.rmSync(p.dir, { recursive: true, force: true });
-    parallel.push({ ...p, seq: med(r.sequentialMs), both: med(r.parallelMs), device: med(device.parallelMs) / med(device.sequentialMs) });
+    parallel.push({
+      ...p,
+      seq: med(r.sequentialMs),
+      both: med(r.parallelMs),
+      qemu: med(q.parallelMs) / med(q.sequentialMs),
+      device: med(device.parallelMs) / med(device.sequentialMs),
+    });
   }
   console.log(`\n| two commits of ${WORKLOADS[0].name} on two volumes (median of ${ITERATIONS}) | ${parallel.map((p) => p.name).join(' | ')} | target |`);
   console.log(`|---|${parallel.map(() => '---:|').join('')}---:|`);
   console.log(`| one after the other | ${parallel.map((p) => `${fmt(p.seq)} ms`).join(' | ')} | |`);
   console.log(`| both at once (pool of 2) | ${parallel.map((p) => `${fmt(p.both)} ms`).join(' | ')} | |`);
   console.log(`| at once / one after the other | ${parallel.map((p) => (p.both / p.seq).toFixed(2)).join(' | ')} | ≤ 0.60 |`);
+  console.log(`| qemu-img commit, the same pair: at once / one after the other | ${parallel.map((p) => p.qemu.toFixed(2)).join(' | ')} | |`);
   console.log(`| the file system alone: two 256 MiB writes + fdatasync (dd), at once / one after the other | ${parallel.map((p) => p.device.toFixed(2)).join(' | ')} | |`);
 
   const lag = await benchLag(ROOT, Math.max(3, Math.min(ITERATIONS, 5)));

@@ -128,6 +128,43 @@ export async function benchParallel(template: string, root: string, runs: number
   }
 }
 
+/** Run a command as a child process without holding the event loop. */
+function spawnAsync(cmd: string, args: string[], cwd: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${stderr}`))));
+  });
+}
+
+/**
+ * The same pair with `qemu-img commit` as two processes: what qemu gets from two volumes at once
+ * on the same file system, the reference for the engine's figure.
+ */
+export async function benchParallelQemu(template: string, root: string, runs: number): Promise<{ sequentialMs: number[]; parallelMs: number[] }> {
+  const dirs = [path.join(root, 'qpar-1'), path.join(root, 'qpar-2')];
+  const qemuCommit = (d: string) => spawnAsync('qemu-img', ['commit', '-q', '-d', 'top.qcow2'], d);
+  const sequentialMs: number[] = [];
+  const parallelMs: number[] = [];
+  try {
+    for (let i = 0; i < runs; i++) {
+      for (const d of dirs) freshCopy(template, d);
+      let t0 = performance.now();
+      for (const d of dirs) await qemuCommit(d);
+      sequentialMs.push(performance.now() - t0);
+      for (const d of dirs) freshCopy(template, d);
+      t0 = performance.now();
+      await Promise.all(dirs.map(qemuCommit));
+      parallelMs.push(performance.now() - t0);
+    }
+    return { sequentialMs, parallelMs };
+  } finally {
+    for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+  }
+}
+
 /**
  * What the device itself allows: two writers of `mib` MiB each (dd, then fdatasync) one after the
  * other, then both at once. A commit ends with a flush, so when two writers at once take as long
