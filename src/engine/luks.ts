@@ -265,15 +265,21 @@ function unlockSlow(h: LuksHeader, region: Uint8Array, secret: Uint8Array): Buff
   throw new CowError('ECOW_BAD_SECRET', 'Invalid password, cannot unlock any keyslot');
 }
 
-/** PBKDF2 iterations of `hash` that take about `ms` milliseconds here (qemu's count_iters). */
-function itersFor(hash: string, keyBytes: number, ms: number): number {
+/**
+ * PBKDF2 iterations of `hash` per millisecond here (qemu's count_iters), from a probe that runs
+ * at least `probeMs` (at most 100): a short iter-time needs no long benchmark. Each next probe
+ * aims a quarter past `probeMs` from the rate measured so far, rather than growing fourfold
+ * (fourfold overshot to a 400 ms probe on the 2-core test machine: half a second per image).
+ */
+function itersPerMs(hash: string, keyBytes: number, probeMs: number): number {
+  const enough = Math.min(100, Math.max(1, probeMs));
   let iters = 1 << 14;
   for (;;) {
     const t0 = process.hrtime.bigint();
     nodeCrypto().pbkdf2Sync('probe', Buffer.alloc(SALT_BYTES), iters, keyBytes, hash);
     const took = Number(process.hrtime.bigint() - t0) / 1e6;
-    if (took > 100 || iters >= 1 << 24) return Math.max(1, Math.floor((iters * ms) / Math.max(took, 0.001)));
-    iters *= 4;
+    if (took >= enough || iters >= 1 << 24) return Math.max(1, iters / Math.max(took, 0.001));
+    iters = Math.min(1 << 24, Math.ceil(iters * Math.min(16, (1.25 * enough) / Math.max(took, 0.001))));
   }
 }
 
@@ -301,7 +307,7 @@ export function createLuks(secret: Uint8Array, iterTimeMs = DEFAULT_ITER_TIME_MS
   const slotBytes = Math.ceil((keyBytes * STRIPES) / ALIGN) * ALIGN;
   const total = luksAreaBytes(keyBytes);
   const out = Buffer.alloc(total);
-  const perMs = itersFor(hash.node, keyBytes, 1);
+  const perMs = itersPerMs(hash.node, keyBytes, iterTimeMs);
   const digestIters = Math.max(MIN_DIGEST_ITERS, Math.floor((perMs * iterTimeMs) / 8));
   const slotIters = Math.max(MIN_SLOT_ITERS, Math.floor(perMs * iterTimeMs));
   const h: LuksHeader = {
