@@ -26,9 +26,10 @@ function check(): void {
 const timer = setInterval(check, TICK_MS);
 timer.unref();
 
-beforeEach((ctx) => {
+// Destructured: vitest reads a hook's first parameter as a fixture list in files that use test.extend.
+beforeEach(({ task }) => {
   check();
-  current = ctx.task.name;
+  current = task.name;
 });
 
 afterEach(() => {

@@ -2,7 +2,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { lockFilePath, withVolumeLock, type VolumeLockHandle } from '../../src/volume/lock.js';
 import { bundleForNode } from '../support/bundle.js';
 import { rejection } from '../support/errors.js';
@@ -12,6 +13,9 @@ const VOL = '0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d';
 const VOL2 = 'ffffffff-1111-4222-8333-444444444444';
 // A short stale time; the holder renews every 500 ms.
 const SHORT = { staleMs: 2_000 };
+
+/** A preload that runs a child's wall clock 40 s ahead (monotonic time untouched). */
+const CLOCK_AHEAD = ['--import', fileURLToPath(new URL('../support/clock-ahead.mjs', import.meta.url))] as const;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -31,18 +35,32 @@ const exists = (p: string) =>
     () => false,
   );
 
-let tmp: string;
-const children: ChildProcess[] = [];
-beforeEach(async () => {
-  tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'cowchain-lock-'));
-});
-afterEach(async () => {
-  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  await fs.rm(tmp, { recursive: true, force: true });
+/**
+ * Each test has its own directory and its own child processes (killed after it), so the tests
+ * run concurrently: most of their time is spent waiting for a lease to go stale.
+ */
+interface LockTest {
+  tmp: string;
+  children: ChildProcess[];
+}
+const it = test.extend<LockTest>({
+  // eslint-disable-next-line no-empty-pattern
+  tmp: async ({}, use) => {
+    const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'cowchain-lock-'));
+    await use(tmp);
+    await fs.rm(tmp, { recursive: true, force: true });
+  },
+  // Set up after tmp, so torn down before it.
+  children: async ({ tmp }, use) => {
+    const children: ChildProcess[] = [];
+    await use(children);
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    void tmp;
+  },
 });
 
-describe('withVolumeLock in one process', () => {
-  it('returns fn’s value, passes fn’s error through, and never leaves the lock directory behind', async () => {
+describe.concurrent('withVolumeLock in one process', () => {
+  it('returns fn’s value, passes fn’s error through, and never leaves the lock directory behind', async ({ tmp }) => {
     const lockDir = lockFilePath(tmp, VOL);
     expect(lockDir).toBe(path.join(tmp, `volume-${VOL}.lock`));
     const seen = await withVolumeLock(tmp, VOL, async () => {
@@ -63,7 +81,7 @@ describe('withVolumeLock in one process', () => {
     expect(await fs.readdir(tmp)).toEqual([]);
   });
 
-  it('serialises concurrent operations on one volume', async () => {
+  it('serialises concurrent operations on one volume', async ({ tmp }) => {
     let active = 0;
     let maxActive = 0;
     const order: number[] = [];
@@ -83,7 +101,7 @@ describe('withVolumeLock in one process', () => {
     expect(await fs.readdir(tmp)).toEqual([]);
   });
 
-  it('lets different volumes run at the same time', async () => {
+  it('lets different volumes run at the same time', async ({ tmp }) => {
     const inA = deferred();
     const inB = deferred();
     // Each holds its lock until the other is inside its own: only possible if they overlap.
@@ -103,7 +121,7 @@ describe('withVolumeLock in one process', () => {
     );
   });
 
-  it('keeps two volumes of one directory held over several refreshes without compromising either', async () => {
+  it('keeps two volumes of one directory held over several refreshes without compromising either', async ({ tmp }) => {
     // Each lock renews its own directory; neither renewal may mistake the other's for a takeover.
     const [a, b] = await Promise.all([
       withVolumeLock(tmp, VOL, async (l) => (await sleep(2_500), l.signal.aborted), SHORT),
@@ -113,7 +131,7 @@ describe('withVolumeLock in one process', () => {
     expect(await fs.readdir(tmp)).toEqual([]);
   });
 
-  it('gives up with ECOW_LOCKED naming the volume after acquireTimeoutMs', async () => {
+  it('gives up with ECOW_LOCKED naming the volume after acquireTimeoutMs', async ({ tmp }) => {
     const release = deferred();
     const entered = deferred();
     const holder = withVolumeLock(tmp, VOL, async () => {
@@ -134,7 +152,7 @@ describe('withVolumeLock in one process', () => {
     expect(await withVolumeLock(tmp, VOL, () => 'ok', { acquireTimeoutMs: 0 })).toBe('ok');
   });
 
-  it('stops waiting with ECOW_CANCELLED when the signal aborts', async () => {
+  it('stops waiting with ECOW_CANCELLED when the signal aborts', async ({ tmp }) => {
     const release = deferred();
     const entered = deferred();
     const holder = withVolumeLock(tmp, VOL, async () => {
@@ -152,7 +170,7 @@ describe('withVolumeLock in one process', () => {
     await holder;
   });
 
-  it('assertHeld fails at once, synchronously, when the lock directory is no longer the one it renewed', async () => {
+  it('assertHeld fails at once, synchronously, when the lock directory is no longer the one it renewed', async ({ tmp }) => {
     const lockDir = lockFilePath(tmp, VOL);
     let thrown: unknown;
     const err = await rejection(
@@ -177,7 +195,7 @@ describe('withVolumeLock in one process', () => {
     expect(await exists(lockDir)).toBe(true);
   });
 
-  it('assertHeld renews the lease: the lock directory mtime moves forward', async () => {
+  it('assertHeld renews the lease: the lock directory mtime moves forward', async ({ tmp }) => {
     const lockDir = lockFilePath(tmp, VOL);
     await withVolumeLock(tmp, VOL, async (lock) => {
       const before = (await fs.stat(lockDir)).mtimeMs;
@@ -188,20 +206,20 @@ describe('withVolumeLock in one process', () => {
     });
   });
 
-  it('rejects a stale time under 1 s with ECOW_BAD_ARGUMENT', async () => {
+  it('rejects a stale time under 1 s with ECOW_BAD_ARGUMENT', async ({ tmp }) => {
     const err = await rejection(withVolumeLock(tmp, VOL, () => 1, { staleMs: 500 }));
     expect(err.code).toBe('ECOW_BAD_ARGUMENT');
     expect(err.message).toContain('500');
     expect(await fs.readdir(tmp)).toEqual([]);
   });
 
-  it('rejects a bad volume id and a missing directory', async () => {
+  it('rejects a bad volume id and a missing directory', async ({ tmp }) => {
     expect((await rejection(withVolumeLock(tmp, '../x', () => 1))).code).toBe('ECOW_BAD_ARGUMENT');
     expect((await rejection(withVolumeLock(path.join(tmp, 'nope'), VOL, () => 1))).code).toBe('ECOW_NOT_FOUND');
   });
 });
 
-describe('a lock lost while held', () => {
+describe.concurrent('a lock lost while held', () => {
   async function waitForLoss(lock: VolumeLockHandle): Promise<unknown> {
     await withTimeout(
       new Promise<void>((r) => lock.signal.addEventListener('abort', () => r(), { once: true })),
@@ -211,7 +229,7 @@ describe('a lock lost while held', () => {
     return lock.signal.reason;
   }
 
-  it('fails the operation with ECOW_LOCK_LOST (not a crash) when the lock directory disappears', async () => {
+  it('fails the operation with ECOW_LOCK_LOST (not a crash) when the lock directory disappears', async ({ tmp }) => {
     let reason: unknown;
     let assertHeldError: unknown;
     const err = await rejection(
@@ -238,7 +256,7 @@ describe('a lock lost while held', () => {
     expect(assertHeldError).toBe(err);
   });
 
-  it('does not remove a lock directory that someone else has taken over', async () => {
+  it('does not remove a lock directory that someone else has taken over', async ({ tmp }) => {
     const lockDir = lockFilePath(tmp, VOL);
     const err = await rejection(
       withVolumeLock(
@@ -269,8 +287,9 @@ describe('withVolumeLock across processes', () => {
   });
   afterAll(() => fs.rm(scratch, { recursive: true, force: true }));
 
-  function startChild(env: Record<string, string>): { child: ChildProcess; lines: AsyncIterator<string> } {
-    const child = spawn(process.execPath, [fixture], {
+  /** The lock child (fixtures/lock-child.ts) in `tmp`, with `env`; `nodeArgs` go to node before it. */
+  function startChild({ tmp, children }: LockTest, env: Record<string, string>, nodeArgs: string[] = []): { child: ChildProcess; lines: AsyncIterator<string> } {
+    const child = spawn(process.execPath, [...nodeArgs, fixture], {
       env: { ...process.env, LOCK_DIR: tmp, LOCK_VOL: VOL, LOCK_STALE_MS: '2000', ...env },
       stdio: ['pipe', 'pipe', 'inherit'],
     });
@@ -319,10 +338,10 @@ describe('withVolumeLock across processes', () => {
       else child.once('exit', (code, signal) => resolve({ code, signal }));
     });
 
-  it('serialises operations of several real processes (and this one) on one volume', async () => {
+  it.concurrent('serialises operations of several real processes (and this one) on one volume', async ({ tmp, children }) => {
     const log = path.join(tmp, 'log');
     const started = ['c1', 'c2', 'c3'].map((id) =>
-      startChild({ MODE: 'loop', CHILD_ID: id, LOG: log, ITERATIONS: '4', HOLD_MS: '25' }),
+      startChild({ tmp, children }, { MODE: 'loop', CHILD_ID: id, LOG: log, ITERATIONS: '4', HOLD_MS: '25' }),
     );
     for (const { lines } of started) expect((await lines.next()).value).toMatch(/^ready \d+$/);
     // Start everyone at once so they really contend.
@@ -360,16 +379,16 @@ describe('withVolumeLock across processes', () => {
     }
   }
 
-  it('a stale lock found by several waiters at once goes to one of them only', async () => {
+  it.concurrent('a stale lock found by several waiters at once goes to one of them only', async ({ tmp, children }) => {
     // With "stale → rmdir → mkdir", the second waiter removes the first one's fresh lock and
     // both hold it; the takeover by rename-and-verify lets exactly one through.
     for (let round = 0; round < byTier(1, 3); round++) {
       const log = path.join(tmp, `log-${round}`);
-      const holder = startChild({ MODE: 'hold', CHILD_ID: 'holder' });
+      const holder = startChild({ tmp, children }, { MODE: 'hold', CHILD_ID: 'holder' });
       expect((await holder.lines.next()).value).toBe(`locked ${holder.child.pid}`);
       const ids = ['a', 'b', 'c', 'd', 'e'];
       // Waiters that look every few milliseconds: all of them see the lock turn stale together.
-      const started = ids.map((id) => startChild({ MODE: 'loop', CHILD_ID: id, LOG: log, ITERATIONS: '2', HOLD_MS: '100', MAX_DELAY_MS: '3' }));
+      const started = ids.map((id) => startChild({ tmp, children }, { MODE: 'loop', CHILD_ID: id, LOG: log, ITERATIONS: '2', HOLD_MS: '100', MAX_DELAY_MS: '3' }));
       for (const { lines } of started) expect((await lines.next()).value).toMatch(/^ready \d+$/);
       for (const { child } of started) child.stdin!.write('go\n');
       holder.child.kill('SIGKILL');
@@ -382,10 +401,10 @@ describe('withVolumeLock across processes', () => {
     }
   });
 
-  it('a holder stalled past the stale time is taken over, learns it at assertHeld, and leaves the new lock alone', async () => {
+  it.concurrent('a holder stalled past the stale time is taken over, learns it at assertHeld, and leaves the new lock alone', async ({ tmp, children }) => {
     const lockDir = lockFilePath(tmp, VOL);
     // Frozen for 6 s: stale after 2 s, so a loaded machine still has 4 s to take it over.
-    const { child, lines } = startChild({ MODE: 'stall', CHILD_ID: 'staller', STALL_MS: '6000' });
+    const { child, lines } = startChild({ tmp, children }, { MODE: 'stall', CHILD_ID: 'staller', STALL_MS: '6000' });
     expect((await lines.next()).value).toBe(`locked ${child.pid}`);
     const tookAt = Date.now();
     await withVolumeLock(
@@ -406,8 +425,8 @@ describe('withVolumeLock across processes', () => {
     expect(await exists(lockDir)).toBe(false);
   });
 
-  it('a stalled holder that nobody contends keeps its lock', async () => {
-    const { child, lines } = startChild({ MODE: 'stall', CHILD_ID: 'staller', STALL_MS: '3000' });
+  it.concurrent('a stalled holder that nobody contends keeps its lock', async ({ tmp, children }) => {
+    const { child, lines } = startChild({ tmp, children }, { MODE: 'stall', CHILD_ID: 'staller', STALL_MS: '3000' });
     expect((await lines.next()).value).toBe(`locked ${child.pid}`);
     expect((await lines.next()).value).toBe('held');
     expect((await lines.next()).value).toBe('result ok');
@@ -415,9 +434,9 @@ describe('withVolumeLock across processes', () => {
     expect(await fs.readdir(tmp)).toEqual([]);
   });
 
-  it('takes over at once a lock whose holder on this host was SIGKILLed (its owner record proves it gone), saying so', async () => {
+  it.concurrent('takes over at once a lock whose holder on this host was SIGKILLed (its owner record proves it gone), saying so', async ({ tmp, children }) => {
     const lockDir = lockFilePath(tmp, VOL);
-    const { child, lines } = startChild({ MODE: 'hold', CHILD_ID: 'holder' });
+    const { child, lines } = startChild({ tmp, children }, { MODE: 'hold', CHILD_ID: 'holder' });
     expect((await lines.next()).value).toBe(`locked ${child.pid}`);
     // While the holder lives, the lock is not available, whatever its record says.
     const busy = await rejection(withVolumeLock(tmp, VOL, () => 'no', { ...SHORT, acquireTimeoutMs: 300 }));
@@ -435,9 +454,9 @@ describe('withVolumeLock across processes', () => {
     expect(await exists(lockDir)).toBe(false);
   });
 
-  it('recovers a lock whose holder was SIGKILLed without an owner record this host can judge, only once it is stale', async () => {
+  it.concurrent('recovers a lock whose holder was SIGKILLed without an owner record this host can judge, only once it is stale', async ({ tmp, children }) => {
     const lockDir = lockFilePath(tmp, VOL);
-    const { child, lines } = startChild({ MODE: 'hold', CHILD_ID: 'holder' });
+    const { child, lines } = startChild({ tmp, children }, { MODE: 'hold', CHILD_ID: 'holder' });
     expect((await lines.next()).value).toBe(`locked ${child.pid}`);
     child.kill('SIGKILL');
     expect(await exited(child)).toEqual({ code: null, signal: 'SIGKILL' });
@@ -456,24 +475,9 @@ describe('withVolumeLock across processes', () => {
     expect(await exists(lockDir)).toBe(false);
   });
 
-  it('a waiter whose clock runs 40 s ahead does not take a live lease (staleness is its own monotonic observation)', async () => {
-    const { child, lines } = startChild({ MODE: 'hold', CHILD_ID: 'holder' });
-    expect((await lines.next()).value).toBe(`locked ${child.pid}`);
-    const realNow = Date.now.bind(Date);
-    const skew = vi.spyOn(Date, 'now').mockImplementation(() => realNow() + 40_000);
-    try {
-      // 3 s of trying (stale time 2 s): the holder renews every 500 ms, so it is never stale.
-      const busy = await rejection(withVolumeLock(tmp, VOL, () => 'taken', { ...SHORT, acquireTimeoutMs: 3_000, maxRetryDelayMs: 100 }));
-      expect(busy.code).toBe('ECOW_LOCKED');
-    } finally {
-      skew.mockRestore();
-    }
-    expect(child.exitCode).toBeNull();
-  });
-
-  it('a holder stopped with SIGSTOP past the stale time is taken over; resumed, it learns it at its next check', async () => {
+  it.concurrent('a holder stopped with SIGSTOP past the stale time is taken over; resumed, it learns it at its next check', async ({ tmp, children }) => {
     const lockDir = lockFilePath(tmp, VOL);
-    const { child, lines } = startChild({ MODE: 'stall', CHILD_ID: 'staller', STALL_MS: '1000' });
+    const { child, lines } = startChild({ tmp, children }, { MODE: 'stall', CHILD_ID: 'staller', STALL_MS: '1000' });
     expect((await lines.next()).value).toBe(`locked ${child.pid}`);
     child.kill('SIGSTOP');
     await withVolumeLock(
@@ -491,10 +495,10 @@ describe('withVolumeLock across processes', () => {
     );
   });
 
-  it('fence: a writer SIGSTOPped past the stale time and resumed writes nothing over the next holder\'s work', async () => {
+  it.concurrent('fence: a writer SIGSTOPped past the stale time and resumed writes nothing over the next holder\'s work', async ({ tmp, children }) => {
     const image = path.join(tmp, 'fenced.raw');
     await fs.writeFile(image, Buffer.alloc(1 << 20));
-    const { child, lines } = startChild({ MODE: 'write', CHILD_ID: 'writer', IMAGE: image });
+    const { child, lines } = startChild({ tmp, children }, { MODE: 'write', CHILD_ID: 'writer', IMAGE: image });
     expect((await lines.next()).value).toBe(`locked ${child.pid}`);
     expect((await lines.next()).value).toBe('wrote 0');
     child.kill('SIGSTOP');
@@ -515,5 +519,15 @@ describe('withVolumeLock across processes', () => {
       },
       { ...SHORT, acquireTimeoutMs: 20_000, maxRetryDelayMs: 200 },
     );
+  });
+
+  it.concurrent('a waiter whose clock runs 40 s ahead does not take a live lease (staleness is its own monotonic observation)', async ({ tmp, children }) => {
+    const { child, lines } = startChild({ tmp, children }, { MODE: 'hold', CHILD_ID: 'holder' });
+    expect((await lines.next()).value).toBe(`locked ${child.pid}`);
+    // 3 s of trying (stale time 2 s): the holder renews every 500 ms, so it is never stale.
+    const waiter = startChild({ tmp, children }, { MODE: 'try', CHILD_ID: 'ahead', ACQUIRE_MS: '3000' }, [...CLOCK_AHEAD]);
+    expect((await waiter.lines.next()).value).toBe('result ECOW_LOCKED');
+    expect(await exited(waiter.child)).toEqual({ code: 0, signal: null });
+    expect(child.exitCode).toBeNull();
   });
 });
