@@ -171,7 +171,11 @@ export class LoopbackNova {
     this.guests.clear();
     for (const res of this.unanswered) res.destroy();
     this.unanswered.clear();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    // A connection whose request was left unanswered and then abandoned by the client (it timed
+    // out) would hold close() open for seconds, until the client's keep-alive gave it up.
+    this.server.closeAllConnections();
+    await closed;
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
