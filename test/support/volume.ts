@@ -77,6 +77,19 @@ export class VolumeFixture {
     this.seed = 7;
   }
 
+  /**
+   * A copy of this volume in the new directory `dir` — its files, what each snapshot held, where
+   * the next write goes — driven by a driver made with `options`: a test that starts from a seeded
+   * volume copies one seeded once rather than seeding its own.
+   */
+  copyTo(dir: string, options: Partial<VolumeDriverOptions> = {}): VolumeFixture {
+    fs.cpSync(this.dir, dir, { recursive: true });
+    const copy = new VolumeFixture(dir, this.size, options, this.vol, this.key);
+    for (const [id, content] of this.recorded) copy.recorded.set(id, content);
+    copy.seed = this.seed;
+    return copy;
+  }
+
   /** openImage's keySecrets for this volume's images (none unless encrypted). */
   private get keySecrets(): KeySecrets | undefined {
     const secret = this.key?.secret;

@@ -23,10 +23,14 @@ const SECRET = Buffer.from('volume key 7f3c9e21 do-not-leak');
 let root: string;
 let key: FixtureKey;
 
-beforeAll(() => {
+/** The seeded volume, its snapshots taken with engine jobs in workers and in this thread. */
+let seeded: { workers: VolumeFixture; thread: VolumeFixture };
+
+beforeAll(async () => {
   root = tmpDir('cowchain-encrypted-');
   key = { secret: SECRET, file: path.join(root, 'volume.key') };
   fs.writeFileSync(key.file, SECRET);
+  seeded = { workers: await seedEncrypted(false), thread: await seedEncrypted(true) };
 });
 
 /** `inThread`: engine jobs in this thread (as the CLI runs them), on the chains the driver opened; else in an engine pool. */
@@ -44,6 +48,11 @@ async function seedEncrypted(inThread = false): Promise<VolumeFixture> {
   return v;
 }
 
+/** A fresh copy of the seeded volume (checked once, in beforeAll), jobs as `seedEncrypted`'s `inThread`. */
+function seededCopy(inThread = false): VolumeFixture {
+  return seeded[inThread ? 'thread' : 'workers'].copyTo(fs.mkdtempSync(path.join(root, 'vol-')), inThread ? { jobs: undefined } : {});
+}
+
 /** Every file of `dir` by name → sha256 of its bytes: "nothing changed" is this map unchanged. */
 function fingerprint(dir: string): Record<string, string> {
   const out: Record<string, string> = {};
@@ -54,7 +63,7 @@ function fingerprint(dir: string): Record<string, string> {
 describe('the seed lifecycle on an encrypted volume, refereed by qemu-img with the secret', () => {
   for (const inThread of [false, true]) {
     it(`create snapshots; delete the non-active one, then the active one (commit down, rebase); jobs ${inThread ? 'in this thread' : 'in workers'}`, async () => {
-      const v = await seedEncrypted(inThread);
+      const v = seededCopy(inThread);
       const now = v.content();
       expect(await v.del('aaaa')).toMatchObject({ outcome: 'deleted', removed: [f('aaaa')] });
       v.expectInfo(infoOf(f('bbbb'), { bbbb: f('bbbb') }));
@@ -70,7 +79,7 @@ describe('the seed lifecycle on an encrypted volume, refereed by qemu-img with t
     });
 
     it(`volume from a snapshot, jobs ${inThread ? 'in this thread' : 'in workers'}: encrypted qcow2 with the content qemu reads`, async () => {
-      const v = await seedEncrypted(inThread);
+      const v = seededCopy(inThread);
       const out = v.p('from-bbbb.qcow2');
       expect(await v.driver.createVolumeFromSnapshot(VOL, SNAP.bbbb, out)).toMatchObject({ format: 'qcow2' });
       expectSameBytes(v.qemuGuest(out), v.recorded.get(SNAP.bbbb)!, 'volume from snapshot bbbb (qemu-img convert)');
@@ -80,7 +89,7 @@ describe('the seed lifecycle on an encrypted volume, refereed by qemu-img with t
   }
 
   it('delete the active snapshot first, then the other', async () => {
-    const v = await seedEncrypted();
+    const v = seededCopy();
     const now = v.content();
     await v.del('bbbb');
     v.expectInfo(infoOf(f('aaaa'), { aaaa: f('aaaa') }));
@@ -94,7 +103,7 @@ describe('the seed lifecycle on an encrypted volume, refereed by qemu-img with t
   });
 
   it('volume from a snapshot and a clone are encrypted qcow2 with the content qemu reads', async () => {
-    const v = await seedEncrypted();
+    const v = seededCopy();
     const out = v.p('from-aaaa.qcow2');
     expect(await v.driver.createVolumeFromSnapshot(VOL, SNAP.aaaa, out)).toMatchObject({ format: 'qcow2' });
     expect(JSON.parse(qemuImg(['info', '--output=json', out]).stdout).encrypted).toBe(true);
@@ -119,7 +128,7 @@ describe('the seed lifecycle on an encrypted volume, refereed by qemu-img with t
   });
 
   it('revert to the latest snapshot and extend: a fresh encrypted overlay, the grown size', async () => {
-    const v = await seedEncrypted();
+    const v = seededCopy();
     await v.driver.revertToSnapshot(VOL, SNAP.bbbb, { status: 'available' });
     v.expectContent(v.recorded.get(SNAP.bbbb)!);
     await v.driver.extendVolume(VOL, 8 << 20, { status: 'available' });
@@ -133,7 +142,7 @@ describe('the seed lifecycle on an encrypted volume, refereed by qemu-img with t
 
 describe('a missing or wrong secret', () => {
   it('is ECOW_KEY_REQUIRED / ECOW_BAD_SECRET before any file changes, for every operation', async () => {
-    const v = await seedEncrypted();
+    const v = seededCopy();
     const before = fingerprint(v.dir);
     const missing = new VolumeDriver({ dir: v.dir });
     const noKeyForIt = new VolumeDriver({ dir: v.dir, encryption: { keySecret: () => undefined } });
@@ -170,7 +179,7 @@ describe('a missing or wrong secret', () => {
   });
 
   it('a provider answer that is not bytes, and an encryption option that is not one, are ECOW_BAD_ARGUMENT', async () => {
-    const v = await seedEncrypted();
+    const v = seededCopy();
     const bad = new VolumeDriver({ dir: v.dir, encryption: { keySecret: () => 'a string' as unknown as Uint8Array } });
     const err = await rejection(bad.createSnapshot(VOL, SNAP.cccc, { status: 'available' }), 'ECOW_BAD_ARGUMENT');
     expect(err.message).not.toContain('a string');
