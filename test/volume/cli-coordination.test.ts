@@ -65,7 +65,9 @@ describe('CLI coordination', () => {
     ['snapshot delete', ['snapshot', 'delete', ...at, '--snapshot', SNAP.aaaa]],
   ];
 
-  it('nothing listening (COWCHAIN_COORDINATION): every volume command exits 1 at once with one coded line, nothing changed', async () => {
+  // The two unreachable cases run at once (neither may change anything; the silent one waits out
+  // the 5 s connect bound); the environment case after them, since it sets process.env.
+  it.concurrent('nothing listening (COWCHAIN_COORDINATION): every volume command exits 1 at once with one coded line, nothing changed', async () => {
     const url = `etcd://127.0.0.1:${await deadPort()}`;
     const before = tree(dir);
     const runs = await Promise.all(
@@ -86,7 +88,7 @@ describe('CLI coordination', () => {
     expect(tree(dir)).toEqual(before);
   });
 
-  it('a listener that never answers (--coordination): exits 1 within 10 s, nothing changed', async () => {
+  it.concurrent('a listener that never answers (--coordination): exits 1 within 10 s, nothing changed', async () => {
     const url = `etcd://127.0.0.1:${(silent.address() as net.AddressInfo).port}`;
     const before = tree(dir);
     for (const [name, argv] of [commands[8]]) {
