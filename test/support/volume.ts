@@ -8,6 +8,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { expect } from 'vitest';
+import { MemoryBackend } from '../../src/engine/backend.js';
+import { createQcow2On } from '../../src/image/create.js';
 import { openImage, type KeySecrets } from '../../src/image/open-chain.js';
 import { serializeInfo, type VolumeInfo } from '../../src/volume/info-file.js';
 import { VolumeDriver, type VolumeDriverOptions } from '../../src/volume/driver.js';
@@ -52,6 +54,24 @@ export interface FixtureKey {
 /** qemu's `--image-opts` for `file`, keyed with sec0 for every one of `depth` layers. */
 export function keyedImageOpts(file: string, depth: number): string {
   return ['driver=qcow2', `file.filename=${file}`, ...Array.from({ length: depth }, (_, d) => `${'backing.'.repeat(d)}encrypt.key-secret=sec0`)].join(',');
+}
+
+/**
+ * Tiny qcow2 overlays (512-byte clusters, `size` bytes), one per id, named `<base>.<id>` and each
+ * backed by the one before, stacked on `base` in `dir`; returns the top's name. Each is made in
+ * memory and written without fsync: these are fixtures, and a thousand durable creations take
+ * seconds of I/O wait on a busy disk.
+ */
+export function stackOverlays(dir: string, base: string, ids: string[], size: number): string {
+  let below = base;
+  for (const id of ids) {
+    const name = `${base}.${id}`;
+    const image = new MemoryBackend();
+    createQcow2On(image, { format: 'qcow2', size, clusterSize: 512, backingFile: below, backingFormat: 'qcow2' });
+    fs.writeFileSync(path.join(dir, name), image.bytes());
+    below = name;
+  }
+  return below;
 }
 
 export class VolumeFixture {

@@ -6,15 +6,13 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { openImage } from '../../src/image/open-chain.js';
-import { FileBackend } from '../../src/engine/backend.js';
-import { createQcow2On } from '../../src/image/create.js';
 import { MAX_CHAIN_DEPTH, MAX_SNAPSHOT_CHAIN_DEPTH } from '../../src/volume/volume-files.js';
 import { cli, ok } from '../support/cli.js';
 import { expectClean, requireQemu, tmpDir } from '../support/qemu.js';
 import { rng } from '../support/images.js';
 import { byTier } from '../support/tier.js';
 import { readGuest } from '../support/guest.js';
-import { BASE, MiB, VOL, VolumeFixture } from '../support/volume.js';
+import { BASE, MiB, VOL, VolumeFixture, stackOverlays } from '../support/volume.js';
 
 let dir: string;
 beforeEach(() => {
@@ -91,16 +89,9 @@ describe('a chain at the snapshot create limit', () => {
     const v = new VolumeFixture(dir, MiB);
     await v.createVolume('qcow2');
     // MAX_SNAPSHOT_CHAIN_DEPTH - 1 tiny overlays (512-byte clusters) on the base: the deepest chain create builds.
-    let below = BASE;
-    const info: Record<string, string> = {};
-    for (let i = 0; i < MAX_SNAPSHOT_CHAIN_DEPTH - 1; i++) {
-      const name = `${BASE}.${snapId(i)}`;
-      const b = new FileBackend(v.p(name), true, true);
-      createQcow2On(b, { format: 'qcow2', size: MiB, clusterSize: 512, backingFile: below, backingFormat: 'qcow2' });
-      b.close();
-      info[snapId(i)] = name;
-      below = name;
-    }
+    const ids = Array.from({ length: MAX_SNAPSHOT_CHAIN_DEPTH - 1 }, (_, i) => snapId(i));
+    const below = stackOverlays(dir, BASE, ids, MiB);
+    const info = Object.fromEntries(ids.map((id) => [id, `${BASE}.${id}`]));
     fs.writeFileSync(v.infoFile(), JSON.stringify({ ...info, active: below }));
     expect(MAX_SNAPSHOT_CHAIN_DEPTH).toBeLessThan(MAX_CHAIN_DEPTH);
     const infoBefore = fs.readFileSync(v.infoFile(), 'utf8');

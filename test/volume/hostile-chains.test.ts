@@ -16,7 +16,7 @@ import { VolumeDriver } from '../../src/volume/driver.js';
 import { rejectionCode } from '../support/errors.js';
 import { MAX_CHAIN_DEPTH } from '../../src/volume/volume-files.js';
 import { requireQemu, tmpDir } from '../support/qemu.js';
-import { BASE, MiB, OTHER_VOL, SNAP, VOL, VolumeFixture, f } from '../support/volume.js';
+import { BASE, MiB, OTHER_VOL, SNAP, VOL, VolumeFixture, f, stackOverlays } from '../support/volume.js';
 
 // Every file the code under test opens through node:fs (FileBackend, createImage, …): openSync
 // is wrapped and the ESM bindings resynced (syncBuiltinESMExports), so modules loaded before
@@ -153,17 +153,8 @@ describe('hostile backing names in a header', () => {
     await v.createVolume('qcow2');
     // MAX_CHAIN_DEPTH tiny overlays (512-byte clusters), each on the previous one: with the base,
     // one image too many.
-    let below = BASE;
-    const ids: string[] = [];
-    for (let i = 0; i < MAX_CHAIN_DEPTH; i++) {
-      const id = `${i.toString(16).padStart(8, '0')}-0000-4000-8000-000000000000`;
-      const name = `${BASE}.${id}`;
-      const b = new FileBackend(v.p(name), true, true);
-      createQcow2On(b, { format: 'qcow2', size: MiB, clusterSize: 512, backingFile: below, backingFormat: 'qcow2' });
-      b.close();
-      ids.push(id);
-      below = name;
-    }
+    const ids = Array.from({ length: MAX_CHAIN_DEPTH }, (_, i) => `${i.toString(16).padStart(8, '0')}-0000-4000-8000-000000000000`);
+    const below = stackOverlays(dir, BASE, ids, MiB);
     const last = ids[MAX_CHAIN_DEPTH - 1];
     fs.writeFileSync(v.infoFile(), JSON.stringify({ active: below, [last]: below }));
     opened.length = 0;
