@@ -22,7 +22,7 @@ const SOURCE_MIB = 128;
 const WORDS = ['volume', 'snapshot', 'cluster', 'backing', 'qcow2', 'refcount', 'the', 'of', 'a', 'and', 'log', 'INFO', '2026-12-05', 'kernel:', 'eth0', 'nova'];
 
 /** The source: per 64 KiB, 60 % text-like, 25 % random, 15 % zeros (a sparse raw file). */
-function writeSource(file: string): number {
+export function writeSource(file: string): number {
   const next = rng(18);
   const fd = fs.openSync(file, 'w');
   const chunk = Buffer.alloc(64 << 10);

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { Bench, type Task } from 'tinybench';
 import { EnginePool, commit, commitImage, createImage, openImage, engineMemoryBytes } from 'cowchain';
 import { WORKLOADS, template, freshCopy } from './workloads.js';
-import { benchDevice, benchLag, benchParallel, benchParallelQemu } from './workers.js';
+import { benchDevice, benchLag, benchParallel, benchParallelCompress, benchParallelQemu } from './workers.js';
 import { benchCompress, printCompress } from './compress.js';
 import { benchStartup } from './startup.js';
 import { benchEncryptedCommit, printEncryptedCommit } from './encrypted-commit.js';
@@ -178,6 +178,13 @@ async function main(): Promise<void> {
   console.log(`| at once / one after the other | ${parallel.map((p) => (p.both / p.seq).toFixed(2)).join(' | ')} | ≤ 0.60 |`);
   console.log(`| qemu-img commit, the same pair: at once / one after the other | ${parallel.map((p) => p.qemu.toFixed(2)).join(' | ')} | |`);
   console.log(`| the file system alone: two 256 MiB writes + fdatasync (dd), at once / one after the other | ${parallel.map((p) => p.device.toFixed(2)).join(' | ')} | |`);
+
+  const pc = await benchParallelCompress(ROOT, ITERATIONS);
+  console.log(`\n| two convert -c (deflate) of a 128 MiB source into two images (median of ${ITERATIONS}): CPU-bound | cowchain (pool of 2) | qemu-img convert -c | target |`);
+  console.log('|---|---:|---:|---:|');
+  console.log(`| one after the other | ${fmt(med(pc.sequentialMs))} ms | ${fmt(med(pc.qemuSequentialMs))} ms | |`);
+  console.log(`| both at once | ${fmt(med(pc.parallelMs))} ms | ${fmt(med(pc.qemuParallelMs))} ms | |`);
+  console.log(`| at once / one after the other | ${(med(pc.parallelMs) / med(pc.sequentialMs)).toFixed(2)} | ${(med(pc.qemuParallelMs) / med(pc.qemuSequentialMs)).toFixed(2)} | ≤ 0.60 |`);
 
   const lag = await benchLag(ROOT, Math.max(3, Math.min(ITERATIONS, 5)));
   const worst = (k: 'maxLagMs' | 'maxTimerLateMs' | 'deleteMs') => Math.max(...lag.worker.map((r) => r[k]));

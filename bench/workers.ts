@@ -4,7 +4,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { EnginePool, VolumeDriver, commit } from 'cowchain';
+import { EnginePool, VolumeDriver, commit, convert } from 'cowchain';
+import { writeSource } from './compress.js';
 import { freshCopy } from './workloads.js';
 
 const VOL = '12341234-1234-4234-8234-123412341234';
@@ -162,6 +163,49 @@ export async function benchParallelQemu(template: string, root: string, runs: nu
     return { sequentialMs, parallelMs };
   } finally {
     for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+  }
+}
+
+/**
+ * A pair whose work is the CPU's, not the file system's: two `convert -c` (deflate) of the
+ * convert bench's source into two new images, one after the other, then both at once (pool of
+ * 2), and the same pair as two `qemu-img convert -c` processes. Shows what two workers give when
+ * the device is not the bound.
+ */
+export async function benchParallelCompress(root: string, runs: number): Promise<{ sequentialMs: number[]; parallelMs: number[]; qemuSequentialMs: number[]; qemuParallelMs: number[] }> {
+  const dir = path.join(root, 'par-compress');
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true });
+  const src = path.join(dir, 'source.raw');
+  writeSource(src);
+  const outs = [path.join(dir, 'out-1.qcow2'), path.join(dir, 'out-2.qcow2')];
+  const clean = () => outs.forEach((f) => fs.rmSync(f, { force: true }));
+  const pool = new EnginePool({ size: 2 });
+  const ours = (dst: string) => convert(src, dst, { pool, srcFormat: 'raw', format: 'qcow2', compressed: true });
+  const qemu = (dst: string) => spawnAsync('qemu-img', ['convert', '-c', '-f', 'raw', '-O', 'qcow2', src, dst], dir);
+  const r = { sequentialMs: [] as number[], parallelMs: [] as number[], qemuSequentialMs: [] as number[], qemuParallelMs: [] as number[] };
+  const time = async (into: number[], body: () => Promise<unknown>) => {
+    clean();
+    const t0 = performance.now();
+    await body();
+    into.push(performance.now() - t0);
+  };
+  try {
+    await Promise.all(outs.map(ours)); // warm-up: both worker threads started
+    for (let i = 0; i < runs; i++) {
+      await time(r.sequentialMs, async () => {
+        for (const o of outs) await ours(o);
+      });
+      await time(r.parallelMs, () => Promise.all(outs.map(ours)));
+      await time(r.qemuSequentialMs, async () => {
+        for (const o of outs) await qemu(o);
+      });
+      await time(r.qemuParallelMs, () => Promise.all(outs.map(qemu)));
+    }
+    return r;
+  } finally {
+    await pool.close();
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 

@@ -74,6 +74,7 @@ const schemas = lazy(() => {
         size: z.number().int().nonnegative().max(2 ** 53).optional(),
         // Validated where they are used (createImage's schema), in the thread that runs the job.
         create: z.record(z.string(), z.unknown()).optional(),
+        compressed: z.boolean().optional(),
         policy: PolicySchema.optional(),
         /** Of the source chain (the output's, if encrypted, is in `create.encrypt`). */
         keySecret: KeySecret,
@@ -164,7 +165,7 @@ export function runJobRequest(request: JobRequest, hooks: JobOptions = {}): JobR
     case 'convert': {
       const src = openImage(request.src, { format: request.srcFormat, ...volumePolicy(request.policy), maxDepth: request.policy ? MAX_CHAIN_DEPTH : undefined, keySecrets: keySecretsOf(request.keySecret) });
       try {
-        convertImage(src, request.dst, { ...hooks, format: request.format, size: request.size, create: request.create as ConvertCreate });
+        convertImage(src, request.dst, { ...hooks, format: request.format, size: request.size, create: request.create as ConvertCreate, compressed: request.compressed });
       } finally {
         src.close();
       }

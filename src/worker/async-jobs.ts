@@ -43,6 +43,8 @@ export interface AsyncConvertOptions extends AsyncJobOptions {
   format?: ImageFormat;
   size?: number;
   create?: Omit<CreateOptions, 'format' | 'size' | 'backingFile' | 'backingFormat'>;
+  /** Store every cluster holding data compressed, as `qemu-img convert -c` (qcow2 output only). */
+  compressed?: boolean;
 }
 
 export interface AsyncCheckOptions extends AsyncJobOptions {
@@ -72,7 +74,8 @@ export async function stream(file: string, options: AsyncStreamOptions = {}): Pr
 
 /** `qemu-img convert` of the chain of `src` into a new image `dst`, in a worker (convertImage). */
 export async function convert(src: string, dst: string, options: AsyncConvertOptions = {}): Promise<void> {
-  await run({ op: 'convert', src, dst, srcFormat: options.srcFormat, format: options.format, size: options.size, create: options.create }, options);
+  const { srcFormat, format, size, create, compressed } = options;
+  await run({ op: 'convert', src, dst, srcFormat, format, size, create, compressed }, options);
 }
 
 /** `qemu-img check [-r leaks|all]` in a worker (checkImage). */

@@ -96,6 +96,16 @@ describe('jobs in worker threads give what the synchronous jobs give', () => {
 
     expect(await check(path.join(ours, 'flat.qcow2'), { pool })).toStrictEqual(checkImage(path.join(ours, 'flat.qcow2')));
 
+    // convert -c: the same compressed image as the synchronous convert, clean, its data compressed.
+    await convert(path.join(ours, 'top.qcow2'), path.join(ours, 'packed.qcow2'), { pool, format: 'qcow2', compressed: true });
+    const srcC = openImage(path.join(ref, 'top.qcow2'));
+    convertImage(srcC, path.join(ref, 'packed.qcow2'), { format: 'qcow2', compressed: true });
+    srcC.close();
+    expect(fs.readFileSync(path.join(ours, 'packed.qcow2')).equals(fs.readFileSync(path.join(ref, 'packed.qcow2'))), 'convert -c: same bytes').toBe(true);
+    expectCheckClean(path.join(ours, 'packed.qcow2'), 'qcow2', 'convert -c');
+    expect(JSON.parse(qemuImg(['check', '--output=json', path.join(ours, 'packed.qcow2')]).stdout)['compressed-clusters'], 'compressed clusters').toBeGreaterThan(0);
+    expectIdentical(path.join(ours, 'packed.qcow2'), path.join(ours, 'flat.qcow2'), 'convert -c reads as the plain convert');
+
     await create(path.join(ours, 'new.qcow2'), { format: 'qcow2', pool, backingFile: 'flat.qcow2', backingFormat: 'qcow2' });
     expectIdentical(path.join(ours, 'new.qcow2'), path.join(ours, 'flat.qcow2'), 'created overlay reads as its backing file');
     expectCheckClean(path.join(ours, 'new.qcow2'), 'qcow2', 'create');
