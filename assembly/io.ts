@@ -12,10 +12,11 @@ import { fail, E_CORRUPT, hex } from "./errors";
 /** Inflate `srcLen` bytes into exactly `dstLen` bytes; returns bytes produced, -1 on bad data. */
 @external("host", "decompress") declare function hostDecompress(type: i32, src: usize, srcLen: i32, dst: usize, dstLen: i32): i32;
 /**
- * Encrypt (`encrypt` 1) or decrypt in place `len` bytes (whole 512-byte sectors) of image `handle`
- * that lie at host offset `offset`: the sector numbers of the cipher's IVs come from it.
+ * AES-ECB in place on `len` bytes (whole 16-byte blocks) with a key of image `handle`'s LUKS
+ * master key (XTS's two halves): `which` is ECB_TWEAK (encrypt with the tweak key), ECB_DECRYPT
+ * or ECB_ENCRYPT (the data key). XTS itself is assembly/cipher.ts.
  */
-@external("host", "crypt") declare function hostCrypt(handle: i32, encrypt: i32, ptr: usize, len: i32, offset: f64): void;
+@external("host", "ecb") declare function hostEcb(handle: i32, which: i32, ptr: usize, len: i32): void;
 /** Compress `srcLen` bytes into at most `dstCap` bytes; returns the length, -1 when it does not fit. */
 @external("host", "compress") declare function hostCompress(type: i32, src: usize, srcLen: i32, dst: usize, dstCap: i32): i32;
 
@@ -91,6 +92,10 @@ export function compress(type: i32, src: usize, srcLen: i32, dst: usize, dstCap:
   return hostCompress(type, src, srcLen, dst, dstCap);
 }
 
-export function crypt(handle: i32, encrypt: bool, ptr: usize, len: i32, offset: u64): void {
-  hostCrypt(handle, encrypt ? 1 : 0, ptr, len, <f64>offset);
+export const ECB_TWEAK: i32 = 0;
+export const ECB_DECRYPT: i32 = 1;
+export const ECB_ENCRYPT: i32 = 2;
+
+export function ecb(handle: i32, which: i32, ptr: usize, len: i32): void {
+  hostEcb(handle, which, ptr, len);
 }

@@ -165,10 +165,10 @@ export class Engine {
           new Uint8Array(mem(), dst, dstLen).set(out);
           return out.length;
         },
-        crypt: (h: number, encrypt: number, ptr: number, len: number, off: number) => {
+        ecb: (h: number, which: number, ptr: number, len: number) => {
           const cipher = this.ciphers.get(h);
           if (!cipher) throw new CowError('ECOW_KEY_REQUIRED', `${describeBackend(backend(h))} is encrypted (LUKS) and was opened without its key: give encrypt.key-secret`);
-          cipher.run(encrypt === 1, new Uint8Array(mem(), ptr, len), off / 512);
+          cipher.ecbInPlace(which, new Uint8Array(mem(), ptr, len));
         },
         compress: (type: number, src: number, srcLen: number, dst: number, dstCap: number) => {
           const out = compressCluster(type, new Uint8Array(mem(), src, srcLen), dstCap);
@@ -236,7 +236,7 @@ export class Engine {
     this.ciphers.delete(h);
   }
 
-  /** The cipher the engine's crypt import uses for an encrypted image's data on handle `h`. */
+  /** The cipher whose AES-ECB the engine's ecb import uses for an encrypted image's data on handle `h`. */
   setCipher(h: number, cipher: SectorCipher): void {
     this.ciphers.set(h, cipher);
   }

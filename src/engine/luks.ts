@@ -107,10 +107,11 @@ export function parseLuksHeader(bytes: Uint8Array, regionBytes: number): LuksHea
  * place. Node has aes-xts, but one cipher object per sector runs at ~40 MiB/s; XTS is built here
  * from AES-ECB instead (IEEE 1619: tweak T = AES(K2, IV), each 16-byte block is
  * AES(K1, P xor T) xor T, T doubles in GF(2^128) from block to block), with one ECB call for all
- * the tweaks and one for all the data of a call (a cluster, from the engine). With reused ECB
- * contexts and scratch, int32 words and the whitening fused into the tweak pass it runs at about
- * 900 MiB/s on 64 KiB calls (was ~410), 600 on 4 KiB (was ~130). test/engine/xts.test.ts holds it
- * equal to Node's aes-xts, sector by sector.
+ * the tweaks and one for all the data of a call. run() is the JS whole (key slots' material, at
+ * unlock and create; about 900 MiB/s on 64 KiB calls). Image data goes through the engine's own
+ * XTS (assembly/cipher.ts), which whitens on v128 and asks this object only for the AES-ECB
+ * (ecbInPlace): an encrypted commit spent most of its time in run()'s word loops.
+ * test/engine/xts.test.ts holds both equal to Node's aes-xts, sector by sector.
  */
 export class SectorCipher {
   private readonly ecb: string;
@@ -186,7 +187,27 @@ export class SectorCipher {
     const yw = new Int32Array(y.buffer, y.byteOffset, words);
     for (let i = 0; i < words; i++) data[i] = yw[i] ^ tweaks[i];
   }
+
+  /**
+   * AES-ECB in place on whole 16-byte blocks, for the engine, which does XTS's whitening itself
+   * (assembly/cipher.ts): `which` is ECB_TWEAK (the tweak key, encrypting), ECB_DECRYPT or
+   * ECB_ENCRYPT (the data key).
+   */
+  ecbInPlace(which: number, buf: Uint8Array): void {
+    let c: Cipher;
+    if (which === ECB_TWEAK) c = this.tweakEcb ??= ecbContext(this.ecb, this.k2, true);
+    else {
+      const encrypt = which === ECB_ENCRYPT;
+      c = this.dataEcb[encrypt ? 1 : 0] ??= ecbContext(this.ecb, this.k1, encrypt);
+    }
+    buf.set(c.update(buf));
+  }
 }
+
+/** For the engine's XTS (assembly/cipher.ts, the `ecb` import): which key and direction. */
+export const ECB_TWEAK = 0;
+export const ECB_DECRYPT = 1;
+export const ECB_ENCRYPT = 2;
 
 type Cipher = ReturnType<ReturnType<typeof nodeCrypto>['createCipheriv']>;
 
