@@ -1,6 +1,8 @@
 // `cowchain io`: a qemu-io-compatible subset for scripts and tests.
 //
 //   cowchain io [-f FMT] [-r] [-q] -c 'CMD' [-c 'CMD' …] FILE
+//   cowchain io --object secret,id=ID,file=PATH --image-opts [-r] [-q] -c 'CMD' … \
+//     driver=qcow2,file.filename=F,encrypt.key-secret=ID[,backing.encrypt.key-secret=ID]
 //
 //   write [-P PATTERN] [-z] [-q] OFF LEN   pattern write (default pattern 0xcd), or -z zero write
 //   read  [-P PATTERN] [-q] OFF LEN        read; with -P verify every byte
@@ -13,11 +15,12 @@
 // at offset O", "Pattern verification failed at offset O, N bytes", "write failed: …"). When any
 // command failed the exit status is 1 with one stderr line `cowchain: CODE: summary` (the code of
 // the first failure; ECOW_IO for a pattern mismatch).
-import { openImage } from '../image/open-chain.js';
+import { openImage, type KeySecrets } from '../image/open-chain.js';
 import type { Image } from '../image/image.js';
 import { CowError, isCowError, type CowErrorCode } from '../errors.js';
 import { collect, humanBytes, parsePatternByte, parseSize, splitWords } from './args.js';
 import { parseFormatOption } from './output.js';
+import { imageArgument } from './secrets.js';
 
 /** qemu's BDRV_REQUEST_MAX_BYTES: the longest single qemu-io request. */
 export const MAX_REQUEST_BYTES = 2147483136;
@@ -175,6 +178,8 @@ export interface IoOptions {
   quiet?: boolean;
   /** Called with each stdout line as soon as it is known (default: collected only). */
   onLine?: (line: string) => void;
+  /** Key secrets of an encrypted image (and its chain), by depth, as openImage takes them. */
+  keySecrets?: KeySecrets;
 }
 
 /** Run qemu-io-style commands on one image, opened once; flushes and closes it at the end. */
@@ -204,8 +209,13 @@ export function runIo(file: string, commands: readonly string[], options: IoOpti
   const writes = parsed.some((p) => p.cmd && p.cmd.op !== 'read');
   const writable = writes && !options.readOnly;
   if (writable && options.forceShare) throw new CowError('ECOW_BAD_ARGUMENT', `-U (force-share) can only be used with read-only images: add -r, or drop the writes`);
-  const img = openImage(file, { format: parseFormatOption(options.format), writable, readLocks: !options.forceShare });
+  const img = openImage(file, { format: parseFormatOption(options.format), writable, readLocks: !options.forceShare, keySecrets: options.keySecrets });
   try {
+    // Every command moves data, which an encrypted image cannot without its key: refused before
+    // the first, as qemu-io refuses to open it (a failed write would also poison the image).
+    if (img.encrypted && !options.keySecrets?.(0, img.filename)) {
+      throw new CowError('ECOW_KEY_REQUIRED', `${file} is encrypted (LUKS): give its key with --object secret,id=ID,file=PATH and --image-opts driver=qcow2,file.filename=${file},encrypt.key-secret=ID`);
+    }
     for (const p of parsed) {
       if (!p.cmd) {
         fail(p.text, splitWordsSafe(p.text)[0] ?? 'command', p.error);
@@ -248,11 +258,15 @@ export interface IoCliOptions {
   r?: boolean;
   q?: boolean;
   forceShare?: boolean;
+  /** `--object secret,…` specs and `--image-opts` (FILE is then an option string): secrets.ts. */
+  object?: string[];
+  imageOpts?: boolean;
 }
 
 /** `cowchain io`: the lines as they come, then one error for the failed commands. */
-export function ioCommand(file: string, o: IoCliOptions): void {
-  const result = runIo(file, o.c, { format: o.f, readOnly: o.r, quiet: o.q, forceShare: o.forceShare, onLine: (l) => process.stdout.write(l + '\n') });
+export async function ioCommand(file: string, o: IoCliOptions): Promise<void> {
+  const image = await imageArgument(file, o);
+  const result = runIo(image.file, o.c, { format: image.format, readOnly: o.r, quiet: o.q, forceShare: o.forceShare, keySecrets: image.keySecrets, onLine: (l) => process.stdout.write(l + '\n') });
   if (result.failures.length > 0) {
     const first = result.failures[0];
     throw new CowError(first.code, `${result.failures.length} of ${o.c.length} commands failed; first: "${first.command}": ${first.message}`);
