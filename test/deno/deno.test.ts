@@ -2,6 +2,7 @@
 // Never skipped: if Deno is missing or cannot run the suite, this test fails.
 //
 // Deno comes from the `deno` devDependency (test/support/deno.ts finds it).
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -9,6 +10,12 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runProcess, type ProcessResult } from '../support/child.js';
 import { findDeno, type DenoCommand } from '../support/deno.js';
+import { openImage } from '../../src/index.js';
+import { requireQemu } from '../support/qemu.js';
+import { cryptoPrimitivesDigest } from './crypto-primitives.js';
+
+/** smoke.ts's LUKS_SECRET. */
+const DENO_LUKS_SECRET = Buffer.from('deno luks smoke secret');
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const SMOKE = path.join(ROOT, 'test/deno/smoke.ts');
@@ -52,11 +59,38 @@ describe('Deno 2 runs the built package', () => {
     const summary = /^(\d+) passed, (\d+) failed$/m.exec(r.stdout);
     expect(summary, explain(r)).not.toBeNull();
     expect(Number(summary![2])).toBe(0);
-    // runtime, 5 engine checks, 3 async checks, 2 driver delete orders: a suite that silently lost checks fails here
-    expect(Number(summary![1])).toBeGreaterThanOrEqual(11);
-    for (const part of ['runtime is Deno', 'engine: 2-layer chain, commitImage', 'async: commit in a worker', 'async: an AbortSignal cancels', 'driver: volume, two snapshots, delete older first', 'driver: volume, two snapshots, delete newer first']) {
+    // runtime, 6 engine checks, the crypto primitives, 3 async checks, 2 driver delete orders: a suite that silently lost checks fails here
+    expect(Number(summary![1])).toBeGreaterThanOrEqual(13);
+    // The LUKS primitives give under Deno the bytes they give here under Node.
+    expect(r.stdout).toContain(`crypto primitives digest: ${cryptoPrimitivesDigest()}`);
+    for (const part of ['runtime is Deno', 'engine: 2-layer chain, commitImage', 'engine: LUKS-encrypted qcow2', 'async: commit in a worker', 'async: an AbortSignal cancels', 'driver: volume, two snapshots, delete older first', 'driver: volume, two snapshots, delete newer first']) {
       expect(r.stdout).toContain(`ok   ${part}`);
     }
+  });
+
+  // The LUKS check leaves its committed encrypted base and the guest bytes it must read: the same
+  // bytes decrypt identically here in Node and in qemu-img (the referee of the whole suite).
+  it('an encrypted image Deno wrote (node:crypto under Deno) reads identically in Node and in qemu-img with the secret', () => {
+    const file = path.join(work, 'luks-from-deno.qcow2');
+    expect(fs.existsSync(file), 'the smoke suite (previous test) left no encrypted image').toBe(true);
+    const want = fs.readFileSync(path.join(work, 'luks-from-deno.raw'));
+    const img = openImage(file, { keySecrets: () => DENO_LUKS_SECRET });
+    try {
+      expect(img.encrypted).toBe(true);
+      expect(Buffer.from(img.read(0, img.virtualSize)).equals(want)).toBe(true);
+    } finally {
+      img.close();
+    }
+    requireQemu();
+    const keyFile = path.join(work, 'luks.key');
+    fs.writeFileSync(keyFile, DENO_LUKS_SECRET);
+    const out = path.join(work, 'luks-by-qemu.raw');
+    const opts = ['--object', `secret,id=s0,file=${keyFile}`, '--image-opts', `driver=qcow2,file.filename=${file},encrypt.key-secret=s0`];
+    const r = spawnSync('qemu-img', ['convert', ...opts, '-O', 'raw', out], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(fs.readFileSync(out).equals(want)).toBe(true);
+    const c = spawnSync('qemu-img', ['check', ...opts], { encoding: 'utf8' });
+    expect(c.status, c.stdout + c.stderr).toBe(0);
   });
 
   it('a failing check makes the suite exit non-zero', async () => {
