@@ -1,10 +1,20 @@
-// `npm run build:cli`: the `cowchain` bin as a bundle (esbuild) in dist/cli/. A process start
-// costs what Node has to load: one file for the command line (commander, the declarations of every
-// command) instead of some 180 modules, and each command's implementation as a chunk beside it,
-// loaded by the action that needs it (see src/cli/main.ts). The chunks sit in dist/cli/ itself,
-// so `../../build/…` from a chunk still finds the engine's wasm and the lock binding.
+// `npm run build:cli`: the `cowchain` bin in dist/cli/ (src/cli/bin.cjs says how it loads):
+//  - cli.js: src/cli/main.ts and everything it imports as one CommonJS bundle (esbuild), wrapped
+//    as a function expression. A command's implementation (the engine, zod, the volume driver, the
+//    Nova client) still runs its module code only when that command runs: esbuild turns the
+//    actions' import() into a lazy initialisation inside the bundle.
+//  - cli.cache: V8's code cache of cli.js, made here by running the short commands once in this
+//    process (a temporary directory, the CLI's own commands), so that it holds the bytecode of
+//    what they run; a start then deserializes that instead of parsing and compiling it.
+//  - main.js (from src/cli/bin.cjs) and package.json ({"type": "commonjs"}) for it.
+// The bundle sits in dist/cli/ itself, so `../../build/…` from it still finds the engine's wasm
+// and the lock binding. The cache is valid for the Node that ran this build (V8 checks its
+// version and flags, and the source's length, and refuses it otherwise; the bin then compiles the
+// source), so npm run build makes it again for the Node it runs on.
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
+import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 
@@ -23,37 +33,95 @@ const noChildProcess = {
   },
 };
 
+/**
+ * esbuild's CommonJS output turns each `import * as fs from 'node:fs'` into its own
+ * `__toESM(require('node:fs'))`, a copy of the module's properties as getters: some 40 copies of
+ * fs, path and fs/promises at every start. As in ES modules, where every importer sees the one
+ * namespace object, each module object gets one (a WeakMap beside esbuild's helper).
+ */
+function memoizeToESM(code) {
+  const helper = /var __toESM ?= ?\(mod, ?isNodeMode, ?target\) ?=>/;
+  if (!helper.test(code)) throw new Error(`build:cli: esbuild's __toESM helper is not ${helper} any more: update memoizeToESM`);
+  return code.replace(
+    helper,
+    'var __toESM=(mod,isNodeMode)=>{if(isNodeMode!==1||mod===null||typeof mod!="object"&&typeof mod!="function")return __toESMNew(mod,isNodeMode);let ns=__toESMs.get(mod);return ns||__toESMs.set(mod,ns=__toESMNew(mod,isNodeMode)),ns},__toESMs=new WeakMap,__toESMNew=(mod,isNodeMode,target)=>',
+  );
+}
+
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const outdir = path.join(root, 'dist/cli');
 fs.rmSync(outdir, { recursive: true, force: true });
-await build({
-  entryPoints: { main: path.join(root, 'src/cli/main.ts') },
-  outdir,
+const result = await build({
+  entryPoints: [path.join(root, 'src/cli/main.ts')],
+  outfile: path.join(outdir, 'cli.js'),
+  write: false,
   bundle: true,
-  splitting: true,
-  chunkNames: '[name]-[hash]',
   platform: 'node',
-  format: 'esm',
+  format: 'cjs',
   target: 'node20',
+  charset: 'ascii',
   logLevel: 'warning',
-  // Less source for V8 to scan at every start (some 30 %); names are kept, so a stack trace
-  // still names its functions.
-  minifyWhitespace: true,
-  minifySyntax: true,
+  // Less source for V8 to scan when there is no usable cache (some 30 %); names are kept, so a
+  // stack trace still names its functions. COWCHAIN_CLI_READABLE=1 keeps the bundle as esbuild
+  // lays it out, a module after a `// path` line: what a CPU profile of the bin can be read against.
+  minifyWhitespace: !process.env.COWCHAIN_CLI_READABLE,
+  minifySyntax: !process.env.COWCHAIN_CLI_READABLE,
   plugins: [noChildProcess],
+  // import() of what is not bundled (etcd3, node:os) as require(): a vm.Script has no ESM loader.
+  supported: { 'dynamic-import': false },
+  // The modules locate build/ and package.json from import.meta.url: here, the bundle's own URL.
+  define: { 'import.meta.url': '__cowchainUrl' },
   // etcd3 (with grpc) reads its .proto files from beside its own modules: loaded from
   // node_modules, and only by a command given --coordination etcd://….
   external: ['etcd3'],
 });
+let code = memoizeToESM(result.outputFiles[0].text.replace(/^#!.*\n/, ''));
+// runAsBin (src/cli/main.ts) turns zod's JIT off through the global zod keeps its settings in.
+if (!code.includes('globalThis.__zod_globalConfig')) throw new Error('build:cli: the bundled zod no longer keeps its settings in globalThis.__zod_globalConfig: update runAsBin in src/cli/main.ts');
+fs.mkdirSync(outdir, { recursive: true });
+const bundleFile = path.join(outdir, 'cli.js');
+fs.writeFileSync(
+  bundleFile,
+  `(function (exports, require, module, __filename, __dirname) {'use strict';const __cowchainUrl = require('node:url').pathToFileURL(__filename).href;\n${code}})\n`,
+);
+fs.writeFileSync(path.join(outdir, 'package.json'), '{ "type": "commonjs" }\n');
+fs.copyFileSync(path.join(root, 'src/cli/bin.cjs'), path.join(outdir, 'main.js'));
+fs.chmodSync(path.join(outdir, 'main.js'), 0o755);
 
-// CommonJS dependencies (commander) call require() for Node's built-ins, through esbuild's
-// require helper; ESM has no require, so the chunk holding that helper gets one. (esbuild's
-// banner would make one in every chunk, some 15 per command.)
-const REQUIRE = "import { createRequire as __cowchainRequire } from 'node:module'; const require = __cowchainRequire(import.meta.url);\n";
-for (const name of fs.readdirSync(outdir)) {
-  const file = path.join(outdir, name);
-  const code = fs.readFileSync(file, 'utf8');
-  if (!code.includes('Dynamic require of')) continue;
-  const shebang = code.startsWith('#!') ? code.slice(0, code.indexOf('\n') + 1) : '';
-  fs.writeFileSync(file, shebang + REQUIRE + code.slice(shebang.length));
+/** The short commands an operator runs most, each once, with their output dropped. */
+async function warmUp(main) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cowchain-build-cli-'));
+  const volume = '00000000-0000-4000-8000-00000000c0c0';
+  const snapshot = '00000000-0000-4000-8000-00000000c0c1';
+  const vol = ['--dir', dir, '--volume', volume];
+  const runs = [
+    ['img', 'create', '-q', '-f', 'raw', path.join(dir, 'base.raw'), '64M'],
+    ['img', 'create', '-q', '-f', 'qcow2', '-b', 'base.raw', '-F', 'raw', path.join(dir, 'overlay.qcow2')],
+    ['img', 'info', path.join(dir, 'overlay.qcow2')],
+    ['img', 'info', '--output', 'json', path.join(dir, 'overlay.qcow2')],
+    ['volume', 'create', ...vol, '--size', '64M', '--format', 'qcow2'],
+    ['volume', 'info', ...vol],
+    ['snapshot', 'create', ...vol, '--snapshot', snapshot],
+    ['io', '-q', '-c', 'write -P 0x5a 0 1M', path.join(dir, `volume-${volume}.${snapshot}`)],
+    ['snapshot', 'delete', ...vol, '--snapshot', snapshot],
+  ];
+  const { write: out } = process.stdout;
+  const { write: err } = process.stderr;
+  let said = '';
+  try {
+    process.stdout.write = process.stderr.write = (chunk) => ((said += String(chunk)), true);
+    for (const argv of runs) {
+      said = '';
+      const status = await main(argv);
+      if (status !== 0) throw new Error(`build:cli: warming the code cache, \`cowchain ${argv.join(' ')}\` exited ${status}: ${said}`);
+    }
+  } finally {
+    process.stdout.write = out;
+    process.stderr.write = err;
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 }
+
+const bin = createRequire(import.meta.url)(path.join(outdir, 'main.js'));
+await warmUp(bin.main);
+fs.writeFileSync(path.join(outdir, 'cli.cache'), bin.createCodeCache());

@@ -1,6 +1,7 @@
 import { checkImage, formatCheckHuman, formatCheckJson, type RepairMode } from '../image/check.js';
 import { CowError } from '../errors.js';
 import { print } from './output.js';
+import { writeStderr } from './write.js';
 import { imageArgument } from './secrets.js';
 
 /** The exit status carries meaning here (2 corrupt, 3 leaks, 63 unsupported format); main() returns it. */
@@ -29,9 +30,9 @@ export async function imgCheck(arg: string, o: CheckCliOptions): Promise<void> {
   const repair = parseRepair(o.r);
   if (repair && o.forceShare) throw new CowError('ECOW_BAD_ARGUMENT', '-U (force-share) cannot be used with -r: a repair writes the image');
   const outcome = checkImage(file, { format, repair, readLocks: !o.forceShare });
-  for (const line of outcome.log) process.stderr.write(line + '\n');
+  for (const line of outcome.log) writeStderr(line + '\n');
   if (outcome.result) print(o.output === 'json' ? formatCheckJson(outcome) : formatCheckHuman(outcome));
   // qemu-img's words after the code every cowchain error line has: 63 has no check, 1 failed
-  if (outcome.error) process.stderr.write(`cowchain: ${outcome.exitCode === 63 ? 'ECOW_CHECK_UNSUPPORTED' : 'ECOW_CHECK_FAILED'}: ${outcome.error}\n`);
+  if (outcome.error) writeStderr(`cowchain: ${outcome.exitCode === 63 ? 'ECOW_CHECK_UNSUPPORTED' : 'ECOW_CHECK_FAILED'}: ${outcome.error}\n`);
   exitStatus(outcome.exitCode);
 }

@@ -5,6 +5,7 @@ import { qemuStyleInfo, type QemuStyleInfo } from '../image/info.js';
 import { CowError } from '../errors.js';
 import type { Image } from '../image/image.js';
 import { parseFormatOption, print } from './output.js';
+import { writeStderr } from './write.js';
 import { imageArgument } from './secrets.js';
 import type { KeySecrets } from '../image/open-chain.js';
 
@@ -89,7 +90,7 @@ export async function imgInfo(arg: string, o: InfoCliOptions): Promise<void> {
   const full = info['full-backing-filename'];
   if (full !== undefined && !fs.existsSync(full)) {
     const missing = new CowError('ECOW_BACKING_MISSING', `backing file ${full} of ${file} does not exist (the chain cannot be read; shown: the image's own header)`);
-    process.stderr.write(`cowchain: warning: ${missing.message}\n`);
+    writeStderr(`cowchain: warning: ${missing.message}\n`);
   }
 }
 

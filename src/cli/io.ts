@@ -21,6 +21,7 @@ import { CowError, isCowError, type CowErrorCode } from '../errors.js';
 import { collect, humanBytes, parsePatternByte, parseSize, splitWords } from './args.js';
 import { parseFormatOption } from './output.js';
 import { imageArgument } from './secrets.js';
+import { writeStdout } from './write.js';
 
 /** qemu's BDRV_REQUEST_MAX_BYTES: the longest single qemu-io request. */
 export const MAX_REQUEST_BYTES = 2147483136;
@@ -266,7 +267,7 @@ export interface IoCliOptions {
 /** `cowchain io`: the lines as they come, then one error for the failed commands. */
 export async function ioCommand(file: string, o: IoCliOptions): Promise<void> {
   const image = await imageArgument(file, o);
-  const result = runIo(image.file, o.c, { format: image.format, readOnly: o.r, quiet: o.q, forceShare: o.forceShare, keySecrets: image.keySecrets, onLine: (l) => process.stdout.write(l + '\n') });
+  const result = runIo(image.file, o.c, { format: image.format, readOnly: o.r, quiet: o.q, forceShare: o.forceShare, keySecrets: image.keySecrets, onLine: (l) => writeStdout(l + '\n') });
   if (result.failures.length > 0) {
     const first = result.failures[0];
     throw new CowError(first.code, `${result.failures.length} of ${o.c.length} commands failed; first: "${first.command}": ${first.message}`);

@@ -11,6 +11,7 @@ import { IMG } from './img-commands.js';
 import { registerIo } from './io-command.js';
 import { SNAPSHOT, VOLUME } from './volume-commands.js';
 import { interruptExitCode } from './interrupt.js';
+import { writeStderr, writeStdout, writeToDescriptors } from './write.js';
 
 /** The package's version, from its package.json (two levels up from src/cli and from dist/cli). */
 function version(): string {
@@ -35,7 +36,7 @@ export function buildProgram(argv?: readonly string[]): Command {
   registerGroup(program, SNAPSHOT, argv);
   // As commander's .version(), but package.json is read only when the version is asked for.
   program.on('option:version', () => {
-    process.stdout.write(`cowchain version ${version()}\n`);
+    writeStdout(`cowchain version ${version()}\n`);
     throw new CommanderError(0, 'cowchain.version', '');
   });
   return program;
@@ -57,14 +58,14 @@ export async function main(argv: string[]): Promise<number> {
       if (e.exitCode === 0) return 0; // --help, --version
       // commander.help: a group named without its command; its help went to stderr already
       const what = e.code === 'commander.help' ? 'a command is needed' : e.message.replace(/^error: /, '').replace(/\n/g, ' ');
-      process.stderr.write(`cowchain: ECOW_USAGE: ${oneLine(what)} (see '${commandPath(program, argv)} --help')\n`);
+      writeStderr(`cowchain: ECOW_USAGE: ${oneLine(what)} (see '${commandPath(program, argv)} --help')\n`);
       return 2;
     }
     if (e instanceof CowError) {
-      process.stderr.write(`cowchain: ${oneLine(e.message)}\n`);
+      writeStderr(`cowchain: ${oneLine(e.message)}\n`);
       return interruptExitCode() ?? 1;
     }
-    process.stderr.write(`cowchain: ECOW_INTERNAL: ${(e as Error)?.stack ?? String(e)}\n`);
+    writeStderr(`cowchain: ECOW_INTERNAL: ${(e as Error)?.stack ?? String(e)}\n`);
     return 1;
   }
 }
@@ -102,6 +103,19 @@ function invokedDirectly(): boolean {
   }
 }
 
-if (invokedDirectly()) {
-  main(process.argv.slice(2)).then((code) => process.exit(code));
+/**
+ * The bin's own process: main() writing straight to fds 1 and 2 (write.ts), then exit with its
+ * status. zod validates without compiling a parser per object schema (its `jitless` setting):
+ * a process validates each kind of object once or twice, and compiling the parser (new Function)
+ * costs more than that. zod 4 keeps its settings in globalThis.__zod_globalConfig (z.config()
+ * writes there; scripts/build-cli.mjs checks the bundled zod still does), set here before zod
+ * loads, so that a command without zod does not load it to set this.
+ */
+export function runAsBin(argv: string[]): void {
+  writeToDescriptors();
+  const g = globalThis as { __zod_globalConfig?: { jitless?: boolean } };
+  (g.__zod_globalConfig ??= {}).jitless = true;
+  main(argv).then((code) => process.exit(code));
 }
+
+if (invokedDirectly()) runAsBin(process.argv.slice(2));

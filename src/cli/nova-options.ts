@@ -8,6 +8,7 @@ import { lazy } from '../lazy.js';
 import type { StatusServer } from '../nova/status-endpoint.js';
 import type { Hypervisor } from '../volume/hypervisor.js';
 import { NOVA_TOKEN_ENV, STATUS_TOKEN_ENV } from './nova-tokens.js';
+import { writeStderr } from './write.js';
 
 export interface NovaCliOptions {
   novaEndpoint?: string;
@@ -73,7 +74,7 @@ export async function withHypervisor<T>(o: NovaCliOptions, fn: (hypervisor: Hype
       host: listen.data.host,
       port: listen.data.port,
       // The waiting command fails with ECOW_STATUS_REJECTED too; this line says what came in.
-      onRejected: (r) => process.stderr.write(`cowchain: warning: refused a status report: ${r.method} ${r.url}: HTTP ${r.httpStatus} ${r.message}\n`),
+      onRejected: (r) => writeStderr(`cowchain: warning: refused a status report: ${r.method} ${r.url}: HTTP ${r.httpStatus} ${r.message}\n`),
     });
   } catch (e) {
     if (e instanceof CowError) throw e;

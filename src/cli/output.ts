@@ -1,8 +1,9 @@
 import type { ImageFormat } from '../image/types.js';
 import { parseImageFormat } from '../image/format.js';
+import { writeStdout } from './write.js';
 
 export function print(text: string): void {
-  process.stdout.write(text + '\n');
+  writeStdout(text + '\n');
 }
 
 export function parseFormatOption(f: string | undefined): ImageFormat | undefined {

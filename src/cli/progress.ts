@@ -1,4 +1,5 @@
 import type { ProgressCallback } from '../image/job.js';
+import { writeStdout } from './write.js';
 
 /** qemu's min_skip: a new line once the job moved by at least 1 %. */
 const MIN_STEP_PERCENT = 1;
@@ -10,12 +11,12 @@ const MIN_STEP_PERCENT = 1;
  * on stderr, since their stdout is the result. `stop(true)` after success, `stop(false)` after a
  * failure (a newline only, so the error starts a line of its own).
  */
-export function progressPrinter(enabled: boolean, stream: NodeJS.WritableStream = process.stdout): { onProgress?: ProgressCallback; stop(ok: boolean): void } {
+export function progressPrinter(enabled: boolean, write: (text: string) => void = writeStdout): { onProgress?: ProgressCallback; stop(ok: boolean): void } {
   if (!enabled) return { stop() {} };
   let last = -Infinity;
   const print = (percent: number) => {
     last = percent;
-    stream.write(`    (${percent.toFixed(2)}/100%)\r`);
+    write(`    (${percent.toFixed(2)}/100%)\r`);
   };
   print(0);
   return {
@@ -25,7 +26,7 @@ export function progressPrinter(enabled: boolean, stream: NodeJS.WritableStream 
     },
     stop: (ok) => {
       if (ok) print(100);
-      stream.write('\n');
+      write('\n');
     },
   };
 }

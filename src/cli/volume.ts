@@ -17,6 +17,7 @@ import { secretById, secretObjects, type SecretObjects } from './secrets.js';
 import { coordinationFrom } from './coordination-option.js';
 import { withHypervisor, type NovaCliOptions } from './nova-options.js';
 import { print } from './output.js';
+import { writeStderr } from './write.js';
 import { progressPrinter } from './progress.js';
 import type { ProgressCallback } from '../image/job.js';
 import { Interruption } from './interrupt.js';
@@ -51,14 +52,14 @@ function driver(o: Common, hypervisor?: Hypervisor): VolumeDriver {
   return new VolumeDriver({
     signal: interruption.signal,
     jobs: interruption.jobs,
-    onNotice: (m) => process.stderr.write(`cowchain: ${m}\n`),
+    onNotice: (m) => writeStderr(`cowchain: ${m}\n`),
     dir: o.dir,
     hypervisor,
     coordination,
     baseFormat: format(o.baseFormat),
     probeFormat: o.probeFormat ?? false,
     secureFilePermissions: parseSecureFilePermissions(o.secureFilePermissions ?? 'auto'),
-    onWarning: (m) => process.stderr.write(`cowchain: warning: ${m}\n`),
+    onWarning: (m) => writeStderr(`cowchain: warning: ${m}\n`),
     encryption: encryption(o),
   });
 }
@@ -103,7 +104,7 @@ async function run<T>(o: Common, op: (onProgress?: ProgressCallback) => Promise<
   const mode = outputMode(o);
   interruption = new Interruption();
   // -p: qemu-img's progress lines, on stderr (stdout is the result)
-  const progress = progressPrinter(!!o.p, process.stderr);
+  const progress = progressPrinter(!!o.p, writeStderr);
   let result: T;
   let ok = false;
   try {

@@ -9,8 +9,9 @@
 //     node_modules, tsconfig/vitest/asconfig files, and source maps (dist/**/*.map point at
 //     src/*.ts, which is not published, so they would only be broken links);
 //   * every dist/*.js has its src/*.ts (no stale output of a deleted source), and every src/*.ts
-//     its dist .js and .d.ts (the build is complete); src/cli is the exception: the bin is one
-//     bundle, dist/cli/main.js, with its chunks beside it (scripts/build-cli.mjs), and no .d.ts.
+//     its dist .js and .d.ts (the build is complete); src/cli is the exception: the bin is
+//     dist/cli/main.js, which loads one bundle, dist/cli/cli.js, with its V8 code cache cli.cache
+//     (scripts/build-cli.mjs), and dist/cli/package.json making main.js CommonJS; no .d.ts.
 //
 // Scripts never run here (`--ignore-scripts`: `npm pack` would otherwise run `prepare`, a full
 // rebuild, under the other tests' feet); `npm test` builds first. npm is spawned without the
@@ -96,7 +97,7 @@ describe('npm pack --dry-run', () => {
   });
 
   it('publishes nothing else: no sources, tests, maps, .wat, node_modules', () => {
-    const allowed = [/^package\.json$/, /^README\.md$/, /^(LICENSE|LICENCE|NOTICE|CHANGELOG)(\.\w+)?$/i, /^build\/cowchain\.wasm$/, /^build\/zstd-(decoder\.wasm|encoder\.wasm|encoder\.json)$/, /^build\/ofd-lock\.node$/, /^dist\/.+\.js$/, /^dist\/.+\.d\.ts$/];
+    const allowed = [/^package\.json$/, /^README\.md$/, /^(LICENSE|LICENCE|NOTICE|CHANGELOG)(\.\w+)?$/i, /^build\/cowchain\.wasm$/, /^build\/zstd-(decoder\.wasm|encoder\.wasm|encoder\.json)$/, /^build\/ofd-lock\.node$/, /^dist\/.+\.js$/, /^dist\/.+\.d\.ts$/, /^dist\/cli\/(cli\.cache|package\.json)$/];
     const unexpected = [...files.keys()].filter((f) => !allowed.some((re) => re.test(f)));
     expect(unexpected, 'files outside the published set').toEqual([]);
     for (const f of files.keys()) {
@@ -112,16 +113,11 @@ describe('npm pack --dry-run', () => {
       expect(files.has(`${base}.js`), `${base}.js (from ${src}) is not packed: run npm run build`).toBe(true);
       expect(files.has(`${base}.d.ts`), `${base}.d.ts (from ${src}) is not packed`).toBe(true);
     }
-    // The bundle's chunks: what dist/cli/main.js imports, and what those import, nothing else.
-    const chunks = new Set(['dist/cli/main.js']);
-    for (const f of chunks) {
-      for (const m of fs.readFileSync(path.join(ROOT, f), 'utf8').matchAll(/(?:from|import\()\s*"\.\/([\w-]+\.js)"/g)) chunks.add(`dist/cli/${m[1]}`);
-    }
-    for (const f of chunks) {
+    // The bin: its loader, the bundle, the bundle's code cache and the package.json making the loader CommonJS.
+    for (const f of ['dist/cli/main.js', 'dist/cli/cli.js', 'dist/cli/cli.cache', 'dist/cli/package.json']) {
       expected.add(f);
       expect(files.has(f), `${f} (the CLI bundle) is not packed`).toBe(true);
     }
-    expect(chunks.size, 'the CLI bundle loads its commands as chunks').toBeGreaterThan(5);
     const stale = [...files.keys()].filter((f) => f.endsWith('.js') && !expected.has(f));
     expect(stale, 'dist/*.js without a src/*.ts (stale build output: rm -rf dist && npm run build)').toEqual([]);
   });
