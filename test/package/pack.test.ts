@@ -124,8 +124,12 @@ describe('npm pack --dry-run', () => {
 
   it('is small', () => {
     expect(files.get('build/cowchain.wasm')!).toBeLessThan(1 << 20);
-    for (const [f, size] of files) expect(size, f).toBeLessThan(512 << 10);
-    expect(pack.unpackedSize).toBeLessThan(2 << 20);
+    // The bin's V8 code cache (scripts/build-cli.mjs) is bytecode for the commands' code, bounded
+    // on its own: it is what each start reads instead of compiling.
+    const cache = files.get('dist/cli/cli.cache')!;
+    expect(cache).toBeLessThan(1 << 20);
+    for (const [f, size] of files) if (f !== 'dist/cli/cli.cache') expect(size, f).toBeLessThan(512 << 10);
+    expect(pack.unpackedSize - cache).toBeLessThan(2 << 20);
     expect(pack.size).toBeLessThan(1 << 20);
   });
 
