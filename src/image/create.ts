@@ -4,6 +4,7 @@ import { Engine } from '../engine/engine.js';
 import { FileBackend, type Backend } from '../engine/backend.js';
 import { CowError } from '../errors.js';
 import { imageFormatSchema } from './format-schema.js';
+import { lazy } from '../lazy.js';
 import type { ImageFormat } from './format.js';
 import { openImage, defaultResolveBacking } from './open-chain.js';
 import { createLuks, luksAreaBytes } from '../engine/luks.js';
@@ -57,39 +58,44 @@ export interface CreateOptions {
   encrypt?: { format: 'luks'; keySecret: Uint8Array; iterTimeMs?: number };
 }
 
-/** CreateOptions, validated at the boundary (the CLI parses into it too). */
-export const CreateOptionsSchema = z
-  .object({
-    format: imageFormatSchema.default('raw'),
-    size: z.number().int().nonnegative().max(2 ** 53).optional(),
-    backingFile: z.string().min(1).max(1023).optional(),
-    backingFormat: imageFormatSchema.optional(),
-    clusterSize: z.number().int().refine((v) => v >= 512 && v <= 2 << 20 && (v & (v - 1)) === 0, 'a power of two between 512 and 2097152').default(65536),
-    refcountBits: z.number().int().refine((v) => [1, 2, 4, 8, 16, 32, 64].includes(v), 'a power of two between 1 and 64').default(16),
-    compat: z.enum(['0.10', '1.1']).default('1.1'),
-    extendedL2: z.boolean().default(false),
-    compressionType: z.enum(['zlib', 'zstd']).default('zlib'),
-    /**
-     * qemu-img create -u: the backing file is neither opened nor checked (it may not exist yet);
-     * the size and the backing format must then be given.
-     */
-    unsafe: z.boolean().default(false),
-    /**
-     * LUKS encryption (qemu's encrypt.format=luks): aes-256-xts-plain64, sha256, key slot 0
-     * opened by `keySecret`; PBKDF2 tuned to take `iterTimeMs` (qemu's encrypt.iter-time, 2000).
-     */
-    encrypt: z
-      .object({
-        format: z.literal('luks'),
-        keySecret: z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'the key secret must be bytes (a Uint8Array)').refine((s) => s.length > 0, 'the key secret must not be empty'),
-        iterTimeMs: z.number().int().positive().max(600_000).optional(),
-      })
-      .strict()
-      .optional(),
-  })
-  .strict();
+/**
+ * CreateOptions, validated at the boundary; built at first use (lazy.ts): a process that opens
+ * the volume driver, which imports this module, need not create an image.
+ */
+const createOptionsSchema = lazy(() =>
+  z
+    .object({
+      format: imageFormatSchema.default('raw'),
+      size: z.number().int().nonnegative().max(2 ** 53).optional(),
+      backingFile: z.string().min(1).max(1023).optional(),
+      backingFormat: imageFormatSchema.optional(),
+      clusterSize: z.number().int().refine((v) => v >= 512 && v <= 2 << 20 && (v & (v - 1)) === 0, 'a power of two between 512 and 2097152').default(65536),
+      refcountBits: z.number().int().refine((v) => [1, 2, 4, 8, 16, 32, 64].includes(v), 'a power of two between 1 and 64').default(16),
+      compat: z.enum(['0.10', '1.1']).default('1.1'),
+      extendedL2: z.boolean().default(false),
+      compressionType: z.enum(['zlib', 'zstd']).default('zlib'),
+      /**
+       * qemu-img create -u: the backing file is neither opened nor checked (it may not exist yet);
+       * the size and the backing format must then be given.
+       */
+      unsafe: z.boolean().default(false),
+      /**
+       * LUKS encryption (qemu's encrypt.format=luks): aes-256-xts-plain64, sha256, key slot 0
+       * opened by `keySecret`; PBKDF2 tuned to take `iterTimeMs` (qemu's encrypt.iter-time, 2000).
+       */
+      encrypt: z
+        .object({
+          format: z.literal('luks'),
+          keySecret: z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'the key secret must be bytes (a Uint8Array)').refine((s) => s.length > 0, 'the key secret must not be empty'),
+          iterTimeMs: z.number().int().positive().max(600_000).optional(),
+        })
+        .strict()
+        .optional(),
+    })
+    .strict(),
+);
 // The documented interface and the schema accept the same objects (a compile error otherwise).
-type SchemaInput = z.input<typeof CreateOptionsSchema>;
+type SchemaInput = z.input<ReturnType<typeof createOptionsSchema>>;
 type SameKeys = [keyof SchemaInput, keyof CreateOptions] extends [keyof CreateOptions, keyof SchemaInput] ? true : false;
 const sameShape: [SchemaInput, CreateOptions] extends [CreateOptions, SchemaInput] ? SameKeys : false = true;
 void sameShape;
@@ -98,7 +104,7 @@ void sameShape;
 export type Qcow2LayoutOptions = Omit<CreateOptions, 'format'> & { size: number; format?: 'qcow2' };
 
 function parseOptions(options: CreateOptions) {
-  const r = CreateOptionsSchema.safeParse(options);
+  const r = createOptionsSchema().safeParse(options);
   if (!r.success) throw new CowError('ECOW_BAD_ARGUMENT', `invalid create options: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
   if (r.data.format === 'raw' && r.data.backingFile) throw new CowError('ECOW_BAD_ARGUMENT', `a raw image cannot have a backing file (${r.data.backingFile}): give format: 'qcow2' (the default format is raw, as in qemu-img create)`);
   if (r.data.unsafe && r.data.backingFile && (r.data.size === undefined || r.data.backingFormat === undefined)) {
