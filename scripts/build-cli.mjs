@@ -108,6 +108,9 @@ async function warmUp(main) {
   const { write: out } = process.stdout;
   const { write: err } = process.stderr;
   let said = '';
+  // as runAsBin (src/cli/main.ts) sets it in the bin's process
+  const zodConfig = (globalThis.__zod_globalConfig ??= {});
+  zodConfig.jitless = true;
   try {
     process.stdout.write = process.stderr.write = (chunk) => ((said += String(chunk)), true);
     for (const argv of runs) {

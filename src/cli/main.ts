@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-// The `cowchain` command. `npm run build` bundles it (scripts/build-cli.mjs) into dist/cli/main.js:
-// this module and the command declarations load at start, and each command's implementation (with
-// the engine, zod, the volume driver, the Nova client) loads only when that command runs.
+// The `cowchain` command. `npm run build` bundles it (scripts/build-cli.mjs) into dist/cli/cli.js,
+// which the bin, dist/cli/main.js (bin.cjs), compiles with its V8 code cache and runs (runAsBin):
+// this module and the command declarations run at start, and each command's implementation (with
+// the engine, zod, the volume driver, the Nova client) only when that command runs.
 import * as fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
