@@ -217,12 +217,7 @@ export async function benchParallelCompress(root: string, runs: number): Promise
  */
 export async function benchDevice(root: string, mib: number, runs: number): Promise<{ sequentialMs: number[]; parallelMs: number[] }> {
   const files = [path.join(root, 'device-1'), path.join(root, 'device-2')];
-  const write = (file: string) =>
-    new Promise<void>((resolve, reject) => {
-      const child = spawn('dd', ['if=/dev/zero', `of=${file}`, 'bs=1M', `count=${mib}`, 'conv=fdatasync'], { stdio: 'ignore' });
-      child.on('error', reject);
-      child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`dd of ${file} exited ${code}`))));
-    });
+  const write = (file: string) => spawnAsync('dd', ['if=/dev/zero', `of=${file}`, 'bs=1M', `count=${mib}`, 'conv=fdatasync'], root);
   const sequentialMs: number[] = [];
   const parallelMs: number[] = [];
   const clean = () => {
