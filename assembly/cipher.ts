@@ -19,7 +19,7 @@ export class DataCipher {
   /** The tweaks of a piece: 16 bytes per sector. */
   private tweakBuf: usize = 0;
 
-  constructor(public handle: i32, public cs: u64) {}
+  constructor(public handle: i32) {}
 
   private scratch(): usize {
     if (this.scratchBuf == 0) this.scratchBuf = heap.alloc(<usize>PIECE);

@@ -51,7 +51,7 @@ export class Qcow2Image extends Image {
     this.cs = h.clusterSize;
     this.encrypted = h.cryptMethod == 2;
     this.map = new Mapping(handle, h);
-    if (this.encrypted) this.cipher = new DataCipher(handle, h.clusterSize);
+    if (this.encrypted) this.cipher = new DataCipher(handle);
   }
 
   virtualSize(): u64 { return this.h.size; }

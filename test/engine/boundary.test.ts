@@ -1,6 +1,7 @@
 // What is copied by hand across the wasm boundary must not drift: the error codes the engine
 // raises (assembly/errors.ts) against the host's list (src/errors.ts), the block-status flags
-// (assembly/layout.ts ST_* against src/engine/block-status.ts), and the engine's exports
+// (assembly/layout.ts ST_* against src/engine/block-status.ts), the AES-ECB selectors of the
+// `ecb` import (assembly/io.ts ECB_* against src/engine/luks.ts), and the engine's exports
 // (build/cowchain.wasm) against the host's typed view of them (RawExports in
 // src/engine/engine.ts): the same names, and the same number of parameters.
 import * as fs from 'node:fs';
@@ -8,6 +9,7 @@ import * as path from 'node:path';
 import ts from 'typescript';
 import { describe, expect, it } from 'vitest';
 import { BLOCK_STATUS } from '../../src/engine/block-status.js';
+import { ECB_DECRYPT, ECB_ENCRYPT, ECB_TWEAK } from '../../src/engine/luks.js';
 import { ERROR_CODES } from '../../src/errors.js';
 import { ROOT } from '../support/bundle.js';
 
@@ -70,6 +72,11 @@ describe('the wasm boundary', () => {
     const engine = engineConstants('assembly/layout.ts', /^ST_/);
     const fromEngine = Object.fromEntries([...engine].map(([k, v]) => [k.slice(3), Number(v)]));
     expect(fromEngine).toEqual({ ...BLOCK_STATUS });
+  });
+
+  it("the ecb import's key and direction selectors are the same on both sides", () => {
+    const engine = Object.fromEntries([...engineConstants('assembly/io.ts', /^ECB_/)].map(([k, v]) => [k, Number(v)]));
+    expect(engine).toEqual({ ECB_TWEAK, ECB_DECRYPT, ECB_ENCRYPT });
   });
 
   it('the engine exports exactly what the host declares, with the same number of parameters', () => {
