@@ -37,7 +37,7 @@ names.memory = mem[1];
 names.init = ctors[1];
 const imports = {};
 for (const m of importBlock[1].matchAll(/(\w+): (\w+)/g)) imports[m[2]] = m[1];
-const wantedEnc = ['memory', 'init', 'malloc', 'free', 'ZSTD_compress', 'ZSTD_isError'];
+const wantedEnc = ['memory', 'init', 'malloc', 'free', 'ZSTD_createCCtx', 'ZSTD_compress_usingDict', 'ZSTD_compressBound', 'ZSTD_isError'];
 const encExports = WebAssembly.Module.exports(new WebAssembly.Module(encBytes)).map((e) => e.name);
 const missingEnc = wantedEnc.filter((n) => !names[n] || !encExports.includes(names[n]));
 if (missingEnc.length) throw new Error(`build:zstd: the @bokuweb/zstd-wasm module lacks ${missingEnc.join(', ')}`);
