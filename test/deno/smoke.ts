@@ -13,7 +13,7 @@
  * check failed (or the suite itself could not start), 0 otherwise.
  *
  * Sections: the engine (create, write/read, compressed convert, a 2-layer chain committed into its base, LUKS
- * encryption, memory backend), the async API (jobs in Web Workers: commit, progress, cancel, a coded error, a
+ * encryption, and — when deno.test.ts left them in WORKDIR — LUKS images Node and qemu-img made, memory backend), the async API (jobs in Web Workers: commit, progress, cancel, a coded error, a
  * host-supplied engine) and the volume driver (snapshot lifecycle, both delete orders). A new
  * section is one more `check(...)` call.
  */
@@ -294,6 +294,35 @@ check('engine: LUKS-encrypted qcow2 (node:crypto AES-ECB, PBKDF2, HMAC under Den
     fs.writeFileSync(path.join(workArg, 'luks-from-deno.raw'), model);
   }
 });
+
+/**
+ * Set by test/deno/deno.test.ts in WORKDIR: encrypted images made by Node and by qemu-img, with
+ * the bytes each must read (all keyed by LUKS_SECRET). The check runs when the file is there.
+ */
+const LUKS_INPUTS = workArg ? path.join(workArg, 'luks-inputs.json') : undefined;
+if (LUKS_INPUTS && fs.existsSync(LUKS_INPUTS)) {
+  check('engine: LUKS images made by Node and by qemu-img read here as they read there; a wrong secret is refused', () => {
+    const inputs = JSON.parse(fs.readFileSync(LUKS_INPUTS, 'utf8')) as { name: string; file: string; raw: string }[];
+    assert(inputs.length >= 2, `${LUKS_INPUTS} lists ${inputs.length} images`);
+    for (const input of inputs) {
+      const file = path.join(workArg!, input.file);
+      const img = openImage(file, { keySecrets: () => LUKS_SECRET });
+      try {
+        assert(img.encrypted, `${input.name}: encrypted`);
+        assertBytes(img.read(0, img.virtualSize), fs.readFileSync(path.join(workArg!, input.raw)), input.name);
+      } finally {
+        img.close();
+      }
+      let code = 'none';
+      try {
+        openImage(file, { keySecrets: () => new TextEncoder().encode('not the secret') }).close();
+      } catch (e) {
+        code = isCowError(e) ? e.code : String(e);
+      }
+      assertEqual(code, 'ECOW_BAD_SECRET', `${input.name}: a wrong secret`);
+    }
+  });
+}
 
 check('engine: errors are CowErrors with codes', () => {
   let caught: unknown;

@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll } from 'vitest';
+import { runProcess } from './child.js';
 
 export interface Run {
   status: number;
@@ -83,6 +84,25 @@ export function qemuRaw(file: string, dir: string): Buffer {
   const data = fs.readFileSync(out);
   fs.rmSync(out);
   return data;
+}
+
+/**
+ * qemu-img create of a LUKS-encrypted qcow2 keyed by `--object secret,id=sec0,file=<keyFile>`
+ * (encrypt.iter-time=10 unless `opts` says otherwise; `opts` are more -o options, `extra` more
+ * arguments such as -b/-F), run without holding the event loop (it takes seconds on a busy
+ * machine). qemu times PBKDF2 by the user CPU time getrusage reports, which can stay at zero over
+ * its first short run; it then fails with "Unable to get accurate CPU usage" within milliseconds,
+ * at times several runs in a row: that one failure is retried.
+ */
+export async function qemuCreateLuks(file: string, size: number, keyFile: string, opts = '', extra: string[] = []): Promise<void> {
+  requireQemu();
+  const o = ['encrypt.format=luks', 'encrypt.key-secret=sec0', ...(/encrypt\.iter-time=/.test(opts) ? [] : ['encrypt.iter-time=10']), ...(opts ? [opts] : [])].join(',');
+  const args = ['create', '-q', '-f', 'qcow2', '--object', `secret,id=sec0,file=${keyFile}`, '-o', o, ...extra, file, String(size)];
+  for (let attempt = 1; ; attempt++) {
+    const r = await runProcess('qemu-img', args);
+    if (r.status === 0) return;
+    if (attempt >= 30 || !r.stderr.includes('Unable to get accurate CPU usage')) throw new Error(`qemu-img ${args.join(' ')}: exit ${r.status}: ${r.error ?? ''}${r.stderr}`);
+  }
 }
 
 const dirs: string[] = [];
