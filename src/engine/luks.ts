@@ -4,8 +4,9 @@ import { CowError } from '../errors.js';
 /**
  * LUKS version 1 headers as qemu stores them inside a qcow2 image (crypt_method 2, the crypto
  * header extension naming where): parse, unlock a key slot with a secret, and make new ones.
- * The format rules relied on are in docs/qcow2-rules.md ("Encryption"). Crypto is Node's:
- * PBKDF2 and AES-XTS (both also in Deno's node:crypto).
+ * The format rules relied on are in docs/qcow2-rules.md ("Encryption"). Crypto is the host's
+ * node:crypto (Node's, or Deno's): PBKDF2, hashes and HMAC, and AES-ECB under XTS (here for the
+ * key slots, in the engine for data).
  *
  * Supported: cipher aes in mode xts-plain64 (qemu's default; 256- or 512-bit XTS keys), PBKDF2
  * with sha1, sha256 or sha512. Anything else is ECOW_BAD_LUKS_HEADER, naming what was found.
@@ -103,15 +104,11 @@ export function parseLuksHeader(bytes: Uint8Array, regionBytes: number): LuksHea
 }
 
 /**
- * AES-XTS with plain64 IVs (the sector number, little-endian), on whole 512-byte sectors, in
- * place. Node has aes-xts, but one cipher object per sector runs at ~40 MiB/s; XTS is built here
- * from AES-ECB instead (IEEE 1619: tweak T = AES(K2, IV), each 16-byte block is
- * AES(K1, P xor T) xor T, T doubles in GF(2^128) from block to block), with one ECB call for all
- * the tweaks and one for all the data of a call. run() is the JS whole (key slots' material, at
- * unlock and create; about 900 MiB/s on 64 KiB calls). Image data goes through the engine's own
- * XTS (assembly/cipher.ts), which whitens on v128 and asks this object only for the AES-ECB
- * (ecbInPlace): an encrypted commit spent most of its time in run()'s word loops.
- * test/engine/xts.test.ts holds both equal to Node's aes-xts, sector by sector.
+ * The master key's (or a key slot's) AES-XTS, on the host's AES-ECB. Image data goes through the
+ * engine's own XTS (assembly/cipher.ts), which asks this object only for AES-ECB in place
+ * (ecbInPlace). run() is whole AES-XTS-plain64 for the key slots' material at unlock and create
+ * (some 500 sectors a slot), kept plain: IEEE 1619 sector by sector. test/engine/xts.test.ts holds
+ * both equal to Node's aes-xts.
  */
 export class SectorCipher {
   private readonly ecb: string;
@@ -124,9 +121,6 @@ export class SectorCipher {
    */
   private tweakEcb: Cipher | undefined;
   private readonly dataEcb: [Cipher | undefined, Cipher | undefined] = [undefined, undefined];
-  /** Scratch for the tweaks and the whitened data, grown to the largest call and reused. */
-  private tweaks = new Int32Array(0);
-  private whitened = new Int32Array(0);
 
   constructor(key: Buffer) {
     const half = key.length / 2;
@@ -135,57 +129,30 @@ export class SectorCipher {
     this.k2 = key.subarray(half);
   }
 
-  /** `buf` is whole 512-byte sectors; `firstSector` the plain64 number of its first. */
+  /**
+   * AES-XTS-plain64 in place on `buf`, whole 512-byte sectors, the first numbered `firstSector`:
+   * each sector's tweak T is AES(K2, the sector number as a little-endian 128-bit block), each
+   * 16-byte block becomes AES(K1, P xor T) xor T, and T doubles in GF(2^128) from block to block.
+   */
   run(encrypt: boolean, buf: Uint8Array, firstSector: number): void {
-    const sectors = buf.length / SECTOR;
-    if (!Number.isInteger(sectors)) throw new CowError('ECOW_INTERNAL', `encryption of ${buf.length} bytes: not whole sectors`);
-    if (sectors === 0) return;
-    if (buf.byteOffset % 4 !== 0) {
-      // Word access needs 4-byte alignment: work on an aligned copy.
-      const copy = new Uint8Array(buf);
-      this.run(encrypt, copy, firstSector);
-      buf.set(copy);
-      return;
-    }
-    const words = buf.length / 4;
-    if (this.tweaks.length < words) {
-      this.tweaks = new Int32Array(words);
-      this.whitened = new Int32Array(words);
-    }
-    // plain64 IVs: the sector number as a little-endian 64-bit integer, zero-padded to a block.
-    const ivs = new Int32Array(sectors * 4);
-    for (let s = 0; s < sectors; s++) {
-      const n = firstSector + s;
-      ivs[s * 4] = n | 0;
-      ivs[s * 4 + 1] = Math.floor(n / 2 ** 32) | 0;
-    }
-    this.tweakEcb ??= ecbContext(this.ecb, this.k2, true);
-    const first = aligned(this.tweakEcb.update(new Uint8Array(ivs.buffer)));
-    // All tweaks, laid out like the data; words are little-endian (as the XTS tweak is). Int32
-    // throughout: V8 keeps int32 values unboxed, while uint32 values past 2^31 become doubles,
-    // which made these loops most of an encrypted commit's time.
-    // The data are whitened (xor the tweak) in the same pass.
-    const tweaks = this.tweaks;
-    const data = new Int32Array(buf.buffer, buf.byteOffset, words);
-    const x = this.whitened;
-    const t0 = new Int32Array(first.buffer, first.byteOffset, first.length / 4);
-    for (let s = 0; s < sectors; s++) {
-      let w0 = t0[s * 4], w1 = t0[s * 4 + 1], w2 = t0[s * 4 + 2], w3 = t0[s * 4 + 3];
-      for (let b = 0, o = s * 128; b < 32; b++, o += 4) {
-        tweaks[o] = w0; tweaks[o + 1] = w1; tweaks[o + 2] = w2; tweaks[o + 3] = w3;
-        x[o] = data[o] ^ w0; x[o + 1] = data[o + 1] ^ w1; x[o + 2] = data[o + 2] ^ w2; x[o + 3] = data[o + 3] ^ w3;
-        const carry = w3 >>> 31;
-        w3 = (w3 << 1) | (w2 >>> 31);
-        w2 = (w2 << 1) | (w1 >>> 31);
-        w1 = (w1 << 1) | (w0 >>> 31);
-        w0 = (w0 << 1) ^ (carry ? 0x87 : 0);
+    if (buf.length % SECTOR !== 0) throw new CowError('ECOW_INTERNAL', `encryption of ${buf.length} bytes: not whole sectors`);
+    const tweaks = new Uint8Array(SECTOR);
+    const t = Buffer.alloc(16);
+    for (let off = 0, n = firstSector; off < buf.length; off += SECTOR, n++) {
+      t.fill(0);
+      t.writeBigUInt64LE(BigInt(n));
+      this.ecbInPlace(ECB_TWEAK, t);
+      for (let b = 0; b < SECTOR; b += 16) {
+        tweaks.set(t, b);
+        const carry = t[15] >> 7;
+        for (let i = 15; i > 0; i--) t[i] = ((t[i] << 1) | (t[i - 1] >> 7)) & 0xff;
+        t[0] = ((t[0] << 1) & 0xff) ^ (carry ? 0x87 : 0);
       }
+      const sector = buf.subarray(off, off + SECTOR);
+      for (let i = 0; i < SECTOR; i++) sector[i] ^= tweaks[i];
+      this.ecbInPlace(encrypt ? ECB_ENCRYPT : ECB_DECRYPT, sector);
+      for (let i = 0; i < SECTOR; i++) sector[i] ^= tweaks[i];
     }
-    const slot = encrypt ? 1 : 0;
-    const c = (this.dataEcb[slot] ??= ecbContext(this.ecb, this.k1, encrypt));
-    const y = aligned(c.update(new Uint8Array(x.buffer, 0, buf.length)));
-    const yw = new Int32Array(y.buffer, y.byteOffset, words);
-    for (let i = 0; i < words; i++) data[i] = yw[i] ^ tweaks[i];
   }
 
   /**
@@ -216,11 +183,6 @@ function ecbContext(algorithm: string, key: Buffer, encrypt: boolean): Cipher {
   const c = encrypt ? nodeCrypto().createCipheriv(algorithm, key, null) : nodeCrypto().createDecipheriv(algorithm, key, null);
   c.setAutoPadding(false);
   return c as Cipher;
-}
-
-/** `b` itself when 4-byte aligned (word access), else an aligned copy. */
-function aligned(b: Uint8Array): Uint8Array {
-  return b.byteOffset % 4 === 0 ? b : new Uint8Array(b);
 }
 
 /** LUKS1's anti-forensic diffusion: the hash of (be32 block index ‖ block), block by block. */

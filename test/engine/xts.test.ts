@@ -1,6 +1,7 @@
-// The AES-XTS-plain64 that encrypted images use (src/engine/luks.ts SectorCipher, built from
-// AES-ECB for speed) must equal Node's own aes-xts, sector by sector, for both key sizes, any
-// first sector number (the plain64 IV) and buffers at any 4-byte-aligned place in memory.
+// The AES-XTS-plain64 that the key slots use (src/engine/luks.ts SectorCipher.run, built on
+// AES-ECB because Deno's node:crypto has no aes-xts) must equal Node's own aes-xts, sector by
+// sector, for both key sizes, any first sector number (the plain64 IV) and buffers anywhere in
+// memory.
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -41,7 +42,7 @@ describe('SectorCipher (AES-XTS-plain64)', () => {
     }
   }
 
-  it('one cipher object across many calls (its ECB contexts and scratch are reused): sizes up and down, both directions', () => {
+  it('one cipher object across many calls (its ECB contexts are reused): sizes up and down, both directions', () => {
     const key = crypto.randomBytes(64);
     const cipher = new SectorCipher(key);
     const rand = (n: number) => Math.floor(Math.random() * n);
