@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import { CowError } from '../errors.js';
 import { lockImage, type LockMode } from './image-lock.js';
+import { monotonicMs } from '../load-on-use.js';
 
 /**
  * Where an image's bytes live. The engine sees only numeric handles; each handle is one Backend.
@@ -88,10 +89,10 @@ export class FileBackend implements Backend {
   /** Run the guard, unless it passed less than GUARD_INTERVAL_MS ago (monotonic time: a stop counts). */
   private guardIo(): void {
     if (!this.guard) return;
-    const now = performance.now();
+    const now = monotonicMs();
     if (now - this.guardedAt < GUARD_INTERVAL_MS) return;
     this.guard();
-    this.guardedAt = performance.now();
+    this.guardedAt = monotonicMs();
   }
 
   write(buf: Uint8Array, offset: number): void {

@@ -2,7 +2,7 @@
  * Durable file-system updates in one directory: replace a small file atomically, make a
  * directory entry change (create, rename, unlink) durable.
  */
-import { nodeCrypto } from '../load-on-use.js';
+import { randomHex } from '../load-on-use.js';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { CowError, isCowError } from '../errors.js';
@@ -44,7 +44,7 @@ export async function writeFileAtomic(
   const target = path.join(dir, name);
   // Random suffix: concurrent writers (or a leftover from a crash) never share a temp file.
   // 'wx' (O_EXCL): never reuse or follow something already at that name.
-  const temp = path.join(dir, `${tempPrefix}${nodeCrypto().randomBytes(8).toString('hex')}`);
+  const temp = path.join(dir, `${tempPrefix}${randomHex(8)}`);
   let fh: fs.FileHandle | undefined;
   try {
     fh = await fs.open(temp, 'wx', 0o666);
@@ -91,7 +91,7 @@ export async function createFileAtomic(
   mode?: number,
 ): Promise<string> {
   const target = path.join(dir, name);
-  const temp = path.join(dir, `${tempPrefix}${nodeCrypto().randomBytes(8).toString('hex')}`);
+  const temp = path.join(dir, `${tempPrefix}${randomHex(8)}`);
   try {
     await make(temp);
     if (mode !== undefined) await fs.chmod(temp, mode);

@@ -107,5 +107,10 @@ export function goneOwner(lockPath: string, me: LockOwner | null): LockOwner | n
 
 /** Remove the owner record (before the lock directory itself is removed). */
 export function removeOwner(lockPath: string): void {
-  fs.rmSync(path.join(lockPath, OWNER_FILE), { force: true });
+  // unlink, not rmSync({ force }): Node 20's rmSync loads its recursive remover for a single file
+  try {
+    fs.unlinkSync(path.join(lockPath, OWNER_FILE));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
 }

@@ -47,6 +47,7 @@ import type { VolumeCoordinator, VolumeLockHandle } from './coordination.js';
 export type { VolumeLockHandle } from './coordination.js';
 import { currentOwner, goneOwner, removeOwner, writeOwner, type LockOwner } from './lock-owner.js';
 import { sleep } from './sleep.js';
+import { monotonicMs } from '../load-on-use.js';
 
 export interface VolumeLockOptions {
   /** A lock not renewed for this long is stale and may be taken over. Default 30 s (min 1 s). */
@@ -128,7 +129,7 @@ class StalenessObserver {
   constructor(readonly staleMs: number) {}
 
   isStale(p: string, st: fs.Stats): boolean {
-    const now = performance.now();
+    const now = monotonicMs();
     const s = this.seen.get(p);
     if (!s || s.ino !== st.ino || s.dev !== st.dev || s.mtimeMs !== st.mtimeMs) {
       this.seen.set(p, { ino: st.ino, dev: st.dev, mtimeMs: st.mtimeMs, since: now });
@@ -148,7 +149,7 @@ class StalenessObserver {
   /** Milliseconds `p` has looked unchanged (0 when not seen yet). */
   unchangedFor(p: string): number {
     const s = this.seen.get(p);
-    return s ? performance.now() - s.since : 0;
+    return s ? monotonicMs() - s.since : 0;
   }
 }
 
@@ -249,7 +250,7 @@ export async function withVolumeLock<T>(
 
   const observer = new StalenessObserver(staleMs);
   const deadline = Date.now() + acquireTimeoutMs;
-  const waitStart = performance.now();
+  const waitStart = monotonicMs();
   let nextNotice = waitStart + NOTICE_AFTER_MS;
   let delay = minDelay;
   let mine: Identity;
@@ -275,7 +276,7 @@ export async function withVolumeLock<T>(
       if (gone) options.onNotice?.(`volume ${volumeId}: took over the lock left by process ${gone.pid} of this host, which is gone (killed or crashed)`);
       break;
     }
-    const now = performance.now();
+    const now = monotonicMs();
     if (options.onNotice && now >= nextNotice) {
       nextNotice = now + NOTICE_INTERVAL_MS;
       const waited = Math.round((now - waitStart) / 1000);
@@ -300,7 +301,7 @@ export async function withVolumeLock<T>(
 
   const controller = new AbortController();
   let lost: CowError | undefined;
-  let renewedAt = performance.now();
+  let renewedAt = monotonicMs();
   const loseLock = (why: string, cause?: unknown): CowError => {
     if (!lost) {
       lost = new CowError('ECOW_LOCK_LOST', `lock ${lockPath} of volume ${volumeId} was lost while held: ${why}`, { cause });
@@ -321,13 +322,13 @@ export async function withVolumeLock<T>(
         fs.utimesSync(lockPath, now, now);
         st = fs.statSync(lockPath); // what the file system kept (its mtime precision)
         mine = { ino: st.ino, dev: st.dev, mtimeMs: st.mtimeMs };
-        renewedAt = performance.now();
+        renewedAt = monotonicMs();
         return;
       }
     } catch (e) {
       // A transient error (ESTALE, EIO on a network mount): the lease holds until it is stale.
-      if (performance.now() - renewedAt <= staleMs) return;
-      throw loseLock(`not renewed for ${Math.round(performance.now() - renewedAt)} ms (${errno(e) ?? String(e)})`, e);
+      if (monotonicMs() - renewedAt <= staleMs) return;
+      throw loseLock(`not renewed for ${Math.round(monotonicMs() - renewedAt)} ms (${errno(e) ?? String(e)})`, e);
     }
     throw loseLock(st === null ? 'the lock directory was removed' : 'another holder took it over (the lock directory is not the one this holder renewed)');
   };
