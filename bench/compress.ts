@@ -1,5 +1,5 @@
 // `convert -c` side by side with `qemu-img convert -c` (issue 18): output size and time, deflate
-// and zstd, on one source image. The source mixes what a disk holds: compressible runs (text-like
+// and zstd, on one source image; every output is checked (qemu-img check, qemu-img compare). The source mixes what a disk holds: compressible runs (text-like
 // repeated words), incompressible blocks (random bytes, as in already-compressed files) and zeros.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -82,6 +82,12 @@ export async function benchCompress(root: string, iterations: number, cli: strin
       .add('cowchain img convert -c (process)', () => run('node', [cli, 'img', 'convert', '-c', '-f', 'raw', '-O', 'qcow2', '-o', `compression_type=${type}`, src, viaCli]), clean(viaCli))
       .add('qemu-img convert -c (process)', () => run('qemu-img', ['convert', '-c', '-f', 'raw', '-O', 'qcow2', '-o', `compression_type=${type}`, src, theirs]), clean(theirs));
     await bench.run();
+    // What was timed must be right: the images cowchain wrote (in-process and by the CLI) pass
+    // qemu-img check and compare equal to the source, as qemu-img's own does.
+    for (const f of [ours, viaCli, theirs]) {
+      run('qemu-img', ['check', '-q', f]);
+      run('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'qcow2', src, f]);
+    }
     rows.push({
       type,
       sourceBytes,
@@ -99,7 +105,7 @@ export async function benchCompress(root: string, iterations: number, cli: strin
 
 export function printCompress(rows: CompressRow[], iterations: number): void {
   const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
-  console.log(`\n| convert -c of a ${SOURCE_MIB} MiB source (median of ${iterations}) | cowchain size | qemu-img size | size ours / qemu | cowchain in-process | cowchain CLI | qemu-img | ratio (in-process) | ratio (CLI) |`);
+  console.log(`\n| convert -c of a ${SOURCE_MIB} MiB source (median of ${iterations}; every output passed qemu-img check and compare) | cowchain size | qemu-img size | size ours / qemu | cowchain in-process | cowchain CLI | qemu-img | ratio (in-process) | ratio (CLI) |`);
   console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of rows) {
     console.log(
