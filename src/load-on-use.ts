@@ -1,5 +1,6 @@
 // Modules that only some operations need, loaded by the first one that does: node:crypto (LUKS,
-// clone and revert names), node:zlib and pako (compressed clusters). Loading them at start-up
+// clone and revert names), node:zlib and pako (compressed clusters), node:worker_threads (the
+// write-back thread of a job past 128 MiB). Loading them at start-up
 // costs a short CLI command (`img info`, `volume info`) more than its own work. Also what a
 // short command needs without loading a module for it: random bytes and a monotonic clock.
 import * as fs from 'node:fs';
@@ -11,6 +12,7 @@ const requireOnUse = createRequire(import.meta.url);
 export const nodeCrypto = lazy(() => requireOnUse('node:crypto') as typeof import('node:crypto'));
 export const nodeZlib = lazy(() => requireOnUse('node:zlib') as typeof import('node:zlib'));
 export const pako = lazy(() => requireOnUse('pako') as typeof import('pako'));
+export const nodeWorkerThreads = lazy(() => requireOnUse('node:worker_threads') as typeof import('node:worker_threads'));
 
 /**
  * `n` random bytes as hex, from the kernel's generator (/dev/urandom, as node:crypto's

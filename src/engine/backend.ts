@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import { CowError } from '../errors.js';
 import { lockImage, type LockMode } from './image-lock.js';
 import { monotonicMs } from '../load-on-use.js';
+import { writeBacks } from './write-back.js';
 
 /**
  * Where an image's bytes live. The engine sees only numeric handles; each handle is one Backend.
@@ -20,15 +21,6 @@ export interface Backend {
 
 /** Bytes written to one file after which a background write-back starts (see FileBackend). */
 const WRITE_BACK_BYTES = 128 << 20;
-/**
- * Write-backs in flight at once, over all files. Each holds a thread of libuv's pool (4 by
- * default), so one stays free for the process's other file work. Completions are only seen when
- * the event loop runs. A caller that runs job after job synchronously therefore gets write-backs
- * in its first jobs only. It is never slowed by a backlog of write-backs for files it has finished
- * with: measured, an uncapped backlog made the next commits 2–3× slower.
- */
-const MAX_WRITE_BACKS = 3;
-let writeBacksInFlight = 0;
 
 /** Least time between two runs of a FileBackend's guard: a lock check is a few syscalls. */
 const GUARD_INTERVAL_MS = 10;
@@ -41,8 +33,6 @@ export class FileBackend implements Backend {
   private unsynced = 0;
   /** A second descriptor of the same file, for write-backs (-1: none yet; -2: not possible). */
   private writeBackFd = -1;
-  private writeBacks = 0;
-  private closeAfterWriteBacks = false;
   /**
    * Called before every write and truncate (at most once per GUARD_INTERVAL_MS): the volume
    * driver passes its lock's check, so a holder whose lease was taken over while it was stopped
@@ -100,33 +90,27 @@ export class FileBackend implements Backend {
     let done = 0;
     while (done < buf.length) done += fs.writeSync(this.fd, buf, done, buf.length - done, offset + done);
     this.unsynced += buf.length;
-    if (this.unsynced >= WRITE_BACK_BYTES && writeBacksInFlight < MAX_WRITE_BACKS) this.startWriteBack();
+    if (this.unsynced >= WRITE_BACK_BYTES) this.startWriteBack();
   }
 
   /**
-   * Start an fdatasync on libuv's thread pool without waiting for it. The disk then drains the
-   * page cache while the engine goes on copying, and the flush at the end has less left to wait
-   * for. A 1 GiB sequential commit (bench workload (c)) spent about half its time in that last
-   * flush. With write-backs every 128 MiB it took 564–743 ms, against 753–1198 ms without them
-   * (four alternating runs each).
+   * Start an fdatasync without waiting for it (write-back.ts). The disk then drains the page cache
+   * while the engine goes on copying, and the flush at the end has less left to wait for. A 1 GiB
+   * sequential commit (bench workload (c)) spent about half its time in that last flush.
    *
    * Nothing is promised by a write-back. Only flush() makes writes durable, so the engine's
    * crash-safe order is untouched. A write-back runs on a descriptor of its own. Linux reports
    * a write-back error once per open file, so an error never gets used up here: the flush on the
-   * image's own descriptor still sees it.
+   * image's own descriptor still sees it. When as many write-backs as allowed are running, none
+   * starts, and the count goes on to the next write.
    */
   private startWriteBack(): void {
-    this.unsynced = 0;
     if (this.writeBackFd === -1) this.writeBackFd = this.openSameFile();
-    if (this.writeBackFd < 0) return;
-    const fd = this.writeBackFd;
-    this.writeBacks++;
-    writeBacksInFlight++;
-    fs.fdatasync(fd, () => {
-      writeBacksInFlight--;
-      this.writeBacks--;
-      if (this.writeBacks === 0 && this.closeAfterWriteBacks) fs.close(fd, () => {});
-    });
+    if (this.writeBackFd < 0) {
+      this.unsynced = 0;
+      return;
+    }
+    if (writeBacks().sync(this.writeBackFd)) this.unsynced = 0;
   }
 
   /** A second descriptor of this very file (same inode), or -2 when there is none to be had. */
@@ -163,10 +147,7 @@ export class FileBackend implements Backend {
     fs.closeSync(this.fd);
     this.fd = -1;
     // A write-back still running uses its descriptor: that one is closed when the last one ends.
-    if (this.writeBackFd >= 0) {
-      if (this.writeBacks > 0) this.closeAfterWriteBacks = true;
-      else fs.closeSync(this.writeBackFd);
-    }
+    if (this.writeBackFd >= 0) writeBacks().close(this.writeBackFd);
     this.writeBackFd = -2;
   }
 }

@@ -1,11 +1,13 @@
 // FileBackend's background write-backs: past 128 MiB written it opens a second descriptor of the
 // same file and starts fdatasyncs there without waiting. Data, flush and close must be exactly as
-// without them, and no descriptor may outlive the backend once the event loop has run.
+// without them, no descriptor may outlive the backend once the event loop has run, and a job that
+// never yields to the event loop still sees its write-backs end and starts the next ones.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FileBackend } from '../../src/engine/backend.js';
+import { writeBacks } from '../../src/engine/write-back.js';
 
 const dir = fs.mkdtempSync(path.join(fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir(), 'cowchain-fb-'));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -69,5 +71,27 @@ describe('FileBackend write-backs', () => {
     expect(await descriptorsAfterClose(`${file}.2`)).toBe(0);
     expect(fs.statSync(`${file}.2`).size).toBe(200 * MiB);
     expect(fs.readFileSync(file, 'utf8')).toBe('someone else');
+  });
+
+  if (LINUX) it('a synchronous job sees each write-back end without the event loop, and goes on starting them', () => {
+    const file = path.join(dir, 'sync-job');
+    const b = new FileBackend(file, true, true);
+    const chunk = new Uint8Array(MiB).fill(3);
+    const nap = new Int32Array(new SharedArrayBuffer(4));
+    const ended: boolean[] = [];
+    // Five rounds of 128 MiB (the same range: bytes written count, not new ones), each followed by
+    // a wait that never lets the event loop run, as an engine job's copy does not. On libuv's pool a
+    // completion would only be seen by the loop: the in-flight count would never fall.
+    for (let round = 0; round < 5; round++) {
+      for (let i = 0; i < 128; i++) b.write(chunk, i * MiB);
+      const until = Date.now() + 30_000;
+      while (writeBacks().inFlight() > 0 && Date.now() < until) Atomics.wait(nap, 0, 0, 5);
+      ended.push(writeBacks().inFlight() === 0);
+      if (!ended.at(-1)) break;
+    }
+    expect(ended).toEqual([true, true, true, true, true]);
+    b.flush();
+    b.close();
+    expect(fs.statSync(file).size).toBe(128 * MiB);
   });
 });
