@@ -7,7 +7,7 @@ import { parentPort } from 'node:worker_threads';
 import { setEngineSource, type EngineSource } from '../engine/engine.js';
 import { CowError } from '../errors.js';
 import { runJobRequest } from '../volume/job-request.js';
-import { VERDICT, serializeError, type HostMessage, type WorkerMessage } from './protocol.js';
+import { CONTROL, VERDICT, serializeError, type HostMessage, type WorkerMessage } from './protocol.js';
 
 interface Port {
   post(message: WorkerMessage): void;
@@ -38,19 +38,24 @@ function run(message: Extract<HostMessage, { t: 'run' }>): void {
   }
   const control = new Int32Array(message.control);
   const cancel = new AbortController();
+  const cancelled = () => cancel.abort(new CowError('ECOW_CANCELLED', 'cancelled by the host'));
   const ask = (t: 'checkpoint' | 'guard'): void => {
-    Atomics.store(control, 0, VERDICT.pending);
+    Atomics.store(control, CONTROL.verdict, VERDICT.pending);
     port.post({ t, id });
-    Atomics.wait(control, 0, VERDICT.pending);
-    const verdict = Atomics.load(control, 0);
+    Atomics.wait(control, CONTROL.verdict, VERDICT.pending);
+    const verdict = Atomics.load(control, CONTROL.verdict);
     if (verdict === VERDICT.stop) throw new StoppedByHost();
-    if (verdict === VERDICT.cancel) cancel.abort(new CowError('ECOW_CANCELLED', 'cancelled by the host'));
+    if (verdict === VERDICT.cancel) cancelled();
+  };
+  // No checkpoint on the host: read its cancel word, without a round trip (protocol.ts).
+  const peek = (): void => {
+    if (Atomics.load(control, CONTROL.cancel) !== 0) cancelled();
   };
   try {
     const result = runJobRequest(message.job, {
       stepBytes: message.stepBytes,
       signal: cancel.signal,
-      checkpoint: () => ask('checkpoint'),
+      checkpoint: message.checkpoint ? () => ask('checkpoint') : peek,
       guardIo: message.guard ? () => ask('guard') : undefined,
       onProgress: message.progress ? (done, total) => port.post({ t: 'progress', id, done, total }) : undefined,
     });

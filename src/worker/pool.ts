@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import { compileEngine, engineModule, type EngineSource } from '../engine/engine.js';
 import { CowError } from '../errors.js';
 import { parseJobRequest, type JobHooks, type JobRequest, type JobResult, type JobRunner } from '../volume/job-request.js';
-import { VERDICT, deserializeError, type WorkerMessage } from './protocol.js';
+import { CONTROL, VERDICT, deserializeError, type WorkerMessage } from './protocol.js';
 import { startThread, type EngineThread } from './thread.js';
 import { engineWorkerScript } from './worker-script.js';
 
@@ -104,7 +104,7 @@ export class EnginePool implements JobRunner {
         const signal = options.signal;
         job.onAbort = () => {
           const at = this.queue.indexOf(job);
-          if (at < 0) return;
+          if (at < 0) return this.raiseCancel(job);
           this.queue.splice(at, 1);
           this.settle(job, () => reject(new CowError('ECOW_CANCELLED', `${parsed.op} cancelled while waiting for an engine worker`, { cause: signal.reason })));
         };
@@ -167,7 +167,8 @@ export class EnginePool implements JobRunner {
   private start(slot: Slot, job: Job): void {
     clearTimeout(slot.idleTimer);
     slot.job = job;
-    job.control = new Int32Array(new SharedArrayBuffer(4));
+    job.control = new Int32Array(new SharedArrayBuffer(4 * CONTROL.words));
+    if (job.options.signal?.aborted) this.raiseCancel(job);
     slot.thread.keepAlive(true);
     slot.thread.post({
       t: 'run',
@@ -175,6 +176,8 @@ export class EnginePool implements JobRunner {
       job: job.request,
       stepBytes: job.options.stepBytes,
       progress: job.options.onProgress !== undefined,
+      // A progress callback may cancel or throw on what it saw: the worker then waits for it too.
+      checkpoint: job.options.checkpoint !== undefined || job.options.onProgress !== undefined,
       guard: job.options.guardIo !== undefined,
       control: job.control.buffer as SharedArrayBuffer,
     });
@@ -191,13 +194,14 @@ export class EnginePool implements JobRunner {
           // As in-process: a throwing progress callback ends the job, keeping the work done.
           job.hostError ??= e;
           job.cancelAtNext = true;
+          this.raiseCancel(job);
         }
         return;
       case 'checkpoint':
       case 'guard': {
         const answer = (verdict: number) => {
-          Atomics.store(job.control!, 0, verdict);
-          Atomics.notify(job.control!, 0);
+          Atomics.store(job.control!, CONTROL.verdict, verdict);
+          Atomics.notify(job.control!, CONTROL.verdict);
         };
         const stop = (e: unknown) => {
           job.hostError ??= e;
@@ -227,6 +231,11 @@ export class EnginePool implements JobRunner {
         return;
       }
     }
+  }
+
+  /** Ask a running job without a checkpoint to cancel before its next step (protocol.ts). */
+  private raiseCancel(job: Job): void {
+    if (job.control) Atomics.store(job.control, CONTROL.cancel, 1);
   }
 
   private onExit(slot: Slot, why: string): void {

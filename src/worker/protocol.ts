@@ -2,16 +2,22 @@
  * The messages between the host thread and an engine worker. Only names, options, progress
  * numbers and error codes cross; image data never does (the worker opens the files itself).
  *
- * Between two engine steps the worker stops and asks its host whether to go on: it posts
- * `checkpoint` and blocks (Atomics.wait) on its job's control word until the host stores a
- * verdict there. The host runs the job's checkpoint (the volume lock's check), its cancel check
- * and its progress callback on its own thread meanwhile, so a lost lock or a cancel stops the job
- * at the same places as in-process — and the worker never starts a step the host did not allow.
+ * Between two engine steps a job with a checkpoint (the volume lock's check) or a progress
+ * callback stops and asks its host whether to go on: it posts `checkpoint` and blocks
+ * (Atomics.wait) on its job's verdict word until the host stores a verdict there. The host runs
+ * the checkpoint and its cancel check on its own thread meanwhile, after the progress posted
+ * before, so a lost lock or a cancel stops the job at the same places as in-process, and the
+ * worker never starts a step the host did not allow. A job with neither does not ask: the host
+ * raises its cancel word (an abort) and the worker reads it before every step, so a step costs no
+ * round trip between two threads that, on a busy machine, each wait to be scheduled.
  */
 import { CowError, ERROR_CODES, type CowErrorCode } from '../errors.js';
 import type { JobRequest, JobResult } from '../volume/job-request.js';
 
-/** Control-word values: what the host answers at a checkpoint (0: no answer yet). */
+/** The job's control words (Int32Array over a SharedArrayBuffer): [verdict, cancel]. */
+export const CONTROL = { verdict: 0, cancel: 1, words: 2 } as const;
+
+/** Verdict-word values: what the host answers at a checkpoint (0: no answer yet). */
 export const VERDICT = {
   pending: 0,
   /** Run the next step. */
@@ -25,8 +31,12 @@ export const VERDICT = {
 export type HostMessage =
   /** First message to a new worker: the compiled engine (or its bytes, where a Module cannot be posted). */
   | { t: 'init'; module: unknown }
-  /** `guard`: the host has a per-write guard for this job (the worker then asks before its writes). */
-  | { t: 'run'; id: number; job: JobRequest; stepBytes?: number; progress: boolean; guard: boolean; control: SharedArrayBuffer };
+  /**
+   * `checkpoint`: the host has a checkpoint or a progress callback for this job (the worker then
+   * asks before each step).
+   * `guard`: the host has a per-write guard for this job (the worker then asks before its writes).
+   */
+  | { t: 'run'; id: number; job: JobRequest; stepBytes?: number; progress: boolean; checkpoint: boolean; guard: boolean; control: SharedArrayBuffer };
 
 export type WorkerMessage =
   | { t: 'progress'; id: number; done: number; total: number }

@@ -166,6 +166,22 @@ describe('errors, cancellation, a host stop and a dying worker', () => {
     expectIdentical(path.join(d, 'base.qcow2'), path.join(ref, 'base.qcow2'), 're-run after the cancel');
   });
 
+  it('without a checkpoint or progress the worker does not ask between steps: an abort reaches it through its cancel word', async () => {
+    const d = fresh('cancel-word');
+    const before = fs.readFileSync(path.join(d, 'base.qcow2'));
+    const ac = new AbortController();
+    const job = commit(path.join(d, 'top.qcow2'), { pool, keepTop: true, stepBytes: MiB, signal: ac.signal });
+    // The job is already handed to a worker (run() dispatches at once): this abort can only reach it
+    // through the cancel word, which the worker reads before its first step.
+    expect(pool.running).toBe(1);
+    ac.abort(new Error('abort while running'));
+    const err = await job.catch((e: unknown) => e);
+    expect((err as CowError).code).toBe('ECOW_CANCELLED');
+    expect(((err as CowError).cause as Error).message).toBe('abort while running');
+    expect(fs.readFileSync(path.join(d, 'base.qcow2')).equals(before), 'no step ran').toBe(true);
+    for (const f of ['base.qcow2', 'mid.qcow2', 'top.qcow2']) expectCheckClean(path.join(d, f), 'qcow2', `cancelled: ${f}`);
+  });
+
   it('a signal aborted before the start: ECOW_CANCELLED and nothing written', async () => {
     const d = fresh('cancel-before');
     const before = fs.readFileSync(path.join(d, 'base.qcow2'));
