@@ -1,12 +1,12 @@
 // `convert -c` side by side with `qemu-img convert -c` (issue 18): output size and time, deflate
 // and zstd, on one source image; every output is checked (qemu-img check, qemu-img compare). The source mixes what a disk holds: compressible runs (text-like
 // repeated words), incompressible blocks (random bytes, as in already-compressed files) and zeros.
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Bench, type Task } from 'tinybench';
+import { Bench } from 'tinybench';
 import { convertImage, openImage } from 'cowchain';
 import { rng } from './workloads.js';
+import { run, taskMedian } from './common.js';
 
 export interface CompressRow {
   type: 'zlib' | 'zstd';
@@ -46,17 +46,6 @@ export function writeSource(file: string): number {
   return SOURCE_MIB << 20;
 }
 
-function run(cmd: string, args: string[]): void {
-  const r = spawnSync(cmd, args, { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
-}
-
-function median(task: Task | undefined): number {
-  const r = task?.result;
-  if (!r || r.state !== 'completed') throw new Error(`task ${task?.name} did not complete: ${JSON.stringify(r)}`);
-  return r.latency.p50;
-}
-
 export async function benchCompress(root: string, iterations: number, cli: string): Promise<CompressRow[]> {
   const dir = path.join(root, 'compress');
   fs.rmSync(dir, { recursive: true, force: true });
@@ -93,9 +82,9 @@ export async function benchCompress(root: string, iterations: number, cli: strin
       sourceBytes,
       oursBytes: fs.statSync(ours).size,
       qemuBytes: fs.statSync(theirs).size,
-      oursMs: median(bench.getTask('cowchain convert -c (in-process)')),
-      cliMs: median(bench.getTask('cowchain img convert -c (process)')),
-      qemuMs: median(bench.getTask('qemu-img convert -c (process)')),
+      oursMs: taskMedian(bench.getTask('cowchain convert -c (in-process)')),
+      cliMs: taskMedian(bench.getTask('cowchain img convert -c (process)')),
+      qemuMs: taskMedian(bench.getTask('qemu-img convert -c (process)')),
     });
     console.error(`done: convert -c ${type}`);
   }

@@ -6,9 +6,10 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Bench, type Task } from 'tinybench';
-import { commitImage, openImage } from 'cowchain';
+import { Bench } from 'tinybench';
+import { commitImage } from 'cowchain';
 import { freshCopy, rng } from './workloads.js';
+import { committedBytes, run, taskMedian } from './common.js';
 
 const SECRET = 'bench secret for the encrypted chain';
 
@@ -45,17 +46,6 @@ export interface EncryptedCommitRow {
   qemuMs: number;
 }
 
-function run(cmd: string, args: string[], cwd: string, input?: string): void {
-  const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', input, maxBuffer: 1 << 26 });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
-}
-
-function median(task: Task | undefined): number {
-  const r = task?.result;
-  if (!r || r.state !== 'completed') throw new Error(`task ${task?.name} did not complete: ${JSON.stringify(r)}`);
-  return r.latency.p50;
-}
-
 /** qemu's way to name the key and the chain (top and its backing file, both keyed by sec0). */
 function keyed(keyFile: string, top: string): string[] {
   return ['--object', `secret,id=sec0,file=${keyFile}`, '--image-opts', `driver=qcow2,file.filename=${top},encrypt.key-secret=sec0,backing.encrypt.key-secret=sec0`];
@@ -74,16 +64,6 @@ function qemuCreate(dir: string, keyFile: string, args: string[]): void {
   }
 }
 
-/** Guest bytes the top allocates itself: what a commit moves. */
-function committedBytes(top: string, secret: Uint8Array): number {
-  const img = openImage(top, { keySecrets: () => secret });
-  try {
-    return img.map().filter((e) => e.depth === 0 && e.present).reduce((s, e) => s + e.length, 0);
-  } finally {
-    img.close();
-  }
-}
-
 export async function benchEncryptedCommit(root: string, iterations: number, cli: string): Promise<EncryptedCommitRow[]> {
   const dir = path.join(root, 'encrypted');
   fs.rmSync(dir, { recursive: true, force: true });
@@ -97,22 +77,22 @@ export async function benchEncryptedCommit(root: string, iterations: number, cli
     fs.mkdirSync(tpl);
     qemuCreate(tpl, keyFile, ['base.qcow2', '1G']);
     qemuCreate(tpl, keyFile, ['-b', 'base.qcow2', '-F', 'qcow2', 'top.qcow2']);
-    run('qemu-io', ['--object', `secret,id=sec0,file=${keyFile}`, '--image-opts', keyed(keyFile, 'top.qcow2')[3]], tpl, w.writes().join('\n') + '\n');
+    run('qemu-io', ['--object', `secret,id=sec0,file=${keyFile}`, '--image-opts', keyed(keyFile, 'top.qcow2')[3]], { cwd: tpl, input: w.writes().join('\n') + '\n' });
     const mib = committedBytes(path.join(tpl, 'top.qcow2'), secret) / 2 ** 20;
     const work = path.join(dir, `work-${i}`);
     const fresh = { beforeEach: () => freshCopy(tpl, work) };
     const bench = new Bench({ iterations, time: 0, warmupIterations: 1, warmupTime: 0 });
     bench
       .add('cowchain (in-process)', () => commitImage(path.join(work, 'top.qcow2'), { keepTop: true, keySecrets: () => secret }), { ...fresh, async: false })
-      .add('cowchain img commit (process)', () => run('node', [cli, 'img', 'commit', '-q', '-d', ...keyed(keyFile, 'top.qcow2')], work), { ...fresh, async: false })
-      .add('qemu-img commit (process)', () => run('qemu-img', ['commit', '-q', '-d', ...keyed(keyFile, 'top.qcow2')], work), { ...fresh, async: false });
+      .add('cowchain img commit (process)', () => run('node', [cli, 'img', 'commit', '-q', '-d', ...keyed(keyFile, 'top.qcow2')], { cwd: work }), { ...fresh, async: false })
+      .add('qemu-img commit (process)', () => run('qemu-img', ['commit', '-q', '-d', ...keyed(keyFile, 'top.qcow2')], { cwd: work }), { ...fresh, async: false });
     await bench.run();
     rows.push({
       workload: w.name,
       mib,
-      oursMs: median(bench.getTask('cowchain (in-process)')),
-      cliMs: median(bench.getTask('cowchain img commit (process)')),
-      qemuMs: median(bench.getTask('qemu-img commit (process)')),
+      oursMs: taskMedian(bench.getTask('cowchain (in-process)')),
+      cliMs: taskMedian(bench.getTask('cowchain img commit (process)')),
+      qemuMs: taskMedian(bench.getTask('qemu-img commit (process)')),
     });
     fs.rmSync(work, { recursive: true, force: true });
     fs.rmSync(tpl, { recursive: true, force: true });

@@ -4,40 +4,20 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Bench, type Task } from 'tinybench';
-import { EnginePool, commit, commitImage, createImage, openImage, engineMemoryBytes } from 'cowchain';
+import { Bench } from 'tinybench';
+import { EnginePool, commit, commitImage, createImage, engineMemoryBytes } from 'cowchain';
 import { WORKLOADS, template, freshCopy } from './workloads.js';
 import { benchDevice, benchLag, benchParallel, benchParallelCompress, benchParallelQemu } from './workers.js';
 import { benchCompress, printCompress } from './compress.js';
 import { benchStartup } from './startup.js';
 import { benchEncryptedCommit, printEncryptedCommit } from './encrypted-commit.js';
+import { committedBytes, median, run, taskMedian } from './common.js';
 
 const ROOT = process.env.COWCHAIN_BENCH_DIR ?? path.join(os.tmpdir(), 'cowchain-bench');
 const ITERATIONS = Number(process.env.COWCHAIN_BENCH_ITERATIONS ?? 5);
 const CLI = path.resolve('dist/cli/main.js');
 /** A tmpfs where the parallel commits also run, to show the engine's parallelism without a device. */
 const SHM = process.env.COWCHAIN_BENCH_TMPFS ?? '/dev/shm';
-
-function run(cmd: string, args: string[], cwd: string): void {
-  const r = spawnSync(cmd, args, { cwd, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
-}
-
-function median(task: Task | undefined): number {
-  const r = task?.result;
-  if (!r || r.state !== 'completed') throw new Error(`task ${task?.name} did not complete: ${JSON.stringify(r)}`);
-  return r.latency.p50;
-}
-
-/** Guest bytes the top allocates itself: what a commit has to move. */
-function committedBytes(dir: string): number {
-  const img = openImage(path.join(dir, 'top.qcow2'));
-  try {
-    return img.map().filter((e) => e.depth === 0 && e.present).reduce((s, e) => s + e.length, 0);
-  } finally {
-    img.close();
-  }
-}
 
 interface Row {
   workload: string;
@@ -59,7 +39,7 @@ async function benchCommit(): Promise<Row[]> {
   for (const [i, w] of WORKLOADS.entries()) {
     const tpl = template(ROOT, w, i);
     const work = path.join(ROOT, `work-${i}`);
-    const bytes = committedBytes(tpl);
+    const bytes = committedBytes(path.join(tpl, 'top.qcow2'));
     const bench = new Bench({ iterations: ITERATIONS, time: 0, warmupIterations: 1, warmupTime: 0 });
     // Fresh copies for every run, then one turn of the event loop, as an embedding service has
     // between operations (the file backend's background write-backs complete there).
@@ -78,16 +58,16 @@ async function benchCommit(): Promise<Row[]> {
     bench
       .add('cowchain (in-process)', () => commitImage(path.join(work, 'top.qcow2'), { keepTop: true }), sync)
       .add('cowchain (worker)', () => commit(path.join(work, 'top.qcow2'), { pool, keepTop: true }), async)
-      .add('cowchain img commit (process)', () => run('node', [CLI, 'img', 'commit', '-d', 'top.qcow2'], work), sync)
-      .add('qemu-img commit (process)', () => run('qemu-img', ['commit', '-q', '-d', 'top.qcow2'], work), sync);
+      .add('cowchain img commit (process)', () => run('node', [CLI, 'img', 'commit', '-d', 'top.qcow2'], { cwd: work }), sync)
+      .add('qemu-img commit (process)', () => run('qemu-img', ['commit', '-q', '-d', 'top.qcow2'], { cwd: work }), sync);
     await bench.run();
     const row = {
       workload: w.name,
       mib: bytes / 2 ** 20,
-      cowchainMs: median(bench.getTask('cowchain (in-process)')),
-      workerMs: median(bench.getTask('cowchain (worker)')),
-      cliMs: median(bench.getTask('cowchain img commit (process)')),
-      qemuMs: median(bench.getTask('qemu-img commit (process)')),
+      cowchainMs: taskMedian(bench.getTask('cowchain (in-process)')),
+      workerMs: taskMedian(bench.getTask('cowchain (worker)')),
+      cliMs: taskMedian(bench.getTask('cowchain img commit (process)')),
+      qemuMs: taskMedian(bench.getTask('qemu-img commit (process)')),
     };
     rows.push(row);
     fs.rmSync(work, { recursive: true, force: true });
@@ -101,14 +81,14 @@ async function benchCreate(): Promise<{ inProcessMs: number; qemuMs: number }> {
   const dir = path.join(ROOT, 'create');
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { recursive: true });
-  run('qemu-img', ['create', '-q', '-f', 'raw', 'base.raw', '1G'], dir);
+  run('qemu-img', ['create', '-q', '-f', 'raw', 'base.raw', '1G'], { cwd: dir });
   const bench = new Bench({ iterations: 50, time: 0 });
   bench
     .add('createImage (in-process)', () => createImage(path.join(dir, 'ov1.qcow2'), { format: 'qcow2', backingFile: 'base.raw', backingFormat: 'raw' }), { async: false })
-    .add('qemu-img create (process)', () => run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'base.raw', '-F', 'raw', 'ov2.qcow2'], dir), { async: false });
+    .add('qemu-img create (process)', () => run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'base.raw', '-F', 'raw', 'ov2.qcow2'], { cwd: dir }), { async: false });
   await bench.run();
   fs.rmSync(dir, { recursive: true, force: true });
-  return { inProcessMs: median(bench.getTask('createImage (in-process)')), qemuMs: median(bench.getTask('qemu-img create (process)')) };
+  return { inProcessMs: taskMedian(bench.getTask('createImage (in-process)')), qemuMs: taskMedian(bench.getTask('qemu-img create (process)')) };
 }
 
 const fmt = (n: number, d = 0) => n.toFixed(d);
@@ -156,7 +136,6 @@ async function main(): Promise<void> {
   // Two commits at once overlap only as far as the file system lets two flushing writers overlap:
   // the same pair runs on the bench directory, on a tmpfs (the engine's own parallelism), and
   // qemu-img's ratio for the same pair and the device's two-writer ratio are printed beside them.
-  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   const places: { name: string; dir: string }[] = [{ name: ROOT, dir: ROOT }];
   if (fs.existsSync(SHM)) places.push({ name: `${SHM} (tmpfs)`, dir: path.join(SHM, 'cowchain-bench-par') });
   const parallel = [];
@@ -168,10 +147,10 @@ async function main(): Promise<void> {
     if (p.dir !== ROOT) fs.rmSync(p.dir, { recursive: true, force: true });
     parallel.push({
       ...p,
-      seq: med(r.sequentialMs),
-      both: med(r.parallelMs),
-      qemu: med(q.parallelMs) / med(q.sequentialMs),
-      device: med(device.parallelMs) / med(device.sequentialMs),
+      seq: median(r.sequentialMs),
+      both: median(r.parallelMs),
+      qemu: median(q.parallelMs) / median(q.sequentialMs),
+      device: median(device.parallelMs) / median(device.sequentialMs),
     });
   }
   console.log(`\n| two commits of ${WORKLOADS[0].name} on two volumes (median of ${ITERATIONS}) | ${parallel.map((p) => p.name).join(' | ')} | target |`);
@@ -185,9 +164,9 @@ async function main(): Promise<void> {
   const pc = await benchParallelCompress(ROOT, ITERATIONS);
   console.log(`\n| two convert -c (deflate) of a 128 MiB source into two images (median of ${ITERATIONS}): CPU-bound | cowchain (pool of 2) | qemu-img convert -c | target |`);
   console.log('|---|---:|---:|---:|');
-  console.log(`| one after the other | ${fmt(med(pc.sequentialMs))} ms | ${fmt(med(pc.qemuSequentialMs))} ms | |`);
-  console.log(`| both at once | ${fmt(med(pc.parallelMs))} ms | ${fmt(med(pc.qemuParallelMs))} ms | |`);
-  console.log(`| at once / one after the other | ${(med(pc.parallelMs) / med(pc.sequentialMs)).toFixed(2)} | ${(med(pc.qemuParallelMs) / med(pc.qemuSequentialMs)).toFixed(2)} | ≤ 0.60 |`);
+  console.log(`| one after the other | ${fmt(median(pc.sequentialMs))} ms | ${fmt(median(pc.qemuSequentialMs))} ms | |`);
+  console.log(`| both at once | ${fmt(median(pc.parallelMs))} ms | ${fmt(median(pc.qemuParallelMs))} ms | |`);
+  console.log(`| at once / one after the other | ${(median(pc.parallelMs) / median(pc.sequentialMs)).toFixed(2)} | ${(median(pc.qemuParallelMs) / median(pc.qemuSequentialMs)).toFixed(2)} | ≤ 0.60 |`);
 
   const lag = await benchLag(ROOT, Math.max(3, Math.min(ITERATIONS, 5)));
   const worst = (k: 'maxLagMs' | 'maxTimerLateMs' | 'deleteMs') => Math.max(...lag.worker.map((r) => r[k]));

@@ -2,11 +2,11 @@
 // `node -e 0` in the same run (the floor any Node CLI pays) and, where qemu-img has the same
 // operation, against qemu-img. The tasks run in rounds, every task once per round in turn, and the
 // samples of all rounds are pooled, so a machine whose load drifts weighs on every column alike.
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Bench, type Task } from 'tinybench';
 import { VolumeDriver, openImage } from 'cowchain';
+import { median, run } from './common.js';
 
 const VOL = '5e1f0000-0000-4000-8000-000000000001';
 const SNAP = '5e1f0000-0000-4000-8000-0000000000aa';
@@ -29,16 +29,6 @@ export interface StartupResult {
   rows: StartupRow[];
 }
 
-function run(cmd: string, args: string[], cwd: string): void {
-  const r = spawnSync(cmd, args, { cwd, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-}
-
 function samples(task: Task | undefined): number[] {
   const r = task?.result;
   if (!r || r.state !== 'completed' || !r.latency.samples) throw new Error(`task ${task?.name} did not complete: ${JSON.stringify(r)}`);
@@ -49,9 +39,9 @@ function samples(task: Task | undefined): number[] {
 async function prepare(dir: string): Promise<VolumeDriver> {
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { recursive: true });
-  run('qemu-img', ['create', '-q', '-f', 'raw', 'base.raw', '1G'], dir);
-  run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'base.raw', '-F', 'raw', 'overlay.qcow2'], dir);
-  run('qemu-io', ['-c', 'write -P 0x11 0 4M', '-c', 'write -P 0x22 512M 4M', 'overlay.qcow2'], dir);
+  run('qemu-img', ['create', '-q', '-f', 'raw', 'base.raw', '1G'], { cwd: dir });
+  run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'base.raw', '-F', 'raw', 'overlay.qcow2'], { cwd: dir });
+  run('qemu-io', ['-c', 'write -P 0x11 0 4M', '-c', 'write -P 0x22 512M 4M', 'overlay.qcow2'], { cwd: dir });
   const driver = new VolumeDriver({ dir });
   await driver.createVolume(VOL, 1024 * MiB, { format: 'qcow2' });
   return driver;
@@ -72,18 +62,18 @@ async function snapshotWithData(driver: VolumeDriver, dir: string): Promise<void
 export async function benchStartup(root: string, cli: string, rounds = 5, perRound = 4): Promise<StartupResult> {
   const dir = path.join(root, 'startup');
   const driver = await prepare(dir);
-  const cow = (...args: string[]) => () => run(process.execPath, [cli, ...args], dir);
+  const cow = (...args: string[]) => () => run(process.execPath, [cli, ...args], { cwd: dir });
   let created = 0;
   const overlayName = () => `new-${created++}.qcow2`;
   const pooled = new Map<string, number[]>();
   for (let round = 0; round < rounds; round++) {
     const bench = new Bench({ iterations: perRound, time: 0, warmupIterations: round === 0 ? 2 : 0, warmupTime: 0, retainSamples: true });
     bench
-      .add('node -e 0', () => run(process.execPath, ['-e', '0'], dir))
+      .add('node -e 0', () => run(process.execPath, ['-e', '0'], { cwd: dir }))
       .add('cowchain img info', cow('img', 'info', 'overlay.qcow2'))
-      .add('qemu-img info', () => run('qemu-img', ['info', 'overlay.qcow2'], dir))
-      .add('cowchain img create (overlay)', () => run(process.execPath, [cli, 'img', 'create', '-q', '-f', 'qcow2', '-b', 'base.raw', '-F', 'raw', overlayName()], dir))
-      .add('qemu-img create (overlay)', () => run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'base.raw', '-F', 'raw', overlayName()], dir))
+      .add('qemu-img info', () => run('qemu-img', ['info', 'overlay.qcow2'], { cwd: dir }))
+      .add('cowchain img create (overlay)', () => run(process.execPath, [cli, 'img', 'create', '-q', '-f', 'qcow2', '-b', 'base.raw', '-F', 'raw', overlayName()], { cwd: dir }))
+      .add('qemu-img create (overlay)', () => run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'base.raw', '-F', 'raw', overlayName()], { cwd: dir }))
       .add('cowchain volume info', cow('volume', 'info', '--dir', '.', '--volume', VOL))
       .add('cowchain snapshot create', cow('snapshot', 'create', '--dir', '.', '--volume', VOL, '--snapshot', SNAP), {
         beforeEach: async () => {

@@ -1,22 +1,18 @@
 // Engine jobs in worker threads (issue 13): event-loop lag while the driver deletes a snapshot
 // holding 1 GiB, and two commits on two volumes at once against the same two one after the other.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { EnginePool, VolumeDriver, commit, convert } from 'cowchain';
 import { writeSource } from './compress.js';
 import { freshCopy } from './workloads.js';
+import { run } from './common.js';
 
 const VOL = '12341234-1234-4234-8234-123412341234';
 const SNAP_A = 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa';
 const SNAP_B = 'bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb';
 const GiB = 2 ** 30;
-
-function sh(cmd: string, args: string[], cwd: string): void {
-  const r = spawnSync(cmd, args, { cwd, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stderr}`);
-}
 
 /** A raw 2 GiB volume whose snapshot A holds 1 GiB of its own (written by qemu-io), B above it. */
 async function lagTemplate(root: string): Promise<string> {
@@ -27,7 +23,7 @@ async function lagTemplate(root: string): Promise<string> {
   const driver = new VolumeDriver({ dir });
   await driver.createVolume(VOL, 2 * GiB, { format: 'raw' });
   const a = await driver.createSnapshot(VOL, SNAP_A, { status: 'available' });
-  sh('qemu-io', ['-c', `write -P 0x5a 0 ${GiB}`, a.file], dir);
+  run('qemu-io', ['-c', `write -P 0x5a 0 ${GiB}`, a.file], { cwd: dir });
   await driver.createSnapshot(VOL, SNAP_B, { status: 'available' });
   fs.writeFileSync(path.join(dir, '.done'), '');
   return dir;

@@ -1,8 +1,8 @@
 // The reference workloads of issue 4, built once with qemu-img/qemu-io into a cache directory and
 // copied fresh (sparse-aware) before every timed run, so both contenders start from identical files.
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { run } from './common.js';
 
 export interface Workload {
   name: string;
@@ -10,11 +10,6 @@ export interface Workload {
   baseFormat: 'raw' | 'qcow2';
   /** Commands that build the template (run in the template directory). */
   build: (dir: string) => void;
-}
-
-function sh(cmd: string, args: string[], opts: { cwd: string; input?: string }): void {
-  const r = spawnSync(cmd, args, { cwd: opts.cwd, input: opts.input, encoding: 'utf8', maxBuffer: 64 << 20 });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stderr}`);
 }
 
 /** Deterministic pseudo-random numbers (mulberry32) so every run builds the same workload. */
@@ -38,7 +33,7 @@ function randomWrites(count: number, slots: number, size: number, seed: number):
 }
 
 function overlay(dir: string, base: string, fmt: string): void {
-  sh('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', fmt, 'top.qcow2'], { cwd: dir });
+  run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', fmt, 'top.qcow2'], { cwd: dir });
 }
 
 export const WORKLOADS: Workload[] = [
@@ -47,9 +42,9 @@ export const WORKLOADS: Workload[] = [
     baseFile: 'base.raw',
     baseFormat: 'raw',
     build: (dir) => {
-      sh('qemu-img', ['create', '-q', '-f', 'raw', 'base.raw', '1G'], { cwd: dir });
+      run('qemu-img', ['create', '-q', '-f', 'raw', 'base.raw', '1G'], { cwd: dir });
       overlay(dir, 'base.raw', 'raw');
-      sh('qemu-io', ['top.qcow2'], { cwd: dir, input: randomWrites(4096, 16384, 65536, 1) });
+      run('qemu-io', ['top.qcow2'], { cwd: dir, input: randomWrites(4096, 16384, 65536, 1) });
     },
   },
   {
@@ -57,9 +52,9 @@ export const WORKLOADS: Workload[] = [
     baseFile: 'base.qcow2',
     baseFormat: 'qcow2',
     build: (dir) => {
-      sh('qemu-img', ['create', '-q', '-f', 'qcow2', 'base.qcow2', '1G'], { cwd: dir });
+      run('qemu-img', ['create', '-q', '-f', 'qcow2', 'base.qcow2', '1G'], { cwd: dir });
       overlay(dir, 'base.qcow2', 'qcow2');
-      sh('qemu-io', ['top.qcow2'], { cwd: dir, input: randomWrites(4096, 16384, 65536, 1) });
+      run('qemu-io', ['top.qcow2'], { cwd: dir, input: randomWrites(4096, 16384, 65536, 1) });
     },
   },
   {
@@ -67,10 +62,10 @@ export const WORKLOADS: Workload[] = [
     baseFile: 'base.qcow2',
     baseFormat: 'qcow2',
     build: (dir) => {
-      sh('qemu-img', ['create', '-q', '-f', 'qcow2', 'base.qcow2', '4G'], { cwd: dir });
-      sh('qemu-io', ['-c', 'write -P 0x5a 0 512M', 'base.qcow2'], { cwd: dir });
+      run('qemu-img', ['create', '-q', '-f', 'qcow2', 'base.qcow2', '4G'], { cwd: dir });
+      run('qemu-io', ['-c', 'write -P 0x5a 0 512M', 'base.qcow2'], { cwd: dir });
       overlay(dir, 'base.qcow2', 'qcow2');
-      sh('qemu-io', ['top.qcow2'], { cwd: dir, input: randomWrites(8192, 1 << 20, 4096, 2) });
+      run('qemu-io', ['top.qcow2'], { cwd: dir, input: randomWrites(8192, 1 << 20, 4096, 2) });
     },
   },
   {
@@ -78,9 +73,9 @@ export const WORKLOADS: Workload[] = [
     baseFile: 'base.raw',
     baseFormat: 'raw',
     build: (dir) => {
-      sh('qemu-img', ['create', '-q', '-f', 'raw', 'base.raw', '2G'], { cwd: dir });
+      run('qemu-img', ['create', '-q', '-f', 'raw', 'base.raw', '2G'], { cwd: dir });
       overlay(dir, 'base.raw', 'raw');
-      sh('qemu-io', ['-c', 'write -P 0x77 0 1G', 'top.qcow2'], { cwd: dir });
+      run('qemu-io', ['-c', 'write -P 0x77 0 1G', 'top.qcow2'], { cwd: dir });
     },
   },
 ];
@@ -103,7 +98,7 @@ export function freshCopy(templateDir: string, workDir: string): void {
   fs.mkdirSync(workDir, { recursive: true });
   for (const f of fs.readdirSync(templateDir)) {
     if (f.startsWith('.')) continue;
-    sh('cp', ['--sparse=always', path.join(templateDir, f), path.join(workDir, f)], { cwd: workDir });
+    run('cp', ['--sparse=always', path.join(templateDir, f), path.join(workDir, f)], { cwd: workDir });
   }
-  sh('sync', [], { cwd: workDir });
+  run('sync', [], { cwd: workDir });
 }
