@@ -100,7 +100,8 @@ async function main(): Promise<void> {
   console.log(`cowchain commit vs ${version}; median of ${ITERATIONS} runs each, files under ${ROOT}; ${os.cpus().length} CPUs`);
   // COWCHAIN_BENCH_PART=workers: only the worker tables (parallel commits, event-loop lag);
   // =compress: only convert -c against qemu-img convert -c; =encrypted: only the commit on an
-  // encrypted chain against qemu-img commit with the secret; =startup: only the start-up table.
+  // encrypted chain against qemu-img commit with the secret; =startup: only the start-up table;
+  // =commit: only the single-commit table (in-process, worker, CLI, qemu-img).
   const part = process.env.COWCHAIN_BENCH_PART ?? 'all';
   if (part === 'compress') {
     printCompress(await benchCompress(ROOT, ITERATIONS, CLI), ITERATIONS);
@@ -132,6 +133,8 @@ async function main(): Promise<void> {
         `${(r.qemuMs / r.cowchainMs).toFixed(2)}× | ${(r.qemuMs / r.workerMs).toFixed(2)}× | ${(r.workerMs / r.cowchainMs).toFixed(2)} | ${(r.qemuMs / r.cliMs).toFixed(2)}× |`,
     );
   }
+
+  if (part === 'commit') return;
 
   // Two commits at once overlap only as far as the file system lets two flushing writers overlap:
   // the same pair runs on the bench directory, on a tmpfs (the engine's own parallelism), and
