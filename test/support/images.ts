@@ -220,6 +220,8 @@ export function expectInfoMatches(ours: Record<string, unknown>, theirs: Record<
 
 /** First differing byte of two buffers, for readable failures (-1 when equal). */
 export function firstDiff(a: Uint8Array, b: Uint8Array): number {
+  // memcmp first: the byte loop below is for the (rare) failing case only.
+  if (a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(b)) return -1;
   const n = Math.min(a.length, b.length);
   for (let i = 0; i < n; i++) if (a[i] !== b[i]) return i;
   return a.length === b.length ? -1 : n;
