@@ -15,7 +15,7 @@ const MAX_SIZE = 2n ** 53n;
 const QCOW2_KEYS = ['size', 'backing_file', 'backing_fmt', 'cluster_size', 'compat', 'refcount_bits', 'extended_l2', 'compression_type', 'encrypt.format', 'encrypt.key-secret', 'encrypt.iter-time'] as const;
 const RAW_KEYS = ['size'] as const;
 
-const Format = imageFormatSchema;
+const Format = imageFormatSchema();
 
 /** The command line after the strings were parsed: the rules between options live here. */
 const CreateCommandSchema = z

@@ -65,10 +65,10 @@ export interface CreateOptions {
 const createOptionsSchema = lazy(() =>
   z
     .object({
-      format: imageFormatSchema.default('raw'),
+      format: imageFormatSchema().default('raw'),
       size: z.number().int().nonnegative().max(2 ** 53).optional(),
       backingFile: z.string().min(1).max(1023).optional(),
-      backingFormat: imageFormatSchema.optional(),
+      backingFormat: imageFormatSchema().optional(),
       clusterSize: z.number().int().refine((v) => v >= 512 && v <= 2 << 20 && (v & (v - 1)) === 0, 'a power of two between 512 and 2097152').default(65536),
       refcountBits: z.number().int().refine((v) => [1, 2, 4, 8, 16, 32, 64].includes(v), 'a power of two between 1 and 64').default(16),
       compat: z.enum(['0.10', '1.1']).default('1.1'),

@@ -12,11 +12,33 @@ import { CowError } from '../errors.js';
 import type { ImageFormat } from '../image/types.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { imageFormatSchema } from '../image/format-schema.js';
+import { IMAGE_FORMATS } from '../image/format.js';
+import { lazy } from '../lazy.js';
 
-export const FormatRecordSchema = z.strictObject({
-  version: z.literal(1),
-  format: imageFormatSchema,
-});
+/** The record's schema, built at first use: a well-formed record needs no zod (wellFormedRecord). */
+export const formatRecordSchema = lazy(() =>
+  z.strictObject({
+    version: z.literal(1),
+    format: imageFormatSchema(),
+  }),
+);
+
+/**
+ * The format of `v` when it is a plain object formatRecordSchema() plainly accepts, else
+ * undefined (the schema then decides, and says why). Exactly what the schema accepts of what
+ * JSON.parse returns (test/volume/zod-fast-paths.test.ts checks it over generated inputs).
+ */
+export function wellFormedRecord(v: unknown): ImageFormat | undefined {
+  if (typeof v !== 'object' || v === null || Object.getPrototypeOf(v) !== Object.prototype) return undefined;
+  const o = v as Record<string, unknown>;
+  let keys = 0;
+  for (const key in o) {
+    if ((key !== 'version' && key !== 'format') || !Object.hasOwn(o, key)) return undefined;
+    keys++;
+  }
+  const format = o.format as ImageFormat;
+  return keys === 2 && o.version === 1 && IMAGE_FORMATS.includes(format) ? format : undefined;
+}
 
 export function formatRecordName(volumeId: string): string {
   return `${baseName(volumeId)}.format`;
@@ -39,14 +61,16 @@ export async function readFormatRecord(dir: string, volumeId: string): Promise<I
     throw new CowError('ECOW_INFO_INVALID', `format record ${file}: unreadable (${code ?? String(e)})`, { cause: e });
   }
   try {
-    return FormatRecordSchema.parse(JSON.parse(text)).format;
+    const record: unknown = JSON.parse(text);
+    return wellFormedRecord(record) ?? formatRecordSchema().parse(record).format;
   } catch (e) {
     throw new CowError('ECOW_INFO_INVALID', `format record ${file} is invalid: ${(e as Error).message}`, { cause: e });
   }
 }
 
 export async function writeFormatRecord(dir: string, volumeId: string, format: ImageFormat, beforeRename?: () => void, mode?: number): Promise<void> {
-  const content = JSON.stringify(FormatRecordSchema.parse({ version: 1, format }));
+  const record = { version: 1, format };
+  const content = JSON.stringify(wellFormedRecord(record) ? record : formatRecordSchema().parse(record));
   await writeFileAtomic(dir, formatRecordName(volumeId), formatRecordTempPrefix(volumeId), content, 'format record', beforeRename, mode);
 }
 

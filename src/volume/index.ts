@@ -29,6 +29,7 @@ export { etcdCoordinator, DEFAULT_ETCD_LOCK_OPTIONS, type EtcdLockOptions } from
 export { parseEtcdUrl, type EtcdTarget } from './etcd-target.js';
 export type { SecureFilePermissions } from './file-modes.js';
 export { MAX_ATTACHED_CHAIN_DEPTH, MAX_CHAIN_DEPTH, MAX_SNAPSHOT_CHAIN_DEPTH, type ChainLink } from './volume-files.js';
-export { VOLUME_STATUSES, VolumeStatusSchema, ACCEPTED_STATUSES, type VolumeStatus } from './status.js';
-export { readInfo, VolumeInfoSchema, type VolumeInfo } from './info-file.js';
+export { VOLUME_STATUSES, ACCEPTED_STATUSES, type VolumeStatus } from './status.js';
+export { readInfo, type VolumeInfo } from './info-file.js';
+export { VolumeInfoSchema, VolumeStatusSchema } from './schemas.js';
 export { isUuid, isSnapshotId, baseName as volumeFileName, snapshotFileName, parseChainName, type ParsedChainName } from './names.js';

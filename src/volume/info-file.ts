@@ -9,29 +9,62 @@ import path from 'node:path';
 import * as z from 'zod';
 import { baseName } from './names.js';
 import { CowError } from '../errors.js';
+import { lazy } from '../lazy.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { quoteBounded, readSmallFile } from './small-file.js';
 
-/** A bare file name: never a path, never `.`/`..`, never empty, no NUL. */
-const BareFileName = z
-  .string()
-  .min(1, 'empty file name')
-  .refine((s) => !s.includes('/'), 'file name contains "/" (must be a bare name, not a path)')
-  .refine((s) => s !== '.' && s !== '..', 'file name is "." or ".."')
-  .refine((s) => !s.includes('\0'), 'file name contains a NUL byte');
+/**
+ * Content of an info file, built at first use (lazy.ts): a well-formed file is read and written
+ * without it (wellFormedInfo), so that a volume command need not load zod at all. zod (like any
+ * JS object) silently drops an own `__proto__` key, so it is refused up front: a key we could not
+ * keep would otherwise vanish on the next write. `cowchain/volume` exports it as VolumeInfoSchema.
+ */
+export const volumeInfoSchema = lazy(() => {
+  /** A bare file name: never a path, never `.`/`..`, never empty, no NUL (isBareFileName). */
+  const BareFileName = z
+    .string()
+    .min(1, 'empty file name')
+    .refine((s) => !s.includes('/'), 'file name contains "/" (must be a bare name, not a path)')
+    .refine((s) => s !== '.' && s !== '..', 'file name is "." or ".."')
+    .refine((s) => !s.includes('\0'), 'file name contains a NUL byte');
+  return z
+    .custom<unknown>(
+      (v) => typeof v !== 'object' || v === null || !Object.prototype.hasOwnProperty.call(v, '__proto__'),
+      'key "__proto__" is not supported',
+    )
+    .pipe(z.object({ active: BareFileName }).catchall(BareFileName));
+});
+
+/** An info file's content: the active file, and each snapshot's file by snapshot id (volumeInfoSchema). */
+export interface VolumeInfo {
+  active: string;
+  [snapshotId: string]: string;
+}
+
+/** What the schema's BareFileName accepts. */
+function isBareFileName(v: unknown): v is string {
+  return typeof v === 'string' && v.length > 0 && !v.includes('/') && v !== '.' && v !== '..' && !v.includes('\0');
+}
 
 /**
- * Content of an info file. zod (like any JS object) silently drops an own `__proto__` key, so it
- * is refused up front: a key we could not keep would otherwise vanish on the next write.
+ * `v` as volumeInfoSchema() parses it (a new object, `active` first, as zod builds it) when `v`
+ * is a plain object the schema plainly accepts; undefined for anything else, which the schema
+ * then decides (and says why). It accepts exactly what the schema accepts of what JSON.parse
+ * returns (test/volume/zod-fast-paths.test.ts checks both over generated inputs).
  */
-export const VolumeInfoSchema = z
-  .custom<unknown>(
-    (v) => typeof v !== 'object' || v === null || !Object.prototype.hasOwnProperty.call(v, '__proto__'),
-    'key "__proto__" is not supported',
-  )
-  .pipe(z.object({ active: BareFileName }).catchall(BareFileName));
-
-export type VolumeInfo = z.infer<typeof VolumeInfoSchema>;
+export function wellFormedInfo(v: unknown): VolumeInfo | undefined {
+  if (typeof v !== 'object' || v === null || Object.getPrototypeOf(v) !== Object.prototype) return undefined;
+  const o = v as Record<string, unknown>;
+  if (!Object.hasOwn(o, 'active') || !isBareFileName(o.active)) return undefined;
+  const info: VolumeInfo = { active: o.active };
+  // for…in as zod's catchall walks the keys (inherited enumerable ones included: those fall back)
+  for (const key in o) {
+    const value = o[key];
+    if (key === '__proto__' || !Object.hasOwn(o, key) || !isBareFileName(value)) return undefined;
+    if (key !== 'active') info[key] = value;
+  }
+  return info;
+}
 
 /**
  * Largest info file read: about 8 000 snapshots of 120-byte entries. A bigger one is not an
@@ -84,7 +117,9 @@ export function parseInfo(bytes: Uint8Array, source: string): VolumeInfo {
   if (typeof raw === 'object' && raw !== null && !Array.isArray(raw) && !Object.hasOwn(raw, 'active')) {
     return invalid('no "active" key (the file the volume uses now)');
   }
-  const result = VolumeInfoSchema.safeParse(raw);
+  const info = wellFormedInfo(raw);
+  if (info) return info;
+  const result = volumeInfoSchema().safeParse(raw);
   if (!result.success) return invalid(describeIssues(result.error), result.error);
   return result.data;
 }
@@ -147,8 +182,8 @@ function pyJsonString(s: string): string {
  * order, and JSON.stringify neither escapes non-ASCII nor sorts by code point.
  */
 export function serializeInfo(info: VolumeInfo): string {
-  const checked = VolumeInfoSchema.safeParse(info);
-  if (!checked.success) {
+  const checked = wellFormedInfo(info) ? undefined : volumeInfoSchema().safeParse(info);
+  if (checked && !checked.success) {
     throw new CowError('ECOW_BAD_ARGUMENT', `invalid volume info: ${describeIssues(checked.error)}`, {
       cause: checked.error,
     });

@@ -20,7 +20,7 @@ import { MAX_CHAIN_DEPTH, VolumeFiles } from './volume-files.js';
 
 /** The schemas of a job request, built at first use (lazy.ts): a command that runs no job never builds them. */
 const schemas = lazy(() => {
-  const Format = imageFormatSchema;
+  const Format = imageFormatSchema();
   const Path = z.string().min(1).max(4096);
 
   /**

@@ -5,6 +5,7 @@
  */
 import * as z from 'zod';
 import { CowError } from '../errors.js';
+import { lazy } from '../lazy.js';
 
 /** `cinder.objects.fields.VolumeStatus`. */
 export const VOLUME_STATUSES = [
@@ -33,8 +34,14 @@ export const VOLUME_STATUSES = [
   'reverting',
 ] as const;
 
-export const VolumeStatusSchema = z.enum(VOLUME_STATUSES);
-export type VolumeStatus = z.infer<typeof VolumeStatusSchema>;
+/** The statuses as a zod schema, built at first use: `cowchain/volume` exports it as VolumeStatusSchema. */
+export const volumeStatusSchema = lazy(() => z.enum(VOLUME_STATUSES));
+export type VolumeStatus = (typeof VOLUME_STATUSES)[number];
+
+/** One of VOLUME_STATUSES, as volumeStatusSchema() accepts it (without loading zod). */
+function isVolumeStatus(v: unknown): v is VolumeStatus {
+  return (VOLUME_STATUSES as readonly unknown[]).includes(v);
+}
 
 /** The statuses each operation accepts (Cinder's remotefs `_validate_state` lists). */
 export const ACCEPTED_STATUSES = {
@@ -58,14 +65,13 @@ export function isAttached(status: VolumeStatus): boolean {
  * volume status, ECOW_INVALID_STATE for a status the operation does not accept.
  */
 export function checkStatus(operation: StatusCheckedOperation, status: unknown, volumeId: string): VolumeStatus {
-  const parsed = VolumeStatusSchema.safeParse(status);
-  if (!parsed.success) {
+  if (!isVolumeStatus(status)) {
     throw new CowError('ECOW_BAD_ARGUMENT', `volume status ${JSON.stringify(status)} is not a Cinder volume status (${VOLUME_STATUSES.join(', ')})`);
   }
   const accepted: readonly VolumeStatus[] = ACCEPTED_STATUSES[operation];
-  if (!accepted.includes(parsed.data)) {
-    const why = parsed.data === 'in-use' ? ' (refused while attached, as Cinder does)' : '';
-    throw new CowError('ECOW_INVALID_STATE', `${operation} of volume ${volumeId} is not allowed while it is ${parsed.data}${why}; allowed: ${accepted.join(', ')}`);
+  if (!accepted.includes(status)) {
+    const why = status === 'in-use' ? ' (refused while attached, as Cinder does)' : '';
+    throw new CowError('ECOW_INVALID_STATE', `${operation} of volume ${volumeId} is not allowed while it is ${status}${why}; allowed: ${accepted.join(', ')}`);
   }
-  return parsed.data;
+  return status;
 }

@@ -11,11 +11,11 @@ describe('image format names', () => {
     for (const f of IMAGE_FORMATS) {
       expect(parseImageFormat(f, 'format')).toBe(f);
       expect(isImageFormat(f)).toBe(true);
-      expect(imageFormatSchema.parse(f)).toBe(f);
+      expect(imageFormatSchema().parse(f)).toBe(f);
     }
     for (const bad of ['RAW', 'qcow', 'vmdk', '', ' raw', null, 1]) {
       expect(isImageFormat(bad), String(bad)).toBe(false);
-      expect(imageFormatSchema.safeParse(bad).success, String(bad)).toBe(false);
+      expect(imageFormatSchema().safeParse(bad).success, String(bad)).toBe(false);
     }
   });
 

@@ -5,7 +5,6 @@ import path from 'node:path';
 import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
-  VolumeInfoSchema,
   infoPath,
   infoTempPrefix,
   parseInfo,
@@ -14,6 +13,7 @@ import {
   writeInfo,
   type VolumeInfo,
 } from '../../src/volume/info-file.js';
+import { VolumeInfoSchema } from '../../src/volume/schemas.js';
 import { rejection } from '../support/errors.js';
 
 const VOL = '0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d';

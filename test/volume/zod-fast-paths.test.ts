@@ -1,0 +1,104 @@
+// The checks that let a volume command read and write its small files without zod (info-file.ts,
+// format-record.ts, status.ts) against the zod schemas they stand in for: over generated JSON
+// they accept exactly what the schema accepts and return what it returns (key order included);
+// of anything else they accept nothing the schema refuses.
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { volumeInfoSchema, wellFormedInfo } from '../../src/volume/info-file.js';
+import { formatRecordSchema, wellFormedRecord } from '../../src/volume/format-record.js';
+import { VOLUME_STATUSES, checkStatus, volumeStatusSchema } from '../../src/volume/status.js';
+import { codeOf } from '../support/errors.js';
+
+/** Strings near the edges of what a file name or a key may be. */
+const edgy = fc.oneof(
+  fc.constantFrom('', '.', '..', '...', 'a/b', '/', 'a\0b', '\0', 'active', '__proto__', 'constructor', 'toString', '0', '10', 'format', 'version', 'raw', 'qcow2', 'RAW'),
+  fc.string({ maxLength: 6 }),
+  fc.string({ unit: fc.constantFrom('a', '.', '/', '\0', '-', 'é', '\u{1f600}'), maxLength: 4 }),
+  fc.uuid().map((u) => `volume-${u}`),
+);
+const scalar = fc.oneof(edgy, fc.integer(), fc.constantFrom(1, 1.5, 0, -1, true, false, null));
+const value = fc.oneof({ weight: 4, arbitrary: scalar }, { weight: 1, arbitrary: fc.jsonValue({ maxDepth: 2 }) });
+
+/** JSON text of an object (keys may repeat, `__proto__` included) or of another JSON value, parsed. */
+const parsedJson = fc
+  .oneof(
+    { weight: 6, arbitrary: fc.array(fc.tuple(edgy, value), { maxLength: 6 }).map((pairs) => `{${pairs.map(([k, v]) => `${JSON.stringify(k)}:${JSON.stringify(v)}`).join(',')}}`) },
+    { weight: 1, arbitrary: fc.jsonValue({ maxDepth: 2 }).map((v) => JSON.stringify(v)) },
+  )
+  .map((text) => JSON.parse(text) as unknown);
+
+/** What JSON.parse never returns: the checks leave those to the schema. */
+const notJson: unknown[] = [
+  Object.assign(Object.create(null), { active: 'a' }),
+  new (class Info {
+    active = 'a';
+  })(),
+  Object.assign(Object.create({ inherited: 'b' }), { active: 'a' }),
+  Object.defineProperty({ active: 'a' }, 'hidden', { value: 'x/y', enumerable: false }),
+  { active: 'a', [Symbol('s')]: 'b' },
+  ['a'],
+  undefined,
+];
+
+describe('wellFormedInfo', () => {
+  it('accepts exactly what the info schema accepts of parsed JSON, and returns what it returns', () => {
+    const schema = volumeInfoSchema();
+    fc.assert(
+      fc.property(
+        // an object with an acceptable `active`, so that acceptance is not rare
+        fc.tuple(parsedJson, fc.boolean(), edgy).map(([v, addActive, active]) => (addActive && typeof v === 'object' && v !== null && !Array.isArray(v) ? { ...v, active } : v)),
+        (raw) => {
+          const fast = wellFormedInfo(raw);
+          const zod = schema.safeParse(raw);
+          expect(fast !== undefined, JSON.stringify(raw)).toBe(zod.success);
+          if (fast && zod.success) {
+            expect(fast).toEqual(zod.data);
+            expect(Object.keys(fast)).toEqual(Object.keys(zod.data));
+          }
+        },
+      ),
+      { numRuns: 3000, seed: 20261205 },
+    );
+  });
+
+  it('accepts nothing the schema refuses among other values', () => {
+    for (const raw of notJson) {
+      const fast = wellFormedInfo(raw);
+      if (fast) expect(volumeInfoSchema().parse(raw)).toEqual(fast);
+    }
+    expect(wellFormedInfo(notJson[0])).toBeUndefined(); // left to the schema
+  });
+});
+
+describe('wellFormedRecord', () => {
+  it('accepts exactly what the format record schema accepts of parsed JSON, with its format', () => {
+    const schema = formatRecordSchema();
+    const nearRecord = fc
+      .tuple(fc.constantFrom(1, 2, '1', true), fc.constantFrom('raw', 'qcow2', 'RAW', 'vmdk', ''), parsedJson, fc.boolean())
+      .map(([version, format, extra, plain]) => (plain ? { version, format } : typeof extra === 'object' && extra !== null ? { version, format, ...extra } : extra));
+    fc.assert(
+      fc.property(fc.oneof(nearRecord, parsedJson), (raw) => {
+        const fast = wellFormedRecord(raw);
+        const zod = schema.safeParse(raw);
+        expect(fast !== undefined, JSON.stringify(raw)).toBe(zod.success);
+        if (zod.success) expect(fast).toBe(zod.data.format);
+      }),
+      { numRuns: 3000, seed: 20261205 },
+    );
+    for (const raw of notJson) {
+      const fast = wellFormedRecord(raw);
+      if (fast) expect(schema.parse(raw).format).toBe(fast);
+    }
+  });
+});
+
+describe('checkStatus', () => {
+  it('refuses as no status exactly what the status schema refuses', () => {
+    const schema = volumeStatusSchema();
+    const candidates: unknown[] = [...VOLUME_STATUSES, 'In-use', 'available ', '', 'in_use', null, 1, undefined, ['available'], { status: 'available' }];
+    for (const status of candidates) {
+      const code = codeOf(() => checkStatus('fsck', status, 'v'));
+      expect(code === 'ECOW_BAD_ARGUMENT', String(status)).toBe(!schema.safeParse(status).success);
+    }
+  });
+});
