@@ -22,7 +22,10 @@ import { describeIssues } from './info-file.js';
 import { readSmallFile } from './small-file.js';
 import type { VolumeFiles } from './volume-files.js';
 
-/** The journal's schemas, built at first use (lazy.ts): most commands never read or write one. */
+/**
+ * The journal's schemas, built at first use (lazy.ts): most commands never read or write one,
+ * and a well-formed journal is written and read without them (wellFormedJournal).
+ */
 const schemas = lazy(() => {
   const Name = z.string().min(1);
   /**
@@ -79,6 +82,45 @@ export type Journal = z.infer<ReturnType<typeof schemas>['journal']>;
 export type CreateJournal = z.infer<ReturnType<typeof schemas>['create']>;
 export type DeleteJournal = z.infer<ReturnType<typeof schemas>['remove']>;
 
+/** The journal schema (for the test of wellFormedJournal). */
+export const journalSchema = () => schemas().journal;
+
+/** The schemas' keys, in their order (zod's output order, so the written JSON's). */
+const CREATE_KEYS = ['version', 'op', 'snapshot', 'file', 'backing', 'phase', 'accepted', 'fence'];
+const DELETE_KEYS = ['version', 'op', 'snapshot', 'method', 'file', 'base', 'higher', 'newBase', 'remap', 'unlink', 'accepted', 'fence'];
+const METHODS: readonly unknown[] = ['commit', 'hypervisor-commit', 'hypervisor-pull'];
+
+const isName = (v: unknown): v is string => typeof v === 'string' && v.length > 0;
+
+/**
+ * `v` as the journal schema parses it (keys in the schema's order) when `v` is a plain object
+ * the schema plainly accepts, else undefined (the schema then decides, and says why): a snapshot
+ * create or delete writes its journal without building the schema. Exactly what the schema
+ * accepts of what JSON.parse returns (test/volume/zod-fast-paths.test.ts checks it).
+ */
+export function wellFormedJournal(v: unknown): Journal | undefined {
+  if (typeof v !== 'object' || v === null || Object.getPrototypeOf(v) !== Object.prototype) return undefined;
+  const o = v as Record<string, unknown>;
+  const keys = o.op === 'create-snapshot' ? CREATE_KEYS : o.op === 'delete-snapshot' ? DELETE_KEYS : undefined;
+  if (!keys) return undefined;
+  for (const key in o) if (!keys.includes(key) || !Object.hasOwn(o, key)) return undefined;
+  if (o.version !== 1 || !isName(o.snapshot) || !isName(o.file)) return undefined;
+  if (o.accepted !== undefined && typeof o.accepted !== 'boolean') return undefined;
+  if (o.fence !== undefined && !(typeof o.fence === 'string' && /^[0-9]{1,20}$/.test(o.fence))) return undefined;
+  if (o.op === 'create-snapshot') {
+    if (!isName(o.backing) || (o.phase !== 'overlay' && o.phase !== 'hypervisor')) return undefined;
+  } else {
+    if (!METHODS.includes(o.method) || !isName(o.base) || !isName(o.unlink)) return undefined;
+    if ((o.higher !== null && !isName(o.higher)) || (o.newBase !== null && !isName(o.newBase))) return undefined;
+    const remap = o.remap;
+    if (!Array.isArray(remap)) return undefined;
+    for (let i = 0; i < remap.length; i++) if (!isName(remap[i])) return undefined;
+  }
+  const journal: Record<string, unknown> = {};
+  for (const key of keys) if (o[key] !== undefined) journal[key] = key === 'remap' ? [...(o.remap as string[])] : o[key];
+  return journal as Journal;
+}
+
 /** Largest journal read; ours are a few hundred bytes. */
 export const MAX_JOURNAL_BYTES = 64 << 10;
 
@@ -103,9 +145,12 @@ export async function readJournal(files: VolumeFiles): Promise<Journal | null> {
   } catch (e) {
     return invalid(`not JSON (${(e as Error).message})`, e);
   }
-  const parsed = schemas().journal.safeParse(raw);
-  if (!parsed.success) return invalid(describeIssues(parsed.error), parsed.error);
-  const journal = parsed.data;
+  let journal = wellFormedJournal(raw);
+  if (!journal) {
+    const parsed = schemas().journal.safeParse(raw);
+    if (!parsed.success) return invalid(describeIssues(parsed.error), parsed.error);
+    journal = parsed.data;
+  }
   // Its names are about to be opened and unlinked: this volume's chain names only.
   const names = journal.op === 'create-snapshot' ? [journal.file, journal.backing] : [journal.file, journal.base, journal.higher, journal.newBase, journal.unlink];
   for (const n of names) if (n !== null) files.snapshotIdOf(n);
@@ -129,7 +174,7 @@ export async function writeJournal(files: VolumeFiles, journal: Journal): Promis
   const { mode } = await files.fileModes();
   if (files.fence !== undefined) await readJournal(files); // a later holder's journal stops us here
   const fenced = files.fence === undefined ? journal : { ...journal, fence: files.fence };
-  await writeFileAtomic(files.dir, files.journalName, files.journalTempPrefix, JSON.stringify(schemas().journal.parse(fenced), null, 1), 'journal', files.guard, mode);
+  await writeFileAtomic(files.dir, files.journalName, files.journalTempPrefix, JSON.stringify(wellFormedJournal(fenced) ?? schemas().journal.parse(fenced), null, 1), 'journal', files.guard, mode);
 }
 
 /** The operation is over (done or undone): drop its record, durably. */

@@ -1,11 +1,12 @@
 // The checks that let a volume command read and write its small files without zod (info-file.ts,
-// format-record.ts, status.ts) against the zod schemas they stand in for: over generated JSON
+// format-record.ts, journal.ts, status.ts) against the zod schemas they stand in for: over generated JSON
 // they accept exactly what the schema accepts and return what it returns (key order included);
 // of anything else they accept nothing the schema refuses.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { volumeInfoSchema, wellFormedInfo } from '../../src/volume/info-file.js';
 import { formatRecordSchema, wellFormedRecord } from '../../src/volume/format-record.js';
+import { journalSchema, wellFormedJournal } from '../../src/volume/journal.js';
 import { VOLUME_STATUSES, checkStatus, volumeStatusSchema } from '../../src/volume/status.js';
 import { codeOf } from '../support/errors.js';
 
@@ -88,6 +89,67 @@ describe('wellFormedRecord', () => {
     for (const raw of notJson) {
       const fast = wellFormedRecord(raw);
       if (fast) expect(schema.parse(raw).format).toBe(fast);
+    }
+  });
+});
+
+describe('wellFormedJournal', () => {
+  it('accepts exactly what the journal schema accepts of parsed JSON, and writes the same JSON', () => {
+    const schema = journalSchema();
+    /** Mostly what the schema accepts, sometimes not: `good` 4 times in 5. */
+    const mostly = <T, U>(good: fc.Arbitrary<T>, bad: fc.Arbitrary<U>) => fc.oneof({ weight: 4, arbitrary: good }, { weight: 1, arbitrary: bad });
+    const name = mostly(fc.oneof(fc.constantFrom('volume-x', '.volume-x.aaaa'), fc.string({ minLength: 1, maxLength: 4 })), fc.constant(''));
+    const optional = <T>(arb: fc.Arbitrary<T>) => fc.option(arb, { nil: undefined });
+    const fence = optional(mostly(fc.stringMatching(/^[0-9]{1,20}$/), fc.constantFrom('123456789012345678901', '1a', '', ' 1', '1\n')));
+    const accepted = optional(mostly(fc.boolean(), fc.constantFrom('true', 0, null)));
+    const version = mostly(fc.constant(1), fc.constantFrom(2, '1'));
+    const create = fc.record({
+      version,
+      op: fc.constant('create-snapshot'),
+      snapshot: name,
+      file: name,
+      backing: name,
+      phase: mostly(fc.constantFrom('overlay', 'hypervisor'), fc.constant('other')),
+      accepted,
+      fence,
+    });
+    const remove = fc.record({
+      version,
+      op: fc.constant('delete-snapshot'),
+      snapshot: name,
+      method: mostly(fc.constantFrom('commit', 'hypervisor-commit', 'hypervisor-pull'), fc.constant('pull')),
+      file: name,
+      base: name,
+      higher: fc.oneof(name, fc.constant(null)),
+      newBase: fc.oneof(name, fc.constant(null)),
+      remap: mostly(fc.array(name, { maxLength: 3 }), fc.constant('x')),
+      unlink: name,
+      accepted,
+      fence,
+    });
+    /** A journal with a key dropped, a key added, or its op switched; as JSON, parsed. */
+    const near = fc
+      .tuple(fc.oneof(create, remove), fc.nat(14), edgy, value, fc.constantFrom('keep', 'drop', 'add', 'switch'))
+      .map(([j, i, key, v, how]) => {
+        const o: Record<string, unknown> = { ...j };
+        const keys = Object.keys(o);
+        if (how === 'drop') delete o[keys[i % keys.length]];
+        if (how === 'add') o[key] = v;
+        if (how === 'switch') o.op = o.op === 'create-snapshot' ? 'delete-snapshot' : 'create-snapshot';
+        return JSON.parse(JSON.stringify(o)) as unknown;
+      });
+    fc.assert(
+      fc.property(fc.oneof({ weight: 8, arbitrary: near }, { weight: 1, arbitrary: parsedJson }), (raw) => {
+        const fast = wellFormedJournal(raw);
+        const zod = schema.safeParse(raw);
+        expect(fast !== undefined, JSON.stringify(raw)).toBe(zod.success);
+        if (fast && zod.success) expect(JSON.stringify(fast, null, 1)).toBe(JSON.stringify(zod.data, null, 1));
+      }),
+      { numRuns: 4000, seed: 20261205 },
+    );
+    for (const raw of notJson) {
+      const fast = wellFormedJournal(raw);
+      if (fast) expect(JSON.stringify(schema.parse(raw))).toBe(JSON.stringify(fast));
     }
   });
 });
