@@ -26,7 +26,7 @@ const noChildProcess = {
   name: 'no-child-process',
   setup(b) {
     b.onResolve({ filter: /^(node:)?child_process$/ }, (args) => (/[\\/]commander[\\/]/.test(args.importer) ? { path: 'child_process', namespace: 'cowchain-stub' } : undefined));
-    b.onLoad({ filter: /.*/, namespace: 'cowchain-stub' }, () => ({
+    b.onLoad({ filter: /^child_process$/, namespace: 'cowchain-stub' }, () => ({
       contents: "module.exports = { spawn() { throw new Error('cowchain has no executable subcommands'); } };",
       loader: 'js',
     }));
@@ -49,6 +49,60 @@ function memoizeToESM(code) {
 }
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/**
+ * zod initialises when a command first uses it, not when a module importing it does (esbuild
+ * initialises a module's imports with it): loading zod costs a start some 5M instructions, and
+ * the volume commands read and write well-formed files without it (info-file.ts, journal.ts…).
+ * Each `import * as z from 'zod'` of src/ becomes `z` of cowchain-lazy-zod, whose first property
+ * read requires cowchain-zod-used: that module reads off zod's namespace the names src/ reads
+ * off `z` (so the bundle keeps only what the schemas use, as before), and esbuild turns the
+ * require() into a call of its initialiser.
+ */
+function lazyZod(zodExports) {
+  const zodImport = /^import \* as z from 'zod';$/m;
+  const used = new Set();
+  for (const file of fs.readdirSync(path.join(root, 'src'), { recursive: true })) {
+    if (!file.endsWith('.ts')) continue;
+    const source = fs.readFileSync(path.join(root, 'src', file), 'utf8');
+    if (!zodImport.test(source)) continue;
+    for (const [, name] of source.matchAll(/\bz\.([A-Za-z_$][\w$]*)/g)) if (zodExports.has(name)) used.add(name); // type names (z.infer) are not exports
+  }
+  const members = [...used].sort().map((name) => `${name}: zod.${name}`).join(', ');
+  return {
+    name: 'lazy-zod',
+    setup(b) {
+      b.onLoad({ filter: /[\\/]src[\\/].*\.ts$/ }, async (args) => {
+        const source = await fs.promises.readFile(args.path, 'utf8');
+        if (!/from 'zod'/.test(source)) return undefined;
+        const contents = source.replace(zodImport, "import { z } from 'cowchain-lazy-zod';");
+        // only type imports may remain (esbuild drops them): any other form would load zod at start
+        for (const line of contents.split('\n')) {
+          if (/from 'zod'/.test(line) && !/^import type /.test(line)) throw new Error(`build:cli: ${args.path} imports zod as \`${line}\`: only \`import * as z from 'zod'\` is made lazy`);
+        }
+        return { contents, loader: 'ts' };
+      });
+      b.onResolve({ filter: /^cowchain-(lazy-zod|zod-used)$/ }, (args) => ({ path: args.path, namespace: 'cowchain-stub' }));
+      b.onLoad({ filter: /^cowchain-zod-used$/, namespace: 'cowchain-stub' }, () => ({
+        contents: `import * as zod from 'zod';\nexport const z = { ${members} };`,
+        loader: 'js',
+        resolveDir: root,
+      }));
+      b.onLoad({ filter: /^cowchain-lazy-zod$/, namespace: 'cowchain-stub' }, () => ({
+        contents: `let zod;
+export const z = new Proxy({}, {
+  get(_, name) {
+    zod ??= require('cowchain-zod-used').z;
+    if (typeof name === 'string' && !(name in zod)) throw new Error(\`build:cli kept no z.\${name} (it keeps the names src/ reads off z)\`);
+    return zod[name];
+  },
+});`,
+        loader: 'js',
+        resolveDir: root,
+      }));
+    },
+  };
+}
 const outdir = path.join(root, 'dist/cli');
 fs.rmSync(outdir, { recursive: true, force: true });
 const result = await build({
@@ -66,7 +120,7 @@ const result = await build({
   // lays it out, a module after a `// path` line: what a CPU profile of the bin can be read against.
   minifyWhitespace: !process.env.COWCHAIN_CLI_READABLE,
   minifySyntax: !process.env.COWCHAIN_CLI_READABLE,
-  plugins: [noChildProcess],
+  plugins: [noChildProcess, lazyZod(new Set(Object.keys(await import('zod'))))],
   // import() of what is not bundled (etcd3, node:os) as require(): a vm.Script has no ESM loader.
   supported: { 'dynamic-import': false },
   // The modules locate build/ and package.json from import.meta.url: here, the bundle's own URL.

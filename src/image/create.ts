@@ -5,7 +5,7 @@ import { FileBackend, type Backend } from '../engine/backend.js';
 import { CowError } from '../errors.js';
 import { imageFormatSchema } from './format-schema.js';
 import { lazy } from '../lazy.js';
-import type { ImageFormat } from './format.js';
+import { IMAGE_FORMATS, type ImageFormat } from './format.js';
 import { openImage, defaultResolveBacking } from './open-chain.js';
 import { createLuks, luksAreaBytes } from '../engine/luks.js';
 
@@ -60,9 +60,10 @@ export interface CreateOptions {
 
 /**
  * CreateOptions, validated at the boundary; built at first use (lazy.ts): a process that opens
- * the volume driver, which imports this module, need not create an image.
+ * the volume driver, which imports this module, need not create an image, and plain options
+ * (a snapshot's overlay, most `img create`s) are checked without it (plainCreateOptions).
  */
-const createOptionsSchema = lazy(() =>
+export const createOptionsSchema = lazy(() =>
   z
     .object({
       format: imageFormatSchema().default('raw'),
@@ -103,8 +104,49 @@ void sameShape;
 /** The layout of a qcow2 image made on a Backend: CreateOptions without the format, with a size. */
 export type Qcow2LayoutOptions = Omit<CreateOptions, 'format'> & { size: number; format?: 'qcow2' };
 
+type ParsedCreateOptions = z.output<ReturnType<typeof createOptionsSchema>>;
+
+const CREATE_KEYS = ['format', 'size', 'backingFile', 'backingFormat', 'clusterSize', 'refcountBits', 'compat', 'extendedL2', 'compressionType', 'unsafe', 'encrypt'];
+const isFormat = (v: unknown): v is ImageFormat => IMAGE_FORMATS.includes(v as ImageFormat);
+const isSafeInt = (v: unknown): v is number => Number.isSafeInteger(v);
+
+/**
+ * `options` as createOptionsSchema() parses them (its defaults filled in) when they are a plain
+ * object without encryption that the schema plainly accepts; else undefined, and the schema
+ * decides (and says why). Exactly what the schema accepts of such objects
+ * (test/volume/zod-fast-paths.test.ts checks it over generated options).
+ */
+export function plainCreateOptions(options: unknown): ParsedCreateOptions | undefined {
+  if (typeof options !== 'object' || options === null || Object.getPrototypeOf(options) !== Object.prototype) return undefined;
+  const o = options as Record<string, unknown>;
+  for (const key in o) if (!CREATE_KEYS.includes(key) || !Object.hasOwn(o, key)) return undefined;
+  const { size, backingFile, backingFormat, clusterSize, refcountBits, compat, extendedL2, compressionType, unsafe } = o;
+  if (o.encrypt !== undefined || (o.format !== undefined && !isFormat(o.format))) return undefined;
+  if (size !== undefined && !(isSafeInt(size) && size >= 0)) return undefined;
+  if (backingFile !== undefined && !(typeof backingFile === 'string' && backingFile.length >= 1 && backingFile.length <= 1023)) return undefined;
+  if (backingFormat !== undefined && !isFormat(backingFormat)) return undefined;
+  if (clusterSize !== undefined && !(isSafeInt(clusterSize) && clusterSize >= 512 && clusterSize <= 2 << 20 && (clusterSize & (clusterSize - 1)) === 0)) return undefined;
+  if (refcountBits !== undefined && !(isSafeInt(refcountBits) && [1, 2, 4, 8, 16, 32, 64].includes(refcountBits))) return undefined;
+  if (compat !== undefined && compat !== '0.10' && compat !== '1.1') return undefined;
+  if (compressionType !== undefined && compressionType !== 'zlib' && compressionType !== 'zstd') return undefined;
+  if ((extendedL2 !== undefined && typeof extendedL2 !== 'boolean') || (unsafe !== undefined && typeof unsafe !== 'boolean')) return undefined;
+  return {
+    format: (o.format as ImageFormat | undefined) ?? 'raw',
+    size: size as number | undefined,
+    backingFile: backingFile as string | undefined,
+    backingFormat: backingFormat as ImageFormat | undefined,
+    clusterSize: (clusterSize as number | undefined) ?? 65536,
+    refcountBits: (refcountBits as number | undefined) ?? 16,
+    compat: compat ?? '1.1',
+    extendedL2: extendedL2 ?? false,
+    compressionType: compressionType ?? 'zlib',
+    unsafe: unsafe ?? false,
+  };
+}
+
 function parseOptions(options: CreateOptions) {
-  const r = createOptionsSchema().safeParse(options);
+  const plain = plainCreateOptions(options);
+  const r = plain ? { success: true as const, data: plain } : createOptionsSchema().safeParse(options);
   if (!r.success) throw new CowError('ECOW_BAD_ARGUMENT', `invalid create options: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
   if (r.data.format === 'raw' && r.data.backingFile) throw new CowError('ECOW_BAD_ARGUMENT', `a raw image cannot have a backing file (${r.data.backingFile}): give format: 'qcow2' (the default format is raw, as in qemu-img create)`);
   if (r.data.unsafe && r.data.backingFile && (r.data.size === undefined || r.data.backingFormat === undefined)) {

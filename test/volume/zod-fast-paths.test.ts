@@ -1,5 +1,5 @@
 // The checks that let a volume command read and write its small files without zod (info-file.ts,
-// format-record.ts, journal.ts, status.ts) against the zod schemas they stand in for: over generated JSON
+// format-record.ts, journal.ts, status.ts) and create an image (image/create.ts) against the zod schemas they stand in for: over generated JSON
 // they accept exactly what the schema accepts and return what it returns (key order included);
 // of anything else they accept nothing the schema refuses.
 import fc from 'fast-check';
@@ -8,6 +8,7 @@ import { volumeInfoSchema, wellFormedInfo } from '../../src/volume/info-file.js'
 import { formatRecordSchema, wellFormedRecord } from '../../src/volume/format-record.js';
 import { journalSchema, wellFormedJournal } from '../../src/volume/journal.js';
 import { VOLUME_STATUSES, checkStatus, volumeStatusSchema } from '../../src/volume/status.js';
+import { createOptionsSchema, plainCreateOptions } from '../../src/image/create.js';
 import { codeOf } from '../support/errors.js';
 
 /** Strings near the edges of what a file name or a key may be. */
@@ -151,6 +152,44 @@ describe('wellFormedJournal', () => {
       const fast = wellFormedJournal(raw);
       if (fast) expect(JSON.stringify(schema.parse(raw))).toBe(JSON.stringify(fast));
     }
+  });
+});
+
+describe('plainCreateOptions', () => {
+  it('accepts exactly what the create options schema accepts of options without encryption, with its defaults', () => {
+    const schema = createOptionsSchema();
+    const mostly = <T, U>(good: fc.Arbitrary<T>, bad: fc.Arbitrary<U>) => fc.oneof({ weight: 4, arbitrary: good }, { weight: 1, arbitrary: bad });
+    const optional = <T>(arb: fc.Arbitrary<T>) => fc.option(arb, { nil: undefined, freq: 2 });
+    const int = fc.oneof(fc.constantFrom(0, -1, 1.5, 2 ** 53, 2 ** 53 - 1, -0, NaN, Infinity, '1'), fc.integer());
+    const options = fc.record(
+      {
+        format: optional(mostly(fc.constantFrom('raw', 'qcow2'), fc.constantFrom('vmdk', 'QCOW2', 1))),
+        size: optional(mostly(fc.nat({ max: 2 ** 40 }), int)),
+        backingFile: optional(mostly(fc.string({ minLength: 1, maxLength: 8 }), fc.constantFrom('', 'x'.repeat(1023), 'x'.repeat(1024), 7))),
+        backingFormat: optional(mostly(fc.constantFrom('raw', 'qcow2'), fc.constantFrom('vmdk', null))),
+        clusterSize: optional(mostly(fc.integer({ min: 9, max: 21 }).map((b) => 2 ** b), fc.oneof(int, fc.constantFrom(256, 4 << 20, 65535, 65536.5)))),
+        refcountBits: optional(mostly(fc.constantFrom(1, 2, 4, 8, 16, 32, 64), fc.oneof(int, fc.constantFrom(3, 128, '16')))),
+        compat: optional(mostly(fc.constantFrom('0.10', '1.1'), fc.constantFrom('1.0', 1.1, 3))),
+        extendedL2: optional(mostly(fc.boolean(), fc.constantFrom(0, 'true', null))),
+        compressionType: optional(mostly(fc.constantFrom('zlib', 'zstd'), fc.constantFrom('gzip', 'ZLIB'))),
+        unsafe: optional(mostly(fc.boolean(), fc.constantFrom(1, 'false'))),
+      },
+      { requiredKeys: [] },
+    );
+    const extra = fc.oneof(fc.constant(undefined), fc.tuple(edgy, value), fc.constant(['encrypt', undefined] as const), fc.constant(['encrypt', { format: 'luks', keySecret: new Uint8Array([1]) }] as const));
+    fc.assert(
+      fc.property(options, extra, (base, added) => {
+        const raw: Record<string, unknown> = { ...base };
+        if (added) Object.defineProperty(raw, added[0], { value: added[1], enumerable: true, writable: true, configurable: true });
+        const fast = plainCreateOptions(raw);
+        const zod = schema.safeParse(raw);
+        if (added?.[0] === 'encrypt' && added[1] !== undefined) expect(fast).toBeUndefined(); // left to the schema
+        else expect(fast !== undefined, String(Object.entries(raw))).toBe(zod.success);
+        if (fast && zod.success) expect(fast).toEqual(zod.data);
+      }),
+      { numRuns: 4000, seed: 20261205 },
+    );
+    for (const raw of notJson) expect(plainCreateOptions(raw)).toBeUndefined();
   });
 });
 
