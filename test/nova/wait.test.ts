@@ -191,7 +191,8 @@ describe('waitForProgress, general', () => {
     setTimeout(() => store.update('s1', { status: 'deleting', progress: '90%' }), 20);
     const started = performance.now();
     await waitForProgress(store, 's1', { phase: 'delete', intervals: [{ afterMs: 0, everyMs: 60_000 }] });
-    expect(performance.now() - started).toBeLessThan(5_000);
+    // Not the 60 s poll: half of it is far beyond what a loaded machine adds.
+    expect(performance.now() - started).toBeLessThan(30_000);
   });
 
   it('stops listening to the store once done', async () => {
