@@ -79,13 +79,28 @@ interface PackResult {
   files: { path: string; size: number }[];
 }
 
-describe('npm pack --dry-run', () => {
+const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'cowchain-pack-'));
+afterAll(() => fs.rmSync(scratch, { recursive: true, force: true }));
+
+/**
+ * One `npm pack` into the scratch directory for both groups below: what it lists is what
+ * `npm pack --dry-run` lists (npm starts in about a second of CPU; once is enough).
+ */
+let packed: Promise<{ pack: PackResult; tarball: string }> | undefined;
+function packOnce(): Promise<{ pack: PackResult; tarball: string }> {
+  return (packed ??= (async () => {
+    const out = ok(await run(NPM, ['pack', '--json', '--ignore-scripts', '--pack-destination', scratch], ROOT), 'npm pack');
+    const pack = (JSON.parse(out) as PackResult[])[0];
+    return { pack, tarball: path.join(scratch, pack.filename) };
+  })());
+}
+
+describe('npm pack', () => {
   let pack: PackResult;
   let files: Map<string, number>;
 
   beforeAll(async () => {
-    const out = ok(await run(NPM, ['pack', '--dry-run', '--json', '--ignore-scripts'], ROOT), 'npm pack --dry-run');
-    pack = (JSON.parse(out) as PackResult[])[0];
+    pack = (await packOnce()).pack;
     files = new Map(pack.files.map((f) => [f.path, f.size]));
   });
 
@@ -144,22 +159,88 @@ describe('npm pack --dry-run', () => {
   });
 });
 
+/** The surface check: every public name imports, no internal one does. */
+function surfaceSource(): string {
+  const lines: string[] = [];
+  let n = 0;
+  for (const [spec, values] of Object.entries(PUBLIC_VALUES)) {
+    const types = PUBLIC_TYPES[spec];
+    const alias = (name: string) => `${name} as p${n++}_${name}`;
+    lines.push(`import { ${[...values.map(alias), ...types.map((t) => `type ${alias(t)}`)].join(', ')} } from '${spec}';`);
+    const first = n - values.length - types.length;
+    lines.push(`void [${values.map((v, i) => `p${first + i}_${v}`).join(', ')}];`);
+    // A generic type with required parameters would not compile bare; none is public today.
+    lines.push(`export type Uses${n} = [${types.map((t, i) => `p${first + values.length + i}_${t}`).join(', ')}];`);
+    for (const name of INTERNAL_NAMES.filter((i) => !values.includes(i))) {
+      lines.push(`// @ts-expect-error ${name} is internal`, `import { ${name} as i${n++} } from '${spec}';`);
+    }
+  }
+  for (const p of INTERNAL_PATHS) lines.push(`// @ts-expect-error ${p} is not exported`, `import * as i${n++} from '${p}';`);
+  lines.push(`import { openImage, type Image } from 'cowchain';`, `const img: Image = openImage('x.qcow2');`);
+  for (const m of IMAGE_PRIVATE_MEMBERS) lines.push(`// @ts-expect-error Image.${m} is private`, `void img.${m};`);
+  lines.push(`// @ts-expect-error Image has no public constructor`, `void new (openImage('x.qcow2').constructor as typeof Image)();`);
+  lines.push(`{ using scoped = openImage('x.qcow2'); void scoped.virtualSize; }`, `img[Symbol.dispose]();`);
+  return lines.join('\n') + '\n';
+}
+
+/** A strict consumer of the published types: every public function and type, used. */
+const CONSUMER_SOURCE = `import {
+  createImage, openImage, openImageOn, createQcow2On, commitImage, rebaseImage, streamImage, convertImage,
+  qemuStyleInfo, MemoryBackend, FileBackend, CowError, isCowError, ERROR_CODES, engineMemoryBytes,
+  type Image, type CowErrorCode, type CreateOptions, type OpenOptions, type Backend, type HeaderInfo,
+  type MapEntry, type QemuStyleInfo, type CommitOptions, type ProgressCallback,
+  commit as commitAsync, check, EnginePool, setEngineSource, type AsyncCommitOptions, type CheckOutcome,
+} from 'cowchain';
+
+const options: CreateOptions = { format: 'qcow2', size: 1 << 20, clusterSize: 65536 };
+createImage('a.qcow2', options);
+const open: OpenOptions = { writable: true };
+const img: Image = openImage('a.qcow2', open);
+const size: number = img.virtualSize;
+const bytes: Uint8Array = img.read(0, 512);
+const header: HeaderInfo = img.headerInfo();
+const map: MapEntry[] = img.map();
+const info: QemuStyleInfo = qemuStyleInfo(img);
+img.close();
+const onProgress: ProgressCallback = (done, total) => void [done, total];
+const commit: CommitOptions = { keepTop: true, onProgress };
+commitImage('b.qcow2', commit);
+void [rebaseImage, streamImage, convertImage, FileBackend, engineMemoryBytes, ERROR_CODES];
+// The async API: jobs in worker threads.
+const pool = new EnginePool({ size: 2, wasm: new Uint8Array(0) });
+const asyncCommit: AsyncCommitOptions = { keepTop: true, pool, signal: new AbortController().signal, onProgress };
+const done: Promise<void> = commitAsync('b.qcow2', asyncCommit);
+const outcome: Promise<CheckOutcome> = check('b.qcow2', { pool });
+void [done, outcome, setEngineSource];
+const backend: Backend = new MemoryBackend();
+createQcow2On(backend, { size: 1 << 20 });
+openImageOn(backend, { writable: true }).close();
+try {
+  openImage('missing');
+} catch (e) {
+  if (isCowError(e)) {
+    const code: CowErrorCode = e.code;
+    const err: CowError = e;
+    void [code, err];
+  }
+}
+// @ts-expect-error virtualSize is a number: fails to compile if the types were missing (any)
+const wrong: string = img.virtualSize;
+void [size, bytes, header, map, info, wrong];
+`;
+
 describe('the tarball, installed into a scratch project', () => {
-  const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'cowchain-pack-'));
   const project = path.join(scratch, 'consumer');
   const installed = path.join(project, 'node_modules', PKG.name);
 
   beforeAll(async () => {
-    const out = ok(await run(NPM, ['pack', '--json', '--ignore-scripts', '--pack-destination', scratch], ROOT), 'npm pack');
-    const tarball = path.join(scratch, (JSON.parse(out) as PackResult[])[0].filename);
+    const { tarball } = await packOnce();
     expect(fs.existsSync(tarball)).toBe(true);
     fs.mkdirSync(project);
     fs.writeFileSync(path.join(project, 'package.json'), JSON.stringify({ name: 'cowchain-consumer', version: '0.0.0', private: true, type: 'module' }, null, 2));
     // Dependencies come from npm's cache when it has them, else from the registry.
     ok(await run(NPM, ['install', '--no-audit', '--no-fund', '--ignore-scripts', '--prefer-offline', '--no-package-lock', tarball], project, 600_000), 'npm install <tarball>');
   }, 180_000);
-
-  afterAll(() => fs.rmSync(scratch, { recursive: true, force: true }));
 
   /** A strict NodeNext consumer's tsconfig (skipLibCheck off) checking `files`. */
   function writeTsconfig(files: string[], lib: string[]): void {
@@ -261,81 +342,41 @@ console.log(JSON.stringify(out));
     });
   }
 
-  it('tsc: every public name of every entry point imports; internals, deep paths and Image internals do not (strict consumer, skipLibCheck off)', async () => {
-    const lines: string[] = [];
-    let n = 0;
-    for (const [spec, values] of Object.entries(PUBLIC_VALUES)) {
-      const types = PUBLIC_TYPES[spec];
-      const alias = (name: string) => `${name} as p${n++}_${name}`;
-      lines.push(`import { ${[...values.map(alias), ...types.map((t) => `type ${alias(t)}`)].join(', ')} } from '${spec}';`);
-      const first = n - values.length - types.length;
-      lines.push(`void [${values.map((v, i) => `p${first + i}_${v}`).join(', ')}];`);
-      // A generic type with required parameters would not compile bare; none is public today.
-      lines.push(`export type Uses${n} = [${types.map((t, i) => `p${first + values.length + i}_${t}`).join(', ')}];`);
-      for (const name of INTERNAL_NAMES.filter((i) => !values.includes(i))) {
-        lines.push(`// @ts-expect-error ${name} is internal`, `import { ${name} as i${n++} } from '${spec}';`);
-      }
+  /**
+   * surface.ts and consumer.ts, type-checked by one tsc run (each run checks @types/node and the
+   * dependencies' types again, seconds of CPU): lib ES2022 only, @types/node supplying
+   * Symbol.dispose and Disposable as it does for a Node consumer. Each test reads its own file's
+   * errors, and the errors of no file (the published .d.ts).
+   */
+  let checked: Promise<ProcessResult> | undefined;
+  function typecheckConsumers(): Promise<ProcessResult> {
+    return (checked ??= (async () => {
+      fs.writeFileSync(path.join(project, 'surface.ts'), surfaceSource());
+      fs.writeFileSync(path.join(project, 'consumer.ts'), CONSUMER_SOURCE);
+      writeTsconfig(['surface.ts', 'consumer.ts'], ['ES2022']);
+      return run(process.execPath, [TSC, '--noEmit', '-p', 'tsconfig.json'], project);
+    })());
+  }
+  /** tsc's diagnostics (a line and its indented continuation) that are not about `other`. */
+  function diagnosticsBut(r: ProcessResult, other: string): string {
+    const blocks: string[] = [];
+    for (const line of (r.stdout + r.stderr).split('\n')) {
+      if (/^\S/.test(line)) blocks.push(line);
+      else if (line.trim() && blocks.length) blocks[blocks.length - 1] += `\n${line}`;
     }
-    for (const p of INTERNAL_PATHS) lines.push(`// @ts-expect-error ${p} is not exported`, `import * as i${n++} from '${p}';`);
-    lines.push(`import { openImage, type Image } from 'cowchain';`, `const img: Image = openImage('x.qcow2');`);
-    for (const m of IMAGE_PRIVATE_MEMBERS) lines.push(`// @ts-expect-error Image.${m} is private`, `void img.${m};`);
-    lines.push(`// @ts-expect-error Image has no public constructor`, `void new (openImage('x.qcow2').constructor as typeof Image)();`);
-    lines.push(`{ using scoped = openImage('x.qcow2'); void scoped.virtualSize; }`, `img[Symbol.dispose]();`);
-    fs.writeFileSync(path.join(project, 'surface.ts'), lines.join('\n') + '\n');
-    writeTsconfig(['surface.ts'], ['ES2022', 'ESNext.Disposable']);
-    ok(await run(process.execPath, [TSC, '--noEmit', '-p', 'tsconfig.json'], project), 'tsc --noEmit (surface.ts)');
+    return blocks.filter((b) => !b.startsWith(other)).join('\n');
+  }
+
+  it('tsc: every public name of every entry point imports; internals, deep paths and Image internals do not (strict consumer, skipLibCheck off)', async () => {
+    const r = await typecheckConsumers();
+    expect(diagnosticsBut(r, 'consumer.ts'), 'tsc --noEmit (surface.ts)').toBe('');
+    expect(r.status === 0 || diagnosticsBut(r, 'surface.ts') !== '', `tsc failed without a diagnostic: ${r.stdout}${r.stderr}`).toBe(true);
   });
 
   it('the published types type-check in a strict NodeNext consumer (skipLibCheck off)', async () => {
-    fs.writeFileSync(
-      path.join(project, 'consumer.ts'),
-      `import {
-  createImage, openImage, openImageOn, createQcow2On, commitImage, rebaseImage, streamImage, convertImage,
-  qemuStyleInfo, MemoryBackend, FileBackend, CowError, isCowError, ERROR_CODES, engineMemoryBytes,
-  type Image, type CowErrorCode, type CreateOptions, type OpenOptions, type Backend, type HeaderInfo,
-  type MapEntry, type QemuStyleInfo, type CommitOptions, type ProgressCallback,
-  commit as commitAsync, check, EnginePool, setEngineSource, type AsyncCommitOptions, type CheckOutcome,
-} from 'cowchain';
-
-const options: CreateOptions = { format: 'qcow2', size: 1 << 20, clusterSize: 65536 };
-createImage('a.qcow2', options);
-const open: OpenOptions = { writable: true };
-const img: Image = openImage('a.qcow2', open);
-const size: number = img.virtualSize;
-const bytes: Uint8Array = img.read(0, 512);
-const header: HeaderInfo = img.headerInfo();
-const map: MapEntry[] = img.map();
-const info: QemuStyleInfo = qemuStyleInfo(img);
-img.close();
-const onProgress: ProgressCallback = (done, total) => void [done, total];
-const commit: CommitOptions = { keepTop: true, onProgress };
-commitImage('b.qcow2', commit);
-void [rebaseImage, streamImage, convertImage, FileBackend, engineMemoryBytes, ERROR_CODES];
-// The async API: jobs in worker threads.
-const pool = new EnginePool({ size: 2, wasm: new Uint8Array(0) });
-const asyncCommit: AsyncCommitOptions = { keepTop: true, pool, signal: new AbortController().signal, onProgress };
-const done: Promise<void> = commitAsync('b.qcow2', asyncCommit);
-const outcome: Promise<CheckOutcome> = check('b.qcow2', { pool });
-void [done, outcome, setEngineSource];
-const backend: Backend = new MemoryBackend();
-createQcow2On(backend, { size: 1 << 20 });
-openImageOn(backend, { writable: true }).close();
-try {
-  openImage('missing');
-} catch (e) {
-  if (isCowError(e)) {
-    const code: CowErrorCode = e.code;
-    const err: CowError = e;
-    void [code, err];
-  }
-}
-// @ts-expect-error virtualSize is a number: fails to compile if the types were missing (any)
-const wrong: string = img.virtualSize;
-void [size, bytes, header, map, info, wrong];
-`,
-    );
-    writeTsconfig(['consumer.ts'], ['ES2022']);
-    ok(await run(process.execPath, [TSC, '--noEmit', '-p', 'tsconfig.json'], project), 'tsc --noEmit (consumer)');
+    const r = await typecheckConsumers();
+    expect(diagnosticsBut(r, 'surface.ts'), 'tsc --noEmit (consumer.ts)').toBe('');
+    expect(r.status === 0 || diagnosticsBut(r, 'consumer.ts') !== '', `tsc failed without a diagnostic: ${r.stdout}${r.stderr}`).toBe(true);
   });
 
   it('Deno runs examples/deno.ts from the installed tarball: offline (empty DENO_DIR, --cached-only), no permissions', async () => {
