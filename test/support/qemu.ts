@@ -105,6 +105,18 @@ export async function qemuCreateLuks(file: string, size: number, keyFile: string
   }
 }
 
+/**
+ * Whether two images (with their chains) show the guest the same bytes, by `qemu-img compare`:
+ * one child, nothing written, where converting both to raw and reading them writes and reads
+ * the whole virtual size twice. Stricter than compare alone: the virtual sizes must be equal too
+ * (as two raw copies' lengths would). A difference fails with qemu's first differing offset.
+ */
+export function expectSameGuest(a: string, b: string, label: string, formats: { a?: string; b?: string } = {}): void {
+  const r = qemuImg(['compare', ...(formats.a ? ['-f', formats.a] : []), ...(formats.b ? ['-F', formats.b] : []), a, b], { ok: [0, 1] });
+  const out = (r.stdout + r.stderr).trim();
+  if (r.status !== 0 || /size mismatch/i.test(out)) throw new Error(`${label}: qemu-img compare ${a} ${b}: ${out}`);
+}
+
 const dirs: string[] = [];
 afterAll(() => {
   for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
