@@ -142,7 +142,8 @@ describe('Deno 2 runs the built package', () => {
     expect(deno.cmd, 'Deno not found (see the first test)').not.toBeNull();
     const r = await runSmoke(deno.cmd!, { COWCHAIN_SMOKE_SELF_TEST: 'fail' });
     expect(r.status, explain(r)).toBe(1);
+    // (the suite cut to its first check and the failing one: the harness is what is tested here)
     expect(r.stdout).toContain('FAIL harness self-test');
-    expect(r.stdout).toMatch(/^\d+ passed, 1 failed$/m);
+    expect(r.stdout).toMatch(/^1 passed, 1 failed$/m);
   });
 });

@@ -483,7 +483,10 @@ for (const [label, volumeId, order] of [
 }
 
 // The wrapper test proves that a failing check fails the run (exit 1) by setting this variable.
+// Only the harness is under test then: the first check (the runtime) passes, this one fails, and
+// the rest (run by the wrapper's other test) is left out.
 if (process.env.COWCHAIN_SMOKE_SELF_TEST === 'fail') {
+  checks.splice(1);
   check('harness self-test: this check fails on purpose', () => assert(false, 'deliberate failure'));
 }
 
