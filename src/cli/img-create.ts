@@ -6,6 +6,7 @@ import { collect, mergeOptionLists, parseBool, parseCount, parseSize, parseSizeB
 import { print } from './output.js';
 import { parseImageFormat } from '../image/format.js';
 import { imageFormatSchema } from '../image/format-schema.js';
+import { lazy } from '../lazy.js';
 import { secretById, secretObjects, type SecretObjects } from './secrets.js';
 
 /** Largest virtual size we accept: offsets cross the engine boundary as exact doubles. */
@@ -15,48 +16,98 @@ const MAX_SIZE = 2n ** 53n;
 const QCOW2_KEYS = ['size', 'backing_file', 'backing_fmt', 'cluster_size', 'compat', 'refcount_bits', 'extended_l2', 'compression_type', 'encrypt.format', 'encrypt.key-secret', 'encrypt.iter-time'] as const;
 const RAW_KEYS = ['size'] as const;
 
-const Format = imageFormatSchema();
+/**
+ * The command line after the strings were parsed; built at first use (lazy.ts): a command line
+ * the rules plainly accept is checked without zod (plainCreateCommand).
+ */
+const commandSchema = lazy(() => {
+  const Format = imageFormatSchema();
+  return z
+    .object({
+      file: z.string().min(1, 'FILE must not be empty'),
+      format: Format,
+      size: z.number().int().nonnegative().optional(),
+      backingFile: z.string().min(1, 'the backing file name must not be empty').max(1023, 'the backing file name is longer than 1023 bytes').optional(),
+      backingFormat: Format.optional(),
+      clusterSize: z.number().int().optional(),
+      refcountBits: z.number().int().optional(),
+      compat: z.enum(['0.10', '1.1']).optional(),
+      extendedL2: z.boolean().optional(),
+      compressionType: z.enum(['zlib', 'zstd'], { message: "compression_type must be 'zlib' or 'zstd'" }).optional(),
+      unsafe: z.boolean().optional(),
+      encryptFormat: z.literal('luks', { message: "encrypt.format must be 'luks'" }).optional(),
+      /** The id of an --object secret (never the secret itself). */
+      encryptKeySecret: z.string().min(1).optional(),
+      encryptIterTime: z.number().int().positive().max(600_000).optional(),
+    })
+    .strict();
+});
 
-/** The command line after the strings were parsed: the rules between options live here. */
-const CreateCommandSchema = z
-  .object({
-    file: z.string().min(1, 'FILE must not be empty'),
-    format: Format,
-    size: z.number().int().nonnegative().optional(),
-    backingFile: z.string().min(1, 'the backing file name must not be empty').max(1023, 'the backing file name is longer than 1023 bytes').optional(),
-    backingFormat: Format.optional(),
-    clusterSize: z.number().int().optional(),
-    refcountBits: z.number().int().optional(),
-    compat: z.enum(['0.10', '1.1']).optional(),
-    extendedL2: z.boolean().optional(),
-    compressionType: z.enum(['zlib', 'zstd'], { message: "compression_type must be 'zlib' or 'zstd'" }).optional(),
-    unsafe: z.boolean().optional(),
-    encryptFormat: z.literal('luks', { message: "encrypt.format must be 'luks'" }).optional(),
-    /** The id of an --object secret (never the secret itself). */
-    encryptKeySecret: z.string().min(1).optional(),
-    encryptIterTime: z.number().int().positive().max(600_000).optional(),
-  })
-  .strict()
-  .superRefine((o, ctx) => {
-    if (o.format === 'raw' && o.backingFile !== undefined) ctx.addIssue({ code: 'custom', message: "backing file not supported for file format 'raw'" });
-    if (o.backingFile !== undefined && o.backingFormat === undefined) {
-      ctx.addIssue({ code: 'custom', message: 'backing file specified without backing format (-F raw|qcow2), as qemu-img 7 requires' });
-    }
-    if (o.backingFile === undefined && o.backingFormat !== undefined) ctx.addIssue({ code: 'custom', message: 'backing format cannot be used without backing file' });
-    if (o.size === undefined && (o.backingFile === undefined || o.unsafe)) ctx.addIssue({ code: 'custom', message: 'image creation needs a size parameter' });
-    // qemu's geometry rules, checked before FILE is touched (qemu-img truncates FILE first and
-    // deletes it on refusal; we leave an existing FILE alone).
-    const cs = o.clusterSize ?? 65536;
-    if (cs < 512 || cs > 2 << 20 || (cs & (cs - 1)) !== 0) ctx.addIssue({ code: 'custom', message: `cluster size ${cs} is not a power of two between 512 and 2048k` });
-    const rb = o.refcountBits ?? 16;
-    if (![1, 2, 4, 8, 16, 32, 64].includes(rb)) ctx.addIssue({ code: 'custom', message: `refcount width ${rb} is not a power of two of at most 64 bits` });
-    if (o.compat === '0.10' && rb !== 16) ctx.addIssue({ code: 'custom', message: 'refcount widths other than 16 bits require compat=1.1' });
-    if (o.compat === '0.10' && o.extendedL2) ctx.addIssue({ code: 'custom', message: 'extended L2 entries require compat=1.1' });
-    if (o.encryptFormat !== undefined && o.encryptKeySecret === undefined) ctx.addIssue({ code: 'custom', message: "Parameter 'encrypt.key-secret' is required for cipher" });
-    if (o.encryptKeySecret !== undefined && o.encryptFormat === undefined) ctx.addIssue({ code: 'custom', message: 'encrypt.key-secret needs encrypt.format=luks' });
-    if (o.compat === '0.10' && o.compressionType === 'zstd') ctx.addIssue({ code: 'custom', message: 'compression_type=zstd requires compat=1.1' });
-    if (o.extendedL2 && cs < 16384) ctx.addIssue({ code: 'custom', message: 'extended L2 entries require a cluster size of at least 16384 bytes' });
-  });
+export type CreateCommand = z.infer<ReturnType<typeof commandSchema>>;
+
+/** The command line's schema with the rules between options (ruleIssues) as its refinement. */
+export const createCommandSchema = lazy(() =>
+  commandSchema().superRefine((o, ctx) => {
+    for (const message of ruleIssues(o)) ctx.addIssue({ code: 'custom', message });
+  }),
+);
+
+/** The rules between options: what is wrong with `o`, as messages (none: it may be created). */
+function ruleIssues(o: CreateCommand): string[] {
+  const issues: string[] = [];
+  if (o.format === 'raw' && o.backingFile !== undefined) issues.push("backing file not supported for file format 'raw'");
+  if (o.backingFile !== undefined && o.backingFormat === undefined) issues.push('backing file specified without backing format (-F raw|qcow2), as qemu-img 7 requires');
+  if (o.backingFile === undefined && o.backingFormat !== undefined) issues.push('backing format cannot be used without backing file');
+  if (o.size === undefined && (o.backingFile === undefined || o.unsafe)) issues.push('image creation needs a size parameter');
+  // qemu's geometry rules, checked before FILE is touched (qemu-img truncates FILE first and
+  // deletes it on refusal; we leave an existing FILE alone).
+  const cs = o.clusterSize ?? 65536;
+  if (cs < 512 || cs > 2 << 20 || (cs & (cs - 1)) !== 0) issues.push(`cluster size ${cs} is not a power of two between 512 and 2048k`);
+  const rb = o.refcountBits ?? 16;
+  if (![1, 2, 4, 8, 16, 32, 64].includes(rb)) issues.push(`refcount width ${rb} is not a power of two of at most 64 bits`);
+  if (o.compat === '0.10' && rb !== 16) issues.push('refcount widths other than 16 bits require compat=1.1');
+  if (o.compat === '0.10' && o.extendedL2) issues.push('extended L2 entries require compat=1.1');
+  if (o.encryptFormat !== undefined && o.encryptKeySecret === undefined) issues.push("Parameter 'encrypt.key-secret' is required for cipher");
+  if (o.encryptKeySecret !== undefined && o.encryptFormat === undefined) issues.push('encrypt.key-secret needs encrypt.format=luks');
+  if (o.compat === '0.10' && o.compressionType === 'zstd') issues.push('compression_type=zstd requires compat=1.1');
+  if (o.extendedL2 && cs < 16384) issues.push('extended L2 entries require a cluster size of at least 16384 bytes');
+  return issues;
+}
+
+const COMMAND_KEYS = ['file', 'format', 'size', 'backingFile', 'backingFormat', 'clusterSize', 'refcountBits', 'compat', 'extendedL2', 'compressionType', 'unsafe', 'encryptFormat', 'encryptKeySecret', 'encryptIterTime'];
+const isInt = (v: unknown): v is number => Number.isSafeInteger(v);
+const isFormat = (v: unknown): boolean => v === 'raw' || v === 'qcow2';
+const nonEmpty = (v: unknown): v is string => typeof v === 'string' && v.length > 0;
+
+/**
+ * `raw` as createCommandSchema() parses it when the schema plainly accepts it, else undefined
+ * (the schema then decides, and says why). Exactly what the schema accepts of plain objects
+ * (test/volume/zod-fast-paths.test.ts checks it over generated command lines).
+ */
+export function plainCreateCommand(raw: Record<string, unknown>): CreateCommand | undefined {
+  if (Object.getPrototypeOf(raw) !== Object.prototype) return undefined;
+  for (const key in raw) if (!COMMAND_KEYS.includes(key) || !Object.hasOwn(raw, key)) return undefined;
+  const r = raw;
+  const ok =
+    nonEmpty(r.file) &&
+    isFormat(r.format) &&
+    (r.size === undefined || (isInt(r.size) && r.size >= 0)) &&
+    (r.backingFile === undefined || (nonEmpty(r.backingFile) && r.backingFile.length <= 1023)) &&
+    (r.backingFormat === undefined || isFormat(r.backingFormat)) &&
+    (r.clusterSize === undefined || isInt(r.clusterSize)) &&
+    (r.refcountBits === undefined || isInt(r.refcountBits)) &&
+    (r.compat === undefined || r.compat === '0.10' || r.compat === '1.1') &&
+    (r.extendedL2 === undefined || typeof r.extendedL2 === 'boolean') &&
+    (r.compressionType === undefined || r.compressionType === 'zlib' || r.compressionType === 'zstd') &&
+    (r.unsafe === undefined || typeof r.unsafe === 'boolean') &&
+    (r.encryptFormat === undefined || r.encryptFormat === 'luks') &&
+    (r.encryptKeySecret === undefined || nonEmpty(r.encryptKeySecret)) &&
+    (r.encryptIterTime === undefined || (isInt(r.encryptIterTime) && r.encryptIterTime > 0 && r.encryptIterTime <= 600_000));
+  if (!ok) return undefined;
+  const command: Record<string, unknown> = {};
+  for (const key of COMMAND_KEYS) if (r[key] !== undefined) command[key] = r[key];
+  return ruleIssues(command as CreateCommand).length === 0 ? (command as CreateCommand) : undefined;
+}
 
 /** L1 entries qemu allows (a 32 MiB table). */
 const MAX_L1_ENTRIES = (32 << 20) / 8;
@@ -71,8 +122,6 @@ function checkQcow2Size(c: CreateCommand): void {
     throw new CowError('ECOW_BAD_SIZE', `image size ${c.size} is too large for qcow2 with ${cs}-byte clusters (its L1 table would exceed 32 MiB; try a larger cluster size)`);
   }
 }
-
-export type CreateCommand = z.infer<typeof CreateCommandSchema>;
 
 export interface CreateCliOptions {
   f?: string;
@@ -133,7 +182,8 @@ export function parseCreateCommand(file: string, sizeText: string | undefined, o
   if (ek !== undefined) raw.encryptKeySecret = ek;
   const it = opts.get('encrypt.iter-time');
   if (it !== undefined) raw.encryptIterTime = parseCount(it, 'encrypt.iter-time');
-  const r = CreateCommandSchema.safeParse(raw);
+  const plain = plainCreateCommand(raw);
+  const r = plain ? { success: true as const, data: plain } : createCommandSchema().safeParse(raw);
   if (!r.success) throw new CowError('ECOW_BAD_ARGUMENT', r.error.issues.map((i) => (i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message)).join('; '));
   checkQcow2Size(r.data);
   return r.data;

@@ -1,5 +1,6 @@
 // The checks that let a volume command read and write its small files without zod (info-file.ts,
-// format-record.ts, journal.ts, status.ts) and create an image (image/create.ts) against the zod schemas they stand in for: over generated JSON
+// format-record.ts, journal.ts, status.ts) and create an image (image/create.ts, the command
+// line of `img create` in cli/img-create.ts) against the zod schemas they stand in for: over generated JSON
 // they accept exactly what the schema accepts and return what it returns (key order included);
 // of anything else they accept nothing the schema refuses.
 import fc from 'fast-check';
@@ -9,6 +10,7 @@ import { formatRecordSchema, wellFormedRecord } from '../../src/volume/format-re
 import { journalSchema, wellFormedJournal } from '../../src/volume/journal.js';
 import { VOLUME_STATUSES, checkStatus, volumeStatusSchema } from '../../src/volume/status.js';
 import { createOptionsSchema, plainCreateOptions } from '../../src/image/create.js';
+import { createCommandSchema, plainCreateCommand } from '../../src/cli/img-create.js';
 import { codeOf } from '../support/errors.js';
 
 /** Strings near the edges of what a file name or a key may be. */
@@ -190,6 +192,61 @@ describe('plainCreateOptions', () => {
       { numRuns: 4000, seed: 20261205 },
     );
     for (const raw of notJson) expect(plainCreateOptions(raw)).toBeUndefined();
+  });
+});
+
+describe('plainCreateCommand', () => {
+  it('accepts exactly what the img create command line schema accepts, with its rules between options', () => {
+    const schema = createCommandSchema();
+    const mostly = <T, U>(good: fc.Arbitrary<T>, bad: fc.Arbitrary<U>) => fc.oneof({ weight: 5, arbitrary: good }, { weight: 1, arbitrary: bad });
+    const optional = <T>(arb: fc.Arbitrary<T>) => fc.option(arb, { nil: undefined, freq: 2 });
+    const int = fc.oneof(fc.constantFrom(0, -1, 1.5, 2 ** 53, NaN, '1'), fc.integer());
+    const command = fc.record(
+      {
+        file: mostly(fc.constantFrom('a.qcow2', 'x'), fc.constantFrom('', 1)),
+        format: mostly(fc.constantFrom('raw', 'qcow2'), fc.constantFrom('vmdk', undefined)),
+        size: optional(mostly(fc.nat({ max: 2 ** 40 }), int)),
+        backingFile: optional(mostly(fc.constantFrom('base.raw', 'b'), fc.constantFrom('', 'x'.repeat(1023), 'x'.repeat(1024)))),
+        backingFormat: optional(mostly(fc.constantFrom('raw', 'qcow2'), fc.constant('vmdk'))),
+        clusterSize: optional(mostly(fc.integer({ min: 9, max: 21 }).map((b) => 2 ** b), fc.oneof(int, fc.constantFrom(256, 4 << 20, 65535)))),
+        refcountBits: optional(mostly(fc.constantFrom(1, 2, 4, 8, 16, 32, 64), fc.oneof(int, fc.constantFrom(3, 128)))),
+        compat: optional(mostly(fc.constantFrom('0.10', '1.1'), fc.constant('v3'))),
+        extendedL2: optional(mostly(fc.boolean(), fc.constant(1))),
+        compressionType: optional(mostly(fc.constantFrom('zlib', 'zstd'), fc.constant('gzip'))),
+        unsafe: optional(mostly(fc.boolean(), fc.constant('yes'))),
+        encryptFormat: optional(mostly(fc.constant('luks'), fc.constant('aes'))),
+        encryptKeySecret: optional(mostly(fc.constantFrom('sec0', 'k'), fc.constant(''))),
+        encryptIterTime: optional(mostly(fc.integer({ min: 1, max: 600_000 }), fc.oneof(int, fc.constant(600_001)))),
+      },
+      { requiredKeys: [] },
+    );
+    const extra = fc.option(fc.tuple(edgy, value), { nil: undefined, freq: 8 });
+    /** Half the command lines have their pairs made consistent, so that the rules often pass. */
+    const tidy = (c: Record<string, unknown>): Record<string, unknown> => ({
+      ...c,
+      size: c.size ?? 1 << 20,
+      backingFormat: c.backingFile === undefined || c.format === 'raw' ? undefined : (c.backingFormat ?? 'raw'),
+      backingFile: c.format === 'raw' ? undefined : c.backingFile,
+      encryptKeySecret: c.encryptFormat === undefined ? undefined : (c.encryptKeySecret ?? 'sec0'),
+      compat: c.compat === '0.10' ? undefined : c.compat,
+      extendedL2: c.extendedL2 && ((c.clusterSize as number | undefined) ?? 65536) >= 16384,
+    });
+    let accepted = 0;
+    fc.assert(
+      fc.property(command, fc.boolean(), extra, (generated, tidied, added) => {
+        const raw: Record<string, unknown> = tidied ? tidy(generated) : { ...generated };
+        if (added) Object.defineProperty(raw, added[0], { value: added[1], enumerable: true, writable: true, configurable: true });
+        const fast = plainCreateCommand(raw);
+        const zod = schema.safeParse(raw);
+        expect(fast !== undefined, String(Object.entries(raw))).toBe(zod.success);
+        if (fast && zod.success) {
+          accepted++;
+          expect(fast).toEqual(zod.data);
+        }
+      }),
+      { numRuns: 4000, seed: 20261205 },
+    );
+    expect(accepted).toBeGreaterThan(50); // the generator reaches acceptance, not only refusals
   });
 });
 
