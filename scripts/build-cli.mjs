@@ -3,14 +3,18 @@
 //    as a function expression. A command's implementation (the engine, zod, the volume driver, the
 //    Nova client) still runs its module code only when that command runs: esbuild turns the
 //    actions' import() into a lazy initialisation inside the bundle.
-//  - cli.cache: V8's code cache of cli.js, made here by running the short commands once in this
-//    process (a temporary directory, the CLI's own commands), so that it holds the bytecode of
-//    what they run; a start then deserializes that instead of parsing and compiling it.
+//  - cli.cache and cli-volume.cache: V8's code caches of cli.js, each made by running short
+//    commands once in a process of its own (a temporary directory, the CLI's own commands), so
+//    that it holds the bytecode of what they run: cli-volume.cache the volume and snapshot
+//    commands', cli.cache the others' (img, io). A start deserializes the one for its command
+//    instead of parsing and compiling it; a cache holding every command's bytecode costs each
+//    start more to deserialize (img info some 4M instructions, volume info 2M).
 //  - main.js (from src/cli/bin.cjs) and package.json ({"type": "commonjs"}) for it.
 // The bundle sits in dist/cli/ itself, so `../../build/…` from it still finds the engine's wasm
 // and the lock binding. The cache is valid for the Node that ran this build (V8 checks its
 // version and flags, and the source's length, and refuses it otherwise; the bin then compiles the
 // source), so npm run build makes it again for the Node it runs on.
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -104,6 +108,40 @@ export const z = new Proxy({}, {
   };
 }
 const outdir = path.join(root, 'dist/cli');
+
+/** The short commands an operator runs most, by code cache (src/cli/bin.cjs picks one by the first argument). */
+const WARM_UP = {
+  'cli.cache': (dir) => [
+    ['img', 'create', '-q', '-f', 'raw', path.join(dir, 'base.raw'), '64M'],
+    ['img', 'create', '-q', '-f', 'qcow2', '-b', 'base.raw', '-F', 'raw', path.join(dir, 'overlay.qcow2')],
+    ['img', 'info', path.join(dir, 'overlay.qcow2')],
+    ['img', 'info', '--output', 'json', path.join(dir, 'overlay.qcow2')],
+    ['io', '-q', '-c', 'write -P 0x5a 0 1M', path.join(dir, 'overlay.qcow2')],
+  ],
+  'cli-volume.cache': (dir) => {
+    const volume = '00000000-0000-4000-8000-00000000c0c0';
+    const snapshot = '00000000-0000-4000-8000-00000000c0c1';
+    const vol = ['--dir', dir, '--volume', volume];
+    return [
+      ['volume', 'create', ...vol, '--size', '64M', '--format', 'qcow2'],
+      ['volume', 'info', ...vol],
+      ['snapshot', 'create', ...vol, '--snapshot', snapshot],
+      ['io', '-q', '-c', 'write -P 0x5a 0 1M', path.join(dir, `volume-${volume}.${snapshot}`)],
+      ['snapshot', 'delete', ...vol, '--snapshot', snapshot],
+    ];
+  },
+};
+
+// `node scripts/build-cli.mjs --warm-up CACHE`: a process of the build that makes one code cache.
+if (process.argv[2] === '--warm-up') {
+  const cache = process.argv[3];
+  const bin = createRequire(import.meta.url)(path.join(outdir, 'main.js'));
+  if (bin.codeCacheRejected !== undefined) throw new Error('build:cli: a warm-up started from a code cache: it would hold every command of that one too');
+  await warmUp(bin.main, WARM_UP[cache]);
+  fs.writeFileSync(path.join(outdir, `${cache}.tmp`), bin.createCodeCache());
+  process.exit(0);
+}
+
 fs.rmSync(outdir, { recursive: true, force: true });
 const result = await build({
   entryPoints: [path.join(root, 'src/cli/main.ts')],
@@ -142,23 +180,10 @@ fs.writeFileSync(path.join(outdir, 'package.json'), '{ "type": "commonjs" }\n');
 fs.copyFileSync(path.join(root, 'src/cli/bin.cjs'), path.join(outdir, 'main.js'));
 fs.chmodSync(path.join(outdir, 'main.js'), 0o755);
 
-/** The short commands an operator runs most, each once, with their output dropped. */
-async function warmUp(main) {
+/** Run `commands(dir)` once each, in a temporary directory, with their output dropped. */
+async function warmUp(main, commands) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cowchain-build-cli-'));
-  const volume = '00000000-0000-4000-8000-00000000c0c0';
-  const snapshot = '00000000-0000-4000-8000-00000000c0c1';
-  const vol = ['--dir', dir, '--volume', volume];
-  const runs = [
-    ['img', 'create', '-q', '-f', 'raw', path.join(dir, 'base.raw'), '64M'],
-    ['img', 'create', '-q', '-f', 'qcow2', '-b', 'base.raw', '-F', 'raw', path.join(dir, 'overlay.qcow2')],
-    ['img', 'info', path.join(dir, 'overlay.qcow2')],
-    ['img', 'info', '--output', 'json', path.join(dir, 'overlay.qcow2')],
-    ['volume', 'create', ...vol, '--size', '64M', '--format', 'qcow2'],
-    ['volume', 'info', ...vol],
-    ['snapshot', 'create', ...vol, '--snapshot', snapshot],
-    ['io', '-q', '-c', 'write -P 0x5a 0 1M', path.join(dir, `volume-${volume}.${snapshot}`)],
-    ['snapshot', 'delete', ...vol, '--snapshot', snapshot],
-  ];
+  const runs = commands(dir);
   const { write: out } = process.stdout;
   const { write: err } = process.stderr;
   let said = '';
@@ -179,6 +204,10 @@ async function warmUp(main) {
   }
 }
 
-const bin = createRequire(import.meta.url)(path.join(outdir, 'main.js'));
-await warmUp(bin.main);
-fs.writeFileSync(path.join(outdir, 'cli.cache'), bin.createCodeCache());
+// Each cache in a process of its own, started with no cache (none is in place until all are made),
+// so that it holds the bytecode of its own commands only.
+for (const cache of Object.keys(WARM_UP)) {
+  const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--warm-up', cache], { stdio: 'inherit' });
+  if (r.status !== 0) throw new Error(`build:cli: the warm-up of ${cache} exited ${r.status ?? r.signal}`);
+}
+for (const cache of Object.keys(WARM_UP)) fs.renameSync(path.join(outdir, `${cache}.tmp`), path.join(outdir, cache));

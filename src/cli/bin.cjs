@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // The `cowchain` bin: `npm run build` copies this file to dist/cli/main.js (scripts/build-cli.mjs).
-// The command line's code is one CommonJS bundle beside it, cli.js, compiled here with the V8 code
-// cache cli.cache that the build made by running the short commands once: V8 then deserializes the
-// bytecode of what those commands run instead of parsing and compiling it at every start. A cache
+// The command line's code is one CommonJS bundle beside it, cli.js, compiled here with a V8 code
+// cache that the build made by running short commands once (cli-volume.cache for the volume and
+// snapshot commands, cli.cache for the others): V8 then deserializes the bytecode of what those
+// commands run instead of parsing and compiling it at every start. A cache
 // that this Node (V8 version, flags) cannot use is rejected by V8 and the bundle is compiled from
 // its source, as without one. CommonJS (dist/cli/package.json says so) because an ES module entry
 // costs a start the ESM loader, and Node 20 has no code cache for ES modules.
@@ -13,7 +14,8 @@ const vm = require('node:vm');
 const { createRequire } = require('node:module');
 
 const BUNDLE = path.join(__dirname, 'cli.js');
-const CACHE = path.join(__dirname, 'cli.cache');
+/** The volume and snapshot commands have a cache of their own: one of every command costs a start more to deserialize. */
+const CACHE = path.join(__dirname, require.main === module && /^(volume|snapshot)$/.test(process.argv[2] ?? '') ? 'cli-volume.cache' : 'cli.cache');
 
 function readCache() {
   try {

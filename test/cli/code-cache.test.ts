@@ -1,6 +1,7 @@
-// The built bin (dist/cli/main.js) compiles its bundle with the V8 code cache `npm run build`
-// made (scripts/build-cli.mjs): this Node accepts it, and a cache V8 refuses (another Node, other
-// flags, a damaged file) or a missing one changes nothing but the start-up time.
+// The built bin (dist/cli/main.js) compiles its bundle with a V8 code cache `npm run build` made
+// (scripts/build-cli.mjs; cli-volume.cache for the volume and snapshot commands, cli.cache for the
+// others): this Node accepts them, and a cache V8 refuses (another Node, other flags, a damaged
+// file) or a missing one changes nothing but the start-up time.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -33,6 +34,9 @@ describe('the CLI code cache', () => {
   it('is accepted by the Node that built it, and refused under other V8 flags', () => {
     expect(rejected(CLI_MAIN)).toBe('false');
     expect(rejected(CLI_MAIN, ['--max-semi-space-size=4'])).toBe('true');
+    // the volume and snapshot commands' cache, in the place of the one a loaded bin reads
+    const volumeCache = copyOfBin('volume-cache', fs.readFileSync(path.join(ROOT, 'dist/cli/cli-volume.cache')));
+    expect(rejected(volumeCache)).toBe('false');
   });
 
   it('refused or missing, the bin compiles its bundle and behaves the same', () => {
