@@ -27,6 +27,18 @@ export function sourcesHash(): string {
   return h.digest('hex').slice(0, 16);
 }
 
+/**
+ * The engine worker's bundle for the current sources, cached under node_modules/.cache by the hash
+ * of src/ (made when missing): one bundle serves every test file.
+ */
+export function engineWorkerBundle(): string {
+  const cache = path.join(ROOT, 'node_modules/.cache/cowchain-engine-worker');
+  fs.mkdirSync(cache, { recursive: true });
+  const script = path.join(cache, `engine-worker-${sourcesHash()}.mjs`);
+  if (!fs.existsSync(script)) bundleEngineWorker(script);
+  return script;
+}
+
 /** Bundle the engine worker to `out` (one ESM file plain node runs as a worker thread). */
 export function bundleEngineWorker(out: string): void {
   const temp = `${out}.${process.pid}.tmp.mjs`;

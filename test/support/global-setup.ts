@@ -9,6 +9,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { engineWorkerBundle } from './engine-worker.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -51,4 +52,7 @@ export default function setup(): void {
     run('scripts/build-cli.mjs', [path.join(ROOT, 'scripts/build-cli.mjs')]);
     if (mtime(cli) < started - 2000) throw new Error(`global setup: the CLI was not built (${cli})`);
   }
+  // The engine worker's bundle, once for the run: the test processes (started after this, with
+  // this environment) read its path (test/support/engine-worker-setup.ts).
+  process.env.COWCHAIN_TEST_ENGINE_WORKER = engineWorkerBundle();
 }
