@@ -357,9 +357,7 @@ describe.concurrent('driver: SIGKILL before every write, then fsck / re-run', ()
       const twin = await copyOf(await template(c.base), 'twin-');
       await runOp(twin, c);
       expectSameState(probe, twin);
-      // As in crash.test.ts, each point is a child process, an fsck and two re-runs: the quick tier
-      // takes the first and last 2 writes and 2 drawn from the seed.
-      await sweep(faultPoints(writes, `driver ${c.status} ${c.op} ${c.snap} on a ${c.base} base, killed before write`, { edge: 2 }), writes, (n) => driverCrash(c, n, twin));
+      await sweep(faultPoints(writes, `driver ${c.status} ${c.op} ${c.snap} on a ${c.base} base, killed before write`), writes, (n) => driverCrash(c, n, twin));
     });
   }
 });

@@ -38,7 +38,7 @@ let seedPrinted = false;
  * first and last `edge` (where an operation starts and publishes) and `sample` more drawn from
  * TEST_SEED. Sorted. The seed is printed at the first sample of the process.
  */
-export function faultPoints(total: number, label: string, { edge = 3, sample = 2 }: { edge?: number; sample?: number } = {}): number[] {
+export function faultPoints(total: number, label: string, { edge = 2, sample = 2 }: { edge?: number; sample?: number } = {}): number[] {
   const all = Array.from({ length: total }, (_, i) => i + 1);
   if (FULL || total <= 2 * edge + sample) return all;
   const picked = new Set([...all.slice(0, edge), ...all.slice(total - edge)]);
