@@ -17,6 +17,13 @@ export function taskMedian(task: Task | undefined): number {
   return r.latency.p50;
 }
 
+/** A tinybench task's samples (ms; the Bench needs `retainSamples: true`). */
+export function taskSamples(task: Task | undefined): number[] {
+  const r = task?.result;
+  if (!r || r.state !== 'completed' || !r.latency.samples) throw new Error(`task ${task?.name} did not complete: ${JSON.stringify(r)}`);
+  return [...r.latency.samples];
+}
+
 /** The median of samples (the mean of the middle two for an even count). */
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

@@ -11,7 +11,7 @@ import { benchDevice, benchLag, benchParallel, benchParallelCompress, benchParal
 import { benchCompress, printCompress } from './compress.js';
 import { benchStartup } from './startup.js';
 import { benchEncryptedCommit, printEncryptedCommit } from './encrypted-commit.js';
-import { committedBytes, median, run, taskMedian } from './common.js';
+import { committedBytes, median, run, taskMedian, taskSamples } from './common.js';
 
 const ROOT = process.env.COWCHAIN_BENCH_DIR ?? path.join(os.tmpdir(), 'cowchain-bench');
 const ITERATIONS = Number(process.env.COWCHAIN_BENCH_ITERATIONS ?? 5);
@@ -40,9 +40,8 @@ async function benchCommit(): Promise<Row[]> {
     const tpl = template(ROOT, w, i);
     const work = path.join(ROOT, `work-${i}`);
     const bytes = committedBytes(path.join(tpl, 'top.qcow2'));
-    const bench = new Bench({ iterations: ITERATIONS, time: 0, warmupIterations: 1, warmupTime: 0 });
     // Fresh copies for every run, then one turn of the event loop, as an embedding service has
-    // between operations (the file backend's background write-backs complete there).
+    // between operations.
     // `async` is always given: without it tinybench calls the function once when it is added, to
     // see whether it returns a promise, and nothing awaits that call: it started a worker commit
     // of the first copy, which then held the images' locks while the next task ran
@@ -55,19 +54,31 @@ async function benchCommit(): Promise<Row[]> {
       },
     };
     const async = { ...sync, async: true };
-    bench
-      .add('cowchain (in-process)', () => commitImage(path.join(work, 'top.qcow2'), { keepTop: true }), sync)
-      .add('cowchain (worker)', () => commit(path.join(work, 'top.qcow2'), { pool, keepTop: true }), async)
-      .add('cowchain img commit (process)', () => run('node', [CLI, 'img', 'commit', '-d', 'top.qcow2'], { cwd: work }), sync)
-      .add('qemu-img commit (process)', () => run('qemu-img', ['commit', '-q', '-d', 'top.qcow2'], { cwd: work }), sync);
-    await bench.run();
+    const contenders: [string, () => unknown, typeof sync][] = [
+      ['cowchain (in-process)', () => commitImage(path.join(work, 'top.qcow2'), { keepTop: true }), sync],
+      ['cowchain (worker)', () => commit(path.join(work, 'top.qcow2'), { pool, keepTop: true }), async],
+      ['cowchain img commit (process)', () => run('node', [CLI, 'img', 'commit', '-d', 'top.qcow2'], { cwd: work }), sync],
+      ['qemu-img commit (process)', () => run('qemu-img', ['commit', '-q', '-d', 'top.qcow2'], { cwd: work }), sync],
+    ];
+    // Rounds, each contender once per round in an order that rotates, the samples pooled: a slow
+    // stretch of the machine (the shared disk's bursts, the kernel reclaiming memory: single runs
+    // of (c) took 2-3x their median even on tmpfs, in the kernel) then falls on all four alike,
+    // not on whichever one tinybench was running all of its iterations of.
+    const pooled = new Map<string, number[]>();
+    for (let round = 0; round < ITERATIONS; round++) {
+      const bench = new Bench({ iterations: 1, time: 0, warmupIterations: round === 0 ? 1 : 0, warmupTime: 0, retainSamples: true });
+      for (let k = 0; k < contenders.length; k++) bench.add(...contenders[(k + round) % contenders.length]);
+      await bench.run();
+      for (const task of bench.tasks) pooled.set(task.name, [...(pooled.get(task.name) ?? []), ...taskSamples(task)]);
+    }
+    const ms = (name: string) => median(pooled.get(name)!);
     const row = {
       workload: w.name,
       mib: bytes / 2 ** 20,
-      cowchainMs: taskMedian(bench.getTask('cowchain (in-process)')),
-      workerMs: taskMedian(bench.getTask('cowchain (worker)')),
-      cliMs: taskMedian(bench.getTask('cowchain img commit (process)')),
-      qemuMs: taskMedian(bench.getTask('qemu-img commit (process)')),
+      cowchainMs: ms('cowchain (in-process)'),
+      workerMs: ms('cowchain (worker)'),
+      cliMs: ms('cowchain img commit (process)'),
+      qemuMs: ms('qemu-img commit (process)'),
     };
     rows.push(row);
     fs.rmSync(work, { recursive: true, force: true });

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Bench, type Task } from 'tinybench';
 import { VolumeDriver, openImage } from 'cowchain';
-import { median, run } from './common.js';
+import { median, run, taskSamples } from './common.js';
 
 const VOL = '5e1f0000-0000-4000-8000-000000000001';
 const SNAP = '5e1f0000-0000-4000-8000-0000000000aa';
@@ -27,12 +27,6 @@ export interface StartupRow {
 export interface StartupResult {
   nodeMs: number;
   rows: StartupRow[];
-}
-
-function samples(task: Task | undefined): number[] {
-  const r = task?.result;
-  if (!r || r.state !== 'completed' || !r.latency.samples) throw new Error(`task ${task?.name} did not complete: ${JSON.stringify(r)}`);
-  return [...r.latency.samples];
 }
 
 /** A volume with one snapshot's worth of history: the base and an overlay, 1 GiB each, sparse. */
@@ -87,7 +81,7 @@ export async function benchStartup(root: string, cli: string, rounds = 5, perRou
         },
       });
     await bench.run();
-    for (const task of bench.tasks) pooled.set(task.name, [...(pooled.get(task.name) ?? []), ...samples(task)]);
+    for (const task of bench.tasks) pooled.set(task.name, [...(pooled.get(task.name) ?? []), ...taskSamples(task)]);
     for (const f of fs.readdirSync(dir)) if (f.startsWith('new-')) fs.rmSync(path.join(dir, f));
   }
   fs.rmSync(dir, { recursive: true, force: true });
