@@ -7,6 +7,8 @@ import { fail, E_CORRUPT, hex } from "./errors";
 @external("host", "read") declare function hostRead(handle: i32, ptr: usize, len: i32, offset: f64): i32;
 @external("host", "write") declare function hostWrite(handle: i32, ptr: usize, len: i32, offset: f64): void;
 @external("host", "size") declare function hostSize(handle: i32): f64;
+/** From `offset`, at most `len` bytes: n > 0 bytes of data, or a hole of -n bytes (reads as zeros). */
+@external("host", "extent") declare function hostExtent(handle: i32, offset: f64, len: f64): f64;
 @external("host", "truncate") declare function hostTruncate(handle: i32, size: f64): void;
 @external("host", "flush") declare function hostFlush(handle: i32): void;
 /** Inflate `srcLen` bytes into exactly `dstLen` bytes; returns bytes produced, -1 on bad data. */
@@ -66,6 +68,16 @@ export function writeAt(handle: i32, ptr: usize, len: i32, offset: u64): void {
 
 export function fileSize(handle: i32): u64 {
   return <u64>hostSize(handle);
+}
+
+/**
+ * From `off` (below the file's size), at most `len` bytes: n > 0 bytes of data, or a hole of -n
+ * bytes that reads as zeros (the host asks the file system; without an answer, all data).
+ */
+export function fileExtent(handle: i32, off: u64, len: u64): i64 {
+  const n = <i64>hostExtent(handle, <f64>off, <f64>len);
+  // The host's answer is bounded and non-zero; anything else is data, the safe reading.
+  return n == 0 || n > <i64>len || n < -<i64>len ? <i64>len : n;
 }
 
 /**

@@ -1,7 +1,7 @@
 // A raw image: guest offset = file offset; size = file size rounded up to whole 512-byte sectors, as
 // qemu counts it (bdrv_getlength), the tail past the end of the file reading as zeros.
 import { Image, lastStatus, writeZeroData } from "./image";
-import { readZeroFill, fileSize, flush, writeAt, truncateTo } from "./io";
+import { readZeroFill, fileSize, fileExtent, flush, writeAt, truncateTo } from "./io";
 import { fail, E_READ_ONLY } from "./errors";
 import { ST_DATA, ST_ZERO, ST_OFFSET_VALID } from "./layout";
 
@@ -25,8 +25,9 @@ export class RawImage extends Image {
   }
 
   /**
-   * Without SEEK_DATA in the host API every byte of a raw file is reported as data; only the
-   * sector tail past the end of the file is a hole (zero), as qemu's file driver reports it.
+   * As qemu's file driver reports a raw file: a hole the host's file system knows of
+   * (SEEK_DATA/SEEK_HOLE) and the sector tail past the end of the file are zero, the rest is data.
+   * A host that cannot tell reports all data.
    */
   ownStatus(off: u64, bytes: u64): u64 {
     const end = fileSize(this.handle);
@@ -35,8 +36,13 @@ export class RawImage extends Image {
       lastStatus.flags = ST_ZERO | ST_OFFSET_VALID;
       return bytes;
     }
+    const run = fileExtent(this.handle, off, bytes < end - off ? bytes : end - off);
+    if (run < 0) {
+      lastStatus.flags = ST_ZERO | ST_OFFSET_VALID;
+      return <u64>(-run);
+    }
     lastStatus.flags = ST_DATA | ST_OFFSET_VALID;
-    return bytes < end - off ? bytes : end - off;
+    return <u64>run;
   }
 
   write(off: u64, ptr: usize, len: u64): void {

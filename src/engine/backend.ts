@@ -3,6 +3,7 @@ import { CowError } from '../errors.js';
 import { lockImage, type LockMode } from './image-lock.js';
 import { monotonicMs } from '../load-on-use.js';
 import { writeBacks } from './write-back.js';
+import { dataRun } from './file-extents.js';
 
 /**
  * Where an image's bytes live. The engine sees only numeric handles; each handle is one Backend.
@@ -13,6 +14,11 @@ export interface Backend {
   read(buf: Uint8Array, offset: number): number;
   write(buf: Uint8Array, offset: number): void;
   size(): number;
+  /**
+   * From `offset` (below size()), at most `len` bytes: n > 0 bytes that may hold data, or a hole
+   * of -n bytes that reads as zeros. Absent: everything is data.
+   */
+  extent?(offset: number, len: number): number;
   truncate(size: number): void;
   /** Make every completed write durable. */
   flush(): void;
@@ -130,6 +136,10 @@ export class FileBackend implements Backend {
 
   size(): number {
     return fs.fstatSync(this.fd).size;
+  }
+
+  extent(offset: number, len: number): number {
+    return dataRun(this.fd, offset, len, this.size());
   }
 
   truncate(size: number): void {

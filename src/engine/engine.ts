@@ -157,6 +157,7 @@ export class Engine {
         read: (h: number, ptr: number, len: number, off: number) => backend(h).read(new Uint8Array(mem(), ptr, len), off),
         write: (h: number, ptr: number, len: number, off: number) => backend(h).write(new Uint8Array(mem(), ptr, len), off),
         size: (h: number) => backend(h).size(),
+        extent: (h: number, off: number, len: number) => backend(h).extent?.(off, len) ?? len,
         truncate: (h: number, size: number) => backend(h).truncate(size),
         flush: (h: number) => backend(h).flush(),
         decompress: (type: number, src: number, srcLen: number, dst: number, dstLen: number) => {

@@ -112,7 +112,7 @@ describe('npm pack', () => {
   });
 
   it('publishes nothing else: no sources, tests, maps, .wat, node_modules', () => {
-    const allowed = [/^package\.json$/, /^README\.md$/, /^(LICENSE|LICENCE|NOTICE|CHANGELOG)(\.\w+)?$/i, /^build\/cowchain\.wasm$/, /^build\/zstd-(decoder\.wasm|encoder\.wasm|encoder\.json)$/, /^build\/ofd-lock\.node$/, /^dist\/.+\.js$/, /^dist\/.+\.d\.ts$/, /^dist\/cli\/(cli\.cache|cli-volume\.cache|package\.json)$/];
+    const allowed = [/^package\.json$/, /^README\.md$/, /^(LICENSE|LICENCE|NOTICE|CHANGELOG)(\.\w+)?$/i, /^build\/cowchain\.wasm$/, /^build\/zstd-(decoder\.wasm|encoder\.wasm|encoder\.json)$/, /^build\/(ofd-lock|file-extents)\.node$/, /^dist\/.+\.js$/, /^dist\/.+\.d\.ts$/, /^dist\/cli\/(cli\.cache|cli-volume\.cache|package\.json)$/];
     const unexpected = [...files.keys()].filter((f) => !allowed.some((re) => re.test(f)));
     expect(unexpected, 'files outside the published set').toEqual([]);
     for (const f of files.keys()) {
