@@ -2,8 +2,8 @@
 // info --backing-chain JSON field by field, map JSON exactly, convert -O raw byte for byte, and the
 // error contract (exit 1, one line `cowchain: ECOW_…: message` on stderr).
 //
-// Raw bases are written completely (no holes): our raw layer reports every byte as data (no
-// SEEK_DATA in Node), qemu reports holes as zero — see read-matrix.test.ts.
+// Raw bases are written completely (no holes): without the native binding our raw layer reports
+// every byte as data, qemu reports holes as zero — see read-matrix.test.ts.
 import * as fs from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { qemuImg, qemuInfo, qemuMap, qemuRaw, requireQemu, tmpDir } from '../support/qemu.js';

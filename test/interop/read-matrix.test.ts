@@ -6,10 +6,10 @@
 //       every field of the required list that qemu reports), for each image of the chain;
 //   (d) Image.map() equals `qemu-img map --output=json` exactly.
 //
-// Documented limitation: our raw layers report every byte as data (Node has no SEEK_DATA/SEEK_HOLE),
-// where qemu reports holes of a sparse raw file as zero. Every raw base below is therefore written
+// Without the native binding (native/file-extents.c) our raw layers report every byte as data,
+// where qemu reports holes of a sparse raw file as zero. Every raw base below is written
 // completely with non-zero patterns (makeFullRaw: qemu-io `write -P`), so it has no holes and
-// qemu's map and ours agree.
+// qemu's map and ours agree either way; test/interop/raw-holes.test.ts covers the holes.
 import * as fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { convertToRaw, openImage, qemuStyleInfo, type Image } from '../../src/index.js';

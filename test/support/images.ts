@@ -101,7 +101,8 @@ export function qemuIoMany(file: string, cmds: string[], format?: string): void 
 
 /**
  * A raw file of `size` bytes written entirely by qemu-io with non-zero patterns, so that it has no
- * holes (our raw layer reports every byte as data; qemu would report holes as zero).
+ * holes (without the native binding our raw layer reports every byte as data; qemu reports holes
+ * as zero).
  */
 export function makeFullRaw(file: string, size: number, seed: number, pieces = 16): void {
   qemuImg(['create', '-f', 'raw', file, String(size)]);
