@@ -6,7 +6,8 @@
  *
  * dataRun(fd, offset, end) -> n > 0: [offset, offset + n) holds data (or may: a file system
  * without SEEK_DATA reports all data); n < 0: [offset, offset - n) is a hole, reading as zeros;
- * never 0, never past `end`. Needs offset < end <= the file's size.
+ * never 0, never past `end`. Past the file's size is a hole (SEEK_HOLE finds the end of the
+ * file; ENXIO at or past it), as it reads as zeros.
  */
 #define _GNU_SOURCE
 #include <errno.h>

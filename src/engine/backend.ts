@@ -139,7 +139,7 @@ export class FileBackend implements Backend {
   }
 
   extent(offset: number, len: number): number {
-    return dataRun(this.fd, offset, len, this.size());
+    return dataRun(this.fd, offset, len);
   }
 
   truncate(size: number): void {

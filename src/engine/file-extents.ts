@@ -6,7 +6,7 @@
  * only ever what the kernel calls one, so it reads as zeros; a file system that cannot tell
  * reports data.
  */
-import { createRequire } from 'node:module';
+import { loadNativeBinding } from './native-binding.js';
 
 interface ExtentsBinding {
   dataRun(fd: number, offset: number, end: number): number;
@@ -14,29 +14,14 @@ interface ExtentsBinding {
 
 let binding: ExtentsBinding | null | undefined;
 
-function loadBinding(): ExtentsBinding | null {
-  if (binding !== undefined) return binding;
-  binding = null;
-  const deno = typeof (globalThis as { Deno?: unknown }).Deno !== 'undefined';
-  if (process.platform === 'linux' && !deno) {
-    try {
-      binding = createRequire(import.meta.url)('../../build/file-extents.node') as ExtentsBinding;
-    } catch {
-      binding = null;
-    }
-  }
-  return binding;
-}
-
 /**
- * From `offset` (below `size`, the file's size), at most `len` bytes: n > 0 bytes of data, or a
- * hole of -n bytes; never 0.
+ * From `offset`, at most `len` bytes: n > 0 bytes of data, or a hole of -n bytes; never 0. Past
+ * the end of the file is a hole (it reads as zeros); the engine asks only below it.
  */
-export function dataRun(fd: number, offset: number, len: number, size: number): number {
-  const end = Math.min(offset + len, size);
-  const b = loadBinding();
-  if (!b || end <= offset) return len;
-  const n = b.dataRun(fd, offset, end);
+export function dataRun(fd: number, offset: number, len: number): number {
+  if (binding === undefined) binding = loadNativeBinding<ExtentsBinding>('file-extents');
+  if (!binding || len <= 0) return len;
+  const n = binding.dataRun(fd, offset, offset + len);
   // Anything out of bounds counts as data: the safe answer.
-  return n !== 0 && Math.abs(n) <= end - offset ? n : end - offset;
+  return n !== 0 && Math.abs(n) <= len ? n : len;
 }

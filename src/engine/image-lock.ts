@@ -18,7 +18,7 @@
  * binding an error.
  */
 import * as fs from 'node:fs';
-import { createRequire } from 'node:module';
+import { loadNativeBinding } from './native-binding.js';
 import { CowError } from '../errors.js';
 
 export type LockMode = 'write' | 'read' | 'none';
@@ -53,16 +53,8 @@ function env(name: string): string | undefined {
 
 function loadBinding(): OfdBinding | null {
   if (binding !== undefined) return binding;
-  binding = null;
-  // Under Deno, node:fs descriptors are not the OS's: fcntl on them would lock the wrong file.
-  const deno = typeof (globalThis as { Deno?: unknown }).Deno !== 'undefined';
-  if (process.platform === 'linux' && !deno) {
-    try {
-      binding = createRequire(import.meta.url)('../../build/ofd-lock.node') as OfdBinding;
-    } catch {
-      binding = null;
-    }
-  }
+  // Not under Deno: fcntl on its node:fs descriptors would lock the wrong file.
+  binding = loadNativeBinding<OfdBinding>('ofd-lock');
   if (!binding && env('COWCHAIN_REQUIRE_NATIVE') === '1') {
     throw new CowError('ECOW_IO', 'COWCHAIN_REQUIRE_NATIVE=1 but build/ofd-lock.node could not be loaded (run npm run build:native)');
   }
