@@ -99,7 +99,7 @@ export class Image {
       engine.removeBackend(this.#handle);
       throw err;
     } finally {
-      engine.collect();
+      engine.collectSoon();
     }
     if (format === 'qcow2' && keySecret) {
       try {
@@ -149,7 +149,7 @@ export class Image {
     this.#assertWritable();
     const e = this.#engine;
     this.#guarded((x) => x.setBackingFile(this.#id, e.newString(name), e.newString(format)));
-    e.collect();
+    e.collectSoon();
     e.call((x) => x.setBacking(this.#id, backing ? backing.#id : -1));
     this.#backingImage = backing;
     this.#header = undefined;
@@ -159,7 +159,7 @@ export class Image {
   headerInfo(): HeaderInfo {
     if (!this.#header) {
       this.#header = JSON.parse(this.#engine.call((e) => this.#engine.string(e.describe(this.#id)))) as HeaderInfo;
-      this.#engine.collect();
+      this.#engine.collectSoon();
     }
     return this.#header;
   }
@@ -352,7 +352,7 @@ export class Image {
     } finally {
       this.#engine.removeBackend(this.#handle);
       this.#backend.close();
-      this.#engine.collect();
+      this.#engine.collectSoon();
     }
   }
 

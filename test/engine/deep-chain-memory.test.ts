@@ -1,7 +1,7 @@
 // A deep backing chain with data in every layer is read within a bounded engine heap: the layers'
 // table caches share one budget instead of taking 4 MiB each (600 layers would need 2.4 GiB).
 import * as fs from 'node:fs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { openImage } from '../../src/image/open-chain.js';
 import { FileBackend } from '../../src/engine/backend.js';
 import { Engine } from '../../src/engine/engine.js';
@@ -38,6 +38,9 @@ describe(`a ${LAYERS}-deep chain with data in every layer`, () => {
   it('reads every layer’s data through the whole chain within 96 MiB of engine memory, and closing frees the caches', () => {
     const engine = Engine.get();
     const cachesBefore = engine.cacheBytes();
+    // Each collection marks every open image: one per layer opened or closed made the chain cost
+    // the square of its depth. Opening and closing it collects about a hundred times, not 3 × 600.
+    const collections = vi.spyOn(engine, 'collect');
     const top = openImage(layer(LAYERS - 1));
     try {
       expect(top.chain()).toHaveLength(LAYERS);
@@ -53,6 +56,9 @@ describe(`a ${LAYERS}-deep chain with data in every layer`, () => {
     } finally {
       top.close();
     }
+    expect(collections.mock.calls.length).toBeGreaterThan(0);
+    expect(collections.mock.calls.length).toBeLessThan(LAYERS / 4);
+    collections.mockRestore();
     expect(engine.cacheBytes()).toBe(cachesBefore);
     expectClean(layer(LAYERS - 1));
   }, 300_000);
