@@ -247,7 +247,7 @@ export class Mapping {
     }
     let wrote = false;
     const c = this.l2;
-    for (let s = 0; s < c.slots; s++) {
+    for (let s = 0; s < c.inUse; s++) {
       if (c.isDirty(s)) {
         writeAt(h, c.ptr(s), <i32>this.cs, c.key(s));
         c.markClean(s);

@@ -339,11 +339,11 @@ export class Refcounts {
    * can put a flush between them: a table entry must never reach the disk before its block.
    */
   writeBlocks(): void {
-    for (let s = 0; s < this.blocks.slots; s++) writeBackSlot(this.blocks, this.handle, s);
+    for (let s = 0; s < this.blocks.inUse; s++) writeBackSlot(this.blocks, this.handle, s);
   }
 
   hasDirtyBlocks(): bool {
-    for (let s = 0; s < this.blocks.slots; s++) if (this.blocks.isDirty(s)) return true;
+    for (let s = 0; s < this.blocks.inUse; s++) if (this.blocks.isDirty(s)) return true;
     return false;
   }
 

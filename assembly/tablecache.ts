@@ -25,7 +25,11 @@ export class TableCache {
   readonly slots: i32;
   readonly tableSize: usize;
   readonly minSlots: i32;
-  /** Memory of each slot; 0 until the slot is first used. */
+  // Per-slot state, for the slots that have memory: the arrays grow with `allocated` (doubling,
+  // up to `slots`), so an image that touches two tables keeps two entries, not `slots` of them
+  // (a 1000-deep chain of 512-byte-cluster images held 21 KB of them per image, all cleared
+  // when it was opened and again when it was closed).
+  /** Memory of each slot. */
   private mem: StaticArray<usize>;
   /** Slots [0, allocated) have memory. */
   private allocated: i32 = 0;
@@ -40,14 +44,39 @@ export class TableCache {
     if (n < minSlots) n = minSlots;
     if (n > maxSlots) n = maxSlots;
     this.slots = n;
-    this.minSlots = minSlots < n ? minSlots : n;
+    const min = minSlots < n ? minSlots : n;
+    this.minSlots = min;
     this.tableSize = tableSize;
-    this.mem = new StaticArray<usize>(n);
-    this.keys = new StaticArray<u64>(n);
-    this.stamps = new StaticArray<u64>(n);
-    this.dirtyFlags = new StaticArray<bool>(n);
-    // Key 0 never names a table (cluster 0 is the header), so it marks a free slot.
-    for (let i = 0; i < n; i++) unchecked(this.keys[i] = 0);
+    // Key 0 never names a table (cluster 0 is the header), so it marks a free slot; new arrays
+    // are zeroed.
+    const c = min > 0 ? min : 1;
+    this.mem = new StaticArray<usize>(c);
+    this.keys = new StaticArray<u64>(c);
+    this.stamps = new StaticArray<u64>(c);
+    this.dirtyFlags = new StaticArray<bool>(c);
+  }
+
+  /** Slots in use so far (with memory): every slot a caller can hold is below this. */
+  get inUse(): i32 { return this.allocated; }
+
+  /** Room in the per-slot arrays for slot `n` (`n` < slots). */
+  private reserve(n: i32): void {
+    const cap = this.keys.length;
+    if (n < cap) return;
+    let c = cap * 2;
+    if (c > this.slots) c = this.slots;
+    const mem = new StaticArray<usize>(c);
+    const keys = new StaticArray<u64>(c);
+    const stamps = new StaticArray<u64>(c);
+    const dirty = new StaticArray<bool>(c);
+    memory.copy(changetype<usize>(mem), changetype<usize>(this.mem), <usize>cap * sizeof<usize>());
+    memory.copy(changetype<usize>(keys), changetype<usize>(this.keys), <usize>cap * 8);
+    memory.copy(changetype<usize>(stamps), changetype<usize>(this.stamps), <usize>cap * 8);
+    memory.copy(changetype<usize>(dirty), changetype<usize>(this.dirtyFlags), <usize>cap);
+    this.mem = mem;
+    this.keys = keys;
+    this.stamps = stamps;
+    this.dirtyFlags = dirty;
   }
 
   /** Slot holding the table at `key`, or -1. */
@@ -75,6 +104,7 @@ export class TableCache {
     for (let i = 0; i < this.allocated; i++) if (unchecked(this.keys[i]) == 0) return i;
     const n = this.allocated;
     if (n < this.slots && (n < this.minSlots || cacheBytesInUse + this.tableSize <= ENGINE_CACHE_BUDGET)) {
+      this.reserve(n);
       unchecked(this.mem[n] = heap.alloc(this.tableSize));
       cacheBytesInUse += this.tableSize;
       this.allocated = n + 1;
@@ -120,8 +150,12 @@ export class TableCache {
       unchecked(this.mem[i] = 0);
     }
     cacheBytesInUse -= <usize>this.allocated * this.tableSize;
+    for (let i = 0; i < this.allocated; i++) {
+      unchecked(this.keys[i] = 0);
+      unchecked(this.dirtyFlags[i] = false);
+    }
     this.allocated = 0;
-    for (let i = 0; i < this.slots; i++) unchecked(this.keys[i] = 0);
+    this.lastSlot = -1;
   }
 }
 
