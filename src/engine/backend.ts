@@ -37,6 +37,15 @@ export class FileBackend implements Backend {
   readonly path: string;
   /** Bytes written since the last flush or background write-back. */
   private unsynced = 0;
+  /**
+   * Whether anything may be unsynced: a write or truncate through this descriptor since the last
+   * flush that succeeded (true at open, so a file's first flush always syncs). The engine flushes
+   * after each step of its crash-safe order, and an image's close flushes again: a flush with
+   * nothing written since the last one skips its fdatasync (a snapshot create made four where
+   * two do, a small delete seven where four do). Durability is unchanged: an fdatasync covers
+   * every write completed before it, and a failed one leaves this set.
+   */
+  private dirty = true;
   /** A second descriptor of the same file, for write-backs (-1: none yet; -2: not possible). */
   private writeBackFd = -1;
   /**
@@ -93,6 +102,7 @@ export class FileBackend implements Backend {
 
   write(buf: Uint8Array, offset: number): void {
     this.guardIo();
+    this.dirty = true;
     let done = 0;
     while (done < buf.length) done += fs.writeSync(this.fd, buf, done, buf.length - done, offset + done);
     this.unsynced += buf.length;
@@ -144,12 +154,15 @@ export class FileBackend implements Backend {
 
   truncate(size: number): void {
     this.guardIo();
+    this.dirty = true;
     fs.ftruncateSync(this.fd, size);
   }
 
   flush(): void {
+    if (!this.dirty) return;
     this.unsynced = 0;
     fs.fdatasyncSync(this.fd);
+    this.dirty = false;
   }
 
   close(): void {

@@ -1,8 +1,11 @@
 // FileBackend's background write-backs: past 128 MiB written it opens a second descriptor of the
 // same file and starts fdatasyncs there without waiting. Data, flush and close must be exactly as
 // without them, no descriptor may outlive the backend once the event loop has run, and a job that
-// never yields to the event loop still sees its write-backs end and starts the next ones.
+// never yields to the event loop still sees its write-backs end and starts the next ones. A flush
+// with nothing written or truncated since the last one that succeeded makes no fdatasync.
 import * as fs from 'node:fs';
+import nodeFs from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -93,5 +96,66 @@ describe('FileBackend write-backs', () => {
     b.flush();
     b.close();
     expect(fs.statSync(file).size).toBe(128 * MiB);
+  });
+});
+
+describe('FileBackend flush', () => {
+  /** The fdatasyncs `fn` makes (node:fs patched and re-exported to the ESM bindings, as test/support/fs-faults.ts does). */
+  function fdatasyncs(fn: () => void): number {
+    const real = nodeFs.fdatasyncSync;
+    let n = 0;
+    nodeFs.fdatasyncSync = (fd: number) => {
+      n++;
+      real(fd);
+    };
+    syncBuiltinESMExports();
+    try {
+      fn();
+    } finally {
+      nodeFs.fdatasyncSync = real;
+      syncBuiltinESMExports();
+    }
+    return n;
+  }
+
+  it('syncs what was written or truncated since the last flush, and nothing when nothing was', () => {
+    const file = path.join(dir, 'flushes');
+    const b = new FileBackend(file, true, true);
+    try {
+      // a new file's first flush syncs (its truncation), a second one with nothing between does not
+      expect(fdatasyncs(() => (b.flush(), b.flush()))).toBe(1);
+      expect(fdatasyncs(() => (b.write(new Uint8Array(512).fill(1), 0), b.flush(), b.flush()))).toBe(1);
+      expect(fdatasyncs(() => (b.truncate(4096), b.flush(), b.flush()))).toBe(1);
+    } finally {
+      b.close();
+    }
+    // a file opened again: its first flush syncs
+    const again = new FileBackend(file, true);
+    try {
+      expect(fdatasyncs(() => (again.flush(), again.flush()))).toBe(1);
+    } finally {
+      again.close();
+    }
+  });
+
+  it('a flush that failed is made again by the next one', () => {
+    const file = path.join(dir, 'flush-fails');
+    const b = new FileBackend(file, true, true);
+    const real = nodeFs.fdatasyncSync;
+    try {
+      b.write(new Uint8Array(512).fill(2), 0);
+      nodeFs.fdatasyncSync = () => {
+        throw Object.assign(new Error('injected'), { code: 'EIO' });
+      };
+      syncBuiltinESMExports();
+      expect(() => b.flush()).toThrow('injected');
+      nodeFs.fdatasyncSync = real;
+      syncBuiltinESMExports();
+      expect(fdatasyncs(() => b.flush())).toBe(1);
+    } finally {
+      nodeFs.fdatasyncSync = real;
+      syncBuiltinESMExports();
+      b.close();
+    }
   });
 });
