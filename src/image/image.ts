@@ -271,9 +271,15 @@ export class Image {
    */
   map(): MapEntry[] {
     const size = this.virtualSize;
+    const layers = this.chain();
+    const walk: ChainWalk = {
+      layers,
+      passEnd: new Array<number>(layers.length).fill(0),
+      backingSize: layers.map((l) => (l.backing ? l.backing.virtualSize : 0)),
+    };
     const entries: MapEntry[] = [];
     for (let off = 0; off < size; ) {
-      const e = this.#blockStatusAbove(off, size - off);
+      const e = this.#blockStatusAbove(walk, off, size - off);
       const last = entries[entries.length - 1];
       if (last && mergeable(last, e)) last.length += e.length;
       else entries.push(e);
@@ -282,22 +288,38 @@ export class Image {
     return entries;
   }
 
-  #blockStatusAbove(off: number, bytes: number): MapEntry {
-    let layer: Image | null = this;
+  /**
+   * The chain's status at `off`: down the layers to the first that allocates it. A layer is asked
+   * for its whole run from `off`, and where it leaves that run to its backing file the walk
+   * remembers so (`passEnd`) and passes it by without asking again until the map reaches the end
+   * of the run: map asks each layer once per run it has, not once per extent of the layers above
+   * it (a 1000-deep chain with a cluster in every layer: 2000 extents, and each hole asked every
+   * layer below the top about a run it had already described).
+   */
+  #blockStatusAbove(walk: ChainWalk, off: number, bytes: number): MapEntry {
     let depth = 0;
     let flags = 0;
     let offset = 0;
     let n = bytes;
     for (;;) {
-      const l: Image = layer;
-      n = this.#engine.call((e) => e.blockStatus(l.#id, off, n));
-      flags = this.#engine.call((e) => e.statusFlags());
-      offset = this.#engine.call((e) => e.statusOffset());
-      if (flags & (ST_DATA | ST_ZERO)) break;
-      layer = l.backing;
-      if (!layer) {
-        flags = 0;
-        break;
+      const l = walk.layers[depth];
+      const known = walk.passEnd[depth];
+      if (off < known) {
+        // Still in a run this layer passes to its backing file (never the bottom layer: it has none).
+        n = Math.min(n, known - off);
+      } else {
+        const run = this.#engine.call((e) => e.blockStatus(l.#id, off, bytes));
+        flags = this.#engine.call((e) => e.statusFlags());
+        offset = this.#engine.call((e) => e.statusOffset());
+        n = Math.min(n, run);
+        if (flags & (ST_DATA | ST_ZERO)) break;
+        if (!l.backing) {
+          flags = 0;
+          break;
+        }
+        // The engine reads an unallocated run as zeros from where the backing file ends: the
+        // run passes down only up to there.
+        walk.passEnd[depth] = Math.min(off + run, walk.backingSize[depth]);
       }
       depth++;
     }
@@ -359,6 +381,15 @@ export class Image {
   #assertOpen(): void {
     if (this.#closed) throw new CowError('ECOW_BAD_ARGUMENT', `image ${this.filename} is closed`);
   }
+}
+
+/** A map's walk down a chain: its layers, top first, and what it learnt of each. */
+interface ChainWalk {
+  layers: Image[];
+  /** Each layer leaves [the offset it was last asked at, passEnd) to its backing file. */
+  passEnd: number[];
+  /** Virtual size of each layer's backing file (0: none). */
+  backingSize: number[];
 }
 
 function mergeable(a: MapEntry, b: MapEntry): boolean {

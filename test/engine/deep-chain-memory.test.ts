@@ -1,5 +1,6 @@
 // A deep backing chain with data in every layer is read within a bounded engine heap: the layers'
 // table caches share one budget instead of taking 4 MiB each (600 layers would need 2.4 GiB).
+// Opening, closing and mapping it cost work in proportion to its depth, counted, not timed.
 import * as fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { openImage } from '../../src/image/open-chain.js';
@@ -61,5 +62,30 @@ describe(`a ${LAYERS}-deep chain with data in every layer`, () => {
     collections.mockRestore();
     expect(engine.cacheBytes()).toBe(cachesBefore);
     expectClean(layer(LAYERS - 1));
+  }, 300_000);
+
+  it('maps it extent by extent, asking each layer about each of its runs once', () => {
+    const engine = Engine.get();
+    const top = openImage(layer(LAYERS - 1));
+    try {
+      // Each hole between two layers' clusters lies in every layer: walking the chain down for
+      // every extent asked all of them again (LAYERS² / 2 block-status calls).
+      const calls = vi.spyOn(engine, 'call');
+      const map = top.map();
+      const asked = calls.mock.calls.length;
+      calls.mockRestore();
+      const hole = (start: number, length: number) => ({ start, length, depth: LAYERS - 1, present: false, zero: true, data: false });
+      const want = [];
+      for (let i = 0; i < LAYERS; i++) {
+        want.push({ start: i * MiB, length: 64 * 1024, depth: LAYERS - 1 - i, present: true, zero: false, data: true });
+        want.push(hole(i * MiB + 64 * 1024, MiB - 64 * 1024));
+      }
+      want[want.length - 1] = hole((LAYERS - 1) * MiB + 64 * 1024, SIZE - (LAYERS - 1) * MiB - 64 * 1024);
+      expect(map.map(({ offset, ...e }) => (expect(offset === undefined).toBe(!e.data), e))).toEqual(want);
+      // Three engine calls per layer asked (status, flags, offset); each layer has three runs.
+      expect(asked).toBeLessThan(3 * 4 * LAYERS + 3 * map.length);
+    } finally {
+      top.close();
+    }
   }, 300_000);
 });
