@@ -1,11 +1,22 @@
 /**
  * Durable file-system updates in one directory: replace a small file atomically, make a
  * directory entry change (create, rename, unlink) durable.
+ *
+ * Only the fsyncs, which wait for the disk, go to libuv's thread pool; the other steps (open,
+ * write a few hundred bytes, close, rename, link, unlink) are synchronous, as the engine's own
+ * file access and the volume lock's are. Each awaited step of node:fs/promises is a round trip
+ * through the pool and the event loop: a snapshot create made some 37 of them, 9 per replaced
+ * file, and waited on the event loop 7-15 ms in all where its fsyncs took 2-3 ms.
  */
 import { randomHex } from '../load-on-use.js';
-import fs from 'node:fs/promises';
+import fs from 'node:fs';
 import path from 'node:path';
 import { CowError, isCowError } from '../errors.js';
+
+/** fsync(2) of `fd` on the thread pool: the one step that waits for the disk. */
+export function fsyncAsync(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fs.fsync(fd, (e) => (e ? reject(e) : resolve())));
+}
 
 /**
  * fsync a directory, so that entries created, renamed or removed in it survive a crash.
@@ -13,13 +24,13 @@ import { CowError, isCowError } from '../errors.js';
  * as that file system makes it, and failing every update would make the volume unusable.
  */
 export async function syncDir(dir: string): Promise<void> {
-  const dh = await fs.open(dir, 'r');
+  const fd = fs.openSync(dir, 'r');
   try {
-    await dh.sync();
+    await fsyncAsync(fd);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e;
   } finally {
-    await dh.close();
+    fs.closeSync(fd);
   }
 }
 
@@ -45,22 +56,22 @@ export async function writeFileAtomic(
   // Random suffix: concurrent writers (or a leftover from a crash) never share a temp file.
   // 'wx' (O_EXCL): never reuse or follow something already at that name.
   const temp = path.join(dir, `${tempPrefix}${randomHex(8)}`);
-  let fh: fs.FileHandle | undefined;
+  let fd: number | undefined;
   try {
-    fh = await fs.open(temp, 'wx', 0o666);
-    if (mode !== undefined) await fh.chmod(mode); // chmod, not open's mode: the umask does not apply
-    await fh.writeFile(content, 'utf8');
+    fd = fs.openSync(temp, 'wx', 0o666);
+    if (mode !== undefined) fs.fchmodSync(fd, mode); // chmod, not open's mode: the umask does not apply
+    fs.writeFileSync(fd, content, 'utf8');
     // fsync before rename: otherwise a crash can leave the rename durable but the data not,
     // i.e. an empty or partial file under the real name.
-    await fh.sync();
-    await fh.close();
-    fh = undefined;
+    await fsyncAsync(fd);
+    fs.closeSync(fd);
+    fd = undefined;
     beforeRename?.();
     // rename(2) replaces the old file atomically: readers see the old or the new content.
-    await fs.rename(temp, target);
+    fs.renameSync(temp, target);
   } catch (e) {
-    await fh?.close().catch(() => {});
-    await fs.unlink(temp).catch(() => {});
+    if (fd !== undefined) closeQuietly(fd);
+    unlinkQuietly(temp);
     if (isCowError(e)) throw e;
     const code = (e as NodeJS.ErrnoException).code;
     throw new CowError('ECOW_IO', `cannot write ${what} ${target}: ${code ?? String(e)}`, { cause: e });
@@ -94,15 +105,15 @@ export async function createFileAtomic(
   const temp = path.join(dir, `${tempPrefix}${randomHex(8)}`);
   try {
     await make(temp);
-    if (mode !== undefined) await fs.chmod(temp, mode);
+    if (mode !== undefined) fs.chmodSync(temp, mode);
     try {
-      await fs.link(temp, target);
+      fs.linkSync(temp, target);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       throw new CowError(code === 'EEXIST' ? 'ECOW_EXISTS' : 'ECOW_IO', `cannot create ${target}: ${code ?? String(e)}`, { cause: e });
     }
   } finally {
-    await fs.unlink(temp).catch(() => {});
+    unlinkQuietly(temp);
   }
   try {
     await syncDir(dir);
@@ -110,4 +121,20 @@ export async function createFileAtomic(
     throw new CowError('ECOW_IO', `created ${target} but fsync of directory ${dir} failed: ${(e as Error).message}`, { cause: e });
   }
   return target;
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    fs.closeSync(fd);
+  } catch {
+    // the error that brought us here is the one to report
+  }
+}
+
+function unlinkQuietly(file: string): void {
+  try {
+    fs.unlinkSync(file);
+  } catch {
+    // already gone, or never made
+  }
 }

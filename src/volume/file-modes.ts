@@ -41,8 +41,14 @@ function modesFor(secure: boolean): FileModes {
 export async function resolveFileModes(dir: string, setting: SecureFilePermissions = 'auto'): Promise<FileModes> {
   if (setting !== 'auto') return modesFor(setting);
   const indicator = path.join(dir, SECURE_ENV_INDICATOR);
-  const marked = async () => fsp.stat(indicator).then((s) => s.isFile(), () => false);
-  if (await marked()) return modesFor(true);
+  const marked = () => {
+    try {
+      return fs.statSync(indicator).isFile();
+    } catch {
+      return false;
+    }
+  };
+  if (marked()) return modesFor(true);
   let entries: string[];
   try {
     entries = await fsp.readdir(dir);
@@ -51,7 +57,7 @@ export async function resolveFileModes(dir: string, setting: SecureFilePermissio
   }
   // Volume images (not lock files or records) make it an existing share.
   // Looked at again: a process that made the share's first volume made the indicator before it.
-  if (entries.some((n) => parseChainName(n) !== null)) return modesFor(await marked());
+  if (entries.some((n) => parseChainName(n) !== null)) return modesFor(marked());
   try {
     await fsp.writeFile(indicator, 'Detector file for Cinder secure environment usage.\nDo not delete this file.\n', { flag: 'wx' });
     await fsp.chmod(indicator, 0o640);

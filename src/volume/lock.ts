@@ -38,7 +38,6 @@
  * 10 ms of writes after the last check. Keep `staleMs` (default 30 s) well above such stalls.
  */
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { baseName } from './names.js';
 import { CowError } from '../errors.js';
@@ -227,7 +226,7 @@ export async function withVolumeLock<T>(
 
   let realDir: string;
   try {
-    realDir = await fsp.realpath(dir);
+    realDir = fs.realpathSync.native(dir); // realpath(3), as fs/promises' realpath, without a thread-pool round trip
   } catch (e) {
     const code = errno(e);
     throw new CowError(

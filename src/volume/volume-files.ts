@@ -408,7 +408,7 @@ export class VolumeFiles {
   async unlink(name: string): Promise<boolean> {
     this.guard();
     try {
-      await fsp.unlink(this.path(name));
+      fs.unlinkSync(this.path(name)); // synchronous: only the fsync below waits on the disk (atomic-file.ts)
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
       throw new CowError('ECOW_IO', `cannot remove ${this.path(name)}: ${(e as Error).message}`, { cause: e });

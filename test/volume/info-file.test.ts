@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs/promises';
+import fsSync from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
@@ -218,12 +219,10 @@ describe('writeInfo', () => {
   });
 
   it('fsyncs the temp file before the rename and the directory after it', async () => {
-    const probe = await fs.open(path.join(tmp, 'probe'), 'w');
-    const fileHandleProto = Object.getPrototypeOf(probe) as fs.FileHandle;
-    await probe.close();
-    const sync = vi.spyOn(fileHandleProto, 'sync');
-    const rename = vi.spyOn(fs, 'rename');
-    const open = vi.spyOn(fs, 'open');
+    // atomic-file.ts: open, write, close and rename are synchronous; the fsyncs go to the pool
+    const sync = vi.spyOn(fsSync, 'fsync');
+    const rename = vi.spyOn(fsSync, 'renameSync');
+    const open = vi.spyOn(fsSync, 'openSync');
     await writeInfo(tmp, VOL, info1);
     expect(rename).toHaveBeenCalledTimes(1);
     expect(sync).toHaveBeenCalledTimes(2);
@@ -231,14 +230,17 @@ describe('writeInfo', () => {
     const [renameAt] = rename.mock.invocationCallOrder;
     expect(fileSync).toBeLessThan(renameAt);
     expect(dirSync).toBeGreaterThan(renameAt);
-    // The second sync is on a handle opened on the directory itself.
+    // Each sync is on the descriptor opened just before it: the temp file's, then the directory's.
     expect(open.mock.calls.map((c) => c[0])).toEqual([expect.stringContaining(infoTempPrefix(VOL)), tmp]);
+    expect(sync.mock.calls.map((c) => c[0])).toEqual(open.mock.results.map((r) => r.value));
   });
 
   it('leaves the old file untouched and removes the temp file when the rename fails', async () => {
     await writeInfo(tmp, VOL, info1);
     const before = await fs.readFile(infoPath(tmp, VOL));
-    vi.spyOn(fs, 'rename').mockRejectedValueOnce(Object.assign(new Error('injected'), { code: 'EIO' }));
+    vi.spyOn(fsSync, 'renameSync').mockImplementationOnce(() => {
+      throw Object.assign(new Error('injected'), { code: 'EIO' });
+    });
     const err = await rejection(writeInfo(tmp, VOL, info2));
     expect(err.code).toBe('ECOW_IO');
     expect(err.message).toContain(infoPath(tmp, VOL));
@@ -250,12 +252,10 @@ describe('writeInfo', () => {
   it('leaves the old file untouched and removes the temp file when the fsync fails', async () => {
     await writeInfo(tmp, VOL, info1);
     const before = await fs.readFile(infoPath(tmp, VOL));
-    const probe = await fs.open(path.join(tmp, 'probe'), 'w');
-    const fileHandleProto = Object.getPrototypeOf(probe) as fs.FileHandle;
-    await probe.close();
-    await fs.unlink(path.join(tmp, 'probe'));
-    const rename = vi.spyOn(fs, 'rename');
-    vi.spyOn(fileHandleProto, 'sync').mockRejectedValueOnce(Object.assign(new Error('injected'), { code: 'ENOSPC' }));
+    const rename = vi.spyOn(fsSync, 'renameSync');
+    vi.spyOn(fsSync, 'fsync').mockImplementationOnce(((_fd: number, callback: (e: NodeJS.ErrnoException | null) => void) => {
+      callback(Object.assign(new Error('injected'), { code: 'ENOSPC' }));
+    }) as typeof fsSync.fsync);
     const err = await rejection(writeInfo(tmp, VOL, info2));
     expect(err.code).toBe('ECOW_IO');
     expect(err.message).toContain('ENOSPC');
