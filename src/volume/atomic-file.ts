@@ -13,6 +13,15 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { CowError, isCowError } from '../errors.js';
 
+/**
+ * The names in `dir`, read on the thread pool (a share may hold thousands of volumes) through
+ * node:fs's callback, not node:fs/promises: that module takes a start some 1 ms to load (with
+ * readline and the file watchers), and the short volume commands need nothing else of it.
+ */
+export function readdirAsync(dir: string): Promise<string[]> {
+  return new Promise((resolve, reject) => fs.readdir(dir, (e, names) => (e ? reject(e) : resolve(names))));
+}
+
 /** fsync(2) of `fd` on the thread pool: the one step that waits for the disk. */
 export function fsyncAsync(fd: number): Promise<void> {
   return new Promise((resolve, reject) => fs.fsync(fd, (e) => (e ? reject(e) : resolve())));

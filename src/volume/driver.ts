@@ -5,7 +5,6 @@
  */
 import { nodeCrypto } from '../load-on-use.js';
 import * as fsSync from 'node:fs';
-import fs from 'node:fs/promises';
 import path from 'node:path';
 import * as z from 'zod';
 import { lazy } from '../lazy.js';
@@ -435,7 +434,7 @@ export class VolumeDriver {
           throw e;
         }
       } catch (e) {
-        if (!fsSync.existsSync(outFile)) await fs.unlink(path.join(targetDir, formatRecordName(newVolumeId))).catch(() => {});
+        if (!fsSync.existsSync(outFile)) await fsSync.promises.unlink(path.join(targetDir, formatRecordName(newVolumeId))).catch(() => {});
         throw e;
       }
       await deleteSnapshot(ctx, tmp, { status: tmpStatus });
@@ -496,10 +495,10 @@ export class VolumeDriver {
       try {
         await files.createOverlay(temp, { size: top.virtualSize, backing: below.name, backingFormat: below.format, encrypted: below.encrypted === true });
         ctx.lock.assertHeld();
-        await fs.rename(files.path(temp), files.path(file)); // atomic: the old overlay or the new one
+        await fsSync.promises.rename(files.path(temp), files.path(file)); // atomic: the old overlay or the new one
         await syncDir(this.dir);
       } finally {
-        await fs.unlink(files.path(temp)).catch(() => {});
+        await fsSync.promises.unlink(files.path(temp)).catch(() => {});
       }
       return { file };
     });

@@ -10,7 +10,7 @@
  * install, so that hypervisors that could write its files still can.
  */
 import * as fs from 'node:fs';
-import fsp from 'node:fs/promises';
+import { readdirAsync } from './atomic-file.js';
 import path from 'node:path';
 import { parseChainName } from './names.js';
 import { CowError } from '../errors.js';
@@ -51,7 +51,7 @@ export async function resolveFileModes(dir: string, setting: SecureFilePermissio
   if (marked()) return modesFor(true);
   let entries: string[];
   try {
-    entries = await fsp.readdir(dir);
+    entries = await readdirAsync(dir);
   } catch (e) {
     throw new CowError('ECOW_IO', `cannot list ${dir}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`, { cause: e });
   }
@@ -59,8 +59,8 @@ export async function resolveFileModes(dir: string, setting: SecureFilePermissio
   // Looked at again: a process that made the share's first volume made the indicator before it.
   if (entries.some((n) => parseChainName(n) !== null)) return modesFor(marked());
   try {
-    await fsp.writeFile(indicator, 'Detector file for Cinder secure environment usage.\nDo not delete this file.\n', { flag: 'wx' });
-    await fsp.chmod(indicator, 0o640);
+    await fs.promises.writeFile(indicator, 'Detector file for Cinder secure environment usage.\nDo not delete this file.\n', { flag: 'wx' });
+    await fs.promises.chmod(indicator, 0o640);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'EEXIST') return modesFor(true); // a concurrent first operation made it

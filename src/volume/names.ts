@@ -9,7 +9,6 @@
  * and, after symlinks are resolved, a regular file inside the volume directory.
  */
 import fsSync from 'node:fs';
-import fs from 'node:fs/promises';
 import path from 'node:path';
 import { CowError } from '../errors.js';
 
@@ -165,6 +164,9 @@ function statError(real: string, e: unknown): CowError {
  */
 export async function resolveInsideDir(dir: string, name: string): Promise<string> {
   checkNameForResolve(dir, name);
+  // fs.promises, read when used: node:fs/promises takes a start some 1 ms to load (with readline and
+  // the watchers), and the short volume commands need none of it (atomic-file.ts)
+  const fs = fsSync.promises;
   const realDir = await fs.realpath(dir).catch((e) => Promise.reject(dirResolveError(dir, e)));
   // resolve, not join: an absolute name means that absolute path (as qemu would read it), and
   // is then rejected as outside rather than quietly reinterpreted as relative.

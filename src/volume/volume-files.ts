@@ -5,7 +5,6 @@
  * chains are bounded in depth and free of loops.
  */
 import * as fs from 'node:fs';
-import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { DEFAULT_MAX_CHAIN_DEPTH, openImage, type BackingFormatPolicy, type BackingResolver } from '../image/open-chain.js';
 import { baseName, checkChainName, parseChainName, resolveInsideDirSync, snapshotFileName } from './names.js';
@@ -15,7 +14,7 @@ import { checkOpenImage } from '../image/check.js';
 import { createQcow2On } from '../image/create.js';
 import type { Image } from '../image/image.js';
 import type { ImageFormat } from '../image/types.js';
-import { syncDir } from './atomic-file.js';
+import { readdirAsync, syncDir } from './atomic-file.js';
 import { applyFileModes, resolveFileModes, type FileModes } from './file-modes.js';
 import { formatRecordName, formatRecordTempPrefix } from './format-record.js';
 import { infoTempPrefix, readInfo, writeInfo, type VolumeInfo } from './info-file.js';
@@ -423,7 +422,7 @@ export class VolumeFiles {
   async list(): Promise<{ chainFiles: string[]; tempFiles: string[] }> {
     let entries: string[];
     try {
-      entries = await fsp.readdir(this.dir);
+      entries = await readdirAsync(this.dir);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       throw new CowError(code === 'ENOENT' ? 'ECOW_NOT_FOUND' : 'ECOW_IO', `cannot list volume directory ${this.dir}: ${code ?? String(e)}`, { cause: e });
