@@ -37,18 +37,25 @@ export class Interruption {
     this.controller.abort(new CowError('ECOW_CANCELLED', `interrupted by ${sig}`));
   };
 
-  /** Engine jobs in this thread, with the signals' default action while they run. */
+  /**
+   * Engine jobs in this thread, with the signals' default action while they run: a request
+   * (run), or a job on images the operation has open (here: a snapshot delete commits on the
+   * chain it opened, not on a second opening of its files).
+   */
   readonly jobs: JobRunner = {
     run: async (request: JobRequest, hooks?: JobHooks) => {
+      // Loaded here, not at start: main.ts imports this module, and the job schemas need zod.
+      const { runJobRequest } = await import('../volume/job-request.js');
+      return this.jobs.here!(() => runJobRequest(request, hooks as JobOptions));
+    },
+    here: async <T>(job: () => T): Promise<T> => {
       // A signal caught just before is delivered first: the job then never starts.
       await new Promise((resolve) => setImmediate(resolve));
       if (this.signal.aborted) throw this.signal.reason;
-      // Loaded here, not at start: main.ts imports this module, and the job schemas need zod.
-      const { runJobRequest } = await import('../volume/job-request.js');
       const was = this.attached;
       this.detach();
       try {
-        return runJobRequest(request, hooks as JobOptions);
+        return job();
       } finally {
         if (was) this.attach();
       }

@@ -49,6 +49,11 @@ export interface OperationContext {
    */
   jobsInThread: boolean;
   /**
+   * Run a synchronous engine job on images the operation has open (only when `jobsInThread`), as
+   * the runner runs its jobs (JobRunner.here; without a runner, simply now).
+   */
+  runHere<T>(job: () => T): Promise<T>;
+  /**
    * Run an engine job with `job`'s options (`onProgress` replaces the operation's own): in this
    * thread, or in an engine worker when the driver was given a `jobs` runner — then the host's
    * event loop, and with it the lock's renewal, runs on while the job copies.

@@ -129,8 +129,10 @@ async function moveData(ctx: OperationContext, journal: DeleteJournal, base: Cha
     const top = chain.image(journal.file);
     if (ctx.jobsInThread && top?.backing?.writable) {
       const hooks = { ...ctx.job, onProgress };
-      beforeJob('commit', hooks);
-      commitLive(top, 1, hooks);
+      await ctx.runHere(() => {
+        beforeJob('commit', hooks);
+        commitLive(top, 1, hooks);
+      });
     } else {
       chain.close();
       await ctx.runJob({ op: 'commit', top: files.resolve(journal.file), format: files.formatOf(journal.file), keepTop: true, policy: files.policy, keySecret: files.keySecret }, { onProgress });

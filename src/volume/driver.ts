@@ -293,7 +293,8 @@ export class VolumeDriver {
       signal,
       guard,
       job,
-      jobsInThread: jobs === undefined,
+      jobsInThread: jobs === undefined || jobs.here !== undefined,
+      runHere: async (fn) => (jobs?.here ? jobs.here(fn) : fn()),
       runJob: async (request, options = {}) => {
         const hooks = { ...job, ...options };
         return jobs ? jobs.run(request, hooks) : runJobRequest(request, hooks);

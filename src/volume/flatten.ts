@@ -69,8 +69,10 @@ export async function flattenSnapshot(ctx: OperationContext, snapshotId: string,
       async (temp) => {
         const src = chain.image(backing);
         if (ctx.jobsInThread && src) {
-          beforeJob('convert', ctx.job);
-          convertImage(src, temp, { ...ctx.job, format, size, create });
+          await ctx.runHere(() => {
+            beforeJob('convert', ctx.job);
+            convertImage(src, temp, { ...ctx.job, format, size, create });
+          });
         } else {
           chain.close();
           await ctx.runJob({ op: 'convert', src: files.resolve(backing), srcFormat: top.format, dst: temp, format, size, policy: files.policy, keySecret: files.keySecret, ...(create ? { create } : {}) });

@@ -108,9 +108,16 @@ export interface JobHooks extends Pick<JobOptions, 'signal' | 'onProgress' | 'st
   guardIo?: () => void | Promise<void>;
 }
 
-/** Runs jobs somewhere else than the caller's thread: an EnginePool. */
+/** Runs jobs somewhere else than the caller's thread (an EnginePool), or around them in it (the CLI). */
 export interface JobRunner {
   run(request: JobRequest, hooks?: JobHooks): Promise<JobResult>;
+  /**
+   * Present when this runner runs its jobs in the caller's thread: run the synchronous engine job
+   * `job` there as run() would run one (the CLI restores the signals' default action around it).
+   * An operation then runs its job on the images it already has open (VolumeChain) instead of
+   * sending a request that opens them again.
+   */
+  here?<T>(job: () => T): Promise<T>;
 }
 
 /** The request, validated (ECOW_BAD_ARGUMENT naming the offending field). */
