@@ -8,6 +8,7 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { engineWorkerBundle } from './engine-worker.js';
 
@@ -29,7 +30,28 @@ function run(what: string, args: string[]): void {
   if (r.status !== 0) throw new Error(`${what} failed (exit ${r.status}):\n${r.stdout}${r.stderr}`);
 }
 
-export default function setup(): void {
+/**
+ * The runner's own event loop: a test process waits at most 60 s for the runner to answer
+ * (vitest's RPC time-out), so a runner held that long fails the run with every test passed.
+ * Blocks over 5 s are printed at the end.
+ */
+function watchRunnerLoop(): () => void {
+  const TICK_MS = 250;
+  let last = performance.now();
+  const blocks: number[] = [];
+  const timer = setInterval(() => {
+    const now = performance.now();
+    if (now - last - TICK_MS > 5_000) blocks.push(now - last - TICK_MS);
+    last = now;
+  }, TICK_MS);
+  timer.unref();
+  return () => {
+    clearInterval(timer);
+    for (const ms of blocks) console.warn(`vitest runner: event loop held for ${(ms / 1000).toFixed(1)} s`);
+  };
+}
+
+export default function setup(): () => void {
   const wasm = path.join(ROOT, 'build/cowchain.wasm');
   if (mtime(wasm) < newest(path.join(ROOT, 'assembly'))) {
     console.log('global setup: building the engine (build/cowchain.wasm)');
@@ -55,4 +77,5 @@ export default function setup(): void {
   // The engine worker's bundle, once for the run: the test processes (started after this, with
   // this environment) read its path (test/support/engine-worker-setup.ts).
   process.env.COWCHAIN_TEST_ENGINE_WORKER = engineWorkerBundle();
+  return watchRunnerLoop();
 }
