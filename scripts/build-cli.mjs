@@ -162,7 +162,8 @@ const result = await build({
   // import() of what is not bundled (etcd3, node:os) as require(): a vm.Script has no ESM loader.
   supported: { 'dynamic-import': false },
   // The modules locate build/ and package.json from import.meta.url: here, the bundle's own URL.
-  define: { 'import.meta.url': '__cowchainUrl' },
+  // COWCHAIN_CLI_BUNDLE: main.ts does not ask whether it is the process's script (the bin runs it).
+  define: { 'import.meta.url': '__cowchainUrl', COWCHAIN_CLI_BUNDLE: 'true' },
   // etcd3 (with grpc) reads its .proto files from beside its own modules: loaded from
   // node_modules, and only by a command given --coordination etcd://….
   external: ['etcd3'],

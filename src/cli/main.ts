@@ -119,4 +119,8 @@ export function runAsBin(argv: string[]): void {
   main(argv).then((code) => process.exit(code));
 }
 
-if (invokedDirectly()) runAsBin(process.argv.slice(2));
+/** true in the bundle (scripts/build-cli.mjs defines it): there the bin, dist/cli/main.js, calls runAsBin. */
+declare const COWCHAIN_CLI_BUNDLE: boolean | undefined;
+
+// In the bundle this is dropped at build time: asking would cost every start two realpaths.
+if (typeof COWCHAIN_CLI_BUNDLE === 'undefined' && invokedDirectly()) runAsBin(process.argv.slice(2));
