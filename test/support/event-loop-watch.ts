@@ -2,7 +2,12 @@
  * vitest setup file: reports where a test file held its event loop for long. A test process that
  * runs synchronous work for a minute cannot answer vitest's runner, and the run ends in
  * `Timeout calling "onTaskUpdate"` although every test passed (test/README.md). Blocks over
- * BLOCK_MS are printed, with the test (or hook) that was running, when the file ends.
+ * BLOCK_MS are printed, with the test (or hook) that was running, when the file ends; blocks after
+ * a file's last hook, when the process exits.
+ *
+ * One watch per process, installed by the first file: a process that runs several files (vitest
+ * without isolation) keeps one timer and one set of process listeners, and each file's hooks only
+ * say where the process is.
  */
 import { writeSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
@@ -15,48 +20,69 @@ const TICK_MS = 250;
  */
 const BLOCK_MS = Number(process.env.COWCHAIN_LOOP_REPORT_MS ?? 15_000);
 
-let current = '(collection or a beforeAll hook)';
-const blocks: { ms: number; where: string }[] = [];
-// A monotonic clock (tests mock Date.now).
-const clock = () => performance.now();
-let last = clock();
-/** Called on every tick and around every test: how long since the loop last turned. */
-function check(): void {
-  const now = clock();
-  const held = now - last - TICK_MS;
-  if (held > BLOCK_MS) blocks.push({ ms: held, where: current });
-  last = now;
+interface Watch {
+  /** The test or phase running now. */
+  where: string;
+  /** The test file running now. */
+  file: string;
+  /** Blocks seen and not yet reported. */
+  blocks: { ms: number; where: string }[];
+  /** How long since the loop last turned; records a block over BLOCK_MS. */
+  check(): void;
 }
-const timer = setInterval(check, TICK_MS);
-timer.unref();
+
+const KEY = Symbol.for('cowchain.test.event-loop-watch');
+const holder = globalThis as { [KEY]?: Watch };
+
+function install(): Watch {
+  // A monotonic clock (tests mock Date.now).
+  let last = performance.now();
+  const watch: Watch = {
+    where: '',
+    file: '?',
+    blocks: [],
+    check() {
+      const now = performance.now();
+      const held = now - last - TICK_MS;
+      if (held > BLOCK_MS) watch.blocks.push({ ms: held, where: `${watch.where} (${watch.file})` });
+      last = now;
+    },
+  };
+  setInterval(() => watch.check(), TICK_MS).unref();
+  // Which file and test a runner time-out hit (vitest's own report names neither).
+  process.on('unhandledRejection', (e) => {
+    if (String(e).includes('[vitest-worker]')) writeSync(2, `${String(e)} in a test process at: ${watch.where} (${watch.file})\n`);
+  });
+  // What holds the loop after the last hook (closing pools, children, handles) is past the
+  // reporter: written straight to stderr as the process exits.
+  process.on('exit', () => {
+    watch.check();
+    for (const b of watch.blocks) writeSync(2, `event loop held for ${(b.ms / 1000).toFixed(1)} s in: ${b.where}\n`);
+  });
+  return watch;
+}
+
+const watch = (holder[KEY] ??= install());
+watch.check();
+watch.where = '(collection or a beforeAll hook)';
+// vitest's worker state names the file being collected (before any test has a task to ask).
+const workerState = (globalThis as { __vitest_worker__?: { filepath?: string } }).__vitest_worker__;
+watch.file = workerState?.filepath?.replace(`${process.cwd()}/`, '') ?? '?';
 
 // Destructured: vitest reads a hook's first parameter as a fixture list in files that use test.extend.
-let fileName = '?';
 beforeEach(({ task }) => {
-  check();
-  current = task.name;
-  fileName = task.file?.name ?? fileName;
+  watch.check();
+  watch.where = task.name;
+  watch.file = task.file?.name ?? watch.file;
 });
 
 afterEach(() => {
-  check();
-  current = '(between tests, or an afterAll hook)';
+  watch.check();
+  watch.where = '(between tests, or an afterAll hook)';
 });
 
 afterAll(() => {
-  check();
-  for (const b of blocks.splice(0)) console.warn(`event loop held for ${(b.ms / 1000).toFixed(1)} s in: ${b.where}`);
-  current = '(after the last afterAll hook: the file is done, the test process winds down)';
-});
-
-// Which file and test a runner time-out hit (vitest's own report names neither).
-process.on('unhandledRejection', (e) => {
-  if (String(e).includes('[vitest-worker]')) writeSync(2, `${String(e)} in a test process at: ${current} (${fileName})\n`);
-});
-
-// What holds the loop after the last hook (closing pools, children, handles) is past the
-// reporter: written straight to stderr as the process exits.
-process.on('exit', () => {
-  check();
-  for (const b of blocks) writeSync(2, `event loop held for ${(b.ms / 1000).toFixed(1)} s in: ${b.where} (${process.env.VITEST_POOL_ID ?? '?'})\n`);
+  watch.check();
+  for (const b of watch.blocks.splice(0)) console.warn(`event loop held for ${(b.ms / 1000).toFixed(1)} s in: ${b.where}`);
+  watch.where = '(after the last afterAll hook: the file is done)';
 });
