@@ -2,7 +2,7 @@
 // zeros are not written, so the target stays sparse (raw) or unallocated (qcow2). With
 // compression (qemu-img convert -c), every cluster holding data is stored compressed.
 import { Image } from "./image";
-import { Job, allocatedAbove, allocatingLayer, CHUNK } from "./job";
+import { Job, PassCache, allocatedAbove, allocatingLayer, CHUNK } from "./job";
 import { fail, E_BAD_ARGUMENT } from "./errors";
 
 /** Zero detection granularity: qemu-img convert's default -S (4 KiB). */
@@ -19,10 +19,14 @@ export class ConvertJob extends Job {
   /** Cluster size of a compressing target, else 0. */
   private unit: u64 = 0;
   private clusterBuf: usize = 0;
+  /** The source chain's runs, learnt within a step (the host may write to it between steps). */
+  private passes: PassCache;
   constructor(public src: Image, public dst: Image, compressed: bool) {
     super();
     this.total = src.virtualSize();
-    this.depth = chainDepth(src);
+    const depth = chainDepth(src);
+    this.depth = depth;
+    this.passes = new PassCache(depth);
     if (compressed) {
       this.unit = dst.allocationUnit();
       if (this.unit == 0) fail(E_BAD_ARGUMENT, "compressed output needs a qcow2 target, not " + dst.formatName());
@@ -40,11 +44,17 @@ export class ConvertJob extends Job {
 
   step(budget: u64): bool {
     const end = this.cursor + budget < this.total ? this.cursor + budget : this.total;
+    this.passes.reset();
     while (this.cursor < end) {
       if (this.unit != 0) { this.cursor = this.compressFrom(this.cursor); continue; }
       const off = this.cursor;
-      const n = allocatedAbove(this.src, this.depth, off, this.total - off < CHUNK ? this.total - off : CHUNK);
-      if (allocatingLayer.depth >= 0 && !allocatingLayer.zero) this.copy(off, n);
+      // A run of data is copied a buffer at a time; a run the chain leaves unallocated or zero is
+      // passed over whole (it was cut into buffers too, and the chain walked down for each).
+      let n = allocatedAbove(this.src, this.depth, off, end - off, this.passes);
+      if (allocatingLayer.depth >= 0 && !allocatingLayer.zero) {
+        if (n > CHUNK) n = CHUNK;
+        this.copy(off, n);
+      }
       this.cursor = off + n;
     }
     if (this.cursor >= this.total) {
@@ -62,7 +72,7 @@ export class ConvertJob extends Job {
    */
   private compressFrom(off: u64): u64 {
     const cs = this.unit;
-    const n = allocatedAbove(this.src, this.depth, off, this.total - off);
+    const n = allocatedAbove(this.src, this.depth, off, this.total - off, this.passes);
     if (allocatingLayer.depth < 0 || allocatingLayer.zero) {
       const skipTo = off + n >= this.total ? this.total : (off + n) & ~(cs - 1);
       if (skipTo > off) return skipTo;

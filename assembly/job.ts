@@ -45,16 +45,39 @@ export class AllocatingLayer {
 export const allocatingLayer = new AllocatingLayer();
 
 /**
+ * What a walk down a chain learnt of each layer: the end of the last run the layer left to the
+ * layers below it (from the offset it was asked at). A walk that moves forward through the guest
+ * passes such a layer by until it reaches that end, instead of asking it again for every run
+ * the layers above it have: in a deep chain each layer is then asked once per run it has.
+ * Valid while nothing writes to the chain: reset() it whenever something may have.
+ */
+export class PassCache {
+  private ends: StaticArray<u64>;
+  constructor(layers: i32) { this.ends = new StaticArray<u64>(layers); }
+  reset(): void { memory.fill(changetype<usize>(this.ends), 0, <usize>this.ends.length * 8); }
+  end(d: i32): u64 { return d < this.ends.length ? unchecked(this.ends[d]) : 0; }
+  set(d: i32, v: u64): void { if (d < this.ends.length) unchecked(this.ends[d] = v); }
+}
+
+/**
  * For the run at `off` (at most `max` bytes), find the topmost of the first `layers` images of the
  * chain starting at `top` that allocates it. Sets `allocatingLayer` (depth -1: none) and returns
  * the run length over which that answer holds. A layer shorter than `off` with images below it counts as
- * allocating zeros (they hide the images below, which may be longer).
+ * allocating zeros (they hide the images below, which may be longer). With a `cache`, each layer
+ * is asked for its whole run (up to `max`) and the runs it passes down are remembered.
  */
-export function allocatedAbove(top: Image, layers: i32, off: u64, max: u64): u64 {
+export function allocatedAbove(top: Image, layers: i32, off: u64, max: u64, cache: PassCache | null = null): u64 {
   let n = max;
   let img: Image | null = top;
   for (let d = 0; d < layers && img != null; d++) {
     const i: Image = img;
+    if (cache != null && off < cache.end(d)) {
+      // Within a run this layer leaves to the layers below (so `off` is within its size too).
+      const left = cache.end(d) - off;
+      if (left < n) n = left;
+      img = i.backing;
+      continue;
+    }
     if (off >= i.virtualSize()) {
       // This layer ends before `off`: the layers above deferred to it, and it reads as zeros there,
       // hiding whatever lies below (qemu's bdrv_co_common_block_status_above counts these zeros as
@@ -64,7 +87,13 @@ export function allocatedAbove(top: Image, layers: i32, off: u64, max: u64): u64
       return n;
     }
     const lim = i.virtualSize() - off;
-    n = i.ownStatus(off, n < lim ? n : lim);
+    if (cache != null) {
+      const run = i.ownStatus(off, max < lim ? max : lim);
+      if (run < n) n = run;
+      if ((lastStatus.flags & (ST_DATA | ST_ZERO)) == 0) cache.set(d, off + run);
+    } else {
+      n = i.ownStatus(off, n < lim ? n : lim);
+    }
     if ((lastStatus.flags & (ST_DATA | ST_ZERO)) != 0) {
       allocatingLayer.depth = d;
       allocatingLayer.zero = (lastStatus.flags & ST_ZERO) != 0;
