@@ -11,6 +11,7 @@ import { benchDevice, benchLag, benchParallel, benchParallelCompress, benchParal
 import { benchCompress, printCompress } from './compress.js';
 import { benchStartup } from './startup.js';
 import { benchEncryptedCommit, printEncryptedCommit } from './encrypted-commit.js';
+import { benchDeep, printDeep } from './deep.js';
 import { committedBytes, median, run, taskMedian, taskSamples } from './common.js';
 
 const ROOT = process.env.COWCHAIN_BENCH_DIR ?? path.join(os.tmpdir(), 'cowchain-bench');
@@ -112,8 +113,13 @@ async function main(): Promise<void> {
   // COWCHAIN_BENCH_PART=workers: only the worker tables (parallel commits, event-loop lag);
   // =compress: only convert -c against qemu-img convert -c; =encrypted: only the commit on an
   // encrypted chain against qemu-img commit with the secret; =startup: only the start-up table;
-  // =commit: only the single-commit table (in-process, worker, CLI, qemu-img).
+  // =commit: only the single-commit table (in-process, worker, CLI, qemu-img); =deep: only the
+  // deep-chain table (open, map, read through 200- and 1000-deep chains against qemu-img/qemu-io).
   const part = process.env.COWCHAIN_BENCH_PART ?? 'all';
+  if (part === 'deep') {
+    printDeep(await benchDeep(ROOT, ITERATIONS, CLI), ITERATIONS);
+    return;
+  }
   if (part === 'compress') {
     printCompress(await benchCompress(ROOT, ITERATIONS, CLI), ITERATIONS);
     return;
@@ -192,6 +198,7 @@ async function main(): Promise<void> {
   if (part === 'workers') return;
   printCompress(await benchCompress(ROOT, ITERATIONS, CLI), ITERATIONS);
   printEncryptedCommit(await benchEncryptedCommit(ROOT, ITERATIONS, CLI), ITERATIONS);
+  printDeep(await benchDeep(ROOT, ITERATIONS, CLI), ITERATIONS);
   const c = await benchCreate();
   console.log(`\noverlay create: in-process ${c.inProcessMs.toFixed(2)} ms, qemu-img create ${c.qemuMs.toFixed(2)} ms (${(c.qemuMs / c.inProcessMs).toFixed(1)}×)`);
   console.log(`engine memory (wasm linear memory after all runs): ${(engineMemoryBytes() / 2 ** 20).toFixed(1)} MiB`);
