@@ -1,6 +1,7 @@
 // Modules that only some operations need, loaded by the first one that does: node:crypto (LUKS,
-// clone and revert names), node:zlib and pako (compressed clusters), node:worker_threads (the
-// write-back thread of a job past 128 MiB). Loading them at start-up
+// clone and revert names), node:os (the lock owner's host name where /proc has none), node:zlib
+// and pako (compressed clusters), node:worker_threads (the write-back thread of a job past
+// 128 MiB). Loading them at start-up
 // costs a short CLI command (`img info`, `volume info`) more than its own work. Also what a
 // short command needs without loading a module for it: random bytes and a monotonic clock.
 import * as fs from 'node:fs';
@@ -12,6 +13,7 @@ const requireOnUse = createRequire(import.meta.url);
 export const nodeCrypto = lazy(() => requireOnUse('node:crypto') as typeof import('node:crypto'));
 export const nodeZlib = lazy(() => requireOnUse('node:zlib') as typeof import('node:zlib'));
 export const pako = lazy(() => requireOnUse('pako') as typeof import('pako'));
+export const nodeOs = lazy(() => requireOnUse('node:os') as typeof import('node:os'));
 export const nodeWorkerThreads = lazy(() => requireOnUse('node:worker_threads') as typeof import('node:worker_threads'));
 
 /**
