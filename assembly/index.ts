@@ -17,6 +17,8 @@ import { ConvertJob } from "./convert";
 import { engineCacheBytes } from "./tablecache";
 
 const images = new Array<Image | null>();
+/** Ids of closed images, reused last-closed first: opening a chain of n images registers n. */
+const freeIds = new Array<i32>();
 
 function image(id: i32): Image {
   if (id < 0 || id >= images.length) fail(E_BAD_ARGUMENT, "no open image #" + id.toString());
@@ -26,11 +28,18 @@ function image(id: i32): Image {
 }
 
 function register(img: Image): i32 {
-  for (let i = 0; i < images.length; i++) {
-    if (unchecked(images[i]) == null) { unchecked(images[i] = img); return i; }
+  if (freeIds.length > 0) {
+    const i = freeIds.pop();
+    unchecked(images[i] = img);
+    return i;
   }
   images.push(img);
   return images.length - 1;
+}
+
+function unregister(id: i32): void {
+  unchecked(images[id] = null);
+  freeIds.push(id);
 }
 
 export function lastErrorCode(): string { return lastCode; }
@@ -76,14 +85,14 @@ export function close(id: i32): void {
   const img = image(id);
   if (img.writable) img.flush();
   img.close();
-  unchecked(images[id] = null);
+  unregister(id);
 }
 
 /** Forget an image without flushing (after an error left it in an unknown state). */
 export function abandon(id: i32): void {
   const img = image(id);
   img.close();
-  unchecked(images[id] = null);
+  unregister(id);
 }
 
 function checkRange(img: Image, off: f64, len: f64, what: string): void {
