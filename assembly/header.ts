@@ -66,6 +66,8 @@ export class Header {
   incompat: u64 = 0;
   compat: u64 = 0;
   autoclear: u64 = 0;
+  /** Size of the file when the header was parsed (the open's later checks use it too). */
+  fileSizeAtOpen: u64 = 0;
   refcountOrder: u32 = 4;
   headerLength: u32 = 112;
   compressionType: u8 = 0;
@@ -118,6 +120,7 @@ function decodeString(p: usize, len: u32): string {
 export function parseHeader(handle: i32, forCheck: bool = false): Header {
   const h = new Header();
   const fsize = fileSize(handle);
+  h.fileSizeAtOpen = fsize;
   const head = heap.alloc(112);
   readZeroFill(handle, head, 112, 0);
   const magic = getU32(head);

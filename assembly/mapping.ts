@@ -4,7 +4,7 @@
 // and check go through it; it knows nothing of guest data.
 import { Header, writeHeader, MAX_HOST_OFFSET } from "./header";
 import { getU64, putU64 } from "./be";
-import { readTable, readZeroFill, fileEnd, flush, writeAt } from "./io";
+import { readTable, readZeroFill, flush, writeAt } from "./io";
 import { TableCache } from "./tablecache";
 import { Refcounts } from "./refcount";
 import { fail, hex, E_CORRUPT } from "./errors";
@@ -69,7 +69,9 @@ export class Mapping {
     // cluster or more is what qemu-img check calls corrupt ("exceeding the end of the file by
     // one cluster or more"), and we refuse it (qemu would allocate all of it, up to 32 MiB);
     // less than that is a last cluster the file only partly holds, read as qemu reads it.
-    if (n > 0 && h.l1Offset + <u64>n * 8 >= fileEnd(handle) + cs) {
+    // The file's size as parseHeader saw it, a moment ago: one host stat per image opened, not two.
+    const end = (h.fileSizeAtOpen + 511) & ~(<u64>511);
+    if (n > 0 && h.l1Offset + <u64>n * 8 >= end + cs) {
       fail(E_CORRUPT, "L1 table at " + hex(h.l1Offset) + " lies past the end of the file");
     }
     this.l2 = new TableCache(<usize>cs, L2_CACHE_BYTES, 2, 1024);
