@@ -361,8 +361,20 @@ export class Mapping {
     const entry = lastLookup.entry;
     if (kind != K_COMPRESSED) {
       const withHost = kindHasHost(kind);
+      // All-zero entries are unallocated clusters: in a run of them (a sparse layer's holes, which
+      // map and convert ask every layer of a chain about) they are skipped without decoding.
+      const plainHoles = kind == K_UNALLOC_PLAIN && this.entryBytes == 8;
       while (total < limit && ((off + total) & (cs - 1)) == 0) {
         idx++;
+        if (plainHoles) {
+          // Entries still wanted; the run never crosses the table (limit stops at its end).
+          const left = (limit - total + cs - 1) >> this.clusterBits;
+          let k: u64 = 0;
+          while (k < left && load<u64>(p + <usize>((idx + k) << 3)) == 0) k++;
+          total += k << this.clusterBits;
+          if (k == left) break;
+          idx += k;
+        }
         const n = this.decode(p, idx, 0);
         if (lastLookup.kind != kind || (withHost && lastLookup.host != host + total)) break;
         total += n;
