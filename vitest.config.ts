@@ -54,8 +54,12 @@ export default defineConfig({
     hookTimeout: 600_000,
     teardownTimeout: 120_000,
     pool: 'forks',
+    // Test files share their worker processes (two of them, not one per file: starting node and
+    // vitest's worker cost each file ~0.3 s of CPU); fresh-modules.ts gives each file fresh
+    // modules, as a process of its own would.
+    poolOptions: { forks: { isolate: false } },
     // The engine workers (src/worker) run from a bundle of the sources.
-    setupFiles: ['test/support/engine-worker-setup.ts', 'test/support/event-loop-watch.ts'],
+    setupFiles: ['test/support/fresh-modules.ts', 'test/support/engine-worker-setup.ts', 'test/support/event-loop-watch.ts'],
     // Two test files at a time (vitest's default on two cores is one): many tests wait on child
     // processes, qemu and timers rather than compute. (Three were no faster on an idle machine and
     // heavier on a shared one.)
