@@ -29,8 +29,13 @@ import { qemuImg, qemuIo, requireQemu, tmpDir } from '../support/qemu.js';
 requireQemu();
 
 let root: string;
-/** base.qcow2 (64 MiB, data in its first half) <- mid.qcow2 <- top.qcow2 (data scattered over 48 MiB). */
+/**
+ * base.qcow2 (16 MiB, data in its first half) <- mid.qcow2 <- top.qcow2 (data scattered over 12 MiB):
+ * small, as every test copies it (twice for a reference), and steps of STEP make a commit many steps.
+ */
 let template: string;
+/** A commit's step in these tests: a quarter of a MiB (a 16 MiB commit takes 64). */
+const STEP = 256 * 1024;
 const pool = new EnginePool({ size: 2 });
 afterAll(() => pool.close());
 
@@ -38,13 +43,13 @@ beforeAll(() => {
   root = tmpDir('cowchain-async-');
   template = path.join(root, 'template');
   fs.mkdirSync(template);
-  qemuImg(['create', '-q', '-f', 'qcow2', path.join(template, 'base.qcow2'), '64M']);
-  qemuIo(path.join(template, 'base.qcow2'), ['write -P 0x11 0 32M']);
+  qemuImg(['create', '-q', '-f', 'qcow2', path.join(template, 'base.qcow2'), '16M']);
+  qemuIo(path.join(template, 'base.qcow2'), ['write -P 0x11 0 8M']);
   qemuImg(['create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', path.join(template, 'mid.qcow2')]);
-  qemuIo(path.join(template, 'mid.qcow2'), ['write -P 0x22 8M 4M', 'write -z 40M 1M']);
+  qemuIo(path.join(template, 'mid.qcow2'), ['write -P 0x22 2M 1M', 'write -z 10M 256k']);
   qemuImg(['create', '-q', '-f', 'qcow2', '-b', 'mid.qcow2', '-F', 'qcow2', path.join(template, 'top.qcow2')]);
   const cmds: string[] = [];
-  for (let i = 0; i < 48; i++) cmds.push(`write -P ${0x30 + i} ${i * MiB + (i % 7) * 65536} 512k`);
+  for (let i = 0; i < 48; i++) cmds.push(`write -P ${0x30 + i} ${i * STEP + (i % 7) * 16384} 128k`);
   qemuIo(path.join(template, 'top.qcow2'), cmds);
 });
 
@@ -58,7 +63,7 @@ describe('jobs in worker threads give what the synchronous jobs give', () => {
       const ref = fresh('commit-s');
       const base = 'base' in variant ? { base: path.join(ours, 'base.qcow2') } : {};
       const progress: [number, number][] = [];
-      await commit(path.join(ours, 'top.qcow2'), { ...variant, ...base, pool, stepBytes: 4 * MiB, onProgress: (d, t) => progress.push([d, t]) });
+      await commit(path.join(ours, 'top.qcow2'), { ...variant, ...base, pool, stepBytes: 4 * STEP, onProgress: (d, t) => progress.push([d, t]) });
       commitImage(path.join(ref, 'top.qcow2'), { ...variant, ...('base' in variant ? { base: path.join(ref, 'base.qcow2') } : {}) });
       for (const f of ['base.qcow2', 'mid.qcow2', 'top.qcow2']) {
         expectIdentical(path.join(ours, f), path.join(ref, f), `${label}: ${f}`);
@@ -116,7 +121,7 @@ describe('jobs in worker threads give what the synchronous jobs give', () => {
     const b = fresh('par-b');
     const ref = fresh('par-ref');
     commitImage(path.join(ref, 'top.qcow2'), { keepTop: true });
-    const jobs = [commit(path.join(a, 'top.qcow2'), { pool, keepTop: true, stepBytes: MiB }), commit(path.join(b, 'top.qcow2'), { pool, keepTop: true, stepBytes: MiB })];
+    const jobs = [commit(path.join(a, 'top.qcow2'), { pool, keepTop: true, stepBytes: STEP }), commit(path.join(b, 'top.qcow2'), { pool, keepTop: true, stepBytes: STEP })];
     expect(pool.running).toBe(2);
     expect(pool.queued).toBe(0);
     await Promise.all(jobs);
@@ -148,7 +153,7 @@ describe('errors, cancellation, a host stop and a dying worker', () => {
     const err = await commit(path.join(d, 'top.qcow2'), {
       pool,
       keepTop: true,
-      stepBytes: MiB,
+      stepBytes: STEP,
       signal: ac.signal,
       onProgress: (done) => {
         seen.push(done);
@@ -159,7 +164,7 @@ describe('errors, cancellation, a host stop and a dying worker', () => {
     expect((err as CowError).code).toBe('ECOW_CANCELLED');
     expect(((err as CowError).cause as Error).message).toBe('test abort');
     expect(seen.length).toBe(3);
-    expect(seen[2]).toBeLessThan(64 * MiB);
+    expect(seen[2]).toBeLessThan(16 * MiB);
     for (const f of ['base.qcow2', 'mid.qcow2', 'top.qcow2']) expectCheckClean(path.join(d, f), 'qcow2', `cancelled: ${f}`);
     expect(fs.readFileSync(path.join(d, 'top.qcow2')).equals(topBefore), 'the top is not written').toBe(true);
     await commit(path.join(d, 'top.qcow2'), { pool, keepTop: true });
@@ -170,7 +175,7 @@ describe('errors, cancellation, a host stop and a dying worker', () => {
     const d = fresh('cancel-word');
     const before = fs.readFileSync(path.join(d, 'base.qcow2'));
     const ac = new AbortController();
-    const job = commit(path.join(d, 'top.qcow2'), { pool, keepTop: true, stepBytes: MiB, signal: ac.signal });
+    const job = commit(path.join(d, 'top.qcow2'), { pool, keepTop: true, stepBytes: STEP, signal: ac.signal });
     // The job is already handed to a worker (run() dispatches at once): this abort can only reach it
     // through the cancel word, which the worker reads before its first step.
     expect(pool.running).toBe(1);
@@ -199,7 +204,7 @@ describe('errors, cancellation, a host stop and a dying worker', () => {
     const err = await commit(path.join(d, 'top.qcow2'), {
       pool,
       keepTop: true,
-      stepBytes: MiB,
+      stepBytes: STEP,
       checkpoint: () => {
         if (++calls === 4) {
           sizeAtStop = fs.statSync(path.join(d, 'base.qcow2')).size;
@@ -215,7 +220,7 @@ describe('errors, cancellation, a host stop and a dying worker', () => {
     const err2 = await commit(path.join(fresh('progress-throws'), 'top.qcow2'), {
       pool,
       keepTop: true,
-      stepBytes: MiB,
+      stepBytes: STEP,
       onProgress: () => {
         throw thrown;
       },
@@ -232,7 +237,7 @@ describe('errors, cancellation, a host stop and a dying worker', () => {
     await commit(path.join(d, 'top.qcow2'), {
       pool,
       keepTop: true,
-      stepBytes: MiB,
+      stepBytes: STEP,
       checkpoint: async () => {
         if (++calls !== 3) return;
         const before = fs.readFileSync(path.join(d, 'base.qcow2'));
@@ -255,7 +260,7 @@ describe('errors, cancellation, a host stop and a dying worker', () => {
       const err = await commit(path.join(d, 'top.qcow2'), {
         pool: own,
         keepTop: true,
-        stepBytes: 2 * MiB,
+        stepBytes: 2 * STEP,
         onProgress: () => {
           // Terminate while the worker copies: the next step is running (or about to).
           if (++progressCalls === 2) setImmediate(() => own.terminate());
@@ -276,7 +281,7 @@ describe('errors, cancellation, a host stop and a dying worker', () => {
     const own = new EnginePool({ size: 1 });
     try {
       const d = fresh('queue');
-      const first = commit(path.join(d, 'top.qcow2'), { pool: own, keepTop: true, stepBytes: MiB });
+      const first = commit(path.join(d, 'top.qcow2'), { pool: own, keepTop: true, stepBytes: STEP });
       const ac = new AbortController();
       const second = commit(path.join(d, 'top.qcow2'), { pool: own, keepTop: true, signal: ac.signal });
       expect(own.queued).toBe(1);
