@@ -14,24 +14,6 @@ const vm = require('node:vm');
 const { createRequire } = require('node:module');
 
 const BUNDLE = path.join(__dirname, 'cli.js');
-
-/**
- * The engine's wasm, compiled asynchronously from the start: V8 decodes and validates it on a
- * background thread while this one deserializes the bundle and declares the commands, and the
- * bin's main() hands the module to the engine (runAsBin). Not for help and version, which need no
- * engine; where the file cannot be read the engine reads it itself, and says why.
- */
-function compileEngineEarly(argv) {
-  if (argv.length === 0 || argv.some((a) => a === '--help' || a === '-h' || a === '--version' || a === '-V' || a === 'help')) return undefined;
-  try {
-    const compiled = WebAssembly.compile(fs.readFileSync(path.join(__dirname, '../../build/cowchain.wasm')));
-    compiled.catch(() => {}); // the engine compiles the file itself, and reports what fails
-    return compiled;
-  } catch {
-    return undefined;
-  }
-}
-const engine = require.main === module ? compileEngineEarly(process.argv.slice(2)) : undefined;
 /** The volume and snapshot commands have a cache of their own: one of every command costs a start more to deserialize. */
 const CACHE = path.join(__dirname, require.main === module && /^(volume|snapshot)$/.test(process.argv[2] ?? '') ? 'cli-volume.cache' : 'cli.cache');
 
@@ -57,4 +39,4 @@ exports.createCodeCache = () => script.createCachedData();
 /** true when V8 refused cli.cache (another Node, other V8 flags); undefined when there was none. */
 exports.codeCacheRejected = script.cachedDataRejected;
 
-if (require.main === module) bundle.exports.runAsBin(process.argv.slice(2), engine);
+if (require.main === module) bundle.exports.runAsBin(process.argv.slice(2));

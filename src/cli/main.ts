@@ -112,15 +112,11 @@ function invokedDirectly(): boolean {
  * writes there; scripts/build-cli.mjs checks the bundled zod still does), set here before zod
  * loads, so that a command without zod does not load it to set this.
  */
-export function runAsBin(argv: string[], engine?: Promise<object>): void {
+export function runAsBin(argv: string[]): void {
   writeToDescriptors();
   const g = globalThis as { __zod_globalConfig?: { jitless?: boolean } };
   (g.__zod_globalConfig ??= {}).jitless = true;
-  // The engine module the bin began compiling at its start (bin.cjs), for the engine to take
-  // instead of compiling build/cowchain.wasm on this thread; a failed compile is the engine's to
-  // meet and report when a command needs it.
-  const ready = engine ? engine.then(async (module) => (await import('../engine/engine.js')).offerCompiledEngine(module), () => {}) : Promise.resolve();
-  ready.then(() => main(argv)).then((code) => process.exit(code));
+  main(argv).then((code) => process.exit(code));
 }
 
 /** true in the bundle (scripts/build-cli.mjs defines it): there the bin, dist/cli/main.js, calls runAsBin. */

@@ -114,16 +114,6 @@ export function engineModule(): CompiledEngine {
 }
 
 /**
- * The package's own engine, compiled by the caller ahead of need (the CLI's bin compiles
- * build/cowchain.wasm asynchronously, off its main thread, while it loads): engineModule() takes
- * it instead of reading and compiling the file then. No effect once an engine was compiled or
- * supplied; nothing is instantiated here.
- */
-export function offerCompiledEngine(module: CompiledEngine): void {
-  if (suppliedModule === undefined && module instanceof WebAssembly.Module) suppliedModule = module;
-}
-
-/**
  * Run the engine from `source` (wasm bytes or a compiled WebAssembly.Module) in this thread, and
  * in engine workers started from now on, instead of reading the package's build/cowchain.wasm.
  * It is compiled and instantiated here, so a bad source fails now (ECOW_ENGINE_LOAD) and changes
