@@ -186,13 +186,15 @@ export function resolveInsideDirSync(dir: string, name: string): string {
   checkNameForResolve(dir, name);
   let realDir: string;
   try {
-    realDir = fsSync.realpathSync(dir);
+    // realpath(3), as the async resolveInsideDir's fs.realpath: the JavaScript realpathSync
+    // lstat()s every component of the path, for every layer of every chain opened.
+    realDir = fsSync.realpathSync.native(dir);
   } catch (e) {
     throw dirResolveError(dir, e);
   }
   let real: string;
   try {
-    real = fsSync.realpathSync(path.resolve(realDir, name));
+    real = fsSync.realpathSync.native(path.resolve(realDir, name));
   } catch (e) {
     throw nameResolveError(dir, name, e);
   }
