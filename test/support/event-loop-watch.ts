@@ -27,6 +27,8 @@ interface Watch {
   file: string;
   /** Blocks seen and not yet reported. */
   blocks: { ms: number; where: string }[];
+  /** When the loop last turned (a tick of the watch's timer, or a hook). */
+  turned: number;
   /** How long since the loop last turned; records a block over BLOCK_MS. */
   check(): void;
 }
@@ -41,8 +43,10 @@ function install(): Watch {
     where: '',
     file: '?',
     blocks: [],
+    turned: last,
     check() {
       const now = performance.now();
+      watch.turned = now;
       const held = now - last - TICK_MS;
       if (held > BLOCK_MS) watch.blocks.push({ ms: held, where: `${watch.where} (${watch.file})` });
       last = now;
@@ -63,6 +67,41 @@ function install(): Watch {
 }
 
 const watch = (holder[KEY] ??= install());
+
+/**
+ * How long the runner takes to answer this process's task updates: an answer later than vitest's
+ * 60 s RPC time-out fails the run. Answers slower than SLOW_ANSWER_MS are written to stderr with
+ * the time they were asked, so a run that failed that way shows when and where.
+ */
+const SLOW_ANSWER_MS = Number(process.env.COWCHAIN_RPC_REPORT_MS ?? 10_000);
+// (vitest's rpc object answers every property with a function: which ones are wrapped is kept here)
+const timedKey = Symbol.for('cowchain.test.timed-rpc');
+const timed = ((globalThis as { [timedKey]?: WeakSet<object> })[timedKey] ??= new WeakSet());
+const state = (globalThis as { __vitest_worker__?: { rpc?: object } }).__vitest_worker__;
+if (state?.rpc && !timed.has(state.rpc)) {
+  state.rpc = new Proxy(state.rpc, {
+    get(target, key) {
+      const value = Reflect.get(target, key) as unknown;
+      if (key !== 'onTaskUpdate' || typeof value !== 'function') return value;
+      return (...args: unknown[]) => {
+        const asked = new Date();
+        const t0 = performance.now();
+        const answered = (value as (...a: unknown[]) => Promise<unknown>)(...args);
+        const report = () => {
+          const ms = performance.now() - t0;
+          if (ms > SLOW_ANSWER_MS) {
+            const [packs, events] = args as [unknown[], unknown[]];
+            const what = `${packs?.length ?? 0} tasks, ${events?.length ?? 0} events`;
+            writeSync(2, `runner answered onTaskUpdate after ${(ms / 1000).toFixed(1)} s (asked ${asked.toISOString()} in ${watch.where} (${watch.file}), pid ${process.pid}; ${what}; loop turned ${((performance.now() - watch.turned) / 1000).toFixed(1)} s ago)\n`);
+          }
+        };
+        answered.then(report, report);
+        return answered;
+      };
+    },
+  });
+  timed.add(state.rpc);
+}
 watch.check();
 watch.where = '(collection or a beforeAll hook)';
 // vitest's worker state names the file being collected (before any test has a task to ask).
