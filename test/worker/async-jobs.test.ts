@@ -173,17 +173,22 @@ describe('errors, cancellation, a host stop and a dying worker', () => {
 
   it('without a checkpoint or progress the worker does not ask between steps: an abort reaches it through its cancel word', async () => {
     const d = fresh('cancel-word');
-    const before = fs.readFileSync(path.join(d, 'base.qcow2'));
     const ac = new AbortController();
-    const job = commit(path.join(d, 'top.qcow2'), { pool, keepTop: true, stepBytes: STEP, signal: ac.signal });
+    // Steps of one cluster: the job is some 190 of them, so the abort below lands while it runs
+    // (with four times larger steps, a worker scheduled before this thread once finished all of
+    // them first, in .ci/run).
+    const job = commit(path.join(d, 'top.qcow2'), { pool, keepTop: true, stepBytes: 64 * 1024, signal: ac.signal });
     // The job is already handed to a worker (run() dispatches at once): this abort can only reach it
-    // through the cancel word, which the worker reads before its first step.
+    // through the cancel word, which the worker reads before each step; without it, the job would
+    // run to its end.
     expect(pool.running).toBe(1);
     ac.abort(new Error('abort while running'));
     const err = await job.catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CowError);
     expect((err as CowError).code).toBe('ECOW_CANCELLED');
     expect(((err as CowError).cause as Error).message).toBe('abort while running');
-    expect(fs.readFileSync(path.join(d, 'base.qcow2')).equals(before), 'no step ran').toBe(true);
+    // (A step or two may have run before the word was read: the commit is then unfinished, and
+    // every image still checks clean.)
     for (const f of ['base.qcow2', 'mid.qcow2', 'top.qcow2']) expectCheckClean(path.join(d, f), 'qcow2', `cancelled: ${f}`);
   });
 
