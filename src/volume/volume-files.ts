@@ -14,7 +14,7 @@ import { checkOpenImage } from '../image/check.js';
 import { createQcow2On } from '../image/create.js';
 import type { Image } from '../image/image.js';
 import type { ImageFormat } from '../image/types.js';
-import { readdirAsync, syncDir } from './atomic-file.js';
+import { readdirAsync, syncDir, unlinkAsync } from './atomic-file.js';
 import { applyFileModes, resolveFileModes, type FileModes } from './file-modes.js';
 import { formatRecordName, formatRecordTempPrefix } from './format-record.js';
 import { infoTempPrefix, readInfo, writeInfo, type VolumeInfo } from './info-file.js';
@@ -407,9 +407,7 @@ export class VolumeFiles {
   async unlink(name: string): Promise<boolean> {
     this.guard();
     try {
-      // On the thread pool, not synchronously: removing a large image frees its blocks, which
-      // took the event loop 250 ms for a 1 GiB snapshot (the bench's lag table).
-      await new Promise<void>((resolve, reject) => fs.unlink(this.path(name), (e) => (e ? reject(e) : resolve())));
+      await unlinkAsync(this.path(name));
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
       throw new CowError('ECOW_IO', `cannot remove ${this.path(name)}: ${(e as Error).message}`, { cause: e });
