@@ -29,16 +29,21 @@ import {
   expectSameChainHeaders,
 } from '../support/chains.js';
 
-const SEED = 0x2eba5e00;
-/** Cases of the property: a smoke in `npm test`, more in `npm run test:full`. */
-const RUNS = byTier(10, 30);
+/**
+ * Cases of the property: a smoke in `npm test`, more in `npm run test:full`. The quick tier's seed
+ * was picked for three cases that between them still draw every kind the test counts (each safe
+ * target, a probed format, unsafe onto a missing name and onto none, both streams, a v2 top,
+ * extended L2, 512 B clusters, a raw and a compressed base).
+ */
+const SEED = byTier(1105, 0x2eba5e00);
+const RUNS = byTier(3, 30);
 
 let root: string;
 let counter = 0;
 
 beforeAll(() => {
   requireQemu();
-  root = tmpDir('cowchain-rebase-');
+  root = tmpDir('cowchain-rebase-', { memory: true }); // guest views, checks, headers and header bytes: no fsync needed
 });
 
 /** An image outside the chain, to rebase onto. */
