@@ -26,10 +26,11 @@ import { assertOnChains, createOptions, qcow2TargetArb, type Qcow2Target } from 
 
 /**
  * Cases of the property: a smoke in `npm test`, more in `npm run test:full`. The quick tier's seed
- * is one whose 10 draws already cover every kind of case counted below (found with fc.sample).
+ * is one whose 3 draws already cover every kind of case counted below (found by running the
+ * property's arbitraries over seeds 0..3999 and counting).
  */
-const SEED = byTier(16, 0x0c0fe27);
-const RUNS = byTier(10, 36);
+const SEED = byTier(558, 0x0c0fe27);
+const RUNS = byTier(3, 36);
 
 let root: string;
 
