@@ -23,15 +23,18 @@ import { assertOnChains, createOptions, qcow2TargetArb, type Qcow2Target } from 
 import { fails, ok } from '../support/cli.js';
 import { readGuest } from '../support/guest.js';
 
-/** The quick tier's seed is one whose 8 draws cover every kind of case counted below (found with fc.sample). */
-const SEED = byTier(13, 0x18c0de);
-const RUNS = byTier(8, 30);
+/**
+ * The quick tier's seed is one whose 3 draws cover every kind of case counted below (found by
+ * running the property's arbitraries over seeds 0..3999 and counting).
+ */
+const SEED = byTier(2483, 0x18c0de);
+const RUNS = byTier(3, 30);
 
 let root: string;
 
 beforeAll(() => {
   requireQemu();
-  root = tmpDir('cowchain-convert-c-');
+  root = tmpDir('cowchain-convert-c-', { memory: true }); // checks, compares, headers, qcow2 maps and file lengths: no fsync or holes observed
 });
 
 /** `qemu-img check --output=json`'s count of compressed clusters. */
