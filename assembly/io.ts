@@ -9,6 +9,8 @@ import { fail, E_CORRUPT, hex } from "./errors";
 @external("host", "size") declare function hostSize(handle: i32): f64;
 /** From `offset`, at most `len` bytes: n > 0 bytes of data, or a hole of -n bytes (reads as zeros). */
 @external("host", "extent") declare function hostExtent(handle: i32, offset: f64, len: f64): f64;
+/** Bytes the file takes on its device (st_blocks * 512); -1 when the host cannot tell. */
+@external("host", "allocated") declare function hostAllocated(handle: i32): f64;
 @external("host", "truncate") declare function hostTruncate(handle: i32, size: f64): void;
 @external("host", "flush") declare function hostFlush(handle: i32): void;
 /** Inflate `srcLen` bytes into exactly `dstLen` bytes; returns bytes produced, -1 on bad data. */
@@ -78,6 +80,12 @@ export function fileExtent(handle: i32, off: u64, len: u64): i64 {
   const n = <i64>hostExtent(handle, <f64>off, <f64>len);
   // The host's answer is bounded and non-zero; anything else is data, the safe reading.
   return n == 0 || n > <i64>len || n < -<i64>len ? <i64>len : n;
+}
+
+/** Bytes the file takes on its device, as qemu's bdrv_get_allocated_file_size; -1: unknown. */
+export function fileAllocated(handle: i32): i64 {
+  const n = hostAllocated(handle);
+  return n >= 0 ? <i64>n : -1;
 }
 
 /**

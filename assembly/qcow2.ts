@@ -2,7 +2,8 @@
 // chain, per-layer block status, growth. The write side lives in write.ts.
 import { Image, lastStatus } from "./image";
 import { Header, parseHeader, writeHeader, l1EntriesFor, MAX_HOST_OFFSET, MAX_L1_ENTRIES, INCOMPAT_DIRTY, INCOMPAT_CORRUPT } from "./header";
-import { readZeroFill, decompress, fileSize, fileEnd, flush } from "./io";
+import { readZeroFill, decompress, fileSize, fileEnd, fileExtent, fileAllocated, flush } from "./io";
+import { Refcounts } from "./refcount";
 import { readSnapshotTable } from "./snapshots";
 import { checkBitmaps } from "./bitmaps";
 import { Mapping, lastLookup } from "./mapping";
@@ -34,6 +35,9 @@ export class Qcow2Image extends Image {
   private knownEnd: u64 = 0;
   private writeReady: bool = false;
   private writerObj: Writer | null = null;
+  /** Whether qemu would take this image for metadata-preallocated (see metadataPreallocated). */
+  private preallocChecked: bool = false;
+  private prealloc: bool = false;
 
   /** Open flags (see openQcow2): writable; forCheck opens as `qemu-img check` does. */
   static readonly WRITABLE: i32 = 1;
@@ -151,10 +155,61 @@ export class Qcow2Image extends Image {
     let f = 0;
     if (k == K_NORMAL || k == K_COMPRESSED) f = ST_DATA;
     else if (k == K_ZERO_PLAIN || k == K_ZERO_ALLOC) f = ST_ZERO;
-    if (kindHasHost(k)) f |= ST_OFFSET_VALID;
+    // qemu gives no file offset for encrypted data (its qcow2_co_block_status: `!s->crypto`):
+    // the bytes there are ciphertext, nothing a caller could read the guest's data from.
+    if (kindHasHost(k) && this.h.cryptMethod == 0) f |= ST_OFFSET_VALID;
     lastStatus.flags = f;
     lastStatus.offset = lastLookup.host;
     return n;
+  }
+
+  /**
+   * qemu's block status of a data run goes on into the file below it, but only in an image it
+   * takes for metadata-preallocated (qcow2_co_block_status sets BDRV_BLOCK_RECURSE then): there,
+   * where the host file has a hole, the run reads as zero and qemu-img map says `"zero": true,
+   * "data": true`, split at the hole's edges. Not for compressed or encrypted data (no offset in
+   * the file). Only here, for map: commit, convert and rebase read `ownStatus`, where one more
+   * lseek per run would cost and gain nothing.
+   */
+  status(off: u64, bytes: u64): u64 {
+    let n = super.status(off, bytes);
+    if (lastLookup.kind == K_NORMAL && (lastStatus.flags & ST_OFFSET_VALID) != 0 && this.metadataPreallocated()) {
+      const run = fileExtent(this.handle, lastStatus.offset, n);
+      if (run < 0) {
+        n = <u64>(-run);
+        lastStatus.flags |= ST_ZERO;
+      } else {
+        n = <u64>run;
+      }
+    }
+    return n;
+  }
+
+  /**
+   * qemu's qcow2_detect_metadata_preallocation, decided once per open image: the image counts as
+   * preallocated when the clusters its refcounts say are in use (counting stops at the threshold)
+   * number at least max(real × 10/9, real + 2), where `real` is the clusters' worth of space the
+   * file takes on its device. A file much sparser than its refcounts: clusters allocated and never
+   * written. A host that cannot tell the space (or any refcount it cannot read) says no.
+   */
+  private metadataPreallocated(): bool {
+    if (this.preallocChecked) return this.prealloc;
+    this.preallocChecked = true;
+    const allocated = fileAllocated(this.handle);
+    if (allocated < 0) return false;
+    const real = <u64>allocated / this.cs;
+    const t1 = real * 10 / 9;
+    const threshold = t1 > real + 2 ? t1 : real + 2;
+    const end = (fileSize(this.handle) + this.cs - 1) / this.cs;
+    // The refcounts as check reads them: never failing (a block past the end reads as zeros).
+    const rc = new Refcounts(this.handle, this.h, true);
+    let count: u64 = 0;
+    for (let i: u64 = 0; i < end && count < threshold; i++) {
+      if (rc.getChecked(i) != 0) count++;
+    }
+    rc.dispose();
+    this.prealloc = count >= threshold;
+    return this.prealloc;
   }
 
   writer(): Writer {

@@ -19,6 +19,8 @@ export interface Backend {
    * of -n bytes that reads as zeros. Absent: everything is data.
    */
   extent?(offset: number, len: number): number;
+  /** Bytes the file takes on its device (st_blocks × 512). Absent: unknown. */
+  allocated?(): number;
   truncate(size: number): void;
   /** Make every completed write durable. */
   flush(): void;
@@ -150,6 +152,13 @@ export class FileBackend implements Backend {
 
   extent(offset: number, len: number): number {
     return dataRun(this.fd, offset, len);
+  }
+
+  allocated(): number {
+    // st_blocks counts 512-byte units on Linux; a platform without it (or Deno's node:fs, whose
+    // blocks may be absent) answers unknown.
+    const { blocks } = fs.fstatSync(this.fd);
+    return typeof blocks === 'number' && Number.isFinite(blocks) && blocks >= 0 ? blocks * 512 : -1;
   }
 
   truncate(size: number): void {

@@ -165,6 +165,7 @@ export class Engine {
         write: (h: number, ptr: number, len: number, off: number) => backend(h).write(new Uint8Array(mem(), ptr, len), off),
         size: (h: number) => backend(h).size(),
         extent: (h: number, off: number, len: number) => backend(h).extent?.(off, len) ?? len,
+        allocated: (h: number) => backend(h).allocated?.() ?? -1,
         truncate: (h: number, size: number) => backend(h).truncate(size),
         flush: (h: number) => backend(h).flush(),
         decompress: (type: number, src: number, srcLen: number, dst: number, dstLen: number) => {

@@ -96,7 +96,7 @@ describe('the wasm boundary', () => {
     // Arity: an exported wasm function's length is its parameter count. Strings cross as one
     // pointer, so the counts agree one to one.
     const instance = new Wasm.Instance(module, {
-      host: { read: () => 0, write: () => 0, size: () => 0, extent: () => 0, truncate: () => 0, flush: () => 0, decompress: () => -1, compress: () => -1, ecb: () => undefined },
+      host: { read: () => 0, write: () => 0, size: () => 0, extent: () => 0, allocated: () => -1, truncate: () => 0, flush: () => 0, decompress: () => -1, compress: () => -1, ecb: () => undefined },
       env: { abort: () => undefined },
     });
     for (const [name, params] of declared) {
