@@ -28,14 +28,19 @@ import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { openImage, type Image } from '../../src/index.js';
 import { createImage } from '../../src/image/create.js';
-import { qemuCheck, qemuImg, qemuIo, requireQemu, tmpDir } from '../support/qemu.js';
+import { expectSameGuest, qemuCheck, qemuImg, qemuIo, requireQemu, tmpDir } from '../support/qemu.js';
 import { firstDiff, join, rng, writePatternedRaw } from '../support/images.js';
 import { cli } from '../support/cli.js';
 import { byTier } from '../support/tier.js';
 
+/**
+ * Cases of the properties: a smoke in `npm test`, more in `npm run test:full`. The engine
+ * property's quick seed is one whose 6 draws still cover every kind it counts (found by running
+ * its arbitrary over seeds 0..2999 and counting); the full tier keeps 70 from the old seed.
+ */
 const SEED = 0x3a11c0de;
-/** Cases of the properties: a smoke in `npm test`, more in `npm run test:full`. */
-const RUNS = byTier({ engine: 25, ioWrites: 6, ioReads: 5 }, { engine: 70, ioWrites: 14, ioReads: 10 });
+const ENGINE_SEED = byTier(198, SEED);
+const RUNS = byTier({ engine: 6, ioWrites: 3, ioReads: 3 }, { engine: 70, ioWrites: 14, ioReads: 10 });
 const MiB = 1 << 20;
 
 interface Geometry {
@@ -191,7 +196,7 @@ let counter = 0;
 
 beforeAll(() => {
   requireQemu();
-  dir = tmpDir('cowchain-write-random-');
+  dir = tmpDir('cowchain-write-random-', { memory: true }); // checks and guest views: no fsync or holes observed
 });
 
 function createOptions(g: Geometry): string {
@@ -279,8 +284,8 @@ function runEngineCase(g: Geometry, ops: Op[]): void {
     expect(check.status, `qemu-img check of ours (0 errors, 0 leaks expected): ${JSON.stringify(check.result)}\n${label}`).toBe(0);
     const theirs = convertRaw(twin);
     expect(firstDiff(theirs, model), `qemu-io's twin differs from the model (the model is wrong)\n${label}`).toBe(-1);
-    const converted = convertRaw(ours);
-    expect(firstDiff(converted, model), `qemu-img convert of ours differs from the model\n${label}`).toBe(-1);
+    // Ours as qemu reads it: the same guest view as the twin, which equals the model.
+    expectSameGuest(ours, twin, `qemu reads ours otherwise than the twin (so otherwise than the model)\n${label}`);
     const reread = openImage(ours);
     try {
       expect(firstDiff(reread.read(0, g.size), model), `our read of ours differs from the model\n${label}`).toBe(-1);
@@ -315,7 +320,7 @@ describe('random write sequences through the engine, refereed by qemu', () => {
         }
         runEngineCase(g, ops);
       }),
-      { seed: SEED, numRuns: RUNS.engine, endOnFailure: true },
+      { seed: ENGINE_SEED, numRuns: RUNS.engine, endOnFailure: true },
     );
     // The draw really covered what this file claims.
     expect(seen.runs).toBe(RUNS.engine);
