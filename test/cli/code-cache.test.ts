@@ -1,6 +1,6 @@
 // The built bin (dist/cli/main.js) compiles its bundle with a V8 code cache `npm run build` made
-// (scripts/build-cli.mjs; cli-volume.cache for the volume and snapshot commands, cli.cache for the
-// others): this Node accepts them, and a cache V8 refuses (another Node, other flags, a damaged
+// (scripts/build-cli.mjs; cli-volume-info.cache for volume info, cli-volume.cache for the other
+// volume and snapshot commands, cli.cache for the rest): this Node accepts them, and a cache V8 refuses (another Node, other flags, a damaged
 // file) or a missing one changes nothing but the start-up time.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -34,9 +34,12 @@ describe('the CLI code cache', () => {
   it('is accepted by the Node that built it, and refused under other V8 flags', () => {
     expect(rejected(CLI_MAIN)).toBe('false');
     expect(rejected(CLI_MAIN, ['--max-semi-space-size=4'])).toBe('true');
-    // the volume and snapshot commands' cache, in the place of the one a loaded bin reads
-    const volumeCache = copyOfBin('volume-cache', fs.readFileSync(path.join(ROOT, 'dist/cli/cli-volume.cache')));
-    expect(rejected(volumeCache)).toBe('false');
+    // every other command's cache, in the place of the one a loaded bin reads
+    const caches = fs.readdirSync(path.join(ROOT, 'dist/cli')).filter((f) => f.endsWith('.cache'));
+    expect(caches.sort()).toEqual(['cli-volume-info.cache', 'cli-volume.cache', 'cli.cache']);
+    for (const cache of caches.filter((f) => f !== 'cli.cache')) {
+      expect(rejected(copyOfBin(cache, fs.readFileSync(path.join(ROOT, 'dist/cli', cache)))), cache).toBe('false');
+    }
   });
 
   it('refused or missing, the bin compiles its bundle and behaves the same', () => {

@@ -10,8 +10,8 @@
 //     src/*.ts, which is not published, so they would only be broken links);
 //   * every dist/*.js has its src/*.ts (no stale output of a deleted source), and every src/*.ts
 //     its dist .js and .d.ts (the build is complete); src/cli is the exception: the bin is
-//     dist/cli/main.js, which loads one bundle, dist/cli/cli.js, with its V8 code cache cli.cache
-//     (scripts/build-cli.mjs), and dist/cli/package.json making main.js CommonJS; no .d.ts.
+//     dist/cli/main.js, which loads one bundle, dist/cli/cli.js, with one of its V8 code caches
+//     (dist/cli/*.cache, scripts/build-cli.mjs), and dist/cli/package.json making main.js CommonJS; no .d.ts.
 //
 // Scripts never run here (`--ignore-scripts`: `npm pack` would otherwise run `prepare`, a full
 // rebuild, under the other tests' feet); `npm test` builds first. npm is spawned without the
@@ -36,6 +36,8 @@ const PKG = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'))
   exports: Record<string, string | Record<string, string>>;
   dependencies: Record<string, string>;
 };
+/** The bin's V8 code caches (scripts/build-cli.mjs), one of which a start reads. */
+const CLI_CACHES = ['cli-volume-info', 'cli-volume', 'cli'].map((name) => `dist/cli/${name}.cache`).sort();
 const NPM = process.platform === 'win32' ? 'npm.cmd' : 'npm';
 const NPX = process.platform === 'win32' ? 'npx.cmd' : 'npx';
 const TSC = path.join(ROOT, 'node_modules/typescript/bin/tsc');
@@ -112,7 +114,7 @@ describe('npm pack', () => {
   });
 
   it('publishes nothing else: no sources, tests, maps, .wat, node_modules', () => {
-    const allowed = [/^package\.json$/, /^README\.md$/, /^(LICENSE|LICENCE|NOTICE|CHANGELOG)(\.\w+)?$/i, /^build\/cowchain\.wasm$/, /^build\/zstd-(decoder\.wasm|encoder\.wasm|encoder\.json)$/, /^build\/(ofd-lock|file-extents)\.node$/, /^dist\/.+\.js$/, /^dist\/.+\.d\.ts$/, /^dist\/cli\/(cli\.cache|cli-volume\.cache|package\.json)$/];
+    const allowed = [/^package\.json$/, /^README\.md$/, /^(LICENSE|LICENCE|NOTICE|CHANGELOG)(\.\w+)?$/i, /^build\/cowchain\.wasm$/, /^build\/zstd-(decoder\.wasm|encoder\.wasm|encoder\.json)$/, /^build\/(ofd-lock|file-extents)\.node$/, /^dist\/.+\.js$/, /^dist\/.+\.d\.ts$/, /^dist\/cli\/(cli\.cache|cli-volume\.cache|cli-volume-info\.cache|package\.json)$/];
     const unexpected = [...files.keys()].filter((f) => !allowed.some((re) => re.test(f)));
     expect(unexpected, 'files outside the published set').toEqual([]);
     for (const f of files.keys()) {
@@ -129,7 +131,7 @@ describe('npm pack', () => {
       expect(files.has(`${base}.d.ts`), `${base}.d.ts (from ${src}) is not packed`).toBe(true);
     }
     // The bin: its loader, the bundle, the bundle's code caches and the package.json making the loader CommonJS.
-    for (const f of ['dist/cli/main.js', 'dist/cli/cli.js', 'dist/cli/cli.cache', 'dist/cli/cli-volume.cache', 'dist/cli/package.json']) {
+    for (const f of ['dist/cli/main.js', 'dist/cli/cli.js', ...CLI_CACHES, 'dist/cli/package.json']) {
       expected.add(f);
       expect(files.has(f), `${f} (the CLI bundle) is not packed`).toBe(true);
     }
@@ -141,7 +143,8 @@ describe('npm pack', () => {
     expect(files.get('build/cowchain.wasm')!).toBeLessThan(1 << 20);
     // The bin's V8 code caches (scripts/build-cli.mjs) are bytecode for the commands' code, bounded
     // on their own: each start reads one instead of compiling.
-    const caches = ['dist/cli/cli.cache', 'dist/cli/cli-volume.cache'];
+    const caches = [...files.keys()].filter((f) => f.endsWith('.cache'));
+    expect(caches.sort()).toEqual(CLI_CACHES);
     for (const f of caches) expect(files.get(f)!, f).toBeLessThan(1 << 20);
     for (const [f, size] of files) if (!caches.includes(f)) expect(size, f).toBeLessThan(512 << 10);
     expect(pack.unpackedSize - caches.reduce((sum, f) => sum + files.get(f)!, 0)).toBeLessThan(2 << 20);
