@@ -10,6 +10,8 @@ import { BaseSequencer, type TestSpecification } from 'vitest/node';
  * leave short files to fill the end. A name missing here only runs in vitest's order.
  */
 const LONGEST_FIRST = [
+  // a tsc child: its worker waits while it computes, so it starts first, beside the longest file
+  'test/package/typecheck.test.ts',
   'test/volume/crash.test.ts',
   'test/interop/commit.test.ts',
   'test/hardening/concurrency.test.ts',

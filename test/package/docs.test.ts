@@ -15,7 +15,7 @@ afterAll(() => fs.rmSync(out, { recursive: true, force: true }));
 describe('reference docs (TypeDoc)', () => {
   it('build without warnings, one page per entry point', async () => {
     const typedoc = path.join(ROOT, 'node_modules/typedoc/bin/typedoc');
-    // --skipErrorChecking: type errors are the typecheck step's (npm test runs it first); TypeDoc's
+    // --skipErrorChecking: type errors are test/package/typecheck.test.ts's; TypeDoc's
     // own full check of the program would repeat it, over a second of CPU.
     const r = await runProcess(process.execPath, [typedoc, '--skipErrorChecking', '--out', out], { cwd: ROOT, timeoutMs: 600_000, env: { ...process.env, NO_COLOR: '1' } });
     const log = `${r.stdout}\n${r.stderr}`;

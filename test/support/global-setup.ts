@@ -66,7 +66,7 @@ export default function setup(): () => void {
   }
   // tsc rewrites every output and the CLI bundle is built after it: a bundle older than the
   // newest source means a stale build. As `npm run build:ts`, dist/ starts empty (a moved source
-  // leaves no stale output). Type errors do not stop tsc from emitting (the typecheck step
+  // leaves no stale output). Type errors do not stop tsc from emitting (test/package/typecheck.test.ts
   // reports them).
   const cli = path.join(ROOT, 'dist/cli/main.js');
   if (mtime(cli) < newest(path.join(ROOT, 'src'))) {
