@@ -29,6 +29,7 @@ import { FULL, atPoint, faultPoints, sweep } from '../support/tier.js';
 import { expectSameBytes, rng } from '../support/images.js';
 import { qemuCheck, qemuImg, qemuIo, requireQemu } from '../support/qemu.js';
 import { BASE, SNAP, VOL, VolumeFixture, type SnapName } from '../support/volume.js';
+import { Verdicts } from '../support/verdicts.js';
 
 requireQemu();
 
@@ -279,14 +280,24 @@ async function expectConsistent(v: VolumeFixture, must: string[], may: string[],
     for (const [k, b] of saved) v.recorded.set(k, b);
   }
   const { chain } = await v.driver.volumeInfo(VOL);
-  expect(v.listing().filter((n) => n !== `${BASE}.info`)).toEqual(chain.map((l) => l.name).sort());
+  const names = chain.map((l) => l.name);
+  expect(v.listing().filter((n) => n !== `${BASE}.info`)).toEqual([...names].sort());
+  const state = verdicts.state();
   for (const l of chain) {
     if (l.format !== 'qcow2') continue;
-    const r = referee === 'qemu' ? qemuCheck(v.p(l.name)) : { status: checkImage(v.p(l.name)).exitCode };
-    if (attached && l.name === info.active && r.status === 3) continue;
-    expect({ file: l.name, ...r }).toMatchObject({ status: 0 });
+    const leaksAllowed = attached && l.name === info.active;
+    const check = () => {
+      const r = referee === 'qemu' ? qemuCheck(v.p(l.name)) : { status: checkImage(v.p(l.name)).exitCode };
+      if (leaksAllowed && r.status === 3) return;
+      expect({ file: l.name, ...r }).toMatchObject({ status: 0 });
+    };
+    // qemu-img's verdict on bytes it has already passed is not asked for again (our own check runs every time)
+    if (referee === 'qemu') verdicts.once(`check${leaksAllowed ? ', leaks allowed' : ''}`, names.slice(names.indexOf(l.name)).map((n) => v.p(n)), check, state);
+    else check();
   }
 }
+
+const verdicts = new Verdicts();
 
 function expectSameState(got: VolumeFixture, want: VolumeFixture): void {
   expect(fs.readFileSync(got.infoFile(), 'utf8')).toBe(fs.readFileSync(want.infoFile(), 'utf8'));
