@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { CowError } from '../errors.js';
+import { preferPoolWriteBacks } from '../engine/write-back.js';
 import { registerGroup } from './command-group.js';
 import { IMG } from './img-commands.js';
 import { registerIo } from './io-command.js';
@@ -114,6 +115,9 @@ function invokedDirectly(): boolean {
  */
 export function runAsBin(argv: string[]): void {
   writeToDescriptors();
+  // One job per process and nothing else on libuv's pool: no write-back thread to start for a
+  // job under 384 MiB (write-back.ts).
+  preferPoolWriteBacks();
   const g = globalThis as { __zod_globalConfig?: { jitless?: boolean } };
   (g.__zod_globalConfig ??= {}).jitless = true;
   main(argv).then((code) => process.exit(code));

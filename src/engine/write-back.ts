@@ -9,7 +9,8 @@
  * their own, which counts them down in shared memory; the job's thread reads that count without
  * an event loop and starts the next write-back as soon as one ends. Where no such thread can be
  * started (a runtime without `worker_threads`' eval, or a thread that failed), write-backs go to
- * libuv's pool as before, with the same cap.
+ * libuv's pool as before, with the same cap. The CLI takes the pool first and the thread only past
+ * its cap (preferPoolWriteBacks): a short job there starts no thread.
  *
  * Nothing is promised by a write-back: only FileBackend.flush() makes writes durable.
  */
@@ -41,17 +42,20 @@ parentPort.on('message', (m) => {
 });
 `;
 
-interface Syncer {
+export interface Syncer {
   /** Start a write-back of `fd` unless as many as allowed are running; whether it started. */
   sync(fd: number): boolean;
   /** Write-backs started and not yet seen to end. */
   inFlight(): number;
-  /** Close `fd` (on this thread) once the write-backs started on it have ended. */
-  close(fd: number): void;
+  /**
+   * Close `fd` (on this thread) once the write-backs started on it have ended: by calling `done`
+   * then, when given, instead of closing it.
+   */
+  close(fd: number, done?: () => void): void;
 }
 
 /** A thread that runs the write-backs and counts them down in shared memory. */
-function threadSyncer(): Syncer {
+export function threadSyncer(): Syncer {
   const shared = new SharedArrayBuffer(4);
   const inFlight = new Int32Array(shared);
   const worker = new (nodeWorkerThreads().Worker)(SOURCE, { eval: true, workerData: shared });
@@ -74,25 +78,25 @@ function threadSyncer(): Syncer {
       return true;
     },
     inFlight: () => Atomics.load(inFlight, 0),
-    close(fd) {
+    close(fd, done = () => fs.closeSync(fd)) {
       const file = pending.get(fd);
       pending.delete(fd);
       // A thread that is gone runs nothing more on the descriptor.
-      closeWhenDone(fd, broken ? undefined : file);
+      whenDone(broken ? undefined : file, done);
     },
   };
 }
 
 /**
- * Close `fd` once `file`'s count is 0: at once if it is (the usual case after a flush), else when
+ * Call `done` once `file`'s count is 0: at once if it is (the usual case after a flush), else when
  * the write-back thread wakes it (Atomics.waitAsync: the caller never blocks on a write-back).
  */
-function closeWhenDone(fd: number, file: Int32Array | undefined): void {
+function whenDone(file: Int32Array | undefined, done: () => void): void {
   const left = file ? Atomics.load(file, 0) : 0;
-  if (left <= 0) return fs.closeSync(fd);
+  if (left <= 0) return done();
   const { async, value } = (Atomics as unknown as AtomicsWaitAsync).waitAsync(file!, 0, left);
-  if (!async) return closeWhenDone(fd, file);
-  void value.then(() => closeWhenDone(fd, file));
+  if (!async) return whenDone(file, done);
+  void value.then(() => whenDone(file, done));
 }
 
 /** ES2024's Atomics.waitAsync (Node 16+, Deno), which this project's TypeScript lib predates. */
@@ -110,7 +114,7 @@ const POOL_MAX_IN_FLIGHT = 3;
 function poolSyncer(): Syncer {
   let inFlight = 0;
   const running = new Map<number, number>();
-  const closeAfter = new Set<number>();
+  const closeAfter = new Map<number, () => void>();
   return {
     sync(fd) {
       if (inFlight >= POOL_MAX_IN_FLIGHT) return false;
@@ -121,27 +125,80 @@ function poolSyncer(): Syncer {
         const left = running.get(fd)! - 1;
         if (left > 0) return void running.set(fd, left);
         running.delete(fd);
-        if (closeAfter.delete(fd)) fs.close(fd, () => {});
+        const done = closeAfter.get(fd);
+        closeAfter.delete(fd);
+        done?.();
       });
       return true;
     },
     inFlight: () => inFlight,
-    close(fd) {
-      if (running.has(fd)) closeAfter.add(fd);
-      else fs.close(fd, () => {});
+    close(fd, done = () => fs.close(fd, () => {})) {
+      if (running.has(fd)) closeAfter.set(fd, done);
+      else done();
+    },
+  };
+}
+
+/**
+ * libuv's pool while it has room, the thread after: starting the thread (a Node worker, an
+ * isolate of its own) costs a process some 2000 page faults and 60-100 ms of CPU, more than a
+ * write-back of a short job saves (measured with `cowchain img commit`). A job that never yields to the event loop gets three
+ * write-backs on the pool (its first 384 MiB) and the thread's for the rest; a `cowchain img
+ * commit` of 256 MiB (bench workload (a) qcow2) starts no thread.
+ */
+export function poolThenThreadSyncer(startThread: () => Syncer): Syncer {
+  const pool = poolSyncer();
+  let thread: Syncer | undefined;
+  let noThread = false;
+  /** Descriptors with write-backs on the thread. */
+  const threaded = new Set<number>();
+  return {
+    sync(fd) {
+      if (pool.sync(fd)) return true;
+      if (!thread && !noThread) {
+        try {
+          thread = startThread();
+        } catch {
+          noThread = true; // no worker_threads' eval here: the pool's cap holds
+        }
+      }
+      if (!thread?.sync(fd)) return false;
+      threaded.add(fd);
+      return true;
+    },
+    inFlight: () => pool.inFlight() + (thread?.inFlight() ?? 0),
+    close(fd, done) {
+      // closed once, after the write-backs of both
+      if (thread && threaded.delete(fd)) thread.close(fd, () => pool.close(fd, done));
+      else pool.close(fd, done);
     },
   };
 }
 
 let syncer: Syncer | undefined;
 
-/** This thread's write-back runner, started at the first write-back. */
+let poolFirst = false;
+
+/**
+ * Write-backs go to libuv's pool first and to the thread only past the pool's cap
+ * (poolThenThreadSyncer): for a process that runs one job and nothing else on the pool, the
+ * `cowchain` CLI. Elsewhere the pool stays free for the process's other file work (a service's
+ * engine workers share one pool). Takes effect if called before the first write-back.
+ */
+export function preferPoolWriteBacks(): void {
+  poolFirst = true;
+}
+
+/** This thread's write-back runner, made at the first write-back. */
 export function writeBacks(): Syncer {
   if (!syncer) {
-    try {
-      syncer = threadSyncer();
-    } catch {
-      syncer = poolSyncer();
+    if (poolFirst) syncer = poolThenThreadSyncer(threadSyncer);
+    else {
+      try {
+        syncer = threadSyncer();
+      } catch {
+        syncer = poolSyncer();
+      }
     }
   }
   return syncer;

@@ -1,7 +1,8 @@
 // FileBackend's background write-backs: past 128 MiB written it opens a second descriptor of the
 // same file and starts fdatasyncs there without waiting. Data, flush and close must be exactly as
 // without them, no descriptor may outlive the backend once the event loop has run, and a job that
-// never yields to the event loop still sees its write-backs end and starts the next ones. A flush
+// never yields to the event loop still sees its write-backs end and starts the next ones (the CLI
+// puts its first three on libuv's pool and starts the thread only after). A flush
 // with nothing written or truncated since the last one that succeeded makes no fdatasync.
 import * as fs from 'node:fs';
 import nodeFs from 'node:fs';
@@ -10,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FileBackend } from '../../src/engine/backend.js';
-import { writeBacks } from '../../src/engine/write-back.js';
+import { poolThenThreadSyncer, threadSyncer, writeBacks } from '../../src/engine/write-back.js';
 
 const dir = fs.mkdtempSync(path.join(fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir(), 'cowchain-fb-'));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -96,6 +97,29 @@ describe('FileBackend write-backs', () => {
     b.flush();
     b.close();
     expect(fs.statSync(file).size).toBe(128 * MiB);
+  });
+});
+
+describe('write-backs on the pool first (the CLI: preferPoolWriteBacks)', () => {
+  if (LINUX) it("three go to libuv's pool before a thread starts; the thread's are seen ending without the event loop; the descriptor is closed after all", async () => {
+    let started = 0;
+    const s = poolThenThreadSyncer(() => (started++, threadSyncer()));
+    const file = path.join(dir, 'pool-first');
+    fs.writeFileSync(file, new Uint8Array(4 * MiB).fill(9));
+    const fd = fs.openSync(file, 'r');
+    for (let i = 0; i < 3; i++) expect(s.sync(fd)).toBe(true);
+    expect(started).toBe(0);
+    // the pool's: their ends are seen by the event loop only, which this synchronous stretch never runs
+    expect(s.inFlight()).toBe(3);
+    expect(s.sync(fd)).toBe(true);
+    expect(started).toBe(1);
+    const nap = new Int32Array(new SharedArrayBuffer(4));
+    const until = Date.now() + 30_000;
+    while (s.inFlight() > 3 && Date.now() < until) Atomics.wait(nap, 0, 0, 5);
+    expect(s.inFlight()).toBe(3);
+    s.close(fd);
+    expect(await descriptorsAfterClose(file)).toBe(0);
+    expect(s.inFlight()).toBe(0);
   });
 });
 
