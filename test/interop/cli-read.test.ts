@@ -1,4 +1,4 @@
-// The built CLI (`node dist/cli/main.js img …`) against qemu-img on the same images: info and
+// The CLI (`node dist/cli/main.js img …`; in-process for all but the chain image) against qemu-img on the same images: info and
 // info --backing-chain JSON field by field, map JSON exactly, convert -O raw byte for byte, and the
 // error contract (exit 1, one line `cowchain: ECOW_…: message` on stderr).
 //
@@ -11,13 +11,33 @@ import {
   H, KiB, MiB, createQcow2, expectInfoMatches, expectSameBytes, join, makeFullRaw, qemuIoMany, randomCommands,
   writeBE, writePatternedRaw,
 } from '../support/images.js';
-import { cliProcess, expectCliError, expectCliFailure } from '../support/cli.js';
+import { type CliRun, cli, cliProcess, expectCliError, expectCliFailure } from '../support/cli.js';
 
-function cliOk(args: string[], cwd?: string): string {
-  const r = cliProcess(args, cwd);
+/**
+ * `cowchain ARGS` as the built CLI's own process for the chain image (every command) and the first
+ * error, as users run it; in-process (main(), the same code and output) for the other images,
+ * where a node child costs more CPU than the qemu-img runs it is compared with.
+ */
+async function run(args: string[], asProcess: boolean, cwd?: string): Promise<CliRun> {
+  if (asProcess) return cliProcess(args, cwd);
+  const was = process.cwd();
+  if (cwd) process.chdir(cwd);
+  try {
+    return await cli(...args);
+  } finally {
+    process.chdir(was);
+  }
+}
+
+async function cliOk(args: string[], asProcess: boolean, cwd?: string): Promise<string> {
+  const r = await run(args, asProcess, cwd);
   if (r.status !== 0) throw new Error(`cowchain ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
   expect(r.stderr).toBe('');
   return r.stdout;
+}
+
+async function expectCliErrorInProcess(args: string[], code: string): Promise<string> {
+  return expectCliFailure(await cli(...args), code, `cowchain ${args.join(' ')} (in-process)`);
 }
 
 let dir: string;
@@ -57,84 +77,85 @@ beforeAll(() => {
 
 describe.each(['chain', 'v2', 'compressed', 'bigger', 'raw'])('image "%s"', (name) => {
   const abs = () => join(dir, images[name]);
+  const asProcess = name === 'chain';
 
-  it('img info --output=json matches qemu-img info (absolute path)', () => {
-    const ours = JSON.parse(cliOk(['img', 'info', '--output=json', abs()]));
+  it('img info --output=json matches qemu-img info (absolute path)', async () => {
+    const ours = JSON.parse(await cliOk(['img', 'info', '--output=json', abs()], asProcess));
     expectInfoMatches(ours, qemuInfo(abs()), name);
   });
 
-  it('img info --output=json matches qemu-img info (relative path, run in the image directory)', () => {
-    const ours = JSON.parse(cliOk(['img', 'info', '--output=json', images[name]], dir));
+  it('img info --output=json matches qemu-img info (relative path, run in the image directory)', async () => {
+    const ours = JSON.parse(await cliOk(['img', 'info', '--output=json', images[name]], asProcess, dir));
     const theirs = JSON.parse(qemuImg(['info', '--output=json', images[name]], { cwd: dir }).stdout);
     expectInfoMatches(ours, theirs, name);
   });
 
-  it('img info --output=json --backing-chain matches qemu-img, image by image', () => {
-    const ours = JSON.parse(cliOk(['img', 'info', '--output=json', '--backing-chain', abs()]));
+  it('img info --output=json --backing-chain matches qemu-img, image by image', async () => {
+    const ours = JSON.parse(await cliOk(['img', 'info', '--output=json', '--backing-chain', abs()], asProcess));
     const theirs = qemuInfo(abs(), true);
     expect(Array.isArray(ours)).toBe(true);
     expect(ours.length).toBe(theirs.length);
     ours.forEach((o: Record<string, unknown>, i: number) => expectInfoMatches(o, theirs[i], `${name} layer ${i}`));
   });
 
-  it('img map --output=json equals qemu-img map', () => {
-    expect(JSON.parse(cliOk(['img', 'map', '--output=json', abs()]))).toStrictEqual(qemuMap(abs()));
+  it('img map --output=json equals qemu-img map', async () => {
+    expect(JSON.parse(await cliOk(['img', 'map', '--output=json', abs()], asProcess))).toStrictEqual(qemuMap(abs()));
   });
 
-  it('img convert -O raw equals qemu-img convert -O raw', () => {
+  it('img convert -O raw equals qemu-img convert -O raw', async () => {
     const out = join(dir, `${name}.cli.raw`);
-    expect(cliOk(['img', 'convert', '-O', 'raw', abs(), out])).toBe('');
+    expect(await cliOk(['img', 'convert', '-O', 'raw', abs(), out], asProcess)).toBe('');
     expectSameBytes(fs.readFileSync(out), qemuRaw(abs(), dir), `${name} converted`);
     fs.rmSync(out);
   });
 });
 
 describe('the chain really is three deep', () => {
-  it('--backing-chain lists top, mid and the raw base', () => {
-    const ours = JSON.parse(cliOk(['img', 'info', '--output=json', '--backing-chain', join(dir, 'top.qcow2')]));
+  it('--backing-chain lists top, mid and the raw base', async () => {
+    const ours = JSON.parse(await cliOk(['img', 'info', '--output=json', '--backing-chain', join(dir, 'top.qcow2')], false));
     expect(ours.map((i: any) => i.format)).toEqual(['qcow2', 'qcow2', 'raw']);
     expect(ours[0]['format-specific'].data['extended-l2']).toBe(true);
   });
 });
 
 describe('errors: exit 1 and one line on stderr', () => {
-  it('a missing file is ECOW_NOT_FOUND', () => {
+  it('a missing file is ECOW_NOT_FOUND', async () => {
     const msg = expectCliError(['img', 'info', '--output=json', join(dir, 'nope.qcow2')], 'ECOW_NOT_FOUND');
     expect(msg).toContain('nope.qcow2');
-    expectCliError(['img', 'map', '--output=json', join(dir, 'nope.qcow2')], 'ECOW_NOT_FOUND');
-    expectCliError(['img', 'convert', '-O', 'raw', join(dir, 'nope.qcow2'), join(dir, 'x.raw')], 'ECOW_NOT_FOUND');
+    await expectCliErrorInProcess(['img', 'map', '--output=json', join(dir, 'nope.qcow2')], 'ECOW_NOT_FOUND');
+    await expectCliErrorInProcess(['img', 'convert', '-O', 'raw', join(dir, 'nope.qcow2'), join(dir, 'x.raw')], 'ECOW_NOT_FOUND');
     expect(fs.existsSync(join(dir, 'x.raw'))).toBe(false);
   });
 
-  it('garbage that is not qcow2 is a raw image, as qemu-img probes it', () => {
+  it('garbage that is not qcow2 is a raw image, as qemu-img probes it', async () => {
     const f = join(dir, 'garbage.bin');
     fs.writeFileSync(f, Buffer.from(Array.from({ length: 8192 }, (_, i) => (i * 131 + 7) & 0xff || 1)));
-    const ours = JSON.parse(cliOk(['img', 'info', '--output=json', f]));
+    const ours = JSON.parse(await cliOk(['img', 'info', '--output=json', f], false));
     expect(ours.format).toBe('raw');
     expectInfoMatches(ours, qemuInfo(f), 'garbage');
   });
 
-  it('a qcow2 with a patched version fails with ECOW_BAD_VERSION (and qemu-img refuses it too)', () => {
+  it('a qcow2 with a patched version fails with ECOW_BAD_VERSION (and qemu-img refuses it too)', async () => {
     const f = join(dir, 'badversion.qcow2');
     createQcow2(f, 1 * MiB);
     writeBE(f, H.version, 4, 4);
     for (const args of [['img', 'info', '--output=json', f], ['img', 'map', '--output=json', f], ['img', 'convert', '-O', 'raw', f, join(dir, 'bv.raw')]]) {
-      const msg = expectCliError(args, 'ECOW_BAD_VERSION');
+      const msg = await expectCliErrorInProcess(args, 'ECOW_BAD_VERSION');
       expect(msg).toMatch(/\b4\b/);
     }
     expect(qemuImg(['info', f], { ok: [1] }).stderr).toMatch(/version 4/i);
   });
 
-  it('a missing backing file is ECOW_BACKING_MISSING where the chain is read (info --backing-chain, map)', () => {
+  it('a missing backing file is ECOW_BACKING_MISSING where the chain is read (info --backing-chain, map)', async () => {
     const f = join(dir, 'orphan.qcow2');
     qemuImg(['create', '-f', 'qcow2', '-u', '-b', 'gone.raw', '-F', 'raw', f, String(1 * MiB)]);
     expect(qemuImg(['info', '--backing-chain', f], { ok: [1] }).stderr).toContain('gone.raw');
     for (const args of [['img', 'info', '--backing-chain', '--output=json', f], ['img', 'map', '--output=json', f]]) {
-      expect(expectCliError(args, 'ECOW_BACKING_MISSING')).toContain('gone.raw');
+      expect(await expectCliErrorInProcess(args, 'ECOW_BACKING_MISSING')).toContain('gone.raw');
     }
   });
 
-  it('an unsupported output format is ECOW_BAD_ARGUMENT', () => {
-    expectCliError(['img', 'convert', '-O', 'vmdk', join(dir, 'v2.qcow2'), join(dir, 'out.vmdk')], 'ECOW_BAD_ARGUMENT');
+  it('an unsupported output format is ECOW_BAD_ARGUMENT', async () => {
+    await expectCliErrorInProcess(['img', 'convert', '-O', 'vmdk', join(dir, 'v2.qcow2'), join(dir, 'out.vmdk')], 'ECOW_BAD_ARGUMENT');
   });
 });
