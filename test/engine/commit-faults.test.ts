@@ -338,7 +338,7 @@ function faultAt(s: Scenario, p: Prepared, mode: Mode, failAt: number): void {
   }
 }
 
-// Every fault point in `npm run test:full`; in `npm test` the first and last few and a seeded
+// Every fault point in `npm run test:full`; in `npm test` the first and the last and a seeded
 // sample (test/support/tier.ts).
 describe('a failed write at any point of a commit leaves a consistent chain, and a re-run finishes it', () => {
   const prepared: Prepared[] = [];

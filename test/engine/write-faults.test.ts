@@ -341,7 +341,7 @@ function writableAfter(p: Prepared): void {
   expect(v.subarray(v.length - p.cs).every((b) => b === 0x98)).toBe(true);
 }
 
-// Every fault point in `npm run test:full`; in `npm test` the first and last few and a seeded
+// Every fault point in `npm run test:full`; in `npm test` the first and the last and a seeded
 // sample (test/support/tier.ts).
 describe('a failed write at any point of a write sequence leaves a consistent image', () => {
   const prepared: Prepared[] = [];

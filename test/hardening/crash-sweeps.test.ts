@@ -13,7 +13,7 @@
 //    after the journal. After each: qemu-img check finds no corruption (leaks only in the file
 //    an attached guest writes), fsck then a re-run, and on a copy the re-run alone, end exactly
 //    as the uninterrupted run; every snapshot reads as when it was taken.
-// Every N in `npm run test:full`; in `npm test` the first and last few and a seeded sample
+// Every N in `npm run test:full`; in `npm test` the first and the last and a seeded sample
 // (test/support/tier.ts).
 import * as fs from 'node:fs';
 import * as os from 'node:os';
