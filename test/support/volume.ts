@@ -90,6 +90,17 @@ function rawFileOf(content: Buffer): string {
   return file;
 }
 
+/** The file starts with qcow2's magic, QFI\xfb. */
+function isQcow2(file: string): boolean {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const magic = Buffer.alloc(4);
+    return fs.readSync(fd, magic, 0, 4, 0) === 4 && magic.equals(Buffer.from([0x51, 0x46, 0x49, 0xfb]));
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 export class VolumeFixture {
   readonly driver: VolumeDriver;
   /** Set: the volume is encrypted with this key (the driver gets it through `encryption`). */
@@ -349,9 +360,12 @@ export class VolumeFixture {
   expectAllClean(): void {
     for (const n of this.listing()) {
       if (!n.startsWith(this.base) || n.endsWith('.info')) continue;
-      const info = JSON.parse(qemuImg(['info', '--output=json', this.p(n)]).stdout);
-      if (info.format !== 'qcow2') continue;
+      // qcow2 by its magic (a raw file has nothing to check); qemu-img info only where it has
+      // something to say (that an encrypted volume's image is encrypted): one process fewer per file.
+      if (!isQcow2(this.p(n))) continue;
       if (this.key) {
+        const info = JSON.parse(qemuImg(['info', '--output=json', this.p(n)]).stdout);
+        expect(info.format, n).toBe('qcow2');
         expect(info.encrypted, `${n} is encrypted`).toBe(true);
         const r = qemuImg(['check', ...this.qemuTarget(this.p(n), this.depthOf(this.p(n)))], { ok: [0, 1, 2, 3] });
         expect({ file: n, status: r.status, out: r.stdout + r.stderr }).toMatchObject({ file: n, status: 0 });
