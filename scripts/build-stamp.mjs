@@ -27,9 +27,9 @@ const OUTPUTS = [
   'dist/index.js',
   'dist/cli/main.js',
   'dist/cli/cli.js',
-  'dist/cli/cli.cache',
-  'dist/cli/cli-volume.cache',
 ];
+// Besides: every file of dist/cli/ (the code caches, one per command group, whatever their names).
+const OUTPUT_DIRS = ['dist/cli'];
 // Optional outputs (a machine without a C compiler builds without them): recorded when present.
 const OPTIONAL_OUTPUTS = ['build/ofd-lock.node', 'build/file-extents.node'];
 
@@ -53,7 +53,8 @@ function inputsHash() {
 
 function outputs() {
   const out = {};
-  for (const rel of [...OUTPUTS, ...OPTIONAL_OUTPUTS]) {
+  const listed = OUTPUT_DIRS.flatMap((dir) => (fs.existsSync(path.join(root, dir)) ? fs.readdirSync(path.join(root, dir)).map((n) => `${dir}/${n}`) : []));
+  for (const rel of [...new Set([...OUTPUTS, ...OPTIONAL_OUTPUTS, ...listed])].sort()) {
     const file = path.join(root, rel);
     if (!fs.existsSync(file)) {
       if (OUTPUTS.includes(rel)) return null;
