@@ -42,10 +42,18 @@ function writeFresh(handle: i32, ptr: usize, len: u64, host: u64): void {
   if (host < eof) { writeAt(handle, ptr, <i32>len, host); return; }
   let i: u64 = 0;
   let written: u64 = 0;
+  // Blocks of 4 KiB, the last one cut at `len`: clusters under 4 KiB (512 B to 2 KiB) end inside
+  // a block, and a whole block would read past the buffer and write what lies there (the engine's
+  // heap) into the file beyond the clusters.
   while (i < len) {
-    if (isZeroBlock(ptr + <usize>i, ZERO_BLOCK)) { i += ZERO_BLOCK; continue; }
-    let j = i + ZERO_BLOCK;
-    while (j < len && !isZeroBlock(ptr + <usize>j, ZERO_BLOCK)) j += ZERO_BLOCK;
+    const b = len - i < ZERO_BLOCK ? len - i : ZERO_BLOCK;
+    if (isZeroBlock(ptr + <usize>i, b)) { i += b; continue; }
+    let j = i + b;
+    while (j < len) {
+      const c = len - j < ZERO_BLOCK ? len - j : ZERO_BLOCK;
+      if (isZeroBlock(ptr + <usize>j, c)) break;
+      j += c;
+    }
     writeAt(handle, ptr + <usize>i, <i32>(j - i), host + i);
     i = j;
     written = j;
@@ -56,7 +64,7 @@ function writeFresh(handle: i32, ptr: usize, len: u64, host: u64): void {
   if (written < len && fileSize(handle) < host + len) truncateTo(handle, host + len);
 }
 
-/** Whether `n` bytes (a multiple of 16) at `p` are all zero. */
+/** Whether `n` bytes (a multiple of 64) at `p` are all zero. */
 export function isZeroBlock(p: usize, n: u64): bool {
   const end = p + <usize>n;
   for (let q = p; q < end; q += 64) {
