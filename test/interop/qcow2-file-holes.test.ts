@@ -14,7 +14,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { createImage, openImage } from '../../src/index.js';
+import { createImage, openImage, type MapEntry } from '../../src/index.js';
 import { readBE } from '../support/images.js';
 import { qemuImg, qemuIo, qemuMap, qemuRaw, requireQemu, tmpDir } from '../support/qemu.js';
 
@@ -27,15 +27,6 @@ const native = process.platform === 'linux' && fs.existsSync(BINDING);
 const KiB = 1024;
 const MiB = 1 << 20;
 
-interface MapEntry {
-  start: number;
-  length: number;
-  depth: number;
-  present: boolean;
-  zero: boolean;
-  data: boolean;
-  offset?: number;
-}
 
 function ourMap(file: string, keySecrets?: () => Buffer): MapEntry[] {
   const img = openImage(file, keySecrets ? { keySecrets } : {});
