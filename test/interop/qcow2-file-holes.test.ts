@@ -27,7 +27,6 @@ const native = process.platform === 'linux' && fs.existsSync(BINDING);
 const KiB = 1024;
 const MiB = 1 << 20;
 
-
 function ourMap(file: string, keySecrets?: () => Buffer): MapEntry[] {
   const img = openImage(file, keySecrets ? { keySecrets } : {});
   try {
