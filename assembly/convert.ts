@@ -4,9 +4,7 @@
 import { Image } from "./image";
 import { Job, PassCache, allocatedAbove, allocatingLayer, CHUNK } from "./job";
 import { fail, E_BAD_ARGUMENT } from "./errors";
-
-/** Zero detection granularity: qemu-img convert's default -S (4 KiB). */
-const BLOCK: u64 = 4096;
+import { ZERO_BLOCK, allZero, dataEnd } from "./zero-scan";
 
 function chainDepth(img: Image): i32 {
   let d = 0;
@@ -81,7 +79,7 @@ export class ConvertJob extends Job {
     const buf = this.clusterBuf;
     this.src.read(off, buf, len);
     if (len < cs) memory.fill(buf + <usize>len, 0, <usize>(cs - len));
-    if (!isZero(buf, cs)) this.dst.writeCompressed(off, buf, len);
+    if (!allZero(buf, cs)) this.dst.writeCompressed(off, buf, len);
     return off + len;
   }
 
@@ -91,31 +89,13 @@ export class ConvertJob extends Job {
     this.src.read(off, buf, n);
     let i: u64 = 0;
     while (i < n) {
-      const blockEnd = ((off + i) / BLOCK + 1) * BLOCK - off;
+      // The first block ends where the output's block does; the rest follow from there.
+      const blockEnd = ((off + i) / ZERO_BLOCK + 1) * ZERO_BLOCK - off;
       const len = (blockEnd < n ? blockEnd : n) - i;
-      if (isZero(buf + <usize>i, len)) { i += len; continue; }
-      let j = i + len;
-      while (j < n) {
-        const l2 = n - j < BLOCK ? n - j : BLOCK;
-        if (isZero(buf + <usize>j, l2)) break;
-        j += l2;
-      }
+      if (allZero(buf + <usize>i, len)) { i += len; continue; }
+      const j = dataEnd(buf, i + len, n);
       this.dst.write(off + i, buf + <usize>i, j - i);
       i = j;
     }
   }
-}
-
-function isZero(p: usize, n: u64): bool {
-  let i: usize = 0;
-  const end = <usize>n;
-  while (i + 8 <= end) {
-    if (load<u64>(p + i) != 0) return false;
-    i += 8;
-  }
-  while (i < end) {
-    if (load<u8>(p + i) != 0) return false;
-    i++;
-  }
-  return true;
 }

@@ -6,6 +6,7 @@ import { Mapping } from "./mapping";
 import { DataCipher } from "./cipher";
 import { getU64, putU64 } from "./be";
 import { writeAt, fileSize, truncateTo, compress } from "./io";
+import { ZERO_BLOCK, allZero, dataEnd } from "./zero-scan";
 import { fail, hex, E_BAD_ARGUMENT } from "./errors";
 import {
   L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COPIED, OFLAG_COMPRESSED, OFLAG_ZERO, L2_BITMAP_ALL_ALLOC, L2_BITMAP_ALL_ZEROES,
@@ -29,7 +30,6 @@ function readCluster(img: Image, cs: u64, clusterStart: u64, buf: usize): void {
 }
 
 /** Granularity at which freshly appended data skips zeros (qemu-img convert's default -S). */
-const ZERO_BLOCK: u64 = 4096;
 
 /**
  * Write `len` bytes of new clusters at `host`. When they lie wholly past the end of the file —
@@ -47,13 +47,8 @@ function writeFresh(handle: i32, ptr: usize, len: u64, host: u64): void {
   // heap) into the file beyond the clusters.
   while (i < len) {
     const b = len - i < ZERO_BLOCK ? len - i : ZERO_BLOCK;
-    if (isZeroBlock(ptr + <usize>i, b)) { i += b; continue; }
-    let j = i + b;
-    while (j < len) {
-      const c = len - j < ZERO_BLOCK ? len - j : ZERO_BLOCK;
-      if (isZeroBlock(ptr + <usize>j, c)) break;
-      j += c;
-    }
+    if (allZero(ptr + <usize>i, b)) { i += b; continue; }
+    const j = dataEnd(ptr, i + b, len);
     writeAt(handle, ptr + <usize>i, <i32>(j - i), host + i);
     i = j;
     written = j;
@@ -62,17 +57,6 @@ function writeFresh(handle: i32, ptr: usize, len: u64, host: u64): void {
   // A write that reached the end already made it so: no size to ask (a system call per cluster
   // on the host: 3615 of the 7242 fstats of bench workload (a)'s commit).
   if (written < len && fileSize(handle) < host + len) truncateTo(handle, host + len);
-}
-
-/** Whether `n` bytes (a multiple of 64) at `p` are all zero. */
-export function isZeroBlock(p: usize, n: u64): bool {
-  const end = p + <usize>n;
-  for (let q = p; q < end; q += 64) {
-    const a = v128.or(v128.load(q), v128.load(q, 16));
-    const b = v128.or(v128.load(q, 32), v128.load(q, 48));
-    if (v128.any_true(v128.or(a, b))) return false;
-  }
-  return true;
 }
 
 /**
