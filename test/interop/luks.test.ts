@@ -7,10 +7,12 @@
 // header) and the rule that the secret appears in no argv, message or file are pinned too.
 // PBKDF2 is kept short (encrypt.iter-time=10 ms) so that unlocking does not dominate the run.
 // Creating a LUKS image still costs qemu-img about 2.5 s of CPU (it times PBKDF2 before it
-// applies iter-time), so qemu-img creates three: an empty image of the default geometry (copied as
-// the chain's base and as the 64 KiB read test's image), the 4 KiB one and the chain's top overlay;
-// the chain's middle layer is cowchain's (its own master key: a commit or stream that used the
-// wrong layer's key would not read back). The chain is made once; each chain test works on a copy.
+// applies iter-time), so qemu-img creates two, empty: one of the default geometry (copied as the
+// chain's base and as the 64 KiB read test's image) and one of 4 KiB clusters (copied as the 4 KiB
+// read test's image and, pointed at the middle layer by `qemu-img rebase -u`, as the chain's top
+// overlay); the chain's middle layer is cowchain's. Each layer has its own master key (a commit
+// or stream that used the wrong layer's key would not read back), and the chain mixes cluster
+// sizes. The chain is made once; each chain test works on a copy.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as crypto from 'node:crypto';
@@ -31,6 +33,8 @@ let root: string;
 let keyFile: string;
 /** An empty 4 MiB LUKS image qemu-img made, default geometry (64 KiB clusters). */
 let pristine: string;
+/** The same with 4 KiB clusters. */
+let pristine4k: string;
 /**
  * base (enc, qemu's) ← mid (enc, cowchain's) ← top (enc, qemu's), 4 MiB, each written by qemu-io:
  * made once, copied by `chain`.
@@ -46,13 +50,17 @@ beforeAll(async () => {
   fs.mkdirSync(template);
   const size = 4 * MiB;
   pristine = path.join(root, 'pristine.qcow2');
-  await qemuCreate(pristine, size);
+  pristine4k = path.join(root, 'pristine-4k.qcow2');
+  await Promise.all([qemuCreate(pristine, size), qemuCreate(pristine4k, size, [], 'cluster_size=4096')]);
   fs.copyFileSync(pristine, path.join(template, 'base.qcow2'));
   qio(path.join(template, 'base.qcow2'), 1, randomWrites(1, size, 8));
   createImage(path.join(template, 'mid.qcow2'), { format: 'qcow2', size, backingFile: 'base.qcow2', backingFormat: 'qcow2', encrypt: { format: 'luks', keySecret: KEY, iterTimeMs: 10 } });
   qio(path.join(template, 'mid.qcow2'), 2, randomWrites(2, size, 8));
-  await qemuCreate(path.join(template, 'top.qcow2'), size, ['-b', 'mid.qcow2', '-F', 'qcow2']);
-  qio(path.join(template, 'top.qcow2'), 3, randomWrites(3, size, 8));
+  const top = path.join(template, 'top.qcow2');
+  fs.copyFileSync(pristine4k, top);
+  qemuImg(['rebase', '-u', ...OBJECT(), '-b', 'mid.qcow2', '-F', 'qcow2', '--image-opts', imageOpts(top)]);
+  expect(JSON.parse(qemuImg(['info', '--output=json', top]).stdout)).toMatchObject({ 'backing-filename': 'mid.qcow2', 'cluster-size': 4096, encrypted: true });
+  qio(top, 3, randomWrites(3, size, 8));
 });
 
 const OBJECT = () => ['--object', `secret,id=sec0,file=${keyFile}`];
@@ -103,11 +111,10 @@ function randomWrites(seed: number, size: number, count: number, model?: Buffer)
 
 describe('qemu-made LUKS images read here as qemu reads them', () => {
   for (const clusterSize of [65536, 4096]) {
-    it(`cluster_size=${clusterSize}: random unaligned writes by qemu-io, read back identically`, async () => {
+    it(`cluster_size=${clusterSize}: random unaligned writes by qemu-io, read back identically`, () => {
       const file = path.join(root, `qemu-${clusterSize}.qcow2`);
       const size = 4 * MiB;
-      if (clusterSize === 65536) fs.copyFileSync(pristine, file); // qemu's default geometry
-      else await qemuCreate(file, size, [], `cluster_size=${clusterSize}`);
+      fs.copyFileSync(clusterSize === 65536 ? pristine : pristine4k, file); // 65536: qemu's default geometry
       qio(file, 1, randomWrites(clusterSize, size, 12));
       const want = qemuGuest(file, 1);
       const ours = readGuest(file, { keySecrets: keys });
