@@ -26,9 +26,19 @@ export function readSmallFile(file: string, maxBytes: number, what: string): Buf
     const st = fs.fstatSync(fd);
     if (!st.isFile()) return invalid(`is not a regular file (${kindOf(st)})`);
     if (st.size > maxBytes) return invalid(`is ${st.size} bytes, more than the ${maxBytes} allowed`);
-    const buf = Buffer.alloc(maxBytes + 1);
+    // Read up to maxBytes + 1 (one more tells a file that grew past the limit), into a buffer
+    // sized for what fstat said and grown if the file grew meanwhile: a zeroed maxBytes (1 MiB
+    // for the info file) on every read cost page faults and zeroing on each of the many reads
+    // an operation makes.
+    let buf = Buffer.allocUnsafe(Math.min(st.size, maxBytes) + 1);
     let n = 0;
-    while (n < buf.length) {
+    for (;;) {
+      if (n === buf.length) {
+        if (n > maxBytes) break;
+        const grown = Buffer.allocUnsafe(Math.min(2 * n, maxBytes + 1));
+        buf.copy(grown, 0, 0, n);
+        buf = grown;
+      }
       const got = fs.readSync(fd, buf, n, buf.length - n, n);
       if (got === 0) break;
       n += got;
