@@ -2,7 +2,9 @@
 // [-q] TOP`, `img rebase [-u] -b NEW [-F FMT] FILE`, `img stream [-b BASE] FILE` and `img convert
 // [-O raw|qcow2] [-o …] SRC DST`, each run side by side with qemu-img (same arguments, same working
 // directory, identical copies of the chain) and with the API (commitImage, rebaseImage,
-// streamImage, convertImage) on a third copy:
+// streamImage, convertImage) on a third copy. Each command's first run here is a process of the
+// built CLI (exit status and output as a user sees them); the others run main() in-process (a
+// node child cost ~0.15 s of CPU, more than the qemu-img runs of a whole case):
 //  - the same stdout as qemu-img ("Image committed.", nothing with -q, nothing for rebase and
 //    convert) and exit 0;
 //  - the same result as qemu-img (`qemu-img compare`, header facts of `qemu-img info
@@ -37,9 +39,25 @@ function qemu(args: string[], cwd: string): Run {
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
+/**
+ * `cowchain ARGS` in `cwd`: as a process of the built CLI (`asProcess`: exit status and output as
+ * a user sees them), else in-process (main(), after a chdir), where a node child costs more CPU
+ * than the qemu-img runs of a whole case. Each command's first run in this file is a process.
+ */
+async function ourCli(args: string[], cwd: string, asProcess = false): Promise<Run> {
+  if (asProcess) return cliProcess(args, cwd);
+  const prev = process.cwd();
+  process.chdir(cwd);
+  try {
+    return await cli(...args);
+  } finally {
+    process.chdir(prev);
+  }
+}
+
 /** cowchain and qemu-img with the same arguments succeed and print the same stdout. */
-function bothOk(sub: string[], ours: string, theirs: string): string {
-  const a = cliProcess(['img', ...sub], ours);
+async function bothOk(sub: string[], ours: string, theirs: string, asProcess = false): Promise<string> {
+  const a = await ourCli(['img', ...sub], ours, asProcess);
   const b = qemu(sub, theirs);
   expect(b.status, `qemu-img ${sub.join(' ')}: ${b.stderr}`).toBe(0);
   expect(a.status, `cowchain img ${sub.join(' ')}: ${a.stderr}`).toBe(0);
@@ -118,9 +136,9 @@ beforeAll(() => {
 });
 
 describe('img commit', () => {
-  it('commit TOP: "Image committed.", the base as qemu-img commit leaves it, the top emptied; the files commitImage writes', () => {
+  it('commit TOP: "Image committed.", the base as qemu-img commit leaves it, the top emptied; the files commitImage writes', async () => {
     const { ours, theirs, api } = copies();
-    expect(bothOk(['commit', 'l3.qcow2'], ours, theirs)).toBe('Image committed.\n');
+    expect(await bothOk(['commit', 'l3.qcow2'], ours, theirs, true)).toBe('Image committed.\n');
     commitImage(path.join(api, 'l3.qcow2'));
     expectIdentical(path.join(ours, 'l2.qcow2'), path.join(theirs, 'l2.qcow2'), 'base');
     expectIdentical(path.join(ours, 'l3.qcow2'), path.join(pristine, 'l3.qcow2'), "top's guest view");
@@ -131,18 +149,18 @@ describe('img commit', () => {
     expectSameFiles(api, ours, 'CLI vs API');
   });
 
-  it('commit -d TOP leaves the top as it was', () => {
+  it('commit -d TOP leaves the top as it was', async () => {
     const { ours, theirs, api } = copies();
-    expect(bothOk(['commit', '-d', 'l3.qcow2'], ours, theirs)).toBe('Image committed.\n');
+    expect(await bothOk(['commit', '-d', 'l3.qcow2'], ours, theirs)).toBe('Image committed.\n');
     commitImage(path.join(api, 'l3.qcow2'), { keepTop: true });
     expectIdentical(path.join(ours, 'l2.qcow2'), path.join(theirs, 'l2.qcow2'), 'base');
     expect(fs.readFileSync(path.join(ours, 'l3.qcow2')).equals(fs.readFileSync(path.join(pristine, 'l3.qcow2')))).toBe(true);
     expectSameFiles(api, ours, 'CLI vs API');
   });
 
-  it('commit -q -b BASE TOP (a v2 base two layers down, named relative to the working directory): quiet, the base as qemu-img leaves it', () => {
+  it('commit -q -b BASE TOP (a v2 base two layers down, named relative to the working directory): quiet, the base as qemu-img leaves it', async () => {
     const { ours, theirs, api } = copies();
-    expect(bothOk(['commit', '-q', '-b', 'l1.qcow2', 'l3.qcow2'], ours, theirs)).toBe('');
+    expect(await bothOk(['commit', '-q', '-b', 'l1.qcow2', 'l3.qcow2'], ours, theirs)).toBe('');
     commitImage(path.join(api, 'l3.qcow2'), { base: path.join(api, 'l1.qcow2') });
     expectIdentical(path.join(ours, 'l1.qcow2'), path.join(theirs, 'l1.qcow2'), 'base', 'qcow2', 'qcow2');
     expectIdentical(path.join(ours, 'l3.qcow2'), path.join(pristine, 'l3.qcow2'), "top's guest view");
@@ -151,9 +169,9 @@ describe('img commit', () => {
     expectSameFiles(api, ours, 'CLI vs API');
   });
 
-  it('commit of a top named through another directory, into a raw base smaller than the top (it grows)', () => {
+  it('commit of a top named through another directory, into a raw base smaller than the top (it grows)', async () => {
     const { ours, theirs, api } = copies();
-    const a = cliProcess(['img', 'commit', `${path.basename(ours)}/l1.qcow2`], root);
+    const a = await ourCli(['img', 'commit', `${path.basename(ours)}/l1.qcow2`], root);
     const b = qemu(['commit', `${path.basename(theirs)}/l1.qcow2`], root);
     expect(b.status, b.stderr).toBe(0);
     expect([a.status, a.stdout, a.stderr], a.stderr).toStrictEqual([0, b.stdout, '']);
@@ -192,11 +210,11 @@ describe('img commit', () => {
 });
 
 describe('img rebase', () => {
-  it('safe rebase onto an image deeper in the chain, FILE in another directory: the guest view kept, as qemu-img rebase', () => {
+  it('safe rebase onto an image deeper in the chain, FILE in another directory: the guest view kept, as qemu-img rebase', async () => {
     const { ours, theirs, api } = copies();
     // From the parent directory: NEW is relative to FILE's directory (qemu's rule), not to the cwd.
     const args = (d: string) => ['rebase', '-b', 'l1.qcow2', '-F', 'qcow2', `${path.basename(d)}/l3.qcow2`];
-    const a = cliProcess(['img', ...args(ours)], root);
+    const a = await ourCli(['img', ...args(ours)], root, true);
     const b = qemu(args(theirs), root);
     expect([a.status, a.stdout, a.stderr], a.stderr).toStrictEqual([0, '', '']);
     expect([b.status, b.stdout], b.stderr).toStrictEqual([0, '']);
@@ -209,30 +227,30 @@ describe('img rebase', () => {
     expectSameFiles(api, ours, 'CLI vs API');
   });
 
-  it('safe rebase without -F (the format is probed and recorded), onto an unrelated qcow2 image, and -b "" (flatten)', () => {
+  it('safe rebase without -F (the format is probed and recorded), onto an unrelated qcow2 image, and -b "" (flatten)', async () => {
     const { ours, theirs, api } = copies();
-    let r = cliProcess(['img', 'rebase', '-b', 'other.qcow2', 'l2.qcow2'], ours);
+    let r = await ourCli(['img', 'rebase', '-b', 'other.qcow2', 'l2.qcow2'], ours);
     expect([r.status, r.stdout, r.stderr]).toStrictEqual([0, '', '']);
     expect(qemu(['rebase', '-b', 'other.qcow2', '-F', 'qcow2', 'l2.qcow2'], theirs).status).toBe(0);
     rebaseImage(path.join(api, 'l2.qcow2'), 'other.qcow2');
     expectIdentical(path.join(ours, 'l2.qcow2'), path.join(pristine, 'l2.qcow2'), "l2's guest view");
     expectIdentical(path.join(ours, 'l3.qcow2'), path.join(pristine, 'l3.qcow2'), "l3's guest view");
     expectSameChainHeaders(path.join(ours, 'l3.qcow2'), path.join(theirs, 'l3.qcow2'), 'chain headers');
-    bothOk(['rebase', '-b', '', 'l3.qcow2'], ours, theirs);
+    await bothOk(['rebase', '-b', '', 'l3.qcow2'], ours, theirs);
     rebaseImage(path.join(api, 'l3.qcow2'), '');
     expectIdentical(path.join(ours, 'l3.qcow2'), path.join(pristine, 'l3.qcow2'), 'flattened top');
     expectSameChainHeaders(path.join(ours, 'l3.qcow2'), path.join(theirs, 'l3.qcow2'), 'flattened: headers');
     expectCheckClean(path.join(ours, 'l3.qcow2'), 'qcow2', 'flattened top');
     expectSameFiles(api, ours, 'CLI vs API');
-    r = cliProcess(['img', 'info', '--output', 'json', 'l3.qcow2'], ours);
+    r = await ourCli(['img', 'info', '--output', 'json', 'l3.qcow2'], ours);
     expect(JSON.parse(r.stdout)['backing-filename']).toBeUndefined();
   });
 
-  it('rebase -u: the header only, byte for byte what qemu-img writes (also onto a name that does not exist)', () => {
+  it('rebase -u: the header only, byte for byte what qemu-img writes (also onto a name that does not exist)', async () => {
     const { ours, theirs, api } = copies();
-    bothOk(['rebase', '-u', '-b', 'other.raw', '-F', 'raw', 'l3.qcow2'], ours, theirs);
-    bothOk(['rebase', '-u', '-b', '../nowhere/gone.qcow2', '-F', 'qcow2', 'l2.qcow2'], ours, theirs);
-    bothOk(['rebase', '-u', '-b', '', 'l1.qcow2'], ours, theirs);
+    await bothOk(['rebase', '-u', '-b', 'other.raw', '-F', 'raw', 'l3.qcow2'], ours, theirs);
+    await bothOk(['rebase', '-u', '-b', '../nowhere/gone.qcow2', '-F', 'qcow2', 'l2.qcow2'], ours, theirs);
+    await bothOk(['rebase', '-u', '-b', '', 'l1.qcow2'], ours, theirs);
     rebaseImage(path.join(api, 'l3.qcow2'), 'other.raw', { unsafe: true, backingFormat: 'raw' });
     rebaseImage(path.join(api, 'l2.qcow2'), '../nowhere/gone.qcow2', { unsafe: true, backingFormat: 'qcow2' });
     rebaseImage(path.join(api, 'l1.qcow2'), '', { unsafe: true });
@@ -260,9 +278,9 @@ describe('img rebase', () => {
 });
 
 describe('img stream', () => {
-  it('stream FILE (everything) and stream -b BASE FILE: the guest view kept; qemu-img rebase onto the same base agrees', () => {
+  it('stream FILE (everything) and stream -b BASE FILE: the guest view kept; qemu-img rebase onto the same base agrees', async () => {
     const { ours, theirs, api } = copies();
-    let r = cliProcess(['img', 'stream', '-b', 'l1.qcow2', 'l3.qcow2'], ours);
+    let r = await ourCli(['img', 'stream', '-b', 'l1.qcow2', 'l3.qcow2'], ours, true);
     expect([r.status, r.stdout, r.stderr]).toStrictEqual([0, '', '']);
     expect(qemu(['rebase', '-b', 'l1.qcow2', '-F', 'qcow2', 'l3.qcow2'], theirs).status).toBe(0);
     streamImage(path.join(api, 'l3.qcow2'), { base: path.join(api, 'l1.qcow2') });
@@ -270,7 +288,7 @@ describe('img stream', () => {
     expectIdentical(path.join(ours, 'l3.qcow2'), path.join(theirs, 'l3.qcow2'), 'ours vs qemu');
     expectSameChainHeaders(path.join(ours, 'l3.qcow2'), path.join(theirs, 'l3.qcow2'), 'chain headers');
     expectCheckClean(path.join(ours, 'l3.qcow2'), 'qcow2', 'streamed top');
-    r = cliProcess(['img', 'stream', 'l2.qcow2'], ours);
+    r = await ourCli(['img', 'stream', 'l2.qcow2'], ours);
     expect([r.status, r.stdout, r.stderr]).toStrictEqual([0, '', '']);
     expect(qemu(['rebase', '-b', '', 'l2.qcow2'], theirs).status).toBe(0);
     streamImage(path.join(api, 'l2.qcow2'));
@@ -288,7 +306,7 @@ describe('img stream', () => {
 });
 
 describe('img convert', () => {
-  it('-O raw (and the default), -O qcow2, -O qcow2 -o … (repeated; size ignored as qemu-img does): the content and header of qemu-img convert; the files convertImage writes', () => {
+  it('-O raw (and the default), -O qcow2, -O qcow2 -o … (repeated; size ignored as qemu-img does): the content and header of qemu-img convert; the files convertImage writes', async () => {
     const { ours, theirs, api } = copies();
     const variants: [string[], 'raw' | 'qcow2', Parameters<typeof convertImage>[2]][] = [
       [['-O', 'raw'], 'raw', { format: 'raw' }],
@@ -300,7 +318,7 @@ describe('img convert', () => {
     ];
     for (const [i, [opts, fmt, apiOpts]] of variants.entries()) {
       const dst = `out${i}.${fmt}`;
-      bothOk(['convert', ...opts, 'l3.qcow2', dst], ours, theirs);
+      await bothOk(['convert', ...opts, 'l3.qcow2', dst], ours, theirs, i === 0);
       const src = openImage(path.join(api, 'l3.qcow2'));
       try {
         convertImage(src, path.join(api, dst), apiOpts);
