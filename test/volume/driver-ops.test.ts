@@ -15,9 +15,11 @@ import { BASE, MiB, OTHER_VOL, SNAP, VOL, VolumeFixture, f, infoOf } from '../su
 
 requireQemu();
 
-/** volume-1234 <- .aaaa <- .bbbb with writes before, between and after. */
+/** volume-1234 <- .aaaa <- .bbbb with writes before, between and after: seeded once, copied per test. */
+let seeded: Promise<VolumeFixture> | undefined;
 async function twoSnapshots(options: ConstructorParameters<typeof VolumeFixture>[2] = {}, dir = tmpDir('cowchain-ops-')) {
-  return new VolumeFixture(dir, 4 * MiB, options).seedSnapshots();
+  const template = await (seeded ??= new VolumeFixture(tmpDir('cowchain-ops-seed-'), 4 * MiB).seedSnapshots());
+  return template.copyTo(dir, options);
 }
 
 describe('create volume', () => {
