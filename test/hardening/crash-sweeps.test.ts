@@ -28,7 +28,7 @@ import { runWithCrashAt } from '../support/fs-faults.js';
 import { FULL, atPoint, faultPoints, sweep } from '../support/tier.js';
 import { expectSameBytes, rng } from '../support/images.js';
 import { qemuCheck, qemuImg, qemuIo, requireQemu } from '../support/qemu.js';
-import { BASE, SNAP, VOL, VolumeFixture, type SnapName } from '../support/volume.js';
+import { BASE, SNAP, VOL, VolumeFixture, asBuffer, type SnapName } from '../support/volume.js';
 import { Verdicts } from '../support/verdicts.js';
 
 requireQemu();
@@ -45,7 +45,7 @@ const MiB = 1024 * KiB;
 function view(file: string): Buffer {
   const img = openImage(file);
   try {
-    return Buffer.from(img.read(0, img.virtualSize));
+    return asBuffer(img.read(0, img.virtualSize));
   } finally {
     img.close();
   }
