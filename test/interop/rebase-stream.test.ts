@@ -26,7 +26,7 @@ import { KiB, MiB, writePatternedRaw } from '../support/images.js';
 import { byTier } from '../support/tier.js';
 import {
   type ChainSpec, type Fmt, type LayerSpec, buildChain, chainArb, copyDir, describeChain, expectCheckClean, expectIdentical,
-  expectSameChainHeaders,
+  expectSameChainHeaders, sameFileBytes,
 } from '../support/chains.js';
 
 /**
@@ -137,7 +137,7 @@ function runOp(src: string, spec: ChainSpec, other: Other, op: Op): void {
       rebaseImage(t(ours), target.name, { unsafe: true, backingFormat: target.format || undefined });
       qemuImg(['rebase', '-u', '-b', target.name, ...(target.format ? ['-F', target.format] : []), t(theirs)]);
       // Header only: the very bytes qemu writes.
-      expect(fs.readFileSync(t(ours)).equals(fs.readFileSync(t(theirs))), `${label}\nthe top's bytes differ from qemu's`).toBe(true);
+      expect(sameFileBytes(t(ours), t(theirs)), `${label}\nthe top's bytes differ from qemu's`).toBe(true);
     } else {
       if (op.kind === 'safe') {
         rebaseImage(t(ours), target.name, { backingFormat: op.probe ? undefined : target.format || undefined, stepBytes: 256 * KiB, onProgress: progress.onProgress });
@@ -154,7 +154,7 @@ function runOp(src: string, spec: ChainSpec, other: Other, op: Op): void {
     // Nothing but the top was written.
     for (const f of fs.readdirSync(src)) {
       if (f === top.name) continue;
-      expect(fs.readFileSync(path.join(ours, f)).equals(fs.readFileSync(path.join(src, f))), `${label}\n${f} must not be written`).toBe(true);
+      expect(sameFileBytes(path.join(ours, f), path.join(src, f)), `${label}\n${f} must not be written`).toBe(true);
     }
   } finally {
     fs.rmSync(ours, { recursive: true, force: true });
