@@ -100,17 +100,17 @@ export function qemuIoMany(file: string, cmds: string[], format?: string): void 
 }
 
 /**
- * A raw file of `size` bytes written entirely by qemu-io with non-zero patterns, so that it has no
- * holes (without the native binding our raw layer reports every byte as data; qemu reports holes
- * as zero).
+ * A raw file of `size` bytes (rounded up to whole sectors, as qemu-img create rounds it) written
+ * entirely with non-zero patterns, `pieces` runs of one seeded byte each, so that it has no holes
+ * (without the native binding our raw layer reports every byte as data; qemu reports holes as
+ * zero). The bytes qemu-io `write -P` would write, without the two qemu children.
  */
 export function makeFullRaw(file: string, size: number, seed: number, pieces = 16): void {
-  qemuImg(['create', '-f', 'raw', file, String(size)]);
+  const buf = Buffer.alloc(Math.ceil(size / 512) * 512);
   const r = rng(seed);
-  const cmds: string[] = [];
   const step = Math.ceil(size / pieces / 512) * 512;
-  for (let off = 0; off < size; off += step) cmds.push(`write -P ${patternByte(r)} ${off} ${Math.min(step, size - off)}`);
-  qemuIoMany(file, cmds, 'raw');
+  for (let off = 0; off < size; off += step) buf.fill(patternByte(r), off, Math.min(off + step, size));
+  fs.writeFileSync(file, buf);
 }
 
 /** `qemu-img create -f qcow2` with options; returns the path. */
